@@ -1,1 +1,40 @@
-//! placeholder
+//! The PostgreSQL event store of clinicbook.
+//!
+//! It owns the `events` table (the source of truth), snapshots, idempotency
+//! keys and the per-stream hash chain, and it is the one code path that
+//! writes events: a [`UnitOfWork`] loads every aggregate a command touches,
+//! runs their `handle` on copies, and [`EventStore::execute`] appends all
+//! the new events in one transaction, each stream guarded by its expected
+//! sequence, retrying the whole command on a conflict.
+//!
+//! It depends on the domain crate, cqrs-es, postgres-es' table layout and
+//! sqlx; it knows nothing of HTTP.
+
+pub mod audit;
+pub mod error;
+pub mod hash;
+pub mod metadata;
+mod store;
+mod uow;
+
+pub use error::{ExecuteError, StoreError, UowError};
+pub use metadata::{Actor, CommandMetadata};
+pub use store::{Committed, EventStore, IdempotencyKey, StoreConfig, UseCase};
+pub use uow::UnitOfWork;
+
+/// The schema migrations of the whole application (`migrations/` at the
+/// workspace root), applied by `clinicbook migrate` and by the test harness.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// Connects a pool to `url` with settings suited to the event store.
+///
+/// # Errors
+/// The database cannot be reached or the URL is malformed.
+pub async fn connect(url: &str, max_connections: u32) -> Result<sqlx::PgPool, StoreError> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(std::time::Duration::from_secs(10))
+        .connect(url)
+        .await?;
+    Ok(pool)
+}

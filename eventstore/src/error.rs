@@ -1,0 +1,95 @@
+//! Errors of the event store.
+
+use clinicbook_domain::DomainError;
+use thiserror::Error;
+
+/// A failure of the storage itself (not a refused command).
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The database failed or could not be reached.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Applying migrations failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// An event or a snapshot could not be (de)serialised.
+    #[error("cannot (de)serialise {what}: {source}")]
+    Serde {
+        /// What was being converted.
+        what: String,
+        /// The serde error.
+        source: serde_json::Error,
+    },
+    /// A stored stream is not what the store wrote: a sequence gap, or an
+    /// event that no longer deserialises.
+    #[error("stream {aggregate_type}/{aggregate_id} is corrupt: {reason}")]
+    Corrupt {
+        /// Aggregate type.
+        aggregate_type: String,
+        /// Aggregate id.
+        aggregate_id: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An event's version is not a semantic version (cqrs-es upcasters
+    /// would silently skip it), so it is refused before it is stored.
+    #[error("event {event_type} has version {version:?}, which is not a semantic version")]
+    InvalidEventVersion {
+        /// The event type.
+        event_type: String,
+        /// The offending version.
+        version: String,
+    },
+}
+
+/// Why a step of a unit of work failed: the domain refused, or storage failed.
+#[derive(Debug, Error)]
+pub enum UowError {
+    /// An aggregate refused a command.
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    /// Loading failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why [`crate::EventStore::execute`] wrote nothing.
+#[derive(Debug, Error)]
+pub enum ExecuteError {
+    /// An aggregate refused the command.
+    #[error(transparent)]
+    Domain(DomainError),
+    /// Other writers kept changing the same streams through every attempt.
+    #[error("concurrency conflict after {attempts} attempts")]
+    Conflict {
+        /// How many times the command ran.
+        attempts: u32,
+    },
+    /// The idempotency key was used before with another request.
+    #[error("idempotency key reused with a different request")]
+    IdempotencyKeyReused,
+    /// Storage failed.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<UowError> for ExecuteError {
+    fn from(e: UowError) -> Self {
+        match e {
+            UowError::Domain(d) => ExecuteError::Domain(d),
+            UowError::Store(s) => ExecuteError::Store(s),
+        }
+    }
+}
+
+impl From<StoreError> for ExecuteError {
+    fn from(e: StoreError) -> Self {
+        ExecuteError::Store(e)
+    }
+}
+
+impl From<sqlx::Error> for ExecuteError {
+    fn from(e: sqlx::Error) -> Self {
+        ExecuteError::Store(StoreError::Database(e))
+    }
+}
