@@ -125,6 +125,7 @@ impl Weekday {
             Weekday::Sun => "sun",
         }
     }
+
     /// Position in a week starting on Monday (0) and ending on Sunday (6).
     pub fn index(self) -> usize {
         self as usize
