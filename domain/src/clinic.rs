@@ -1,14 +1,16 @@
 //! The `Clinic` aggregate: a branch with its timezone, opening hours,
 //! resources, treatments, pricing rules, cancellation policy and closures.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
 use crate::policy::CancellationPolicy;
-use crate::pricing::PricingRules;
-use crate::schedule::OpeningHours;
-use crate::{ClinicId, ClosureId, Money, ResourceId, TreatmentId};
+use crate::pricing::{self, Discount, PriceBreakdown, PricingRules};
+use crate::schedule::{self, Interval, OpeningHours};
+use crate::{ClinicId, ClosureId, DomainError, Money, ResourceId, TreatmentId};
 
 /// What kind of thing a resource is; a treatment needs one kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -194,4 +196,1017 @@ pub enum ClinicEvent {
         /// The closure.
         closure: Closure,
     },
+}
+
+/// Longest name (in characters) of a clinic, resource, treatment or program.
+pub const MAX_NAME_CHARS: usize = 200;
+
+/// A treatment lasts between 1 minute and 12 hours.
+pub const DURATION_MINUTES: std::ops::RangeInclusive<u32> = 1..=720;
+
+/// A treatment's buffer is at most 4 hours.
+pub const BUFFER_MINUTES: std::ops::RangeInclusive<u32> = 0..=240;
+
+/// A display name, trimmed: non-empty and at most [`MAX_NAME_CHARS`]
+/// characters. Shared by every aggregate that names something.
+///
+/// # Errors
+/// `DomainError::InvalidInput` naming `field`.
+pub fn checked_name(field: &str, name: &str) -> Result<String, DomainError> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(DomainError::invalid(field, "must not be empty"));
+    }
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err(DomainError::invalid(
+            field,
+            format!("must be at most {MAX_NAME_CHARS} characters"),
+        ));
+    }
+    Ok(name.to_string())
+}
+
+/// Names inside a clinic are compared without regard to case, so "Laser"
+/// and "laser" cannot both exist.
+fn same_name(a: &str, b: &str) -> bool {
+    a.to_lowercase() == b.to_lowercase()
+}
+
+impl Closure {
+    /// The closed period `[start, end)`.
+    pub fn interval(&self) -> Interval {
+        Interval {
+            start: self.start,
+            end: self.end,
+        }
+    }
+}
+
+impl Clinic {
+    /// True once the clinic was registered.
+    pub fn is_registered(&self) -> bool {
+        self.clinic_id.is_some()
+    }
+
+    /// The clinic's timezone (UTC before registration).
+    pub fn timezone(&self) -> Tz {
+        self.timezone.unwrap_or(Tz::UTC)
+    }
+
+    /// The cancellation policy.
+    pub fn policy(&self) -> CancellationPolicy {
+        self.policy
+    }
+
+    /// A resource of this clinic.
+    pub fn resource(&self, id: ResourceId) -> Option<&Resource> {
+        self.resources.iter().find(|r| r.resource_id == id)
+    }
+
+    /// A treatment of this clinic.
+    pub fn treatment(&self, id: TreatmentId) -> Option<&Treatment> {
+        self.treatments.iter().find(|t| t.treatment_id == id)
+    }
+
+    /// The clinic-local date of an instant.
+    pub fn local_date(&self, at: DateTime<Utc>) -> NaiveDate {
+        schedule::local_date(self.timezone(), at)
+    }
+
+    /// The opening intervals (UTC) of a clinic-local date, from the weekly
+    /// opening hours; see [`OpeningHours::intervals_utc`] for DST days.
+    pub fn opening_intervals(&self, date: NaiveDate) -> Vec<Interval> {
+        self.opening_hours.intervals_utc(self.timezone(), date)
+    }
+
+    /// The opening intervals of `date` with the clinic's closures cut out:
+    /// what a booking must lie inside. A resource added after a closure has
+    /// no block for it on its calendars, so closures are also enforced here.
+    pub fn bookable_intervals(&self, date: NaiveDate) -> Vec<Interval> {
+        self.closures
+            .iter()
+            .fold(self.opening_intervals(date), |open, closure| {
+                let hole = closure.interval();
+                open.iter()
+                    .flat_map(|interval| interval.minus(&hole))
+                    .collect()
+            })
+    }
+
+    /// The closures that overlap `interval`.
+    pub fn closures_overlapping<'a>(
+        &'a self,
+        interval: &'a Interval,
+    ) -> impl Iterator<Item = &'a Closure> + 'a {
+        self.closures
+            .iter()
+            .filter(move |closure| closure.interval().overlaps(interval))
+    }
+
+    /// The price of `treatment` starting at `start`, booked at `now`, under
+    /// this clinic's pricing rules and timezone; see [`pricing::quote`].
+    pub fn quote(
+        &self,
+        treatment: &Treatment,
+        start: DateTime<Utc>,
+        now: DateTime<Utc>,
+        promo: Option<&Discount>,
+    ) -> PriceBreakdown {
+        pricing::quote(
+            treatment.price,
+            &self.pricing,
+            self.timezone(),
+            start,
+            now,
+            promo,
+        )
+    }
+
+    /// Checks `command` against the current state and returns the one event
+    /// it produces. Pure: nothing changes until the event is applied.
+    ///
+    /// # Errors
+    /// `AlreadyExists` for a second registration or a reused id,
+    /// `NotFound` (`clinic`) for any other command before registration,
+    /// `DuplicateName` for a resource or treatment name already used, and
+    /// `InvalidInput` for a malformed field.
+    pub fn decide(&self, command: ClinicCommand) -> Result<ClinicEvent, DomainError> {
+        let registering = matches!(command, ClinicCommand::Register { .. });
+        if !registering && !self.is_registered() {
+            return Err(DomainError::not_found("clinic"));
+        }
+        match command {
+            ClinicCommand::Register {
+                clinic_id,
+                name,
+                timezone,
+                currency,
+                cancellation_notice_hours,
+                late_cancel_fee_percent,
+            } => {
+                if self.is_registered() {
+                    return Err(DomainError::AlreadyExists {
+                        what: format!("clinic {clinic_id}"),
+                    });
+                }
+                let name = checked_name("name", &name)?;
+                let tz: Tz = timezone.trim().parse().map_err(|_| {
+                    DomainError::invalid(
+                        "timezone",
+                        format!("{timezone:?} is not an IANA timezone"),
+                    )
+                })?;
+                if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
+                    return Err(DomainError::invalid(
+                        "currency",
+                        "must be three upper-case letters (ISO 4217)",
+                    ));
+                }
+                if !(0..=100).contains(&late_cancel_fee_percent) {
+                    return Err(DomainError::invalid(
+                        "late_cancel_fee_percent",
+                        "must be within 0..=100",
+                    ));
+                }
+                Ok(ClinicEvent::ClinicRegistered {
+                    clinic_id,
+                    name,
+                    timezone: tz.name().to_string(),
+                    currency,
+                    policy: CancellationPolicy {
+                        notice_hours: cancellation_notice_hours,
+                        late_fee_percent: late_cancel_fee_percent,
+                    },
+                })
+            }
+            ClinicCommand::SetOpeningHours { hours } => {
+                hours.validate()?;
+                Ok(ClinicEvent::OpeningHoursSet { hours })
+            }
+            ClinicCommand::AddResource {
+                resource_id,
+                name,
+                kind,
+            } => {
+                if self.resource(resource_id).is_some() {
+                    return Err(DomainError::AlreadyExists {
+                        what: format!("resource {resource_id}"),
+                    });
+                }
+                let name = checked_name("name", &name)?;
+                if self.resources.iter().any(|r| same_name(&r.name, &name)) {
+                    return Err(DomainError::DuplicateName { name });
+                }
+                Ok(ClinicEvent::ResourceAdded {
+                    resource: Resource {
+                        resource_id,
+                        name,
+                        kind,
+                    },
+                })
+            }
+            ClinicCommand::AddTreatment {
+                treatment_id,
+                name,
+                duration_minutes,
+                buffer_minutes,
+                price,
+                resource_kind,
+            } => {
+                if self.treatment(treatment_id).is_some() {
+                    return Err(DomainError::AlreadyExists {
+                        what: format!("treatment {treatment_id}"),
+                    });
+                }
+                let name = checked_name("name", &name)?;
+                if !DURATION_MINUTES.contains(&duration_minutes) {
+                    return Err(DomainError::invalid(
+                        "duration_minutes",
+                        "must be within 1..=720",
+                    ));
+                }
+                if !BUFFER_MINUTES.contains(&buffer_minutes) {
+                    return Err(DomainError::invalid(
+                        "buffer_minutes",
+                        "must be within 0..=240",
+                    ));
+                }
+                if price.is_negative() {
+                    return Err(DomainError::invalid("price_cents", "must not be negative"));
+                }
+                if self.treatments.iter().any(|t| same_name(&t.name, &name)) {
+                    return Err(DomainError::DuplicateName { name });
+                }
+                Ok(ClinicEvent::TreatmentAdded {
+                    treatment: Treatment {
+                        treatment_id,
+                        name,
+                        duration_minutes,
+                        buffer_minutes,
+                        price,
+                        resource_kind,
+                    },
+                })
+            }
+            ClinicCommand::SetPricingRules { rules } => {
+                rules.validate()?;
+                Ok(ClinicEvent::PricingRulesSet { rules })
+            }
+            ClinicCommand::AddClosure {
+                closure_id,
+                start,
+                end,
+                reason,
+            } => {
+                Interval::new(start, end)?;
+                if self.closures.iter().any(|c| c.closure_id == closure_id) {
+                    return Err(DomainError::AlreadyExists {
+                        what: format!("closure {closure_id}"),
+                    });
+                }
+                Ok(ClinicEvent::ClosureAdded {
+                    closure: Closure {
+                        closure_id,
+                        start,
+                        end,
+                        reason,
+                    },
+                })
+            }
+        }
+    }
+}
+
+impl Aggregate for Clinic {
+    const TYPE: &'static str = "Clinic";
+    type Command = ClinicCommand;
+    type Event = ClinicEvent;
+    type Error = DomainError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: ClinicCommand,
+        _service: &(),
+        sink: &EventSink<Self>,
+    ) -> Result<(), DomainError> {
+        let event = self.decide(command)?;
+        sink.write(event, self).await;
+        Ok(())
+    }
+
+    fn apply(&mut self, event: ClinicEvent) {
+        match event {
+            ClinicEvent::ClinicRegistered {
+                clinic_id,
+                name,
+                timezone,
+                currency,
+                policy,
+            } => {
+                self.clinic_id = Some(clinic_id);
+                self.name = name;
+                self.timezone = timezone.parse().ok();
+                self.currency = currency;
+                self.policy = policy;
+            }
+            ClinicEvent::OpeningHoursSet { hours } => self.opening_hours = hours,
+            ClinicEvent::ResourceAdded { resource } => self.resources.push(resource),
+            ClinicEvent::TreatmentAdded { treatment } => self.treatments.push(treatment),
+            ClinicEvent::PricingRulesSet { rules } => self.pricing = rules,
+            ClinicEvent::ClosureAdded { closure } => self.closures.push(closure),
+        }
+    }
+}
+
+impl DomainEvent for ClinicEvent {
+    fn event_type(&self) -> String {
+        match self {
+            ClinicEvent::ClinicRegistered { .. } => "ClinicRegistered",
+            ClinicEvent::OpeningHoursSet { .. } => "OpeningHoursSet",
+            ClinicEvent::ResourceAdded { .. } => "ResourceAdded",
+            ClinicEvent::TreatmentAdded { .. } => "TreatmentAdded",
+            ClinicEvent::PricingRulesSet { .. } => "PricingRulesSet",
+            ClinicEvent::ClosureAdded { .. } => "ClosureAdded",
+        }
+        .to_string()
+    }
+
+    fn event_version(&self) -> String {
+        crate::EVENT_VERSION.to_string()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // a broken fixture should fail the test loudly
+mod tests {
+    use chrono::NaiveTime;
+    use cqrs_es::test::TestFramework;
+
+    use super::*;
+    use crate::pricing::{LastMinute, PricingRule};
+    use crate::schedule::{TimeRange, Weekday};
+
+    type Given = TestFramework<Clinic>;
+
+    fn clinic_id() -> ClinicId {
+        ClinicId(uuid::Uuid::from_u128(1))
+    }
+
+    fn resource_id(n: u128) -> ResourceId {
+        ResourceId(uuid::Uuid::from_u128(100 + n))
+    }
+
+    fn treatment_id(n: u128) -> TreatmentId {
+        TreatmentId(uuid::Uuid::from_u128(200 + n))
+    }
+
+    fn closure_id(n: u128) -> ClosureId {
+        ClosureId(uuid::Uuid::from_u128(300 + n))
+    }
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    fn register() -> ClinicCommand {
+        ClinicCommand::Register {
+            clinic_id: clinic_id(),
+            name: "Berlin Mitte".to_string(),
+            timezone: "Europe/Berlin".to_string(),
+            currency: "EUR".to_string(),
+            cancellation_notice_hours: 24,
+            late_cancel_fee_percent: 50,
+        }
+    }
+
+    fn register_with(change: impl FnOnce(&mut ClinicCommand)) -> ClinicCommand {
+        let mut command = register();
+        change(&mut command);
+        command
+    }
+
+    fn registered() -> ClinicEvent {
+        ClinicEvent::ClinicRegistered {
+            clinic_id: clinic_id(),
+            name: "Berlin Mitte".to_string(),
+            timezone: "Europe/Berlin".to_string(),
+            currency: "EUR".to_string(),
+            policy: CancellationPolicy {
+                notice_hours: 24,
+                late_fee_percent: 50,
+            },
+        }
+    }
+
+    fn add_resource(n: u128, name: &str) -> ClinicCommand {
+        ClinicCommand::AddResource {
+            resource_id: resource_id(n),
+            name: name.to_string(),
+            kind: ResourceKind::Room,
+        }
+    }
+
+    fn resource_added(n: u128, name: &str) -> ClinicEvent {
+        ClinicEvent::ResourceAdded {
+            resource: Resource {
+                resource_id: resource_id(n),
+                name: name.to_string(),
+                kind: ResourceKind::Room,
+            },
+        }
+    }
+
+    fn treatment(n: u128, name: &str) -> Treatment {
+        Treatment {
+            treatment_id: treatment_id(n),
+            name: name.to_string(),
+            duration_minutes: 60,
+            buffer_minutes: 15,
+            price: Money(12_000),
+            resource_kind: ResourceKind::Device,
+        }
+    }
+
+    fn add_treatment(t: Treatment) -> ClinicCommand {
+        ClinicCommand::AddTreatment {
+            treatment_id: t.treatment_id,
+            name: t.name,
+            duration_minutes: t.duration_minutes,
+            buffer_minutes: t.buffer_minutes,
+            price: t.price,
+            resource_kind: t.resource_kind,
+        }
+    }
+
+    fn treatment_with(change: impl FnOnce(&mut Treatment)) -> Treatment {
+        let mut t = treatment(1, "Laser");
+        change(&mut t);
+        t
+    }
+
+    fn nine_to_six() -> OpeningHours {
+        let day = vec![TimeRange {
+            from: NaiveTime::from_hms_opt(9, 0, 0).unwrap(),
+            to: NaiveTime::from_hms_opt(18, 0, 0).unwrap(),
+        }];
+        OpeningHours::new(std::array::from_fn(|_| day.clone())).unwrap()
+    }
+
+    fn closure(n: u128, start: &str, end: &str) -> Closure {
+        Closure {
+            closure_id: closure_id(n),
+            start: utc(start),
+            end: utc(end),
+            reason: "staff training".to_string(),
+        }
+    }
+
+    fn add_closure(c: Closure) -> ClinicCommand {
+        ClinicCommand::AddClosure {
+            closure_id: c.closure_id,
+            start: c.start,
+            end: c.end,
+            reason: c.reason,
+        }
+    }
+
+    fn invalid(field: &str, reason: &str) -> DomainError {
+        DomainError::invalid(field, reason)
+    }
+
+    fn state(events: Vec<ClinicEvent>) -> Clinic {
+        let mut clinic = Clinic::default();
+        for event in events {
+            clinic.apply(event);
+        }
+        clinic
+    }
+
+    // --- Register ---------------------------------------------------------
+
+    #[test]
+    fn register_creates_the_clinic() {
+        Given::with(())
+            .given_no_previous_events()
+            .when(register())
+            .then_expect_events(vec![registered()]);
+    }
+
+    #[test]
+    fn register_trims_the_name_and_timezone() {
+        let command = register_with(|c| {
+            if let ClinicCommand::Register { name, timezone, .. } = c {
+                *name = "  Berlin Mitte ".to_string();
+                *timezone = " Europe/Berlin ".to_string();
+            }
+        });
+        Given::with(())
+            .given_no_previous_events()
+            .when(command)
+            .then_expect_events(vec![registered()]);
+    }
+
+    #[test]
+    fn register_twice_is_refused() {
+        Given::with(())
+            .given(vec![registered()])
+            .when(register())
+            .then_expect_error(DomainError::AlreadyExists {
+                what: format!("clinic {}", clinic_id()),
+            });
+    }
+
+    #[test]
+    fn register_refuses_an_unknown_timezone() {
+        let command = register_with(|c| {
+            if let ClinicCommand::Register { timezone, .. } = c {
+                *timezone = "Mars/Olympus".to_string();
+            }
+        });
+        Given::with(())
+            .given_no_previous_events()
+            .when(command)
+            .then_expect_error(invalid(
+                "timezone",
+                "\"Mars/Olympus\" is not an IANA timezone",
+            ));
+    }
+
+    #[test]
+    fn register_refuses_a_malformed_currency() {
+        for bad in ["eur", "EU", "EURO", "E1R", "", "ÉUR"] {
+            let command = register_with(|c| {
+                if let ClinicCommand::Register { currency, .. } = c {
+                    *currency = bad.to_string();
+                }
+            });
+            Given::with(())
+                .given_no_previous_events()
+                .when(command)
+                .then_expect_error(invalid(
+                    "currency",
+                    "must be three upper-case letters (ISO 4217)",
+                ));
+        }
+    }
+
+    #[test]
+    fn register_refuses_an_empty_name() {
+        for bad in ["", "   "] {
+            let command = register_with(|c| {
+                if let ClinicCommand::Register { name, .. } = c {
+                    *name = bad.to_string();
+                }
+            });
+            Given::with(())
+                .given_no_previous_events()
+                .when(command)
+                .then_expect_error(invalid("name", "must not be empty"));
+        }
+    }
+
+    #[test]
+    fn register_accepts_200_characters_and_refuses_201() {
+        let with_name = |n: usize| {
+            register_with(|c| {
+                if let ClinicCommand::Register { name, .. } = c {
+                    *name = "é".repeat(n);
+                }
+            })
+        };
+        let events = Given::with(())
+            .given_no_previous_events()
+            .when(with_name(200))
+            .inspect_result();
+        assert!(events.is_ok());
+        Given::with(())
+            .given_no_previous_events()
+            .when(with_name(201))
+            .then_expect_error(invalid("name", "must be at most 200 characters"));
+    }
+
+    #[test]
+    fn register_refuses_a_late_fee_outside_0_to_100() {
+        for (fee, ok) in [(-1, false), (0, true), (100, true), (101, false)] {
+            let command = register_with(|c| {
+                if let ClinicCommand::Register {
+                    late_cancel_fee_percent,
+                    ..
+                } = c
+                {
+                    *late_cancel_fee_percent = fee;
+                }
+            });
+            let result = Given::with(())
+                .given_no_previous_events()
+                .when(command)
+                .inspect_result();
+            if ok {
+                assert!(result.is_ok(), "{fee}");
+            } else {
+                assert_eq!(
+                    result,
+                    Err(invalid("late_cancel_fee_percent", "must be within 0..=100")),
+                    "{fee}"
+                );
+            }
+        }
+    }
+
+    // --- Every other command needs a registered clinic --------------------
+
+    #[test]
+    fn commands_before_registration_are_refused() {
+        let commands = vec![
+            ClinicCommand::SetOpeningHours {
+                hours: nine_to_six(),
+            },
+            add_resource(1, "Room 1"),
+            add_treatment(treatment(1, "Laser")),
+            ClinicCommand::SetPricingRules {
+                rules: PricingRules::default(),
+            },
+            add_closure(closure(1, "2026-12-24T00:00:00Z", "2026-12-27T00:00:00Z")),
+        ];
+        for command in commands {
+            Given::with(())
+                .given_no_previous_events()
+                .when(command)
+                .then_expect_error(DomainError::not_found("clinic"));
+        }
+    }
+
+    // --- Opening hours ----------------------------------------------------
+
+    #[test]
+    fn set_opening_hours() {
+        Given::with(())
+            .given(vec![registered()])
+            .when(ClinicCommand::SetOpeningHours {
+                hours: nine_to_six(),
+            })
+            .then_expect_events(vec![ClinicEvent::OpeningHoursSet {
+                hours: nine_to_six(),
+            }]);
+    }
+
+    #[test]
+    fn set_opening_hours_refuses_overlapping_ranges() {
+        let mut hours = nine_to_six();
+        hours.days[0].push(TimeRange {
+            from: NaiveTime::from_hms_opt(17, 0, 0).unwrap(),
+            to: NaiveTime::from_hms_opt(20, 0, 0).unwrap(),
+        });
+        Given::with(())
+            .given(vec![registered()])
+            .when(ClinicCommand::SetOpeningHours { hours })
+            .then_expect_error(invalid(
+                "opening_hours",
+                "mon: ranges must be sorted and must not overlap",
+            ));
+    }
+
+    // --- Resources --------------------------------------------------------
+
+    #[test]
+    fn add_resource_succeeds() {
+        Given::with(())
+            .given(vec![registered()])
+            .when(add_resource(1, " Room 1 "))
+            .then_expect_events(vec![resource_added(1, "Room 1")]);
+    }
+
+    #[test]
+    fn add_resource_refuses_a_used_name_in_any_case() {
+        Given::with(())
+            .given(vec![registered(), resource_added(1, "Room 1")])
+            .when(add_resource(2, "ROOM 1"))
+            .then_expect_error(DomainError::DuplicateName {
+                name: "ROOM 1".to_string(),
+            });
+    }
+
+    #[test]
+    fn add_resource_refuses_a_used_id() {
+        Given::with(())
+            .given(vec![registered(), resource_added(1, "Room 1")])
+            .when(add_resource(1, "Room 2"))
+            .then_expect_error(DomainError::AlreadyExists {
+                what: format!("resource {}", resource_id(1)),
+            });
+    }
+
+    #[test]
+    fn add_resource_refuses_an_empty_name() {
+        Given::with(())
+            .given(vec![registered()])
+            .when(add_resource(1, " "))
+            .then_expect_error(invalid("name", "must not be empty"));
+    }
+
+    // --- Treatments -------------------------------------------------------
+
+    #[test]
+    fn add_treatment_succeeds() {
+        Given::with(())
+            .given(vec![registered()])
+            .when(add_treatment(treatment(1, "Laser")))
+            .then_expect_events(vec![ClinicEvent::TreatmentAdded {
+                treatment: treatment(1, "Laser"),
+            }]);
+    }
+
+    #[test]
+    fn add_treatment_accepts_the_bounds() {
+        let bounds = [
+            treatment_with(|t| t.duration_minutes = 1),
+            treatment_with(|t| t.duration_minutes = 720),
+            treatment_with(|t| t.buffer_minutes = 0),
+            treatment_with(|t| t.buffer_minutes = 240),
+            treatment_with(|t| t.price = Money::ZERO),
+        ];
+        for t in bounds {
+            Given::with(())
+                .given(vec![registered()])
+                .when(add_treatment(t.clone()))
+                .then_expect_events(vec![ClinicEvent::TreatmentAdded { treatment: t }]);
+        }
+    }
+
+    #[test]
+    fn add_treatment_refuses_a_duration_outside_1_to_720() {
+        for minutes in [0, 721] {
+            Given::with(())
+                .given(vec![registered()])
+                .when(add_treatment(treatment_with(|t| {
+                    t.duration_minutes = minutes
+                })))
+                .then_expect_error(invalid("duration_minutes", "must be within 1..=720"));
+        }
+    }
+
+    #[test]
+    fn add_treatment_refuses_a_buffer_over_240() {
+        Given::with(())
+            .given(vec![registered()])
+            .when(add_treatment(treatment_with(|t| t.buffer_minutes = 241)))
+            .then_expect_error(invalid("buffer_minutes", "must be within 0..=240"));
+    }
+
+    #[test]
+    fn add_treatment_refuses_a_negative_price() {
+        Given::with(())
+            .given(vec![registered()])
+            .when(add_treatment(treatment_with(|t| t.price = Money(-1))))
+            .then_expect_error(invalid("price_cents", "must not be negative"));
+    }
+
+    #[test]
+    fn add_treatment_refuses_an_empty_name() {
+        Given::with(())
+            .given(vec![registered()])
+            .when(add_treatment(treatment_with(|t| t.name = String::new())))
+            .then_expect_error(invalid("name", "must not be empty"));
+    }
+
+    #[test]
+    fn add_treatment_refuses_a_used_name() {
+        Given::with(())
+            .given(vec![
+                registered(),
+                ClinicEvent::TreatmentAdded {
+                    treatment: treatment(1, "Laser"),
+                },
+            ])
+            .when(add_treatment(treatment(2, "laser")))
+            .then_expect_error(DomainError::DuplicateName {
+                name: "laser".to_string(),
+            });
+    }
+
+    #[test]
+    fn add_treatment_refuses_a_used_id() {
+        Given::with(())
+            .given(vec![
+                registered(),
+                ClinicEvent::TreatmentAdded {
+                    treatment: treatment(1, "Laser"),
+                },
+            ])
+            .when(add_treatment(treatment(1, "Peel")))
+            .then_expect_error(DomainError::AlreadyExists {
+                what: format!("treatment {}", treatment_id(1)),
+            });
+    }
+
+    #[test]
+    fn resource_and_treatment_names_are_separate() {
+        Given::with(())
+            .given(vec![registered(), resource_added(1, "Laser")])
+            .when(add_treatment(treatment(1, "Laser")))
+            .then_expect_events(vec![ClinicEvent::TreatmentAdded {
+                treatment: treatment(1, "Laser"),
+            }]);
+    }
+
+    // --- Pricing rules ----------------------------------------------------
+
+    fn peak_rules() -> PricingRules {
+        PricingRules {
+            rules: vec![PricingRule {
+                weekdays: vec![Weekday::Fri],
+                from: NaiveTime::from_hms_opt(17, 0, 0).unwrap(),
+                to: NaiveTime::from_hms_opt(19, 0, 0).unwrap(),
+                percent: 20,
+            }],
+            last_minute: Some(LastMinute {
+                within_hours: 24,
+                percent_off: 10,
+            }),
+        }
+    }
+
+    #[test]
+    fn set_pricing_rules() {
+        Given::with(())
+            .given(vec![registered()])
+            .when(ClinicCommand::SetPricingRules {
+                rules: peak_rules(),
+            })
+            .then_expect_events(vec![ClinicEvent::PricingRulesSet {
+                rules: peak_rules(),
+            }]);
+    }
+
+    #[test]
+    fn set_pricing_rules_refuses_invalid_rules() {
+        let mut rules = peak_rules();
+        rules.rules[0].percent = -101;
+        Given::with(())
+            .given(vec![registered()])
+            .when(ClinicCommand::SetPricingRules { rules })
+            .then_expect_error(invalid("rules[0].percent", "must be within -100..=1000"));
+    }
+
+    // --- Closures ---------------------------------------------------------
+
+    #[test]
+    fn add_closure_succeeds() {
+        let c = closure(1, "2026-12-24T00:00:00Z", "2026-12-27T00:00:00Z");
+        Given::with(())
+            .given(vec![registered()])
+            .when(add_closure(c.clone()))
+            .then_expect_events(vec![ClinicEvent::ClosureAdded { closure: c }]);
+    }
+
+    #[test]
+    fn add_closure_refuses_an_end_not_after_the_start() {
+        for end in ["2026-12-24T00:00:00Z", "2026-12-23T00:00:00Z"] {
+            Given::with(())
+                .given(vec![registered()])
+                .when(add_closure(closure(1, "2026-12-24T00:00:00Z", end)))
+                .then_expect_error(invalid("end", "must be after start"));
+        }
+    }
+
+    #[test]
+    fn add_closure_refuses_a_used_id() {
+        let c = closure(1, "2026-12-24T00:00:00Z", "2026-12-27T00:00:00Z");
+        Given::with(())
+            .given(vec![
+                registered(),
+                ClinicEvent::ClosureAdded { closure: c.clone() },
+            ])
+            .when(add_closure(c))
+            .then_expect_error(DomainError::AlreadyExists {
+                what: format!("closure {}", closure_id(1)),
+            });
+    }
+
+    // --- Queries ----------------------------------------------------------
+
+    #[test]
+    fn queries_on_the_state() {
+        let clinic = state(vec![
+            registered(),
+            ClinicEvent::OpeningHoursSet {
+                hours: nine_to_six(),
+            },
+            resource_added(1, "Room 1"),
+            ClinicEvent::TreatmentAdded {
+                treatment: treatment(1, "Laser"),
+            },
+            ClinicEvent::PricingRulesSet {
+                rules: peak_rules(),
+            },
+        ]);
+        assert_eq!(clinic.timezone(), chrono_tz::Europe::Berlin);
+        assert_eq!(Clinic::default().timezone(), Tz::UTC);
+        assert_eq!(
+            clinic.policy(),
+            CancellationPolicy {
+                notice_hours: 24,
+                late_fee_percent: 50,
+            }
+        );
+        assert_eq!(
+            clinic.resource(resource_id(1)).map(|r| r.name.as_str()),
+            Some("Room 1")
+        );
+        assert!(clinic.resource(resource_id(2)).is_none());
+        assert_eq!(
+            clinic.treatment(treatment_id(1)),
+            Some(&treatment(1, "Laser"))
+        );
+        assert!(clinic.treatment(treatment_id(2)).is_none());
+        assert_eq!(
+            clinic.local_date(utc("2026-06-01T22:30:00Z")),
+            "2026-06-02".parse::<NaiveDate>().unwrap()
+        );
+        let summer_day = "2026-07-15".parse().unwrap();
+        assert_eq!(
+            clinic.opening_intervals(summer_day),
+            vec![Interval::new(utc("2026-07-15T07:00:00Z"), utc("2026-07-15T16:00:00Z")).unwrap()]
+        );
+        // Friday 2026-06-05 17:30 CEST, booked long before: +20 % of 120.00.
+        let price = clinic.quote(
+            &treatment(1, "Laser"),
+            utc("2026-06-05T15:30:00Z"),
+            utc("2026-05-01T00:00:00Z"),
+            None,
+        );
+        assert_eq!(price.total, Money(14_400));
+    }
+
+    #[test]
+    fn closures_are_cut_out_of_the_bookable_intervals() {
+        let clinic = state(vec![
+            registered(),
+            ClinicEvent::OpeningHoursSet {
+                hours: nine_to_six(),
+            },
+            ClinicEvent::ClosureAdded {
+                closure: closure(1, "2026-07-15T10:00:00Z", "2026-07-15T12:00:00Z"),
+            },
+        ]);
+        let day = "2026-07-15".parse().unwrap();
+        let iv = |a: &str, b: &str| Interval::new(utc(a), utc(b)).unwrap();
+        assert_eq!(
+            clinic.bookable_intervals(day),
+            vec![
+                iv("2026-07-15T07:00:00Z", "2026-07-15T10:00:00Z"),
+                iv("2026-07-15T12:00:00Z", "2026-07-15T16:00:00Z"),
+            ]
+        );
+        let probe = iv("2026-07-15T11:00:00Z", "2026-07-15T11:30:00Z");
+        assert_eq!(clinic.closures_overlapping(&probe).count(), 1);
+        let probe = iv("2026-07-15T12:00:00Z", "2026-07-15T13:00:00Z");
+        assert_eq!(clinic.closures_overlapping(&probe).count(), 0);
+    }
+
+    #[test]
+    fn event_types_are_the_variant_names() {
+        let c = closure(1, "2026-12-24T00:00:00Z", "2026-12-27T00:00:00Z");
+        let events = [
+            (registered(), "ClinicRegistered"),
+            (
+                ClinicEvent::OpeningHoursSet {
+                    hours: nine_to_six(),
+                },
+                "OpeningHoursSet",
+            ),
+            (resource_added(1, "Room"), "ResourceAdded"),
+            (
+                ClinicEvent::TreatmentAdded {
+                    treatment: treatment(1, "Laser"),
+                },
+                "TreatmentAdded",
+            ),
+            (
+                ClinicEvent::PricingRulesSet {
+                    rules: peak_rules(),
+                },
+                "PricingRulesSet",
+            ),
+            (ClinicEvent::ClosureAdded { closure: c }, "ClosureAdded"),
+        ];
+        for (event, name) in events {
+            assert_eq!(event.event_type(), name);
+            assert_eq!(event.event_version(), crate::EVENT_VERSION);
+            // The serialised form is externally tagged by the same name.
+            let json = serde_json::to_value(&event).unwrap();
+            assert!(json.get(name).is_some(), "{json}");
+        }
+        assert_eq!(Clinic::TYPE, "Clinic");
+    }
+
+    #[test]
+    fn checked_name_is_shared_by_aggregates() {
+        assert_eq!(checked_name("name", " a "), Ok("a".to_string()));
+        assert_eq!(
+            checked_name("title", ""),
+            Err(invalid("title", "must not be empty"))
+        );
+    }
 }

@@ -184,6 +184,7 @@ pub fn quote(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // a broken fixture should fail the test loudly
 mod tests {
     use super::*;
     use Weekday::*;

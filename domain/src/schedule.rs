@@ -81,6 +81,18 @@ impl Interval {
     pub fn minutes(&self) -> i64 {
         (self.end - self.start).num_minutes()
     }
+
+    /// What is left of this interval once `hole` is cut out of it: nothing,
+    /// the part before the hole, the part after it, or both.
+    pub fn minus(&self, hole: &Interval) -> Vec<Interval> {
+        if !self.overlaps(hole) {
+            return vec![*self];
+        }
+        [(self.start, hole.start), (hole.end, self.end)]
+            .into_iter()
+            .filter_map(|(start, end)| Interval::new(start, end).ok())
+            .collect()
+    }
 }
 
 impl Weekday {
@@ -265,6 +277,7 @@ fn end_of_gap(tz: Tz, local: NaiveDateTime) -> DateTime<Utc> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // a broken fixture should fail the test loudly
 mod tests {
     use super::*;
 
@@ -320,6 +333,28 @@ mod tests {
         assert!(a.overlaps(&inner) && inner.overlaps(&a));
         assert!(a.contains(&inner) && a.contains(&a));
         assert!(!inner.contains(&a) && !a.contains(&crossing));
+    }
+
+    #[test]
+    fn interval_minus_cuts_a_hole() {
+        let day = iv("2026-01-01T08:00:00Z", "2026-01-01T17:00:00Z");
+        let lunch = iv("2026-01-01T12:00:00Z", "2026-01-01T13:00:00Z");
+        assert_eq!(
+            day.minus(&lunch),
+            vec![
+                iv("2026-01-01T08:00:00Z", "2026-01-01T12:00:00Z"),
+                iv("2026-01-01T13:00:00Z", "2026-01-01T17:00:00Z"),
+            ]
+        );
+        let morning = iv("2026-01-01T07:00:00Z", "2026-01-01T09:00:00Z");
+        assert_eq!(
+            day.minus(&morning),
+            vec![iv("2026-01-01T09:00:00Z", "2026-01-01T17:00:00Z")]
+        );
+        let evening = iv("2026-01-01T17:00:00Z", "2026-01-01T18:00:00Z");
+        assert_eq!(day.minus(&evening), vec![day]);
+        let all = iv("2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z");
+        assert!(day.minus(&all).is_empty());
     }
 
     #[test]
