@@ -1,0 +1,335 @@
+//! The pair of services a test binary shares, and a fresh database per test
+//! cloned from a template migrated once per migrator.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::fs;
+use std::hash::{Hash, Hasher};
+use std::process::Child;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::sync::OnceCell;
+use uuid::Uuid;
+
+use crate::process::{self, Cleanup, RunAs};
+use crate::{HarnessError, Nats, Postgres};
+
+/// Pool size per test database: tests run up to 64 concurrent tasks.
+const TEST_POOL_SIZE: u32 = 80;
+
+/// How long a test waits for a pooled connection before failing.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often `CREATE DATABASE .. TEMPLATE` is tried while the template still
+/// has a session on its way out.
+const CLONE_ATTEMPTS: u32 = 10;
+
+/// SQLSTATE `object_in_use`: "source database is being accessed by other users".
+const OBJECT_IN_USE: &str = "55006";
+
+/// A PostgreSQL cluster and a nats-server of our own, in one temp dir
+/// (`clinicbook-test-<pid>-<random>`) that a watchdog process removes, with
+/// both servers, once this process is gone.
+///
+/// Holds nothing tied to a tokio runtime, so one instance serves the
+/// `#[tokio::test]`s of a binary even though each has its own runtime.
+#[derive(Debug)]
+pub struct Services {
+    /// The PostgreSQL cluster; superuser `postgres`, `trust` auth.
+    pub postgres: Postgres,
+    /// The nats-server, with JetStream.
+    pub nats: Nats,
+    /// Template database name per migrator key; the cell makes concurrent
+    /// tests wait for the one that migrates instead of racing it.
+    templates: Mutex<HashMap<u64, Arc<OnceCell<String>>>>,
+    cleanup: Cleanup,
+    watchdog: Child,
+}
+
+impl Services {
+    /// Starts a private PostgreSQL cluster and nats-server, each on a free
+    /// port, plus the watchdog that cleans both up when this process ends.
+    ///
+    /// Most tests want the shared [`services`](crate::services) instead. Use
+    /// this for fault tests that stop a service, which would break the other
+    /// tests sharing it. Dropping the value stops both servers and removes the
+    /// temp dir.
+    ///
+    /// # Errors
+    /// [`HarnessError::NotInstalled`] if PostgreSQL or nats-server is missing;
+    /// [`HarnessError::NoPostgresUser`] when root without a `postgres` user;
+    /// [`HarnessError::CommandFailed`], [`HarnessError::Exited`] or
+    /// [`HarnessError::NotReady`] if a server does not come up.
+    pub async fn start() -> Result<Self, HarnessError> {
+        tokio::task::spawn_blocking(Self::start_blocking).await?
+    }
+
+    fn start_blocking() -> Result<Self, HarnessError> {
+        let pg_bin = process::find_postgres_bin()?;
+        let nats_bin = process::find_nats_server()?;
+        let run_as = RunAs::detect()?;
+
+        let suffix = Uuid::new_v4().simple().to_string();
+        let root = std::env::temp_dir().join(format!(
+            "clinicbook-test-{}-{}",
+            std::process::id(),
+            &suffix[..8]
+        ));
+        fs::create_dir(&root)
+            .map_err(|e| HarnessError::io(format!("creating {}", root.display()), e))?;
+        let cleanup = Cleanup {
+            pg_ctl: pg_bin.join("pg_ctl"),
+            data_dir: root.join("data"),
+            nats_pid_file: root.join("nats.pid"),
+            run_as: run_as.clone(),
+            root: root.clone(),
+        };
+        // The watchdog comes first, so even a start-up that fails halfway (or
+        // a test binary killed meanwhile) leaves nothing behind.
+        let mut watchdog = match run_as.chown(&root).and_then(|()| cleanup.spawn_watchdog()) {
+            Ok(watchdog) => watchdog,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&root);
+                return Err(e);
+            }
+        };
+        let started = Postgres::launch(&root, pg_bin, run_as)
+            .and_then(|postgres| Ok((postgres, Nats::launch(&root, nats_bin)?)));
+        match started {
+            Ok((postgres, nats)) => Ok(Self {
+                postgres,
+                nats,
+                templates: Mutex::default(),
+                cleanup,
+                watchdog,
+            }),
+            Err(e) => {
+                cleanup.run_now();
+                stop_watchdog(&mut watchdog);
+                Err(e)
+            }
+        }
+    }
+
+    /// A fresh database for one test, with `migrator`'s migrations applied.
+    ///
+    /// # Panics
+    /// With a one-line message if the database cannot be created; see
+    /// [`try_database`](Self::try_database).
+    pub async fn database(&self, migrator: &Migrator) -> TestDatabase {
+        match self.try_database(migrator).await {
+            Ok(db) => db,
+            Err(e) => panic!("clinicbook-testkit: could not create a test database: {e}"),
+        }
+    }
+
+    /// A fresh database `t_<uuid>` for one test, cloned from a template that
+    /// was migrated with `migrator` once per distinct set of migrations
+    /// (versions and checksums), so each test pays for a file copy rather
+    /// than for running every migration.
+    ///
+    /// # Errors
+    /// [`HarnessError::Migrate`] if the migrations fail on the template (the
+    /// next call tries again); [`HarnessError::Database`] if PostgreSQL
+    /// refuses the clone or the connection.
+    pub async fn try_database(&self, migrator: &Migrator) -> Result<TestDatabase, HarnessError> {
+        let template = self.template(migrator).await?;
+        let name = format!("t_{}", Uuid::new_v4().simple());
+        let mut admin = self.admin().await?;
+        clone_database(&mut admin, &template, &name).await?;
+        admin.close().await?;
+
+        let options = self.postgres.connect_options(&name);
+        let pool = PgPoolOptions::new()
+            .max_connections(TEST_POOL_SIZE)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options.clone())
+            .await?;
+        tracing::debug!(%name, %template, "test database created");
+        Ok(TestDatabase {
+            url: self.postgres.url(&name),
+            name,
+            pool,
+            options,
+        })
+    }
+
+    /// The template for `migrator`, created on first use.
+    async fn template(&self, migrator: &Migrator) -> Result<String, HarnessError> {
+        let key = migrator_key(migrator);
+        let cell = self
+            .templates
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key)
+            .or_default()
+            .clone();
+        cell.get_or_try_init(|| self.create_template(key, migrator))
+            .await
+            .cloned()
+    }
+
+    async fn create_template(&self, key: u64, migrator: &Migrator) -> Result<String, HarnessError> {
+        let name = format!("tpl_{key:016x}");
+        let mut admin = self.admin().await?;
+        // An earlier attempt whose migrations failed leaves it half-migrated.
+        execute(&mut admin, &format!(r#"DROP DATABASE IF EXISTS "{name}""#)).await?;
+        execute(&mut admin, &format!(r#"CREATE DATABASE "{name}""#)).await?;
+
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(self.postgres.connect_options(&name))
+            .await?;
+        let migrated = migrator.run(&pool).await;
+        // CREATE DATABASE .. TEMPLATE needs the template without sessions.
+        pool.close().await;
+        migrated?;
+        execute(
+            &mut admin,
+            &format!(r#"ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false"#),
+        )
+        .await?;
+        admin.close().await?;
+        tracing::debug!(%name, migrations = migrator.iter().count(), "template database migrated");
+        Ok(name)
+    }
+
+    /// A maintenance connection to the `postgres` database.
+    async fn admin(&self) -> Result<PgConnection, HarnessError> {
+        Ok(PgConnection::connect_with(&self.postgres.connect_options("postgres")).await?)
+    }
+}
+
+impl Drop for Services {
+    /// Stops both servers and removes the temp dir at once. The shared
+    /// instance is a static and never dropped; the watchdog handles it.
+    fn drop(&mut self) {
+        self.nats.kill_now();
+        self.cleanup.run_now();
+        stop_watchdog(&mut self.watchdog);
+    }
+}
+
+fn stop_watchdog(watchdog: &mut Child) {
+    if let Err(error) = watchdog.kill().and_then(|()| watchdog.wait().map(drop)) {
+        tracing::warn!(%error, "stopping the clean-up watchdog");
+    }
+}
+
+/// Identifies a migrator by what it would apply: versions, direction and
+/// checksums. Two migrators over the same files share one template.
+fn migrator_key(migrator: &Migrator) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    for migration in migrator.iter() {
+        migration.version.hash(&mut hasher);
+        migration
+            .migration_type
+            .is_down_migration()
+            .hash(&mut hasher);
+        migration.checksum.hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
+/// Runs one statement. Through `Executor::execute`, whose future is boxed
+/// and `Send`: the generic `raw_sql(..).execute(..)` future trips the
+/// compiler's "`Send` is not general enough" and would make
+/// `try_database` unusable in `tokio::spawn`.
+async fn execute(conn: &mut PgConnection, sql: &str) -> sqlx::Result<()> {
+    sqlx::Executor::execute(conn, sql).await.map(drop)
+}
+
+/// `CREATE DATABASE name TEMPLATE template`, retried briefly while the
+/// template's migration session is still closing on the server side.
+async fn clone_database(
+    admin: &mut PgConnection,
+    template: &str,
+    name: &str,
+) -> Result<(), HarnessError> {
+    let sql = format!(r#"CREATE DATABASE "{name}" TEMPLATE "{template}""#);
+    let mut attempt = 1;
+    loop {
+        match execute(admin, &sql).await {
+            Ok(_) => return Ok(()),
+            Err(sqlx::Error::Database(e))
+                if e.code().as_deref() == Some(OBJECT_IN_USE) && attempt < CLONE_ATTEMPTS =>
+            {
+                tokio::time::sleep(Duration::from_millis(25) * attempt).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// One test's database. Left behind when the test ends: the cluster is
+/// throwaway, and dropping would need an async `Drop`.
+#[derive(Debug)]
+pub struct TestDatabase {
+    /// The database name, `t_<uuid>`.
+    pub name: String,
+    /// `postgres://postgres@127.0.0.1:{port}/{name}`, for code under test that
+    /// takes a URL.
+    pub url: String,
+    /// A pool on this database (80 connections, 30 s acquire timeout), made
+    /// in the calling test's runtime.
+    pub pool: PgPool,
+    options: PgConnectOptions,
+}
+
+impl TestDatabase {
+    /// Connect options for this database, for code under test that builds
+    /// its own pool or connection.
+    pub fn connect_options(&self) -> PgConnectOptions {
+        self.options.clone()
+    }
+
+    /// A small pool on this database as the cluster superuser `postgres`,
+    /// for tests that must do what the application may not, such as
+    /// disabling triggers.
+    ///
+    /// # Panics
+    /// With a one-line message if it cannot connect; see
+    /// [`try_superuser_pool`](Self::try_superuser_pool).
+    pub async fn superuser_pool(&self) -> PgPool {
+        match self.try_superuser_pool().await {
+            Ok(pool) => pool,
+            Err(e) => panic!(
+                "clinicbook-testkit: could not connect as superuser to {}: {e}",
+                self.name
+            ),
+        }
+    }
+
+    /// Like [`superuser_pool`](Self::superuser_pool), returning the error.
+    ///
+    /// # Errors
+    /// [`HarnessError::Database`] if it cannot connect.
+    pub async fn try_superuser_pool(&self) -> Result<PgPool, HarnessError> {
+        Ok(PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(self.options.clone().username("postgres"))
+            .await?)
+    }
+}
+
+/// The futures tests hand to `tokio::spawn` must be `Send`; this stops
+/// compiling if one stops being so.
+fn _futures_are_send(
+    services: &'static Services,
+    migrator: &'static Migrator,
+    db: &'static TestDatabase,
+) {
+    fn is_send<T: Send>(_: T) {}
+    is_send(crate::services());
+    is_send(Services::start());
+    is_send(services.database(migrator));
+    is_send(db.superuser_pool());
+    is_send(services.postgres.stop());
+    is_send(services.nats.start());
+}
