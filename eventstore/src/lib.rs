@@ -19,12 +19,49 @@ mod uow;
 
 pub use error::{ExecuteError, StoreError, UowError};
 pub use metadata::{Actor, CommandMetadata};
-pub use store::{Committed, EventStore, IdempotencyKey, StoreConfig, UseCase};
+pub use store::{Committed, EventStore, IdempotencyKey, StoreConfig, StoredAggregate, UseCase};
 pub use uow::UnitOfWork;
 
 /// The schema migrations of the whole application (`migrations/` at the
 /// workspace root), applied by `clinicbook migrate` and by the test harness.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// What [`migrate`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MigrationSummary {
+    /// Migrations applied by this call.
+    pub applied_now: usize,
+    /// Migrations the application has.
+    pub total: usize,
+}
+
+/// Applies every pending migration to the database at `pool`; a no-op when
+/// all are applied.
+///
+/// # Errors
+/// The database failed or a migration failed.
+pub async fn migrate(pool: &sqlx::PgPool) -> Result<MigrationSummary, StoreError> {
+    let before = applied_migrations(pool).await?;
+    MIGRATOR.run(pool).await?;
+    let after = applied_migrations(pool).await?;
+    Ok(MigrationSummary {
+        applied_now: after.saturating_sub(before),
+        total: MIGRATOR.iter().count(),
+    })
+}
+
+async fn applied_migrations(pool: &sqlx::PgPool) -> Result<usize, StoreError> {
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .fetch_one(pool)
+        .await?;
+    if !exists {
+        return Ok(0);
+    }
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+        .fetch_one(pool)
+        .await?;
+    Ok(usize::try_from(count).unwrap_or(0))
+}
 
 /// Connects a pool to `url` with settings suited to the event store.
 ///

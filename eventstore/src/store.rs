@@ -39,10 +39,10 @@ pub trait UseCase: Sync {
     type Output: Serialize + DeserializeOwned + Send;
 
     /// Loads the aggregates, runs their commands, and returns the answer.
-    fn run<'a>(
-        &'a self,
-        uow: &'a mut UnitOfWork,
-    ) -> impl Future<Output = Result<Self::Output, crate::UowError>> + Send + 'a;
+    fn run(
+        &self,
+        uow: &mut UnitOfWork,
+    ) -> impl Future<Output = Result<Self::Output, crate::UowError>> + Send;
 }
 
 /// Tuning of the store.
@@ -211,8 +211,7 @@ impl EventStore {
     /// # Errors
     /// A migration failed.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        crate::MIGRATOR.run(&self.inner.pool).await?;
-        Ok(())
+        crate::migrate(&self.inner.pool).await.map(|_| ())
     }
 
     /// Forgets every cached aggregate (tests, tools).
@@ -366,7 +365,19 @@ impl EventStore {
                 }
             }
             let mut uow = UnitOfWork::new(self.clone());
-            let output = use_case.run(&mut uow).await?;
+            let output = match use_case.run(&mut uow).await {
+                Ok(output) => output,
+                Err(refused) => {
+                    // A concurrent request with the same key may have committed
+                    // between the look-up and the load; its answer wins.
+                    if let Some(key) = idempotency {
+                        if let Some(replay) = self.replay::<U::Output>(key, attempt).await? {
+                            return Ok(replay);
+                        }
+                    }
+                    return Err(refused.into());
+                }
+            };
             let response =
                 match idempotency {
                     Some(_) => Some(serde_json::to_string(&output).map_err(|source| {

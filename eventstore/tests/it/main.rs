@@ -1,0 +1,9 @@
+//! Integration tests of the event store against a real PostgreSQL started
+//! by the test harness: atomic multi-aggregate commits under concurrency,
+//! the cqrs-es traps, snapshots and the cache, and tamper evidence.
+
+mod common;
+mod concurrency;
+mod snapshots;
+mod tamper;
+mod traps;
