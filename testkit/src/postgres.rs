@@ -189,7 +189,7 @@ impl Postgres {
     /// new connections are refused until [`start`](Self::start). Does nothing
     /// if it is already stopped. Meant for fault tests on a private
     /// [`Services`](crate::Services), since every test of a binary shares the
-    /// one from [`services`](crate::services).
+    /// one from [`services`](crate::services()).
     ///
     /// # Errors
     /// [`HarnessError::CommandFailed`] if `pg_ctl` fails; [`HarnessError::Io`]

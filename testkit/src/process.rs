@@ -58,7 +58,7 @@ fn newest_postgres_bin(root: &Path) -> Option<PathBuf> {
         .map(|(_, bin)| bin)
 }
 
-/// "15" -> [15], "9.6" -> [9, 6]; `None` for folders that are not versions.
+/// `"15"` -> `[15]`, `"9.6"` -> `[9, 6]`; `None` for folders that are not versions.
 fn version_key(name: &str) -> Option<Vec<u32>> {
     name.split('.').map(|part| part.parse().ok()).collect()
 }

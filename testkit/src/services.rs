@@ -54,7 +54,7 @@ impl Services {
     /// Starts a private PostgreSQL cluster and nats-server, each on a free
     /// port, plus the watchdog that cleans both up when this process ends.
     ///
-    /// Most tests want the shared [`services`](crate::services) instead. Use
+    /// Most tests want the shared [`services`](crate::services()) instead. Use
     /// this for fault tests that stop a service, which would break the other
     /// tests sharing it. Dropping the value stops both servers and removes the
     /// temp dir.

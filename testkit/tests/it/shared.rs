@@ -2,7 +2,7 @@
 
 use sqlx::{Connection as _, PgConnection};
 
-use crate::nats_greeting;
+use crate::{nats_greeting, MIGRATOR};
 
 #[tokio::test]
 async fn postgres_and_nats_answer() -> anyhow::Result<()> {
@@ -33,13 +33,34 @@ async fn postgres_and_nats_answer() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn every_test_of_the_binary_gets_the_same_services() {
-    let first = clinicbook_testkit::services().await;
-    let second = tokio::spawn(clinicbook_testkit::services()).await;
-    assert!(matches!(second, Ok(second) if std::ptr::eq(first, second)));
+/// Each `#[tokio::test]` has its own runtime; the shared services must
+/// outlive the runtime that started them and serve the next one.
+#[test]
+fn services_outlive_the_runtime_that_started_them() -> anyhow::Result<()> {
+    let in_a_new_runtime = || -> anyhow::Result<(usize, i64)> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async {
+            let services = clinicbook_testkit::services().await;
+            let db = services.database(&MIGRATOR).await;
+            let count: i64 = sqlx::query_scalar("SELECT count(*) FROM widgets")
+                .fetch_one(&db.pool)
+                .await?;
+            // Compared by address: the very same instance.
+            Ok((std::ptr::from_ref(services) as usize, count))
+        })
+    };
+    let first = in_a_new_runtime()?;
+    let second = in_a_new_runtime()?;
+    assert_eq!(first, second);
+    Ok(())
+}
 
-    let root = first
+#[tokio::test]
+async fn the_temp_dir_is_named_after_the_test_process() {
+    let services = clinicbook_testkit::services().await;
+    let root = services
         .postgres
         .data_dir()
         .parent()
