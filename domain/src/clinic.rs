@@ -422,13 +422,13 @@ impl Clinic {
                 if !DURATION_MINUTES.contains(&duration_minutes) {
                     return Err(DomainError::invalid(
                         "duration_minutes",
-                        "must be within 1..=720",
+                        format!("must be within {DURATION_MINUTES:?}"),
                     ));
                 }
                 if !BUFFER_MINUTES.contains(&buffer_minutes) {
                     return Err(DomainError::invalid(
                         "buffer_minutes",
-                        "must be within 0..=240",
+                        format!("must be within {BUFFER_MINUTES:?}"),
                     ));
                 }
                 if price.is_negative() {
