@@ -66,7 +66,55 @@ pub async fn services() -> &'static Services {
 mod tests {
     use std::path::Path;
 
-    use crate::process::{find_nats_server_from, find_postgres_bin_from};
+    use std::os::unix::process::ExitStatusExt as _;
+    use std::process::ExitStatus;
+
+    use crate::process::{find_nats_server_from, find_postgres_bin_from, on_a_free_port};
+    use crate::HarnessError;
+
+    fn exited(log_tail: &str) -> HarnessError {
+        HarnessError::Exited {
+            service: "test",
+            status: ExitStatus::from_raw(256),
+            log_tail: log_tail.to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_taken_port_is_retried_on_another() {
+        let mut ports = Vec::new();
+        let result = on_a_free_port("test", "address already in use", |port| {
+            ports.push(port);
+            match ports.len() {
+                1 => Err(exited("bind: address already in use")),
+                _ => Ok(port),
+            }
+        });
+        assert_eq!(ports.len(), 2);
+        assert!(matches!(result, Ok(port) if port == ports[1] && port != 0));
+    }
+
+    #[test]
+    fn other_start_failures_are_not_retried() {
+        let mut calls = 0;
+        let result: Result<(), _> = on_a_free_port("test", "address already in use", |_| {
+            calls += 1;
+            Err(exited("FATAL: data directory has wrong ownership"))
+        });
+        assert_eq!(calls, 1);
+        assert!(matches!(result, Err(HarnessError::Exited { .. })));
+    }
+
+    #[test]
+    fn a_port_that_stays_taken_gives_up() {
+        let mut calls = 0;
+        let result: Result<(), _> = on_a_free_port("test", "could not bind", |_| {
+            calls += 1;
+            Err(exited("could not bind IPv4 address"))
+        });
+        assert_eq!(calls, 5);
+        assert!(result.is_err());
+    }
 
     #[test]
     fn missing_postgres_is_one_line_with_the_install_command() {

@@ -12,9 +12,6 @@ use tokio::sync::Mutex;
 use crate::process;
 use crate::HarnessError;
 
-/// How many fresh ports to try when the one picked was taken before nats-server bound it.
-const START_ATTEMPTS: usize = 5;
-
 /// How long nats-server gets to accept a connection and greet with `INFO`.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -150,29 +147,15 @@ impl Nats {
             log_file: root.join("nats.log"),
             pid_file: root.join("nats.pid"),
         };
-        let mut attempt = 1;
-        loop {
-            launch.port = process::free_port()?;
-            match launch.spawn() {
-                Ok(child) => {
-                    tracing::debug!(port = launch.port, "test nats-server started");
-                    return Ok(Self {
-                        launch,
-                        child: Mutex::new(Some(child)),
-                    });
-                }
-                Err(HarnessError::Exited { log_tail, .. })
-                    if attempt < START_ATTEMPTS && log_tail.contains("address already in use") =>
-                {
-                    tracing::debug!(
-                        port = launch.port,
-                        "port taken before nats-server bound it; retrying"
-                    );
-                    attempt += 1;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        let child = process::on_a_free_port("nats-server", "address already in use", |port| {
+            launch.port = port;
+            launch.spawn()
+        })?;
+        tracing::debug!(port = launch.port, "test nats-server started");
+        Ok(Self {
+            launch,
+            child: Mutex::new(Some(child)),
+        })
     }
 
     /// The TCP port on 127.0.0.1; it stays the same across [`stop`](Self::stop)

@@ -8,9 +8,6 @@ use sqlx::postgres::{PgConnectOptions, PgSslMode};
 use crate::process::{self, RunAs};
 use crate::HarnessError;
 
-/// How many fresh ports to try when the one picked was taken before PostgreSQL bound it.
-const START_ATTEMPTS: usize = 5;
-
 /// Everything needed to run `pg_ctl` for the cluster; cheap to clone into a
 /// blocking task.
 #[derive(Clone, Debug)]
@@ -125,23 +122,10 @@ impl Postgres {
             run_as,
         };
         cluster.initdb()?;
-        let mut attempt = 1;
-        loop {
-            cluster.port = process::free_port()?;
-            match cluster.start() {
-                Ok(()) => break,
-                Err(HarnessError::Exited { log_tail, .. })
-                    if attempt < START_ATTEMPTS && log_tail.contains("could not bind") =>
-                {
-                    tracing::debug!(
-                        port = cluster.port,
-                        "port taken before PostgreSQL bound it; retrying"
-                    );
-                    attempt += 1;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        process::on_a_free_port("PostgreSQL", "could not bind", |port| {
+            cluster.port = port;
+            cluster.start()
+        })?;
         tracing::debug!(port = cluster.port, data_dir = %cluster.data_dir.display(), "test PostgreSQL started");
         Ok(Self { cluster })
     }

@@ -213,13 +213,37 @@ pub(crate) fn run(command: &mut Command) -> Result<String, HarnessError> {
     })
 }
 
-/// A port that was free a moment ago. Another process may take it before the
-/// service binds it, so callers retry with a new one when the bind fails.
-pub(crate) fn free_port() -> Result<u16, HarnessError> {
-    TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .map_err(|e| HarnessError::io("finding a free port on 127.0.0.1", e))
+/// How many ports a start-up tries before giving up.
+const PORT_ATTEMPTS: usize = 5;
+
+/// Runs `start` on a port that was free a moment ago; another process may
+/// take it before the service binds it, so while `start` fails with a log
+/// saying so (`taken` appears in it), it is tried again on a new port.
+pub(crate) fn on_a_free_port<T>(
+    service: &'static str,
+    taken: &str,
+    mut start: impl FnMut(u16) -> Result<T, HarnessError>,
+) -> Result<T, HarnessError> {
+    let mut attempt = 1;
+    loop {
+        let port = TcpListener::bind(("127.0.0.1", 0))
+            .and_then(|listener| listener.local_addr())
+            .map(|addr| addr.port())
+            .map_err(|e| HarnessError::io("finding a free port on 127.0.0.1", e))?;
+        match start(port) {
+            Err(HarnessError::Exited { log_tail, .. })
+                if attempt < PORT_ATTEMPTS && log_tail.contains(taken) =>
+            {
+                tracing::debug!(
+                    service,
+                    port,
+                    "port taken before the server bound it; retrying"
+                );
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
 }
 
 /// The current length of a log file (0 if it does not exist yet), so a later
