@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 
 /// An amount in minor units (`i64` cents). Arithmetic saturates instead of
 /// overflowing, so no input can panic the process.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Money(pub i64);
 
