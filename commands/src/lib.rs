@@ -1,1 +1,161 @@
-//! placeholder
+//! The use cases of clinicbook: one method of [`Commands`] per staff or
+//! admin action. Each builds one unit of work over every aggregate it
+//! touches and commits it through the event store in one transaction,
+//! with the command's metadata and optional idempotency key.
+//!
+//! Inputs and answers are plain serde structs of primitive types (UUIDs,
+//! instants, cents) shaped like the HTTP contract (`API.md`), so the API
+//! crate can take and return them as they are; with the `openapi` feature
+//! they also derive `utoipa::ToSchema`. This crate depends on the domain and
+//! the event store only: no HTTP, no SQL of its own.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use clinicbook_domain::DomainError;
+use clinicbook_eventstore::{
+    CommandMetadata, EventStore, ExecuteError, IdempotencyKey, StoreError, UseCase,
+};
+
+pub mod admin;
+pub mod booking;
+pub mod money;
+
+/// Where the time comes from: the system clock in production, a fixed or
+/// controllable one in tests.
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>);
+
+impl Clock {
+    /// The system clock.
+    pub fn system() -> Self {
+        Self(Arc::new(Utc::now))
+    }
+
+    /// A clock that always answers `at`.
+    pub fn fixed(at: DateTime<Utc>) -> Self {
+        Self(Arc::new(move || at))
+    }
+
+    /// A clock driven by any function (tests that move time forward).
+    pub fn from_fn(f: impl Fn() -> DateTime<Utc> + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    /// The current time.
+    pub fn now(&self) -> DateTime<Utc> {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Clock({})", self.now())
+    }
+}
+
+/// Who asks, and how to make the request safe to retry.
+#[derive(Clone, Debug)]
+pub struct Ctx {
+    /// Stored with every event the command writes.
+    pub metadata: CommandMetadata,
+    /// Set when the client sent an `Idempotency-Key`.
+    pub idempotency: Option<IdempotencyKey>,
+}
+
+impl Ctx {
+    /// A context without idempotency key.
+    pub fn new(metadata: CommandMetadata) -> Self {
+        Self {
+            metadata,
+            idempotency: None,
+        }
+    }
+}
+
+/// A command that was carried out (or replayed from its idempotency key).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Done<T> {
+    /// The answer.
+    pub output: T,
+    /// Global position of the last event written (the first answer's for a
+    /// replay); `None` if the command wrote nothing.
+    pub position: Option<i64>,
+    /// True when replayed from an idempotency key.
+    pub replayed: bool,
+}
+
+/// Why a command was not carried out. Nothing was written in every case.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The domain refused (its `code()` is the API's error code).
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    /// Concurrent writers kept winning through every retry.
+    #[error("concurrency conflict after {attempts} attempts")]
+    Conflict {
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// The idempotency key was used before with another request.
+    #[error("idempotency key reused with a different request")]
+    IdempotencyKeyReused,
+    /// Storage failed (not the client's fault).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<ExecuteError> for CommandError {
+    fn from(e: ExecuteError) -> Self {
+        match e {
+            ExecuteError::Domain(d) => CommandError::Domain(d),
+            ExecuteError::Conflict { attempts } => CommandError::Conflict { attempts },
+            ExecuteError::IdempotencyKeyReused => CommandError::IdempotencyKeyReused,
+            ExecuteError::Store(s) => CommandError::Store(s),
+        }
+    }
+}
+
+/// The use cases, over one event store and one clock. Cheap to clone.
+#[derive(Clone)]
+pub struct Commands {
+    store: EventStore,
+    clock: Clock,
+}
+
+impl Commands {
+    /// Use cases over `store`, reading the time from `clock`.
+    pub fn new(store: EventStore, clock: Clock) -> Self {
+        Self { store, clock }
+    }
+
+    /// The event store.
+    pub fn store(&self) -> &EventStore {
+        &self.store
+    }
+
+    /// The current time of this instance's clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// Runs a use case as one transaction (retried on conflicts).
+    ///
+    /// # Errors
+    /// See [`CommandError`].
+    pub async fn run<U: UseCase>(
+        &self,
+        ctx: &Ctx,
+        use_case: &U,
+    ) -> Result<Done<U::Output>, CommandError> {
+        let committed = self
+            .store
+            .execute(&ctx.metadata, ctx.idempotency.as_ref(), use_case)
+            .await?;
+        Ok(Done {
+            output: committed.output,
+            position: committed.position,
+            replayed: committed.replayed,
+        })
+    }
+}

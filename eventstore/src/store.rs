@@ -228,6 +228,33 @@ impl EventStore {
         Ok((loaded.state, loaded.sequence))
     }
 
+    /// The ids of the `aggregate_type` streams having an `event_type` event
+    /// whose payload holds `value` at `path` (JSON keys from the root),
+    /// e.g. the clinic that added a resource:
+    /// `lookup("Clinic", "ResourceAdded", &["ResourceAdded", "resource", "resource_id"], id)`.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn lookup(
+        &self,
+        aggregate_type: &str,
+        event_type: &str,
+        path: &[&str],
+        value: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let ids = sqlx::query_scalar(
+            "SELECT DISTINCT aggregate_id FROM events
+              WHERE aggregate_type = $1 AND event_type = $2 AND payload::jsonb #>> $3 = $4",
+        )
+        .bind(aggregate_type)
+        .bind(event_type)
+        .bind(path)
+        .bind(value)
+        .fetch_all(&self.inner.pool)
+        .await?;
+        Ok(ids)
+    }
+
     /// Loads an aggregate: the cached state if any, else the snapshot if
     /// any, then every newer event.
     pub(crate) async fn load<A: StoredAggregate>(&self, id: &str) -> Result<Loaded<A>, StoreError> {

@@ -1,0 +1,195 @@
+//! Shared test setup: use cases over a fresh database, a controllable
+//! clock, and a ready-made clinic.
+
+#![allow(dead_code)]
+
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use clinicbook_commands::{Clock, Commands, Ctx};
+use clinicbook_domain::clinic::{Clinic, ClinicCommand, ResourceKind};
+use clinicbook_domain::schedule::{OpeningHours, TimeRange};
+use clinicbook_domain::{ClinicId, DomainError, Money, ResourceId, TreatmentId};
+use clinicbook_eventstore::{
+    Actor, CommandMetadata, EventStore, StoreConfig, UnitOfWork, UowError, UseCase, MIGRATOR,
+};
+use clinicbook_testkit::{services, TestDatabase};
+
+/// A clock tests can move.
+#[derive(Clone)]
+pub struct TestClock(Arc<Mutex<DateTime<Utc>>>);
+
+impl TestClock {
+    pub fn at(t: DateTime<Utc>) -> Self {
+        Self(Arc::new(Mutex::new(t)))
+    }
+    pub fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    pub fn set(&self, t: DateTime<Utc>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = t;
+    }
+    pub fn advance(&self, d: Duration) {
+        let t = self.now() + d;
+        self.set(t);
+    }
+    pub fn clock(&self) -> Clock {
+        let me = self.clone();
+        Clock::from_fn(move || me.now())
+    }
+}
+
+/// Monday 2030-01-07 08:00 UTC (09:00 in Berlin).
+pub fn monday() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2030, 1, 7, 8, 0, 0)
+        .single()
+        .unwrap_or_default()
+}
+
+/// Use cases over a fresh database with a clock set to [`monday`].
+pub async fn commands() -> (Commands, TestClock, TestDatabase) {
+    let db = services().await.database(&MIGRATOR).await;
+    let clock = TestClock::at(monday());
+    let store = EventStore::new(db.pool.clone(), StoreConfig::default());
+    (Commands::new(store, clock.clock()), clock, db)
+}
+
+/// A context for `role` with subject `alice`.
+pub fn ctx(role: &str) -> Ctx {
+    Ctx::new(CommandMetadata::new(
+        Actor {
+            subject: "alice".to_string(),
+            role: role.to_string(),
+        },
+        "test",
+        "req-test",
+    ))
+}
+
+/// A clinic in Europe/Berlin, open Monday to Saturday 09:00-18:00 local,
+/// 24 h notice and a 50 % late fee, with a room, a laser and a
+/// practitioner, and two treatments.
+pub struct Fixture {
+    pub clinic_id: ClinicId,
+    pub room: ResourceId,
+    pub laser: ResourceId,
+    pub laser_b: ResourceId,
+    pub doctor: ResourceId,
+    /// 45 min + 15 min buffer on a device, 120.00.
+    pub laser_treatment: TreatmentId,
+    /// 30 min, no buffer, on a practitioner, 50.00.
+    pub consultation: TreatmentId,
+}
+
+/// Runs raw clinic commands, bypassing the admin use cases, so that every
+/// slice's tests can set up a clinic on their own.
+struct SetUp {
+    clinic_id: ClinicId,
+    commands: Vec<ClinicCommand>,
+}
+
+impl UseCase for SetUp {
+    type Output = ();
+
+    async fn run(&self, uow: &mut UnitOfWork) -> Result<(), UowError> {
+        for command in &self.commands {
+            uow.handle::<Clinic>(&self.clinic_id.to_string(), command.clone())
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+fn hours(from: (u32, u32), to: (u32, u32)) -> Vec<TimeRange> {
+    let t = |(h, m): (u32, u32)| chrono::NaiveTime::from_hms_opt(h, m, 0).unwrap_or_default();
+    vec![TimeRange {
+        from: t(from),
+        to: t(to),
+    }]
+}
+
+/// Registers the fixture clinic.
+pub async fn clinic(commands: &Commands) -> Fixture {
+    let f = Fixture {
+        clinic_id: ClinicId::new(),
+        room: ResourceId::new(),
+        laser: ResourceId::new(),
+        laser_b: ResourceId::new(),
+        doctor: ResourceId::new(),
+        laser_treatment: TreatmentId::new(),
+        consultation: TreatmentId::new(),
+    };
+    let open = hours((9, 0), (18, 0));
+    let days = [
+        open.clone(),
+        open.clone(),
+        open.clone(),
+        open.clone(),
+        open.clone(),
+        open,
+        Vec::new(),
+    ];
+    let resource = |resource_id, name: &str, kind| ClinicCommand::AddResource {
+        resource_id,
+        name: name.to_string(),
+        kind,
+    };
+    let setup = SetUp {
+        clinic_id: f.clinic_id,
+        commands: vec![
+            ClinicCommand::Register {
+                clinic_id: f.clinic_id,
+                name: "Berlin Mitte".to_string(),
+                timezone: "Europe/Berlin".to_string(),
+                currency: "EUR".to_string(),
+                cancellation_notice_hours: 24,
+                late_cancel_fee_percent: 50,
+            },
+            ClinicCommand::SetOpeningHours {
+                hours: OpeningHours { days },
+            },
+            resource(f.room, "Room 1", ResourceKind::Room),
+            resource(f.laser, "Laser A", ResourceKind::Device),
+            resource(f.laser_b, "Laser B", ResourceKind::Device),
+            resource(f.doctor, "Dr. Weber", ResourceKind::Practitioner),
+            ClinicCommand::AddTreatment {
+                treatment_id: f.laser_treatment,
+                name: "Laser hair removal".to_string(),
+                duration_minutes: 45,
+                buffer_minutes: 15,
+                price: Money(12_000),
+                resource_kind: ResourceKind::Device,
+            },
+            ClinicCommand::AddTreatment {
+                treatment_id: f.consultation,
+                name: "Consultation".to_string(),
+                duration_minutes: 30,
+                buffer_minutes: 0,
+                price: Money(5_000),
+                resource_kind: ResourceKind::Practitioner,
+            },
+        ],
+    };
+    if let Err(e) = commands.run(&ctx("admin"), &setup).await {
+        panic!("fixture clinic: {e}");
+    }
+    f
+}
+
+/// Asserts that `result` failed with the domain error `code`.
+pub fn assert_code<T: std::fmt::Debug>(
+    result: Result<T, clinicbook_commands::CommandError>,
+    code: &str,
+) {
+    match result {
+        Err(clinicbook_commands::CommandError::Domain(e)) => {
+            assert_eq!(e.code(), code, "{e}")
+        }
+        other => panic!("expected {code}, got {other:?}"),
+    }
+}
+
+/// Shorthand used in assertions.
+pub fn not_found(e: &DomainError) -> bool {
+    e.code() == "not_found"
+}
