@@ -1,0 +1,205 @@
+//! Read helpers: a clinic's or a program's current state, straight from its
+//! aggregate, in the API's field names. For the other slices and for admin
+//! reads; analysts' reads go to the projections.
+
+use chrono::{DateTime, Utc};
+use clinicbook_domain::clinic::{Clinic, Closure, Resource, Treatment};
+use clinicbook_domain::program::Program;
+use clinicbook_domain::DomainError;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::clinic::{OpeningHoursInput, PricingRulesInput};
+use super::parse::resource_kind_name;
+use crate::{CommandError, Commands};
+
+/// A clinic's setup as it is now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ClinicView {
+    /// Its id.
+    pub clinic_id: Uuid,
+    /// Display name.
+    pub name: String,
+    /// IANA timezone.
+    pub timezone: String,
+    /// ISO 4217 currency code of its prices.
+    pub currency: String,
+    /// Hours before the start until which a cancellation is free.
+    pub cancellation_notice_hours: u32,
+    /// Percent of the price kept on a late cancellation.
+    pub late_cancel_fee_percent: i64,
+    /// Weekly opening hours in local time, as the opening-hours route takes them.
+    pub opening_hours: OpeningHoursInput,
+    /// Its resources, in the order they were added.
+    pub resources: Vec<ResourceView>,
+    /// Its treatments, in the order they were added.
+    pub treatments: Vec<TreatmentView>,
+    /// Its pricing rules, as the pricing-rules route takes them.
+    pub pricing_rules: PricingRulesInput,
+    /// Its closures, in the order they were added.
+    pub closures: Vec<ClosureView>,
+}
+
+/// A resource of a clinic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ResourceView {
+    /// Its id.
+    pub resource_id: Uuid,
+    /// Name.
+    pub name: String,
+    /// `room`, `device` or `practitioner`.
+    pub kind: String,
+}
+
+/// A treatment a clinic offers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TreatmentView {
+    /// Its id.
+    pub treatment_id: Uuid,
+    /// Name.
+    pub name: String,
+    /// Length of an appointment.
+    pub duration_minutes: u32,
+    /// Minutes the resource stays free after each booking.
+    pub buffer_minutes: u32,
+    /// Base price.
+    pub price_cents: i64,
+    /// The kind of resource it is booked on.
+    pub resource_kind: String,
+}
+
+/// A period during which a clinic is closed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ClosureView {
+    /// Its id.
+    pub closure_id: Uuid,
+    /// Start (UTC).
+    pub start: DateTime<Utc>,
+    /// End, exclusive (UTC).
+    pub end: DateTime<Utc>,
+    /// Why.
+    pub reason: String,
+}
+
+/// A catalog program as it is now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ProgramView {
+    /// Its id.
+    pub program_id: Uuid,
+    /// Name.
+    pub name: String,
+    /// The treatment of its sessions.
+    pub treatment_id: Uuid,
+    /// Sessions per package.
+    pub sessions: u32,
+    /// Price of a package.
+    pub price_cents: i64,
+    /// Days a package stays valid after purchase.
+    pub validity_days: u32,
+    /// Clinics where its packages can be used.
+    pub clinic_ids: Vec<Uuid>,
+}
+
+impl From<&Resource> for ResourceView {
+    fn from(r: &Resource) -> Self {
+        Self {
+            resource_id: r.resource_id.0,
+            name: r.name.clone(),
+            kind: resource_kind_name(r.kind).to_string(),
+        }
+    }
+}
+
+impl From<&Treatment> for TreatmentView {
+    fn from(t: &Treatment) -> Self {
+        Self {
+            treatment_id: t.treatment_id.0,
+            name: t.name.clone(),
+            duration_minutes: t.duration_minutes,
+            buffer_minutes: t.buffer_minutes,
+            price_cents: t.price.cents(),
+            resource_kind: resource_kind_name(t.resource_kind).to_string(),
+        }
+    }
+}
+
+impl From<&Closure> for ClosureView {
+    fn from(c: &Closure) -> Self {
+        Self {
+            closure_id: c.closure_id.0,
+            start: c.start,
+            end: c.end,
+            reason: c.reason.clone(),
+        }
+    }
+}
+
+impl ClinicView {
+    /// The view of a registered clinic; `None` before registration.
+    pub fn of(clinic: &Clinic) -> Option<Self> {
+        Some(Self {
+            clinic_id: clinic.clinic_id?.0,
+            name: clinic.name.clone(),
+            timezone: clinic.timezone().name().to_string(),
+            currency: clinic.currency.clone(),
+            cancellation_notice_hours: clinic.policy.notice_hours,
+            late_cancel_fee_percent: clinic.policy.late_fee_percent,
+            opening_hours: OpeningHoursInput::from(&clinic.opening_hours),
+            resources: clinic.resources.iter().map(ResourceView::from).collect(),
+            treatments: clinic.treatments.iter().map(TreatmentView::from).collect(),
+            pricing_rules: PricingRulesInput::from(&clinic.pricing),
+            closures: clinic.closures.iter().map(ClosureView::from).collect(),
+        })
+    }
+}
+
+impl ProgramView {
+    /// The view of a created program; `None` before creation.
+    pub fn of(program: &Program) -> Option<Self> {
+        Some(Self {
+            program_id: program.program_id?.0,
+            name: program.name.clone(),
+            treatment_id: program.treatment_id?.0,
+            sessions: program.sessions,
+            price_cents: program.price.cents(),
+            validity_days: program.validity_days,
+            clinic_ids: program.clinic_ids.iter().map(|c| c.0).collect(),
+        })
+    }
+}
+
+impl Commands {
+    /// The current setup of a clinic, read from its aggregate (the cache,
+    /// then newer events), so it includes every committed change.
+    ///
+    /// # Errors
+    /// `not_found` (`clinic <id>`) for a clinic never registered;
+    /// `CommandError::Store` when loading fails.
+    pub async fn clinic(&self, clinic_id: Uuid) -> Result<ClinicView, CommandError> {
+        let (clinic, _) = self
+            .store()
+            .aggregate::<Clinic>(&clinic_id.to_string())
+            .await?;
+        ClinicView::of(&clinic)
+            .ok_or_else(|| DomainError::not_found(format!("clinic {clinic_id}")).into())
+    }
+
+    /// A catalog program as it is now, read from its aggregate.
+    ///
+    /// # Errors
+    /// `not_found` (`program <id>`) for a program never created;
+    /// `CommandError::Store` when loading fails.
+    pub async fn program(&self, program_id: Uuid) -> Result<ProgramView, CommandError> {
+        let (program, _) = self
+            .store()
+            .aggregate::<Program>(&program_id.to_string())
+            .await?;
+        ProgramView::of(&program)
+            .ok_or_else(|| DomainError::not_found(format!("program {program_id}")).into())
+    }
+}
