@@ -1,42 +1,129 @@
-//! `clinicbook`: the command-line entry point of the booking engine.
-//!
-//! For now it migrates a database (`clinicbook migrate`); the HTTP server,
-//! relay, projectors and audit tools join it as they are built.
+//! `clinicbook`: the command-line entry point of the booking engine:
+//! `serve` (the HTTP API), `migrate`, and `token` (a JWT for trying it).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use clinicbook_api::auth::{AuthKeys, Role};
+use clinicbook_api::{AppState, Limits};
+use clinicbook_commands::{Clock, Commands};
+use clinicbook_eventstore::{EventStore, StoreConfig};
+use secrecy::SecretString;
 
 /// clinicbook: an event-sourced booking engine for multi-branch clinics.
 #[derive(Debug, Parser)]
 #[command(name = "clinicbook", version, about)]
 struct Cli {
+    /// Log format: `pretty` for people, `json` for log collectors.
+    #[arg(
+        long,
+        env = "CLINICBOOK_LOG_FORMAT",
+        default_value = "pretty",
+        global = true
+    )]
+    log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Pretty,
+    Json,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the HTTP API.
+    Serve(ServeArgs),
     /// Apply the database migrations (a no-op when they are all applied).
     Migrate {
         /// PostgreSQL URL, e.g. postgres://user@127.0.0.1:5432/clinicbook
         #[arg(long, env = "DATABASE_URL")]
         database_url: String,
     },
+    /// Print a signed token for trying the API.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "CLINICBOOK_BIND", default_value = "127.0.0.1:8080")]
+    bind: String,
+    /// PostgreSQL URL. Without it (and without NATS_URL) the server starts
+    /// its own PostgreSQL and nats-server under --var-dir.
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: Option<String>,
+    /// NATS URL (nats://host:port).
+    #[arg(long, env = "NATS_URL")]
+    nats_url: Option<String>,
+    #[command(flatten)]
+    secret: SecretArgs,
+    /// Database connections of this process.
+    #[arg(long, env = "CLINICBOOK_POOL_SIZE", default_value_t = 16)]
+    pool_size: u32,
+    /// Requests per second each client may make on average (0: unlimited).
+    #[arg(long, env = "CLINICBOOK_RATE_LIMIT", default_value_t = 100)]
+    rate_limit: u64,
+    /// Requests a client may make in a burst.
+    #[arg(long, env = "CLINICBOOK_RATE_BURST", default_value_t = 400)]
+    rate_burst: u32,
+    /// Seconds after which a request is answered 503.
+    #[arg(long, env = "CLINICBOOK_REQUEST_TIMEOUT", default_value_t = 30)]
+    request_timeout: u64,
+}
+
+#[derive(Debug, clap::Args)]
+struct SecretArgs {
+    /// HS256 secret for tokens. Without it, a random secret is kept in
+    /// <var-dir>/jwt-secret, so `serve` and `token` agree.
+    #[arg(long, env = "CLINICBOOK_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<SecretString>,
+    /// Where local state lives (the secret file, local databases).
+    #[arg(long, env = "CLINICBOOK_VAR_DIR", default_value = "var")]
+    var_dir: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+struct TokenArgs {
+    /// The role of the token.
+    #[arg(long, value_enum)]
+    role: Role,
+    /// The subject (who the caller is).
+    #[arg(long)]
+    sub: String,
+    /// Hours until it expires.
+    #[arg(long, default_value_t = 12)]
+    ttl_hours: u64,
+    #[command(flatten)]
+    secret: SecretArgs,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    init_logging(cli.log_format);
     match cli.command {
+        Command::Serve(args) => serve(args).await,
         Command::Migrate { database_url } => migrate(&database_url).await,
+        Command::Token(args) => token(&args),
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Pretty => builder.init(),
+        LogFormat::Json => builder.json().init(),
     }
 }
 
@@ -52,4 +139,100 @@ async fn migrate(database_url: &str) -> anyhow::Result<()> {
         summary.applied_now, summary.total, summary.total
     );
     Ok(())
+}
+
+/// The token secret: the flag or env if given, else the one kept in
+/// `<var>/jwt-secret` (created on first use).
+fn secret(args: &SecretArgs) -> anyhow::Result<SecretString> {
+    if let Some(secret) = &args.jwt_secret {
+        return Ok(secret.clone());
+    }
+    let path = args.var_dir.join("jwt-secret");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let existing = existing.trim().to_string();
+        if !existing.is_empty() {
+            return Ok(SecretString::from(existing));
+        }
+    }
+    std::fs::create_dir_all(&args.var_dir)
+        .with_context(|| format!("creating {}", args.var_dir.display()))?;
+    let fresh: String = (0..4)
+        .map(|_| uuid::Uuid::new_v4().simple().to_string())
+        .collect();
+    write_private(&path, &fresh)?;
+    tracing::info!(path = %path.display(), "no CLINICBOOK_JWT_SECRET given: created a random token secret");
+    Ok(SecretString::from(fresh))
+}
+
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(contents.as_bytes())?;
+    Ok(())
+}
+
+fn token(args: &TokenArgs) -> anyhow::Result<()> {
+    let keys = AuthKeys::new(&secret(&args.secret)?);
+    let token = keys.issue(&args.sub, args.role, args.ttl_hours.saturating_mul(3600))?;
+    println!("{token}");
+    Ok(())
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let Some(database_url) = args.database_url.clone() else {
+        anyhow::bail!("set DATABASE_URL (and NATS_URL) to the PostgreSQL and NATS to use");
+    };
+    let pool = clinicbook_eventstore::connect(&database_url, args.pool_size)
+        .await
+        .context("cannot connect to the database (check DATABASE_URL)")?;
+    let summary = clinicbook_eventstore::migrate(&pool)
+        .await
+        .context("migration failed")?;
+    tracing::info!(
+        applied_now = summary.applied_now,
+        total = summary.total,
+        "database schema up to date"
+    );
+    let store = EventStore::new(pool, StoreConfig::default());
+    let state = AppState {
+        commands: Commands::new(store, Clock::system()),
+        auth: Arc::new(AuthKeys::new(&secret(&args.secret)?)),
+        metrics: clinicbook_api::metrics_handle(),
+        nats_addr: args.nats_url.as_deref().map(host_port),
+    };
+    let limits = Limits {
+        rate_per_second: args.rate_limit,
+        burst: args.rate_burst,
+        timeout: Duration::from_secs(args.request_timeout.max(1)),
+    };
+    let listener = tokio::net::TcpListener::bind(&args.bind)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.bind))?;
+    let local = listener.local_addr()?;
+    tracing::info!(%local, "clinicbook listening; API docs at http://{local}/docs");
+    clinicbook_api::serve(
+        listener,
+        clinicbook_api::router(state, limits),
+        clinicbook_api::shutdown_signal(),
+    )
+    .await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// `nats://host:port` → `host:port`.
+fn host_port(url: &str) -> String {
+    url.split("://")
+        .last()
+        .unwrap_or(url)
+        .trim_end_matches('/')
+        .to_string()
 }

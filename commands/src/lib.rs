@@ -83,6 +83,21 @@ pub struct Done<T> {
     pub position: Option<i64>,
     /// True when replayed from an idempotency key.
     pub replayed: bool,
+    /// How many times the command ran (more than 1 after conflicts).
+    pub attempts: u32,
+}
+
+impl<T> Done<T> {
+    /// The same outcome with another answer (e.g. a view read back after
+    /// the commit).
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Done<U> {
+        Done {
+            output: f(self.output),
+            position: self.position,
+            replayed: self.replayed,
+            attempts: self.attempts,
+        }
+    }
 }
 
 /// Why a command was not carried out. Nothing was written in every case.
@@ -156,6 +171,7 @@ impl Commands {
             output: committed.output,
             position: committed.position,
             replayed: committed.replayed,
+            attempts: committed.attempts,
         })
     }
 }

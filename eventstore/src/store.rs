@@ -214,6 +214,15 @@ impl EventStore {
         crate::migrate(&self.inner.pool).await.map(|_| ())
     }
 
+    /// Checks that the database answers.
+    ///
+    /// # Errors
+    /// The database cannot be reached.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.inner.pool).await?;
+        Ok(())
+    }
+
     /// Forgets every cached aggregate (tests, tools).
     pub fn clear_cache(&self) {
         self.inner.cache.invalidate_all();

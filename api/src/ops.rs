@@ -1,0 +1,80 @@
+//! Operational routes: liveness, readiness and metrics. They need no token.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Serialize;
+
+use crate::state::AppState;
+
+/// Liveness: the process answers.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: &'static str,
+}
+
+/// Readiness of the dependencies.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Readiness {
+    /// `ok` when everything is reachable, else `degraded`.
+    pub status: &'static str,
+    /// `ok` or the reason the database is not reachable.
+    pub database: String,
+    /// `ok`, `not_configured`, or the reason NATS is not reachable.
+    pub nats: String,
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// The database and NATS are reachable (503 otherwise).
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
+pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let database =
+        match tokio::time::timeout(Duration::from_secs(2), state.commands.store().ping()).await {
+            Ok(Ok(())) => "ok".to_string(),
+            Ok(Err(e)) => format!("unreachable: {e}"),
+            Err(_) => "unreachable: timed out".to_string(),
+        };
+    let nats = match &state.nats_addr {
+        None => "not_configured".to_string(),
+        Some(addr) => {
+            match tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+                .await
+            {
+                Ok(Ok(_)) => "ok".to_string(),
+                Ok(Err(e)) => format!("unreachable: {e}"),
+                Err(_) => "unreachable: timed out".to_string(),
+            }
+        }
+    };
+    let ready = database == "ok" && (nats == "ok" || nats == "not_configured");
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = Readiness {
+        status: if ready { "ok" } else { "degraded" },
+        database,
+        nats,
+    };
+    (status, Json(body))
+}
+
+/// Prometheus metrics in the text exposition format.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, body = String, content_type = "text/plain")))]
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}

@@ -1,0 +1,5 @@
+//! Route handlers, one module per group of use cases.
+
+pub mod admin;
+pub mod booking;
+pub mod money;
