@@ -1,0 +1,261 @@
+//! Use cases that give a reservation a slot or a place in the waitlist:
+//! book, reschedule, join the waitlist.
+
+use chrono::{DateTime, Utc};
+use clinicbook_domain::calendar::{Calendar, CalendarCommand};
+use clinicbook_domain::reservation::{
+    PaymentMethod, Reservation, ReservationCommand, ReservationStatus,
+};
+use clinicbook_domain::{
+    ClinicId, DomainError, PatientId, PromoCodeKey, ReservationId, ResourceId, TreatmentId,
+};
+use clinicbook_eventstore::{UnitOfWork, UowError, UseCase};
+
+use super::payment::{check_package, pay, promo_discount, Payer, Purchase};
+use super::slot::{calendar_of, clinic, guarded_clinic, Appointment};
+use super::types::{status_name, Booked, Waitlisted};
+
+/// Book a treatment: `Reservation` Book, `Calendar` Reserve, the payment
+/// (`Package` or `Wallet`) and the `PromoCode`, with the `Clinic` guarded.
+pub(super) struct Book {
+    pub reservation_id: ReservationId,
+    pub patient_id: PatientId,
+    pub clinic_id: ClinicId,
+    pub resource_id: ResourceId,
+    pub treatment_id: TreatmentId,
+    pub start: DateTime<Utc>,
+    pub payment: PaymentMethod,
+    pub promo_code: Option<PromoCodeKey>,
+    pub now: DateTime<Utc>,
+}
+
+impl Book {
+    fn payer(&self) -> Payer {
+        Payer {
+            reservation_id: self.reservation_id,
+            patient_id: self.patient_id,
+            payment: self.payment,
+            promo_code: self.promo_code.clone(),
+        }
+    }
+
+    /// True when `reservation` is this very booking, made before: the
+    /// request is a retry and its answer is the booking as it was made.
+    fn was_made(&self, reservation: &Reservation) -> bool {
+        reservation.status == ReservationStatus::Booked
+            && reservation.patient_id == Some(self.patient_id)
+            && reservation.clinic_id == Some(self.clinic_id)
+            && reservation.treatment_id == Some(self.treatment_id)
+            && reservation.slot.is_some_and(|slot| {
+                slot.resource_id == self.resource_id && slot.start == self.start
+            })
+            && reservation.payment == Some(self.payment)
+            && reservation.promo_code == self.promo_code
+    }
+}
+
+impl UseCase for Book {
+    type Output = Booked;
+
+    async fn run(&self, uow: &mut UnitOfWork) -> Result<Booked, UowError> {
+        let id = self.reservation_id.to_string();
+        let existing = uow.load::<Reservation>(&id).await?;
+        if self.was_made(existing) {
+            return Ok(booked(existing)?);
+        }
+        let discount = match &self.promo_code {
+            Some(code) => Some(promo_discount(uow, code).await?),
+            None => None,
+        };
+        let clinic = guarded_clinic(uow, self.clinic_id).await?;
+        let appointment = Appointment::resolve(
+            clinic,
+            self.treatment_id,
+            Some(self.resource_id),
+            self.start,
+            self.now,
+            discount.as_ref(),
+        )?;
+        uow.handle::<Reservation>(
+            &id,
+            ReservationCommand::Book {
+                reservation_id: self.reservation_id,
+                patient_id: self.patient_id,
+                clinic_id: self.clinic_id,
+                treatment_id: self.treatment_id,
+                slot: appointment.slot(self.resource_id),
+                price: appointment.price,
+                payment: self.payment,
+                promo_code: self.promo_code.clone(),
+                now: self.now,
+            },
+        )
+        .await?;
+        uow.handle::<Calendar>(
+            &appointment.calendar(self.resource_id).to_string(),
+            appointment.reserve(self.resource_id, self.reservation_id, self.now),
+        )
+        .await?;
+        let purchase = Purchase {
+            clinic_id: self.clinic_id,
+            treatment_id: self.treatment_id,
+            start: self.start,
+            total: appointment.price.total,
+        };
+        pay(uow, &self.payer(), purchase, self.now).await?;
+        Ok(booked(uow.load::<Reservation>(&id).await?)?)
+    }
+}
+
+/// The answer for a booked reservation.
+///
+/// # Errors
+/// `NotFound` when it holds no slot (it never does unless booked).
+pub(super) fn booked(reservation: &Reservation) -> Result<Booked, DomainError> {
+    match (reservation.reservation_id, reservation.slot) {
+        (Some(reservation_id), Some(slot)) => Ok(Booked {
+            reservation_id: reservation_id.0,
+            status: status_name(reservation.status),
+            resource_id: slot.resource_id.0,
+            start: slot.start,
+            end: slot.end,
+            price: reservation.price.into(),
+        }),
+        _ => Err(DomainError::not_found("reservation")),
+    }
+}
+
+/// Move a booking to another start and/or resource: `Reservation`
+/// Reschedule, `Calendar` Release of the old slot and Reserve of the new
+/// one (the same calendar, or two), with the `Clinic` guarded. The price
+/// stays as booked, and so does the payment.
+pub(super) struct Move {
+    pub reservation_id: ReservationId,
+    pub start: DateTime<Utc>,
+    pub resource_id: Option<ResourceId>,
+    pub now: DateTime<Utc>,
+}
+
+impl UseCase for Move {
+    type Output = Booked;
+
+    async fn run(&self, uow: &mut UnitOfWork) -> Result<Booked, UowError> {
+        let id = self.reservation_id.to_string();
+        let reservation = uow.load::<Reservation>(&id).await?;
+        let (Some(from), Some(clinic_id), Some(treatment_id)) = (
+            reservation.slot,
+            reservation.clinic_id,
+            reservation.treatment_id,
+        ) else {
+            return Err(without_slot(reservation.status).into());
+        };
+        let resource_id = self.resource_id.unwrap_or(from.resource_id);
+        let clinic = guarded_clinic(uow, clinic_id).await?;
+        let old_calendar = calendar_of(clinic, &from);
+        let appointment = Appointment::resolve(
+            clinic,
+            treatment_id,
+            Some(resource_id),
+            self.start,
+            self.now,
+            None,
+        )?;
+        uow.handle::<Reservation>(
+            &id,
+            ReservationCommand::Reschedule {
+                slot: appointment.slot(resource_id),
+                now: self.now,
+            },
+        )
+        .await?;
+        uow.handle::<Calendar>(
+            &old_calendar.to_string(),
+            CalendarCommand::Release {
+                reservation_id: self.reservation_id,
+            },
+        )
+        .await?;
+        uow.handle::<Calendar>(
+            &appointment.calendar(resource_id).to_string(),
+            appointment.reserve(resource_id, self.reservation_id, self.now),
+        )
+        .await?;
+        Ok(booked(uow.load::<Reservation>(&id).await?)?)
+    }
+}
+
+/// Why a reservation without a slot cannot be moved: it does not exist,
+/// or it is a waitlist entry (not booked, which a reschedule needs).
+fn without_slot(status: ReservationStatus) -> DomainError {
+    match status {
+        ReservationStatus::New => DomainError::not_found("reservation"),
+        other => DomainError::InvalidTransition {
+            from: other.as_str().to_string(),
+            action: "reschedule".to_string(),
+        },
+    }
+}
+
+/// Join the waitlist: `Reservation` JoinWaitlist, after checking the
+/// clinic, the treatment and a package's owner. Nothing is paid until a
+/// slot is booked for it.
+pub(super) struct Wait {
+    pub reservation_id: ReservationId,
+    pub patient_id: PatientId,
+    pub clinic_id: ClinicId,
+    pub treatment_id: TreatmentId,
+    pub earliest: DateTime<Utc>,
+    pub latest: DateTime<Utc>,
+    pub payment: PaymentMethod,
+    pub now: DateTime<Utc>,
+}
+
+impl Wait {
+    /// True when `reservation` is this very entry, made before (a retry).
+    fn was_made(&self, reservation: &Reservation) -> bool {
+        reservation.status == ReservationStatus::Waitlisted
+            && reservation.patient_id == Some(self.patient_id)
+            && reservation.clinic_id == Some(self.clinic_id)
+            && reservation.treatment_id == Some(self.treatment_id)
+            && reservation.wanted == Some((self.earliest, self.latest))
+            && reservation.payment == Some(self.payment)
+    }
+
+    fn answer(&self) -> Waitlisted {
+        Waitlisted {
+            reservation_id: self.reservation_id.0,
+            status: status_name(ReservationStatus::Waitlisted),
+        }
+    }
+}
+
+impl UseCase for Wait {
+    type Output = Waitlisted;
+
+    async fn run(&self, uow: &mut UnitOfWork) -> Result<Waitlisted, UowError> {
+        let id = self.reservation_id.to_string();
+        if self.was_made(uow.load::<Reservation>(&id).await?) {
+            return Ok(self.answer());
+        }
+        let clinic = clinic(uow, self.clinic_id).await?;
+        if clinic.treatment(self.treatment_id).is_none() {
+            return Err(DomainError::not_found(format!("treatment {}", self.treatment_id)).into());
+        }
+        check_package(uow, &self.payment, self.patient_id).await?;
+        uow.handle::<Reservation>(
+            &id,
+            ReservationCommand::JoinWaitlist {
+                reservation_id: self.reservation_id,
+                patient_id: self.patient_id,
+                clinic_id: self.clinic_id,
+                treatment_id: self.treatment_id,
+                earliest: self.earliest,
+                latest: self.latest,
+                payment: self.payment,
+                now: self.now,
+            },
+        )
+        .await?;
+        Ok(self.answer())
+    }
+}
