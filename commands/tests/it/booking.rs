@@ -9,7 +9,7 @@ use clinicbook_commands::booking::{
     AddBlock, AddClosure, BookTreatment, Booked, Cancel, JoinWaitlist, PaymentInput, PriceAnswer,
     QuoteQuery, Reschedule,
 };
-use clinicbook_commands::Commands;
+use clinicbook_commands::{CommandError, Commands};
 use clinicbook_domain::calendar::Calendar;
 use clinicbook_domain::clinic::{Clinic, ClinicCommand};
 use clinicbook_domain::package::{Package, PackageCommand, PackagePayment};
@@ -1841,4 +1841,71 @@ async fn a_quote_prices_like_a_booking_without_writing() {
         .quote(query(tuesday(11, 0), Some("QUOTE"), Some(PatientId::new())))
         .await;
     assert_eq!(other.unwrap().discount_cents, 1_200);
+}
+
+// --- concurrency ---------------------------------------------------------------------
+
+/// Books every input at once; counts the bookings made, and checks every
+/// refusal is `refusal` (or a conflict that outlived its retries).
+async fn race(commands: &Commands, inputs: Vec<BookTreatment>, refusal: &str) -> usize {
+    let tasks: Vec<_> = inputs
+        .into_iter()
+        .map(|input| {
+            let commands = commands.clone();
+            tokio::spawn(async move { commands.book(&ctx("staff"), input).await })
+        })
+        .collect();
+    let mut won = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => won += 1,
+            Err(CommandError::Domain(e)) if e.code() == refusal => {}
+            Err(CommandError::Conflict { .. }) => {}
+            Err(other) => panic!("expected {refusal}, got {other:?}"),
+        }
+    }
+    won
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_bookings_of_one_slot_give_exactly_one_booking() {
+    let (commands, _clock, _db) = commands().await;
+    let f = clinic(&commands).await;
+    let inputs = (0..8)
+        .map(|_| laser_booking(&f, PatientId::new(), tuesday(10, 0)))
+        .collect();
+
+    assert_eq!(race(&commands, inputs, "slot_unavailable").await, 1);
+    assert_eq!(
+        calendar(&commands, f.laser, "2030-01-08")
+            .await
+            .bookings
+            .len(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_bookings_never_exceed_a_promo_limit() {
+    let (commands, _clock, _db) = commands().await;
+    let f = clinic(&commands).await;
+    promo(&commands, "FIRST3", 3, 1).await;
+    let inputs = (9..17)
+        .map(|hour| {
+            with_promo(
+                laser_booking(&f, PatientId::new(), tuesday(hour, 0)),
+                "FIRST3",
+            )
+        })
+        .collect();
+
+    assert_eq!(race(&commands, inputs, "promo_exhausted").await, 3);
+    assert_eq!(redemptions(&commands, "FIRST3").await, 3);
+    assert_eq!(
+        calendar(&commands, f.laser, "2030-01-08")
+            .await
+            .bookings
+            .len(),
+        3
+    );
 }
