@@ -16,6 +16,9 @@
 //!   was made and writes nothing; with another request the reservation
 //!   refuses (`invalid_transition`). The answer of a retry carries the
 //!   price as booked, even if the price would be different now.
+//! - **Inputs.** A `payment` with a field its method does not have (a
+//!   `package_id` on a wallet payment) is refused, not ignored. A blank
+//!   `promo_code` means none (forms and query strings send empty values).
 //! - **Payment.** A wallet booking debits the total with reference
 //!   `reservation:<id>` (nothing when the total is zero); a package
 //!   booking consumes one session and must use a package of the same
