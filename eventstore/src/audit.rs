@@ -189,3 +189,15 @@ pub async fn verify(
     report.ok = report.broken.is_empty();
     Ok(report)
 }
+
+/// Number of stored events and the highest position (0 when empty), for
+/// tools and tests that check what a request wrote.
+///
+/// # Errors
+/// The database failed.
+pub async fn totals(pool: &PgPool) -> Result<(i64, i64), StoreError> {
+    let row: (i64, i64) = sqlx::query_as("SELECT count(*), COALESCE(max(position), 0) FROM events")
+        .fetch_one(pool)
+        .await?;
+    Ok(row)
+}

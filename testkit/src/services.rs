@@ -3,19 +3,17 @@
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
-use std::fs;
 use std::hash::{Hash, Hasher};
-use std::process::Child;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use clinicbook_localsvc::{LocalServices, Teardown};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
-use crate::process::{self, Cleanup, RunAs};
 use crate::{HarnessError, Nats, Postgres};
 
 /// Pool size per test database: tests run up to 64 concurrent tasks.
@@ -33,7 +31,8 @@ const OBJECT_IN_USE: &str = "55006";
 
 /// A PostgreSQL cluster and a nats-server of our own, in one temp dir
 /// (`clinicbook-test-<pid>-<random>`) that a watchdog process removes, with
-/// both servers, once this process is gone.
+/// both servers, once this process is gone: the throwaway
+/// [`LocalServices`] of `clinicbook-localsvc`, plus test databases.
 ///
 /// Holds nothing tied to a tokio runtime, so one instance serves the
 /// `#[tokio::test]`s of a binary even though each has its own runtime.
@@ -46,8 +45,9 @@ pub struct Services {
     /// Template database name per migrator key; the cell makes concurrent
     /// tests wait for the one that migrates instead of racing it.
     templates: Mutex<HashMap<u64, Arc<OnceCell<String>>>>,
-    cleanup: Cleanup,
-    watchdog: Child,
+    /// Stops PostgreSQL and removes the temp dir when dropped; after `nats`,
+    /// which stops nats-server when dropped.
+    _teardown: Teardown,
 }
 
 impl Services {
@@ -60,59 +60,25 @@ impl Services {
     /// temp dir.
     ///
     /// # Errors
-    /// [`HarnessError::NotInstalled`] if PostgreSQL or nats-server is missing;
-    /// [`HarnessError::NoPostgresUser`] when root without a `postgres` user;
-    /// [`HarnessError::CommandFailed`], [`HarnessError::Exited`] or
-    /// [`HarnessError::NotReady`] if a server does not come up.
+    /// [`HarnessError::Services`] with [`LocalError::NotInstalled`] if
+    /// PostgreSQL or nats-server is missing,
+    /// [`LocalError::NoPostgresUser`] when root without a `postgres` user,
+    /// [`LocalError::CommandFailed`], [`LocalError::Exited`] or
+    /// [`LocalError::NotReady`] if a server does not come up.
+    ///
+    /// [`LocalError::NotInstalled`]: crate::LocalError::NotInstalled
+    /// [`LocalError::NoPostgresUser`]: crate::LocalError::NoPostgresUser
+    /// [`LocalError::CommandFailed`]: crate::LocalError::CommandFailed
+    /// [`LocalError::Exited`]: crate::LocalError::Exited
+    /// [`LocalError::NotReady`]: crate::LocalError::NotReady
     pub async fn start() -> Result<Self, HarnessError> {
-        tokio::task::spawn_blocking(Self::start_blocking).await?
-    }
-
-    fn start_blocking() -> Result<Self, HarnessError> {
-        let pg_bin = process::find_postgres_bin()?;
-        let nats_bin = process::find_nats_server()?;
-        let run_as = RunAs::detect()?;
-
-        let suffix = Uuid::new_v4().simple().to_string();
-        let root = std::env::temp_dir().join(format!(
-            "clinicbook-test-{}-{}",
-            std::process::id(),
-            &suffix[..8]
-        ));
-        fs::create_dir(&root)
-            .map_err(|e| HarnessError::io(format!("creating {}", root.display()), e))?;
-        let cleanup = Cleanup {
-            pg_ctl: pg_bin.join("pg_ctl"),
-            data_dir: root.join("data"),
-            nats_pid_file: root.join("nats.pid"),
-            run_as: run_as.clone(),
-            root: root.clone(),
-        };
-        // The watchdog comes first, so even a start-up that fails halfway (or
-        // a test binary killed meanwhile) leaves nothing behind.
-        let mut watchdog = match run_as.chown(&root).and_then(|()| cleanup.spawn_watchdog()) {
-            Ok(watchdog) => watchdog,
-            Err(e) => {
-                let _ = fs::remove_dir_all(&root);
-                return Err(e);
-            }
-        };
-        let started = Postgres::launch(&root, pg_bin, run_as)
-            .and_then(|postgres| Ok((postgres, Nats::launch(&root, nats_bin)?)));
-        match started {
-            Ok((postgres, nats)) => Ok(Self {
-                postgres,
-                nats,
-                templates: Mutex::default(),
-                cleanup,
-                watchdog,
-            }),
-            Err(e) => {
-                cleanup.run_now();
-                stop_watchdog(&mut watchdog);
-                Err(e)
-            }
-        }
+        let (postgres, nats, teardown) = LocalServices::start_throwaway().await?.into_parts();
+        Ok(Self {
+            postgres,
+            nats,
+            templates: Mutex::default(),
+            _teardown: teardown,
+        })
     }
 
     /// A fresh database for one test, with `migrator`'s migrations applied.
@@ -201,22 +167,6 @@ impl Services {
     /// A maintenance connection to the `postgres` database.
     async fn admin(&self) -> Result<PgConnection, HarnessError> {
         Ok(PgConnection::connect_with(&self.postgres.connect_options("postgres")).await?)
-    }
-}
-
-impl Drop for Services {
-    /// Stops both servers and removes the temp dir at once. The shared
-    /// instance is a static and never dropped; the watchdog handles it.
-    fn drop(&mut self) {
-        self.nats.kill_now();
-        self.cleanup.run_now();
-        stop_watchdog(&mut self.watchdog);
-    }
-}
-
-fn stop_watchdog(watchdog: &mut Child) {
-    if let Err(error) = watchdog.kill().and_then(|()| watchdog.wait().map(drop)) {
-        tracing::warn!(%error, "stopping the clean-up watchdog");
     }
 }
 

@@ -1,15 +1,15 @@
-//! Finding programs, running them as the `postgres` user, free ports, log tails
-//! and the watchdog that cleans up after the test process is gone.
+//! Finding programs, running them as the `postgres` user, free ports, log
+//! tails and what we know about other processes.
 
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use crate::HarnessError;
+use crate::LocalError;
 
 /// Where Debian and Ubuntu install the PostgreSQL server, one folder per major version.
 const POSTGRES_ROOT: &str = "/usr/lib/postgresql";
@@ -21,23 +21,41 @@ const POSTGRES_PROGRAMS: [&str; 3] = ["initdb", "pg_ctl", "postgres"];
 const NATS_DIRS: [&str; 3] = ["/usr/sbin", "/usr/local/bin", "/usr/bin"];
 
 /// The newest PostgreSQL `bin` folder under `/usr/lib/postgresql/*/bin`, else
-/// the folder of a `pg_ctl` on `PATH`.
-pub(crate) fn find_postgres_bin() -> Result<PathBuf, HarnessError> {
+/// the folder of a `pg_ctl` on `PATH`. The folder holds `initdb`, `pg_ctl`
+/// and `postgres`.
+///
+/// # Errors
+/// [`LocalError::NotInstalled`], one line naming the package to install.
+pub fn find_postgres_bin() -> Result<PathBuf, LocalError> {
     find_postgres_bin_from(Path::new(POSTGRES_ROOT), std::env::var_os("PATH"))
 }
 
-/// [`find_postgres_bin`] with the places to look passed in.
-pub(crate) fn find_postgres_bin_from(
-    root: &Path,
-    path: Option<OsString>,
-) -> Result<PathBuf, HarnessError> {
+/// The `bin` folder for an existing cluster in `data_dir`: the one of the
+/// major version in its `PG_VERSION` when that is installed (a cluster only
+/// runs on the major version that created it), else [`find_postgres_bin`].
+pub(crate) fn find_postgres_bin_for(data_dir: &Path) -> Result<PathBuf, LocalError> {
+    let root = Path::new(POSTGRES_ROOT);
+    fs::read_to_string(data_dir.join("PG_VERSION"))
+        .ok()
+        .map(|version| root.join(version.trim()).join("bin"))
+        .filter(|bin| has_postgres_programs(bin))
+        .map_or_else(find_postgres_bin, Ok)
+}
+
+/// [`find_postgres_bin`] with the places to look passed in: `root` holds one
+/// folder per major version (`<root>/<version>/bin`), `path` is a `PATH`-style
+/// list tried after it.
+///
+/// # Errors
+/// [`LocalError::NotInstalled`] if neither has all three programs.
+pub fn find_postgres_bin_from(root: &Path, path: Option<OsString>) -> Result<PathBuf, LocalError> {
     newest_postgres_bin(root)
         .or_else(|| {
             let pg_ctl = find_on(path.as_deref(), "pg_ctl")?;
             let dir = pg_ctl.parent()?.to_path_buf();
             has_postgres_programs(&dir).then_some(dir)
         })
-        .ok_or_else(|| HarnessError::NotInstalled {
+        .ok_or_else(|| LocalError::NotInstalled {
             program: "PostgreSQL server binaries",
             looked_in: format!("{}/*/bin and PATH", root.display()),
             install: "apt-get install postgresql",
@@ -69,30 +87,35 @@ fn has_postgres_programs(dir: &Path) -> bool {
         .all(|program| is_executable(&dir.join(program)))
 }
 
-/// nats-server from `PATH`, else from the usual system folders.
-pub(crate) fn find_nats_server() -> Result<PathBuf, HarnessError> {
+/// nats-server from `PATH`, else from the usual system folders
+/// (`/usr/sbin`, `/usr/local/bin`, `/usr/bin`).
+///
+/// # Errors
+/// [`LocalError::NotInstalled`], one line naming the package to install.
+pub fn find_nats_server() -> Result<PathBuf, LocalError> {
     find_nats_server_from(std::env::var_os("PATH"), &NATS_DIRS)
 }
 
-/// [`find_nats_server`] with the places to look passed in.
-pub(crate) fn find_nats_server_from(
-    path: Option<OsString>,
-    dirs: &[&str],
-) -> Result<PathBuf, HarnessError> {
+/// [`find_nats_server`] with the places to look passed in: a `PATH`-style
+/// list, then `dirs`.
+///
+/// # Errors
+/// [`LocalError::NotInstalled`] if none holds an executable `nats-server`.
+pub fn find_nats_server_from(path: Option<OsString>, dirs: &[&str]) -> Result<PathBuf, LocalError> {
     find_on(path.as_deref(), "nats-server")
         .or_else(|| {
             dirs.iter()
                 .map(|dir| Path::new(dir).join("nats-server"))
                 .find(|path| is_executable(path))
         })
-        .ok_or_else(|| HarnessError::NotInstalled {
+        .ok_or_else(|| LocalError::NotInstalled {
             program: "nats-server",
             looked_in: format!("PATH, {}", dirs.join(", ")),
             install: "apt-get install nats-server",
         })
 }
 
-fn find_on_path(program: &str) -> Option<PathBuf> {
+pub(crate) fn find_on_path(program: &str) -> Option<PathBuf> {
     find_on(std::env::var_os("PATH").as_deref(), program)
 }
 
@@ -124,19 +147,19 @@ pub(crate) enum RunAs {
 
 impl RunAs {
     /// `Postgres` when the effective uid is 0, else `Current`.
-    pub(crate) fn detect() -> Result<Self, HarnessError> {
+    pub(crate) fn detect() -> Result<Self, LocalError> {
         if id(&["-u"])? != 0 {
             return Ok(Self::Current);
         }
         let runuser = find_on_path("runuser")
             .or_else(|| Some(PathBuf::from("/usr/sbin/runuser")).filter(|p| is_executable(p)))
-            .ok_or_else(|| HarnessError::NotInstalled {
+            .ok_or_else(|| LocalError::NotInstalled {
                 program: "runuser (needed to run PostgreSQL as the postgres user while root)",
                 looked_in: "PATH, /usr/sbin".to_owned(),
                 install: "apt-get install util-linux",
             })?;
-        let uid = id(&["-u", "postgres"]).map_err(|_| HarnessError::NoPostgresUser)?;
-        let gid = id(&["-g", "postgres"]).map_err(|_| HarnessError::NoPostgresUser)?;
+        let uid = id(&["-u", "postgres"]).map_err(|_| LocalError::NoPostgresUser)?;
+        let gid = id(&["-g", "postgres"]).map_err(|_| LocalError::NoPostgresUser)?;
         Ok(Self::Postgres { runuser, uid, gid })
     }
 
@@ -156,19 +179,41 @@ impl RunAs {
     }
 
     /// Hands `path` to the `postgres` user when we run as root.
-    pub(crate) fn chown(&self, path: &Path) -> Result<(), HarnessError> {
+    pub(crate) fn chown(&self, path: &Path) -> Result<(), LocalError> {
         match self {
             Self::Current => Ok(()),
             Self::Postgres { uid, gid, .. } => {
-                std::os::unix::fs::chown(path, Some(*uid), Some(*gid)).map_err(|e| {
-                    HarnessError::io(format!("chown {} to postgres", path.display()), e)
-                })
+                std::os::unix::fs::chown(path, Some(*uid), Some(*gid))
+                    .map_err(|e| LocalError::io(format!("chown {} to postgres", path.display()), e))
             }
         }
     }
 
+    /// Fails with [`LocalError::Unreachable`] unless the user the PostgreSQL
+    /// programs run as can enter and write `dir`.
+    pub(crate) fn check_reachable(&self, dir: &Path) -> Result<(), LocalError> {
+        let Self::Postgres { runuser, .. } = self else {
+            return Ok(());
+        };
+        let mut command = Command::new(runuser);
+        command
+            .args(["-u", "postgres", "--", "test", "-w"])
+            .arg(dir)
+            .arg("-a")
+            .arg("-x")
+            .arg(dir)
+            .current_dir("/");
+        match run(&mut command) {
+            Ok(_) => Ok(()),
+            Err(LocalError::CommandFailed { .. }) => Err(LocalError::Unreachable {
+                dir: dir.to_path_buf(),
+            }),
+            Err(other) => Err(other),
+        }
+    }
+
     /// The `runuser` path the watchdog needs, or "" when it runs programs directly.
-    fn runuser_arg(&self) -> &OsStr {
+    pub(crate) fn runuser_arg(&self) -> &OsStr {
         match self {
             Self::Current => OsStr::new(""),
             Self::Postgres { runuser, .. } => runuser.as_os_str(),
@@ -176,12 +221,12 @@ impl RunAs {
     }
 }
 
-fn id(args: &[&str]) -> Result<u32, HarnessError> {
+fn id(args: &[&str]) -> Result<u32, LocalError> {
     let mut command = Command::new("id");
     command.args(args);
     let out = run(&mut command)?;
     out.trim().parse().map_err(|_| {
-        HarnessError::io(
+        LocalError::io(
             format!("parsing the output of `id {}`: {out:?}", args.join(" ")),
             std::io::ErrorKind::InvalidData.into(),
         )
@@ -191,20 +236,20 @@ fn id(args: &[&str]) -> Result<u32, HarnessError> {
 /// Runs `command` to completion with no stdin; its stdout on success.
 ///
 /// # Errors
-/// [`HarnessError::Io`] if it cannot be spawned, [`HarnessError::CommandFailed`]
+/// [`LocalError::Io`] if it cannot be spawned, [`LocalError::CommandFailed`]
 /// (with its output) if it exits unsuccessfully.
-pub(crate) fn run(command: &mut Command) -> Result<String, HarnessError> {
+pub(crate) fn run(command: &mut Command) -> Result<String, LocalError> {
     let described = format!("{command:?}");
     let out = command
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| HarnessError::io(format!("spawning {described}"), e))?;
+        .map_err(|e| LocalError::io(format!("spawning {described}"), e))?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if out.status.success() {
         return Ok(stdout);
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
-    Err(HarnessError::CommandFailed {
+    Err(LocalError::CommandFailed {
         command: described,
         status: out.status,
         output: format!("{}\n{}", stderr.trim(), stdout.trim())
@@ -222,16 +267,32 @@ const PORT_ATTEMPTS: usize = 5;
 pub(crate) fn on_a_free_port<T>(
     service: &'static str,
     taken: &str,
-    mut start: impl FnMut(u16) -> Result<T, HarnessError>,
-) -> Result<T, HarnessError> {
+    start: impl FnMut(u16) -> Result<T, LocalError>,
+) -> Result<T, LocalError> {
+    on_a_port(service, taken, None, start)
+}
+
+/// [`on_a_free_port`], but the first attempt is on `preferred` if nothing
+/// listens there now; later attempts (and the first one, if `preferred` is
+/// taken) are on free ports the system picks.
+pub(crate) fn on_a_port<T>(
+    service: &'static str,
+    taken: &str,
+    preferred: Option<u16>,
+    mut start: impl FnMut(u16) -> Result<T, LocalError>,
+) -> Result<T, LocalError> {
     let mut attempt = 1;
+    let mut preferred = preferred.filter(|&port| port_is_free(port));
     loop {
-        let port = TcpListener::bind(("127.0.0.1", 0))
-            .and_then(|listener| listener.local_addr())
-            .map(|addr| addr.port())
-            .map_err(|e| HarnessError::io("finding a free port on 127.0.0.1", e))?;
+        let port = match preferred.take() {
+            Some(port) => port,
+            None => TcpListener::bind(("127.0.0.1", 0))
+                .and_then(|listener| listener.local_addr())
+                .map(|addr| addr.port())
+                .map_err(|e| LocalError::io("finding a free port on 127.0.0.1", e))?,
+        };
         match start(port) {
-            Err(HarnessError::Exited { log_tail, .. })
+            Err(LocalError::Exited { log_tail, .. })
                 if attempt < PORT_ATTEMPTS && log_tail.contains(taken) =>
             {
                 tracing::debug!(
@@ -268,93 +329,67 @@ pub(crate) fn tail(text: &str) -> String {
     lines[lines.len().saturating_sub(LINES)..].join("\n")
 }
 
-/// What the watchdog (and an explicit teardown) must clean up.
-#[derive(Clone, Debug)]
-pub(crate) struct Cleanup {
-    /// The per-process temp dir; removed last.
-    pub(crate) root: PathBuf,
-    /// `pg_ctl` of the cluster.
-    pub(crate) pg_ctl: PathBuf,
-    /// The cluster's data directory.
-    pub(crate) data_dir: PathBuf,
-    /// Holds the pid of the running nats-server, if any.
-    pub(crate) nats_pid_file: PathBuf,
-    /// How to run `pg_ctl`.
-    pub(crate) run_as: RunAs,
+/// Whether a server could bind 127.0.0.1:`port` now.
+pub(crate) fn port_is_free(port: u16) -> bool {
+    port != 0 && TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
 
-/// Polls for the test process (`$1`) every half second; once it is gone (or a
-/// zombie), stops PostgreSQL at once, kills nats-server and removes the temp dir.
-const WATCHDOG: &str = r#"
-pid=$1 root=$2 pg_ctl=$3 data=$4 runuser=$5 nats_pid=$6
-while kill -0 "$pid" 2>/dev/null; do
-  stat=
-  read -r stat < "/proc/$pid/stat" 2>/dev/null
-  case "${stat##*") "}" in Z*) break ;; esac
-  sleep 0.5
-done
-if [ -f "$data/postmaster.pid" ]; then
-  if [ -n "$runuser" ]; then
-    "$runuser" -u postgres -- "$pg_ctl" -D "$data" -m immediate stop
-  else
-    "$pg_ctl" -D "$data" -m immediate stop
-  fi
-fi
-if [ -f "$nats_pid" ]; then kill -9 "$(cat "$nats_pid")"; fi
-rm -rf "$root"
-"#;
-
-impl Cleanup {
-    /// Starts the watchdog in its own session (or at least its own process
-    /// group), so Ctrl-C in the terminal and the end of the test process do
-    /// not take it down before it has cleaned up. It gets no stdio, so it
-    /// cannot hold cargo's pipes open.
-    pub(crate) fn spawn_watchdog(&self) -> Result<Child, HarnessError> {
-        let mut command = match find_on_path("setsid") {
-            Some(setsid) => {
-                let mut command = Command::new(setsid);
-                command.arg("/bin/sh");
-                command
-            }
-            None => {
-                let mut command = Command::new("/bin/sh");
-                command.process_group(0);
-                command
-            }
-        };
-        command
-            .arg("-c")
-            .arg(WATCHDOG)
-            .arg("clinicbook-testkit-watchdog")
-            .arg(std::process::id().to_string())
-            .arg(&self.root)
-            .arg(&self.pg_ctl)
-            .arg(&self.data_dir)
-            .arg(self.run_as.runuser_arg())
-            .arg(&self.nats_pid_file)
-            .current_dir("/")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| HarnessError::io("spawning the clean-up watchdog (/bin/sh)", e))
+/// The start time of process `pid` (clock ticks after boot, from
+/// `/proc/<pid>/stat`), which tells a process from a later one that reuses
+/// its pid; `None` if there is no such process or it is a zombie.
+pub(crate) fn start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses; the fields
+    // after its closing parenthesis start with the state (field 3).
+    let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace();
+    if fields.next()? == "Z" {
+        return None;
     }
+    // Field 22 is the start time: 18 fields after the state.
+    fields.nth(18)?.parse().ok()
+}
 
-    /// Does now, in this process, what the watchdog would do at exit.
-    /// Best effort: failures are logged, not returned.
-    pub(crate) fn run_now(&self) {
-        if self.data_dir.join("postmaster.pid").exists() {
-            let mut command = self.run_as.command(&self.pg_ctl, &self.root);
-            command
-                .arg("-D")
-                .arg(&self.data_dir)
-                .args(["-m", "immediate", "stop"]);
-            if let Err(error) = run(&mut command) {
-                tracing::warn!(%error, "stopping the test PostgreSQL");
-            }
+/// The command line of process `pid`, arguments joined by spaces.
+pub(crate) fn command_line(pid: u32) -> Option<String> {
+    let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    Some(
+        String::from_utf8_lossy(&raw)
+            .split('\0')
+            .filter(|arg| !arg.is_empty())
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}
+
+/// Sends `signal` (`"TERM"`, `"KILL"`) to `pid` with the shell's `kill`
+/// builtin (there may be no kill(1) on a slim system); whether it was
+/// delivered.
+pub(crate) fn signal(pid: u32, signal: &str) -> bool {
+    Command::new("/bin/sh")
+        .args([
+            "-c",
+            r#"kill -s "$1" "$2""#,
+            "clinicbook-localsvc-kill",
+            signal,
+        ])
+        .arg(pid.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// Polls `done` every 50 ms until it holds or `timeout` passes; whether it held.
+pub(crate) fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if done() {
+            return true;
         }
-        if let Err(error) = fs::remove_dir_all(&self.root) {
-            tracing::warn!(%error, root = %self.root.display(), "removing the test services' temp dir");
+        if Instant::now() >= deadline {
+            return false;
         }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }

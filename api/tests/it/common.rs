@@ -1,0 +1,286 @@
+//! A running server for tests, with tokens for every role and helpers to
+//! send requests and read problem bodies.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clinicbook_api::auth::{AuthKeys, Role};
+use clinicbook_api::{AppState, Limits};
+use clinicbook_commands::{Clock, Commands};
+use clinicbook_eventstore::{EventStore, StoreConfig, MIGRATOR};
+use clinicbook_testkit::{services, TestDatabase};
+use reqwest::{Method, StatusCode};
+use secrecy::SecretString;
+use serde_json::{json, Value};
+
+/// The secret the test servers sign with.
+pub const SECRET: &str = "test-secret-test-secret-test-secret";
+
+/// A server under test.
+pub struct App {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub admin: String,
+    pub staff: String,
+    pub analyst: String,
+    pub auditor: String,
+    pub keys: Arc<AuthKeys>,
+    pub db: TestDatabase,
+}
+
+/// A server on a free port over a fresh database, without rate limit.
+pub async fn app() -> App {
+    app_with(Limits::default(), Clock::system()).await
+}
+
+/// A server with the given limits and clock.
+pub async fn app_with(limits: Limits, clock: Clock) -> App {
+    let db = services().await.database(&MIGRATOR).await;
+    let keys = Arc::new(AuthKeys::new(&SecretString::from(SECRET)));
+    let state = AppState {
+        commands: Commands::new(
+            EventStore::new(db.pool.clone(), StoreConfig::default()),
+            clock,
+        ),
+        auth: keys.clone(),
+        metrics: clinicbook_api::metrics_handle(),
+        nats_addr: None,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("bind: {e}"));
+    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let router = clinicbook_api::router(state, limits);
+    tokio::spawn(clinicbook_api::serve(
+        listener,
+        router,
+        std::future::pending(),
+    ));
+    let token = |role, sub: &str| {
+        keys.issue(sub, role, 3600)
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    App {
+        base: format!("http://{addr}"),
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap_or_else(|e| panic!("{e}")),
+        admin: token(Role::Admin, "root"),
+        staff: token(Role::Staff, "alice"),
+        analyst: token(Role::Analyst, "ana"),
+        auditor: token(Role::Auditor, "audrey"),
+        keys,
+        db,
+    }
+}
+
+/// A status and a parsed JSON body (`Value::Null` when not JSON).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub content_type: String,
+    pub body: Value,
+}
+
+impl Answer {
+    /// The problem `code` of an error answer.
+    pub fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or_default()
+    }
+
+    /// Asserts an error answer with this status and code, as problem+json.
+    pub fn assert_problem(&self, status: u16, code: &str) {
+        assert_eq!(self.status.as_u16(), status, "{:?}", self.body);
+        assert_eq!(self.code(), code, "{:?}", self.body);
+        assert!(
+            self.content_type.starts_with("application/problem+json"),
+            "{}",
+            self.content_type
+        );
+        assert_eq!(self.body["status"], json!(status));
+    }
+}
+
+impl App {
+    /// Sends a request with an optional token and JSON body.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Answer {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        read(
+            request
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("request failed: {e}")),
+        )
+        .await
+    }
+
+    /// POST with a JSON body.
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Answer {
+        self.send(Method::POST, path, Some(token), Some(body)).await
+    }
+
+    /// PUT with a JSON body.
+    pub async fn put(&self, path: &str, token: &str, body: Value) -> Answer {
+        self.send(Method::PUT, path, Some(token), Some(body)).await
+    }
+
+    /// GET.
+    pub async fn get(&self, path: &str, token: &str) -> Answer {
+        self.send(Method::GET, path, Some(token), None).await
+    }
+
+    /// Sends raw bytes as the body with the given content type.
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Answer {
+        let request = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .header("content-type", content_type)
+            .body(body);
+        read(
+            request
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("request failed: {e}")),
+        )
+        .await
+    }
+
+    /// Number of stored events.
+    pub async fn events(&self) -> i64 {
+        clinicbook_eventstore::audit::totals(&self.db.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .0
+    }
+
+    /// Registers a Berlin clinic open Monday to Saturday 09:00-18:00, with
+    /// two lasers, a room and a practitioner and two treatments.
+    pub async fn clinic(&self) -> ClinicIds {
+        let created = self
+            .post(
+                "/v1/clinics",
+                &self.admin,
+                json!({"name": "Berlin Mitte", "timezone": "Europe/Berlin", "currency": "EUR",
+                       "cancellation_notice_hours": 24, "late_cancel_fee_percent": 50}),
+            )
+            .await;
+        assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+        let clinic = created.body["clinic_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let day = json!([["09:00", "18:00"]]);
+        let hours = self
+            .put(
+                &format!("/v1/clinics/{clinic}/opening-hours"),
+                &self.admin,
+                json!({"mon": day, "tue": day, "wed": day, "thu": day, "fri": day, "sat": day}),
+            )
+            .await;
+        assert_eq!(hours.status, StatusCode::OK, "{:?}", hours.body);
+        let mut ids = ClinicIds {
+            clinic,
+            ..ClinicIds::default()
+        };
+        for (name, kind) in [
+            ("Laser A", "device"),
+            ("Laser B", "device"),
+            ("Room 1", "room"),
+            ("Dr. Weber", "practitioner"),
+        ] {
+            let r = self
+                .post(
+                    &format!("/v1/clinics/{}/resources", ids.clinic),
+                    &self.admin,
+                    json!({"name": name, "kind": kind}),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+            let id = r.body["resource_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            match name {
+                "Laser A" => ids.laser = id,
+                "Laser B" => ids.laser_b = id,
+                "Room 1" => ids.room = id,
+                _ => ids.doctor = id,
+            }
+        }
+        for (name, minutes, buffer, price, kind) in [
+            ("Laser hair removal", 45, 15, 12_000, "device"),
+            ("Consultation", 30, 0, 5_000, "practitioner"),
+        ] {
+            let t = self
+                .post(
+                    &format!("/v1/clinics/{}/treatments", ids.clinic),
+                    &self.admin,
+                    json!({"name": name, "duration_minutes": minutes, "buffer_minutes": buffer, "price_cents": price, "resource_kind": kind}),
+                )
+                .await;
+            assert_eq!(t.status, StatusCode::CREATED, "{:?}", t.body);
+            let id = t.body["treatment_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            if kind == "device" {
+                ids.laser_treatment = id;
+            } else {
+                ids.consultation = id;
+            }
+        }
+        ids
+    }
+}
+
+/// Ids of the clinic made by [`App::clinic`].
+#[derive(Debug, Clone, Default)]
+pub struct ClinicIds {
+    pub clinic: String,
+    pub laser: String,
+    pub laser_b: String,
+    pub room: String,
+    pub doctor: String,
+    pub laser_treatment: String,
+    pub consultation: String,
+}
+
+async fn read(response: reqwest::Response) -> Answer {
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let bytes = response.bytes().await.unwrap_or_default();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Answer {
+        status,
+        content_type,
+        body,
+    }
+}

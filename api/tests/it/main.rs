@@ -1,0 +1,6 @@
+//! End-to-end tests of the HTTP API: the server on a free port over the
+//! harness's PostgreSQL, driven with a real HTTP client.
+
+mod admin;
+mod common;
+mod platform;
