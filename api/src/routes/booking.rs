@@ -1,10 +1,222 @@
-//! Routes of the booking use cases.
+//! Booking routes: reservations and their life cycle, the waitlist,
+//! blocks, closures and quotes (role `staff`; closures role `admin`).
 
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use clinicbook_commands::booking::{
+    AddBlock, AddClosure, BlockAdded, BookTreatment, Booked, Cancel, Cancelled, ClosureAdded,
+    JoinWaitlist, PriceAnswer, QuoteQuery, Reschedule, ReservationView, StatusChanged, Waitlisted,
+};
 use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
 
+use crate::call::{answer, AdminCall, StaffCall};
+use crate::error::{ApiError, Problem};
+use crate::extract::{Json, Path, Query};
 use crate::state::AppState;
 
 /// The booking routes with their OpenAPI descriptions.
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .routes(routes!(book))
+        .routes(routes!(get_reservation))
+        .routes(routes!(reschedule))
+        .routes(routes!(cancel))
+        .routes(routes!(check_in))
+        .routes(routes!(complete))
+        .routes(routes!(no_show))
+        .routes(routes!(join_waitlist))
+        .routes(routes!(add_block))
+        .routes(routes!(add_closure))
+        .routes(routes!(quote))
+}
+
+/// Book a treatment: the slot, the reservation, the payment (package
+/// session, wallet debit or at the clinic) and the promo code, all or nothing.
+#[utoipa::path(post, path = "/v1/reservations", tag = "staff", request_body = BookTreatment,
+    params(("Idempotency-Key" = Option<String>, Header, description = "makes a retry safe")),
+    responses((status = 201, body = Booked, description = "booked; the answer also has `position`"),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem, description = "slot_unavailable, concurrency_conflict, invalid_transition"),
+        (status = 422, body = Problem, description = "insufficient_funds, no_sessions_left, package_expired, package_not_valid_here, promo_*, outside_opening_hours, in_the_past")))]
+async fn book(
+    State(state): State<AppState>,
+    StaffCall(call): StaffCall,
+    Json(body): Json<BookTreatment>,
+) -> Result<Response, ApiError> {
+    let ctx = call.ctx("book_treatment", &body);
+    answer(StatusCode::CREATED, state.commands.book(&ctx, body).await?)
+}
+
+/// A reservation with its status history.
+#[utoipa::path(get, path = "/v1/reservations/{reservation_id}", tag = "staff",
+    params(("reservation_id" = Uuid, Path)),
+    responses((status = 200, body = ReservationView), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+async fn get_reservation(
+    State(state): State<AppState>,
+    _staff: StaffCall,
+    Path(reservation_id): Path<Uuid>,
+) -> Result<axum::Json<ReservationView>, ApiError> {
+    Ok(axum::Json(
+        state.commands.reservation(reservation_id).await?,
+    ))
+}
+
+/// Move a booked reservation to another time and/or resource.
+#[utoipa::path(post, path = "/v1/reservations/{reservation_id}/reschedule", tag = "staff",
+    params(("reservation_id" = Uuid, Path)), request_body = Reschedule,
+    responses((status = 200, body = Booked), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+async fn reschedule(
+    State(state): State<AppState>,
+    StaffCall(call): StaffCall,
+    Path(reservation_id): Path<Uuid>,
+    Json(body): Json<Reschedule>,
+) -> Result<Response, ApiError> {
+    let ctx = call.ctx("reschedule", &body);
+    answer(
+        StatusCode::OK,
+        state
+            .commands
+            .reschedule(&ctx, reservation_id, body)
+            .await?,
+    )
+}
+
+/// Cancel a reservation; the cancellation policy decides refund, fee and
+/// whether a package session comes back.
+#[utoipa::path(post, path = "/v1/reservations/{reservation_id}/cancel", tag = "staff",
+    params(("reservation_id" = Uuid, Path)), request_body = Cancel,
+    responses((status = 200, body = Cancelled), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
+async fn cancel(
+    State(state): State<AppState>,
+    StaffCall(call): StaffCall,
+    Path(reservation_id): Path<Uuid>,
+    Json(body): Json<Cancel>,
+) -> Result<Response, ApiError> {
+    let ctx = call.ctx("cancel", &body);
+    answer(
+        StatusCode::OK,
+        state.commands.cancel(&ctx, reservation_id, body).await?,
+    )
+}
+
+/// The patient arrived.
+#[utoipa::path(post, path = "/v1/reservations/{reservation_id}/check-in", tag = "staff",
+    params(("reservation_id" = Uuid, Path)),
+    responses((status = 200, body = StatusChanged), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem)))]
+async fn check_in(
+    State(state): State<AppState>,
+    StaffCall(call): StaffCall,
+    Path(reservation_id): Path<Uuid>,
+) -> Result<Response, ApiError> {
+    let ctx = call.ctx("check_in", &reservation_id);
+    answer(
+        StatusCode::OK,
+        state.commands.check_in(&ctx, reservation_id).await?,
+    )
+}
+
+/// The treatment was given (only after check-in).
+#[utoipa::path(post, path = "/v1/reservations/{reservation_id}/complete", tag = "staff",
+    params(("reservation_id" = Uuid, Path)),
+    responses((status = 200, body = StatusChanged), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem)))]
+async fn complete(
+    State(state): State<AppState>,
+    StaffCall(call): StaffCall,
+    Path(reservation_id): Path<Uuid>,
+) -> Result<Response, ApiError> {
+    let ctx = call.ctx("complete", &reservation_id);
+    answer(
+        StatusCode::OK,
+        state.commands.complete(&ctx, reservation_id).await?,
+    )
+}
+
+/// The patient did not come; the payment is forfeited.
+#[utoipa::path(post, path = "/v1/reservations/{reservation_id}/no-show", tag = "staff",
+    params(("reservation_id" = Uuid, Path)),
+    responses((status = 200, body = StatusChanged), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem)))]
+async fn no_show(
+    State(state): State<AppState>,
+    StaffCall(call): StaffCall,
+    Path(reservation_id): Path<Uuid>,
+) -> Result<Response, ApiError> {
+    let ctx = call.ctx("mark_no_show", &reservation_id);
+    answer(
+        StatusCode::OK,
+        state.commands.mark_no_show(&ctx, reservation_id).await?,
+    )
+}
+
+/// Put a patient on the waitlist for a window of start times.
+#[utoipa::path(post, path = "/v1/waitlist", tag = "staff", request_body = JoinWaitlist,
+    responses((status = 201, body = Waitlisted), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+async fn join_waitlist(
+    State(state): State<AppState>,
+    StaffCall(call): StaffCall,
+    Json(body): Json<JoinWaitlist>,
+) -> Result<Response, ApiError> {
+    let ctx = call.ctx("join_waitlist", &body);
+    answer(
+        StatusCode::CREATED,
+        state.commands.join_waitlist(&ctx, body).await?,
+    )
+}
+
+/// Block a resource; an emergency block displaces overlapping bookings and
+/// restores their payment.
+#[utoipa::path(post, path = "/v1/resources/{resource_id}/blocks", tag = "staff",
+    params(("resource_id" = Uuid, Path)), request_body = AddBlock,
+    responses((status = 201, body = BlockAdded), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
+async fn add_block(
+    State(state): State<AppState>,
+    StaffCall(call): StaffCall,
+    Path(resource_id): Path<Uuid>,
+    Json(body): Json<AddBlock>,
+) -> Result<Response, ApiError> {
+    let ctx = call.ctx("add_block", &body);
+    answer(
+        StatusCode::CREATED,
+        state.commands.add_block(&ctx, resource_id, body).await?,
+    )
+}
+
+/// Close a whole clinic for a period, displacing every booking in it.
+#[utoipa::path(post, path = "/v1/clinics/{clinic_id}/closures", tag = "admin",
+    params(("clinic_id" = Uuid, Path)), request_body = AddClosure,
+    responses((status = 201, body = ClosureAdded), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
+async fn add_closure(
+    State(state): State<AppState>,
+    AdminCall(call): AdminCall,
+    Path(clinic_id): Path<Uuid>,
+    Json(body): Json<AddClosure>,
+) -> Result<Response, ApiError> {
+    let ctx = call.ctx("add_closure", &body);
+    answer(
+        StatusCode::CREATED,
+        state.commands.add_closure(&ctx, clinic_id, body).await?,
+    )
+}
+
+/// The price of a treatment at a time, with the clinic's rules and an
+/// optional promo code; writes nothing.
+#[utoipa::path(get, path = "/v1/quotes", tag = "staff", params(QuoteQuery),
+    responses((status = 200, body = PriceAnswer), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+async fn quote(
+    State(state): State<AppState>,
+    _staff: StaffCall,
+    Query(query): Query<QuoteQuery>,
+) -> Result<axum::Json<PriceAnswer>, ApiError> {
+    Ok(axum::Json(state.commands.quote(query).await?))
 }

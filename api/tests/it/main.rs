@@ -2,5 +2,8 @@
 //! harness's PostgreSQL, driven with a real HTTP client.
 
 mod admin;
+mod booking;
 mod common;
+mod money;
 mod platform;
+mod processes;
