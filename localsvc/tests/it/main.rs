@@ -463,3 +463,35 @@ async fn servers_left_running_by_a_dead_owner_are_restarted_cleanly() -> anyhow:
     services.shutdown().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn as_root_a_var_dir_the_postgres_user_cannot_reach_is_refused_plainly() -> anyhow::Result<()>
+{
+    if !std::process::Command::new("id")
+        .arg("-u")
+        .output()?
+        .stdout
+        .starts_with(b"0\n")
+    {
+        return Ok(()); // PostgreSQL runs as ourselves: nothing to refuse.
+    }
+    let closed = VarDir::new()?;
+    std::fs::set_permissions(
+        closed.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )?;
+    let var = closed.path().join("var");
+    match LocalServices::start_persistent_on(&var, free_ports()?).await {
+        Err(error @ LocalError::Unreachable { .. }) => {
+            let message = error.to_string();
+            assert!(
+                message.starts_with("the postgres user cannot reach ") && !message.contains('\n'),
+                "{message}"
+            );
+        }
+        other => anyhow::bail!("expected Unreachable, got {other:?}"),
+    }
+    // The refusal gave the var dir up again.
+    assert!(!var.join("run").join("owner.pid").exists());
+    Ok(())
+}
