@@ -19,7 +19,7 @@ pub struct Deposit {
     pub amount_cents: i64,
     /// The external payment's reference (card slip, bank transfer): a
     /// reference is credited at most once, so a repeated deposit is refused
-    /// instead of counted twice.
+    /// instead of counted twice. Leading and trailing spaces are ignored.
     pub reference: String,
 }
 
