@@ -187,10 +187,48 @@ fn token(args: &TokenArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let Some(database_url) = args.database_url.clone() else {
-        anyhow::bail!("set DATABASE_URL (and NATS_URL) to the PostgreSQL and NATS to use");
+    // Without a database and broker to use, run our own under --var-dir.
+    let local = match (&args.database_url, &args.nats_url) {
+        (None, None) => {
+            let local = clinicbook_localsvc::LocalServices::start_persistent(&args.secret.var_dir)
+                .await
+                .context("starting the local PostgreSQL and nats-server")?;
+            println!(
+                "No DATABASE_URL or NATS_URL given: running local services (kept between runs)\n{}",
+                local.describe()
+            );
+            Some(local)
+        }
+        (None, Some(_)) => {
+            anyhow::bail!("NATS_URL is set but DATABASE_URL is not: set both, or neither")
+        }
+        _ => None,
     };
-    let pool = clinicbook_eventstore::connect(&database_url, args.pool_size)
+    let database_url = match (&args.database_url, &local) {
+        (Some(url), _) => url.clone(),
+        (None, Some(local)) => local.database_url(),
+        (None, None) => anyhow::bail!("no database configured"),
+    };
+    let nats_url = args
+        .nats_url
+        .clone()
+        .or_else(|| local.as_ref().map(|l| l.nats_url()));
+    let served = run_server(&args, &database_url, nats_url.as_deref()).await;
+    if let Some(local) = local {
+        local
+            .shutdown()
+            .await
+            .context("stopping the local services")?;
+    }
+    served
+}
+
+async fn run_server(
+    args: &ServeArgs,
+    database_url: &str,
+    nats_url: Option<&str>,
+) -> anyhow::Result<()> {
+    let pool = clinicbook_eventstore::connect(database_url, args.pool_size)
         .await
         .context("cannot connect to the database (check DATABASE_URL)")?;
     let summary = clinicbook_eventstore::migrate(&pool)
@@ -206,7 +244,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         commands: Commands::new(store, Clock::system()),
         auth: Arc::new(AuthKeys::new(&secret(&args.secret)?)),
         metrics: clinicbook_api::metrics_handle(),
-        nats_addr: args.nats_url.as_deref().map(host_port),
+        nats_addr: nats_url.map(host_port),
     };
     let limits = Limits {
         rate_per_second: args.rate_limit,
