@@ -110,6 +110,46 @@ pub(crate) struct Loaded<A> {
     pub last_hash: Hash,
 }
 
+/// A row of [`EventStore::read_stream`]: a snapshot or an event.
+struct StreamRow {
+    is_snapshot: bool,
+    sequence: u64,
+    event_type: String,
+    payload: String,
+    hash: Vec<u8>,
+}
+
+/// Applies one stored event to a loaded aggregate, checking that the
+/// stream has no gap.
+fn apply_row<A: StoredAggregate>(
+    loaded: &mut Loaded<A>,
+    id: &str,
+    row: StreamRow,
+) -> Result<(), StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        aggregate_type: A::TYPE.to_string(),
+        aggregate_id: id.to_string(),
+        reason,
+    };
+    if row.sequence != loaded.sequence + 1 {
+        return Err(corrupt(format!(
+            "event {} follows event {}",
+            row.sequence, loaded.sequence
+        )));
+    }
+    let event: A::Event = serde_json::from_str(&row.payload).map_err(|e| {
+        corrupt(format!(
+            "event {} ({}) does not deserialise: {e}",
+            row.sequence, row.event_type
+        ))
+    })?;
+    loaded.last_hash = hash::from_bytes(&row.hash)
+        .ok_or_else(|| corrupt(format!("event {} has a malformed hash", row.sequence)))?;
+    loaded.state.apply(event);
+    loaded.sequence = row.sequence;
+    Ok(())
+}
+
 /// An idempotency key with the fingerprint of the request it came with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IdempotencyKey {
@@ -265,7 +305,8 @@ impl EventStore {
     }
 
     /// Loads an aggregate: the cached state if any, else the snapshot if
-    /// any, then every newer event.
+    /// any, then every newer event. A cache hit costs one query (the newer
+    /// events); a miss also one (snapshot and events together).
     pub(crate) async fn load<A: StoredAggregate>(&self, id: &str) -> Result<Loaded<A>, StoreError> {
         let key = StreamKey::of::<A>(id);
         let cached = self.inner.cache.get(&key).await.and_then(|c| {
@@ -274,90 +315,100 @@ impl EventStore {
                 .map(|a| (a.clone(), c.sequence, c.last_hash))
         });
         let was_cached = cached.is_some();
-        let (mut state, mut sequence, mut last_hash) = match cached {
-            Some(hit) => hit,
-            None => self
-                .load_snapshot::<A>(id)
-                .await?
-                .unwrap_or_else(|| (A::default(), 0, GENESIS)),
+        let mut loaded = match cached {
+            Some((state, sequence, last_hash)) => Loaded {
+                state,
+                sequence,
+                last_hash,
+            },
+            None => Loaded {
+                state: A::default(),
+                sequence: 0,
+                last_hash: GENESIS,
+            },
         };
-        let rows = sqlx::query(
-            "SELECT sequence, event_type, payload::text AS payload, hash
-               FROM events
-              WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3
-              ORDER BY sequence",
-        )
-        .bind(A::TYPE)
-        .bind(id)
-        .bind(to_i64(sequence))
-        .fetch_all(&self.inner.pool)
-        .await?;
-        let corrupt = |reason: String| StoreError::Corrupt {
-            aggregate_type: A::TYPE.to_string(),
-            aggregate_id: id.to_string(),
-            reason,
-        };
+        let mut rows = self
+            .read_stream(A::TYPE, id, loaded.sequence, !was_cached)
+            .await?;
+        if rows.first().is_some_and(|row| row.is_snapshot) {
+            let snapshot = rows.remove(0);
+            match (
+                serde_json::from_str::<A>(&snapshot.payload),
+                hash::from_bytes(&snapshot.hash),
+            ) {
+                (Ok(state), Some(last_hash)) => {
+                    loaded = Loaded {
+                        state,
+                        sequence: snapshot.sequence,
+                        last_hash,
+                    };
+                }
+                _ => {
+                    // An older snapshot shape: a full replay is always right.
+                    warn!(
+                        aggregate_type = A::TYPE,
+                        aggregate_id = id,
+                        "ignoring unreadable snapshot"
+                    );
+                    rows = self.read_stream(A::TYPE, id, 0, false).await?;
+                }
+            }
+        }
         let read_any = !rows.is_empty();
         for row in rows {
-            let seq = u64::try_from(row.try_get::<i64, _>("sequence")?).unwrap_or(0);
-            if seq != sequence + 1 {
-                return Err(corrupt(format!("event {seq} follows event {sequence}")));
-            }
-            let payload: String = row.try_get("payload")?;
-            let event: A::Event = serde_json::from_str(&payload).map_err(|e| {
-                let event_type: String = row.try_get("event_type").unwrap_or_default();
-                corrupt(format!(
-                    "event {seq} ({event_type}) does not deserialise: {e}"
-                ))
-            })?;
-            let stored_hash: Vec<u8> = row.try_get("hash")?;
-            last_hash = hash::from_bytes(&stored_hash)
-                .ok_or_else(|| corrupt(format!("event {seq} has a malformed hash")))?;
-            state.apply(event);
-            sequence = seq;
+            apply_row(&mut loaded, id, row)?;
         }
         if read_any || !was_cached {
-            self.cache_put(key, Box::new(state.clone()), sequence, last_hash)
-                .await;
+            self.cache_put(
+                key,
+                Box::new(loaded.state.clone()),
+                loaded.sequence,
+                loaded.last_hash,
+            )
+            .await;
         }
-        Ok(Loaded {
-            state,
-            sequence,
-            last_hash,
-        })
+        Ok(loaded)
     }
 
-    async fn load_snapshot<A: StoredAggregate>(
+    /// The events of a stream after `after`; with `snapshot`, the stream's
+    /// snapshot first (if any) and only the events after it.
+    async fn read_stream(
         &self,
+        aggregate_type: &str,
         id: &str,
-    ) -> Result<Option<(A, u64, Hash)>, StoreError> {
-        let row = sqlx::query(
-            "SELECT last_sequence, payload::text AS payload, last_hash
-               FROM snapshots WHERE aggregate_type = $1 AND aggregate_id = $2",
+        after: u64,
+        snapshot: bool,
+    ) -> Result<Vec<StreamRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT true AS is_snapshot, last_sequence AS sequence, '' AS event_type,
+                    payload::text AS payload, last_hash AS hash
+               FROM snapshots
+              WHERE $4 AND aggregate_type = $1 AND aggregate_id = $2
+             UNION ALL
+             SELECT false, sequence, event_type, payload::text, hash
+               FROM events
+              WHERE aggregate_type = $1 AND aggregate_id = $2
+                AND sequence > GREATEST($3, COALESCE((SELECT last_sequence FROM snapshots
+                        WHERE $4 AND aggregate_type = $1 AND aggregate_id = $2), 0))
+              ORDER BY is_snapshot DESC, sequence",
         )
-        .bind(A::TYPE)
+        .bind(aggregate_type)
         .bind(id)
-        .fetch_optional(&self.inner.pool)
+        .bind(to_i64(after))
+        .bind(snapshot)
+        .fetch_all(&self.inner.pool)
         .await?;
-        let Some(row) = row else { return Ok(None) };
-        let payload: String = row.try_get("payload")?;
-        let sequence = u64::try_from(row.try_get::<i64, _>("last_sequence")?).unwrap_or(0);
-        let last_hash: Vec<u8> = row.try_get("last_hash")?;
-        match (
-            serde_json::from_str::<A>(&payload),
-            hash::from_bytes(&last_hash),
-        ) {
-            (Ok(state), Some(last_hash)) => Ok(Some((state, sequence, last_hash))),
-            _ => {
-                // An old snapshot shape: replaying from the start is always right.
-                warn!(
-                    aggregate_type = A::TYPE,
-                    aggregate_id = id,
-                    "ignoring unreadable snapshot"
-                );
-                Ok(None)
-            }
-        }
+        rows.iter()
+            .map(|row| {
+                Ok(StreamRow {
+                    is_snapshot: row.try_get("is_snapshot")?,
+                    sequence: u64::try_from(row.try_get::<i64, _>("sequence")?).unwrap_or(0),
+                    event_type: row.try_get("event_type")?,
+                    payload: row.try_get("payload")?,
+                    hash: row.try_get("hash")?,
+                })
+            })
+            .collect()
     }
 
     async fn cache_put(
@@ -411,7 +462,17 @@ impl EventStore {
                             return Ok(replay);
                         }
                     }
-                    return Err(refused.into());
+                    // A refusal must rest on one consistent state: if a stream
+                    // it read moved meanwhile, decide again on fresh state.
+                    let stale = matches!(refused, crate::UowError::Domain(_))
+                        && attempt < max_attempts
+                        && self.read_streams_moved(&uow).await?;
+                    if !stale {
+                        return Err(refused.into());
+                    }
+                    debug!(attempt, "refused on state that moved meanwhile, retrying");
+                    tokio::time::sleep(backoff(attempt)).await;
+                    continue;
                 }
             };
             let response =
@@ -487,9 +548,13 @@ impl EventStore {
         }))
     }
 
-    /// Appends every pending event of `uow` in one transaction. Nothing is
-    /// written before the event insert, so the transaction's id is taken
-    /// after it read its streams (the relay's order relies on it).
+    /// Appends every pending event of `uow` atomically: one statement that
+    /// takes the stream locks, inserts the events, stores the idempotency
+    /// answer and the snapshots due. Without guarded reads it runs on its
+    /// own (one implicit transaction, one round trip); with them, inside a
+    /// transaction followed by the guard check. Nothing is written before
+    /// the event insert, so the transaction's id is taken after it read
+    /// its streams (the relay's order relies on it).
     async fn commit(
         &self,
         uow: UnitOfWork,
@@ -498,36 +563,54 @@ impl EventStore {
     ) -> Result<(Option<i64>, usize), CommitError> {
         let metadata_json = metadata.to_json(Utc::now());
         let rows = EventRows::build(&uow.tracked, &metadata_json)?;
+        if rows.is_empty() && idempotency.is_none() {
+            // Nothing to write: the command changed nothing.
+            return Ok((None, 0));
+        }
+        let snapshots = SnapshotRows::build(&uow.tracked, &rows, self.inner.config.snapshot_every)?;
+        let (lock_keys, exclusive): (Vec<i64>, Vec<bool>) = uow
+            .tracked
+            .iter()
+            .filter(|t| t.mode != Mode::Read)
+            .map(|t| (t.key.lock_key(), t.mode == Mode::Write))
+            .unzip();
+        let append = sqlx::query_scalar::<_, Option<i64>>(APPEND)
+            .bind(&rows.types)
+            .bind(&rows.ids)
+            .bind(&rows.sequences)
+            .bind(&rows.event_types)
+            .bind(&rows.versions)
+            .bind(&rows.payloads)
+            .bind(&rows.metadata)
+            .bind(&rows.hashes)
+            .bind(&lock_keys)
+            .bind(&exclusive)
+            .bind(idempotency.map(|(k, _)| k.scope.as_str()))
+            .bind(idempotency.map(|(k, _)| k.key.as_str()))
+            .bind(idempotency.map(|(k, _)| k.request_hash.as_slice()))
+            .bind(idempotency.map(|(_, response)| response))
+            .bind(&snapshots.types)
+            .bind(&snapshots.ids)
+            .bind(&snapshots.sequences)
+            .bind(&snapshots.payloads)
+            .bind(&snapshots.hashes);
+
         let guarded: Vec<&Tracked> = uow
             .tracked
             .iter()
             .filter(|t| t.mode == Mode::Guarded)
             .collect();
-        if rows.is_empty() && idempotency.is_none() {
-            // Nothing to write: the command changed nothing.
-            return Ok((None, 0));
-        }
-        let mut tx = self.inner.pool.begin().await?;
-        let position = rows.insert(&mut tx).await?;
-        lock_streams(&mut tx, &uow.tracked).await?;
-        if !guarded.is_empty() && !guards_hold(&mut tx, &guarded).await? {
-            return Err(CommitError::Conflict("a guarded stream changed"));
-        }
-        if let Some((key, response)) = idempotency {
-            sqlx::query(
-                "INSERT INTO idempotency_keys (scope, key, request_hash, response, position)
-                 VALUES ($1, $2, $3, $4::json, $5)",
-            )
-            .bind(&key.scope)
-            .bind(&key.key)
-            .bind(key.request_hash.as_slice())
-            .bind(response)
-            .bind(position)
-            .execute(&mut *tx)
-            .await?;
-        }
-        self.write_snapshots(&mut tx, &uow.tracked).await?;
-        tx.commit().await?;
+        let position = if guarded.is_empty() {
+            append.fetch_one(&self.inner.pool).await?
+        } else {
+            let mut tx = self.inner.pool.begin().await?;
+            let position = append.fetch_one(&mut *tx).await?;
+            if !guards_hold(&mut tx, &guarded).await? {
+                return Err(CommitError::Conflict("a guarded stream changed"));
+            }
+            tx.commit().await?;
+            position
+        };
 
         let written = rows.len();
         for tracked in uow.tracked {
@@ -542,44 +625,92 @@ impl EventStore {
         Ok((position, written))
     }
 
-    async fn write_snapshots(
-        &self,
-        tx: &mut Transaction<'_, Postgres>,
-        tracked: &[Tracked],
-    ) -> Result<(), CommitError> {
-        let every = self.inner.config.snapshot_every.max(1);
+    /// True when a stream the attempt read has changed since: its refusal
+    /// may rest on a mix of old and new states, so it is worth another try.
+    async fn read_streams_moved(&self, uow: &UnitOfWork) -> Result<bool, StoreError> {
+        let tracked: Vec<&Tracked> = uow.tracked.iter().collect();
+        if tracked.is_empty() {
+            return Ok(false);
+        }
+        let mut conn = self.inner.pool.acquire().await?;
+        Ok(!heads_unchanged(&mut conn, &tracked).await?)
+    }
+}
+
+/// The commit statement. Data-modifying CTEs run as one statement, so all
+/// of it is atomic even without an explicit transaction; `locks` is
+/// evaluated once, before the first event row is produced.
+const APPEND: &str = "
+WITH locks AS MATERIALIZED (
+    SELECT clinicbook_lock_streams($9::int8[], $10::bool[]) AS locked
+), ins AS (
+    INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, hash)
+    SELECT t.ty, t.id, t.seq, t.et, t.ev, t.p::json, t.m::json, t.h
+      FROM locks,
+           unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bytea[])
+           WITH ORDINALITY AS t(ty, id, seq, et, ev, p, m, h, ord)
+     ORDER BY t.ord
+    RETURNING position
+), idem AS (
+    INSERT INTO idempotency_keys (scope, key, request_hash, response, position)
+    SELECT $11, $12, $13, $14::json, (SELECT max(position) FROM ins)
+      FROM locks
+     WHERE $11::text IS NOT NULL
+), snap AS (
+    INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload, last_hash)
+    SELECT s.ty, s.id, s.seq, 1, s.p::json, s.h
+      FROM unnest($15::text[], $16::text[], $17::int8[], $18::text[], $19::bytea[]) AS s(ty, id, seq, p, h)
+    ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE
+       SET last_sequence = EXCLUDED.last_sequence,
+           current_snapshot = snapshots.current_snapshot + 1,
+           payload = EXCLUDED.payload,
+           last_hash = EXCLUDED.last_hash,
+           taken_at = now()
+     WHERE snapshots.last_sequence < EXCLUDED.last_sequence
+)
+SELECT max(position) FROM ins";
+
+/// The snapshots due in one commit: every written stream whose sequence
+/// passes a multiple of `every`.
+struct SnapshotRows {
+    types: Vec<&'static str>,
+    ids: Vec<String>,
+    sequences: Vec<i64>,
+    payloads: Vec<String>,
+    hashes: Vec<Vec<u8>>,
+}
+
+impl SnapshotRows {
+    fn build(tracked: &[Tracked], rows: &EventRows, every: u64) -> Result<Self, StoreError> {
+        let every = every.max(1);
+        let mut snapshots = SnapshotRows {
+            types: Vec::new(),
+            ids: Vec::new(),
+            sequences: Vec::new(),
+            payloads: Vec::new(),
+            hashes: Vec::new(),
+        };
         for t in tracked.iter().filter(|t| !t.pending.is_empty()) {
             let sequence = t.expected + t.pending.len() as u64;
             if sequence / every == t.expected / every {
                 continue;
             }
-            let Some(state) = (t.serialize)(t.state.as_ref()) else {
+            let (Some(state), Some(last_hash)) =
+                ((t.serialize)(t.state.as_ref()), rows.last_hash_of(&t.key))
+            else {
                 continue;
             };
             let state = state.map_err(|source| StoreError::Serde {
                 what: format!("snapshot of {}", t.key.aggregate_type),
                 source,
             })?;
-            sqlx::query(
-                "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload, last_hash)
-                 SELECT $1, $2, $3, 1, $4::json, hash FROM events
-                  WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3
-                 ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE
-                    SET last_sequence = EXCLUDED.last_sequence,
-                        current_snapshot = snapshots.current_snapshot + 1,
-                        payload = EXCLUDED.payload,
-                        last_hash = EXCLUDED.last_hash,
-                        taken_at = now()
-                  WHERE snapshots.last_sequence < EXCLUDED.last_sequence",
-            )
-            .bind(t.key.aggregate_type)
-            .bind(&t.key.aggregate_id)
-            .bind(to_i64(sequence))
-            .bind(state)
-            .execute(&mut **tx)
-            .await?;
+            snapshots.types.push(t.key.aggregate_type);
+            snapshots.ids.push(t.key.aggregate_id.clone());
+            snapshots.sequences.push(to_i64(sequence));
+            snapshots.payloads.push(state);
+            snapshots.hashes.push(last_hash.to_vec());
         }
-        Ok(())
+        Ok(snapshots)
     }
 }
 
@@ -662,54 +793,6 @@ impl EventRows {
             .find(|&i| self.types[i] == key.aggregate_type && self.ids[i] == key.aggregate_id)
             .and_then(|i| hash::from_bytes(&self.hashes[i]))
     }
-
-    /// One INSERT for all rows; returns the highest position written.
-    async fn insert(&self, tx: &mut Transaction<'_, Postgres>) -> Result<Option<i64>, sqlx::Error> {
-        if self.is_empty() {
-            return Ok(None);
-        }
-        let positions: Vec<i64> = sqlx::query_scalar(
-            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, hash)
-             SELECT t.ty, t.id, t.seq, t.et, t.ev, t.p::json, t.m::json, t.h
-               FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bytea[])
-                    WITH ORDINALITY AS t(ty, id, seq, et, ev, p, m, h, ord)
-              ORDER BY t.ord
-             RETURNING position",
-        )
-        .bind(&self.types)
-        .bind(&self.ids)
-        .bind(&self.sequences)
-        .bind(&self.event_types)
-        .bind(&self.versions)
-        .bind(&self.payloads)
-        .bind(&self.metadata)
-        .bind(&self.hashes)
-        .fetch_all(&mut **tx)
-        .await?;
-        Ok(positions.into_iter().max())
-    }
-}
-
-/// Takes the advisory locks of a commit: exclusive on every stream written,
-/// shared on every guarded one.
-async fn lock_streams(
-    tx: &mut Transaction<'_, Postgres>,
-    tracked: &[Tracked],
-) -> Result<(), sqlx::Error> {
-    let (keys, exclusive): (Vec<i64>, Vec<bool>) = tracked
-        .iter()
-        .filter(|t| t.mode != Mode::Read)
-        .map(|t| (t.key.lock_key(), t.mode == Mode::Write))
-        .unzip();
-    if keys.is_empty() {
-        return Ok(());
-    }
-    sqlx::query("SELECT clinicbook_lock_streams($1, $2)")
-        .bind(&keys)
-        .bind(&exclusive)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
 }
 
 /// True when no guarded stream has changed since it was loaded. Runs after
@@ -719,12 +802,20 @@ async fn guards_hold(
     tx: &mut Transaction<'_, Postgres>,
     guarded: &[&Tracked],
 ) -> Result<bool, sqlx::Error> {
-    let types: Vec<&str> = guarded.iter().map(|t| t.key.aggregate_type).collect();
-    let ids: Vec<&str> = guarded
+    heads_unchanged(&mut **tx, guarded).await
+}
+
+/// True when every stream's head is still the sequence it was loaded at.
+async fn heads_unchanged(
+    conn: &mut sqlx::PgConnection,
+    streams: &[&Tracked],
+) -> Result<bool, sqlx::Error> {
+    let types: Vec<&str> = streams.iter().map(|t| t.key.aggregate_type).collect();
+    let ids: Vec<&str> = streams
         .iter()
         .map(|t| t.key.aggregate_id.as_str())
         .collect();
-    let expected: Vec<i64> = guarded.iter().map(|t| to_i64(t.expected)).collect();
+    let expected: Vec<i64> = streams.iter().map(|t| to_i64(t.expected)).collect();
     let changed: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM unnest($1::text[], $2::text[], $3::int8[]) AS g(ty, id, expected)
           WHERE COALESCE((SELECT max(sequence) FROM events e
@@ -733,7 +824,7 @@ async fn guards_hold(
     .bind(&types)
     .bind(&ids)
     .bind(&expected)
-    .fetch_one(&mut **tx)
+    .fetch_one(conn)
     .await?;
     Ok(changed == 0)
 }

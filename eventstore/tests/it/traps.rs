@@ -449,3 +449,64 @@ async fn postgres_es_reads_back_what_the_unit_of_work_wrote() {
             .unwrap_or_else(|e| panic!("cqrs-es metadata must be a string map: {e}"));
     assert_eq!(as_map["actor_role"], "staff");
 }
+
+/// Refuses unless `settings` has reached 11; on its first attempt a
+/// concurrent writer brings it there after it was read.
+struct NeedsEleven {
+    store: EventStore,
+    attempts: AtomicU32,
+}
+
+impl UseCase for NeedsEleven {
+    type Output = i64;
+
+    async fn run(&self, uow: &mut UnitOfWork) -> Result<i64, UowError> {
+        let seen = uow.load::<Tally>("settings").await?.total;
+        if self.attempts.fetch_add(1, Ordering::SeqCst) == 0 {
+            let change = Run::<Tally> {
+                id: "settings".to_string(),
+                command: TallyCommand::Add(1),
+            };
+            if let Err(e) = self.store.execute(&meta("interfere"), None, &change).await {
+                panic!("interfering write failed: {e}");
+            }
+        }
+        if seen < 11 {
+            return Err(UowError::Domain(DomainError::NoSessionsLeft));
+        }
+        uow.handle::<Tally>("target", TallyCommand::Add(seen))
+            .await?;
+        Ok(seen)
+    }
+}
+
+#[tokio::test]
+async fn a_refusal_based_on_state_that_moved_meanwhile_is_decided_again() {
+    let (store, _db) = store().await;
+    run::<Tally>(&store, "settings", TallyCommand::Add(10)).await;
+    let use_case = NeedsEleven {
+        store: store.clone(),
+        attempts: AtomicU32::new(0),
+    };
+    let committed = store
+        .execute(&meta("needs"), None, &use_case)
+        .await
+        .unwrap_or_else(|e| panic!("the retry on fresh state must succeed: {e}"));
+    assert_eq!((committed.output, committed.attempts), (11, 2));
+
+    // With nothing moving, a refusal is final at once.
+    let again = NeedsEleven {
+        store: store.clone(),
+        attempts: AtomicU32::new(1),
+    };
+    run::<Tally>(&store, "settings", TallyCommand::Add(-5)).await;
+    match store.execute(&meta("needs"), None, &again).await {
+        Err(ExecuteError::Domain(DomainError::NoSessionsLeft)) => {}
+        other => panic!("expected the refusal, got {other:?}"),
+    }
+    assert_eq!(
+        again.attempts.load(Ordering::SeqCst),
+        2,
+        "refused after one attempt"
+    );
+}
