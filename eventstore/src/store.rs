@@ -802,7 +802,7 @@ async fn guards_hold(
     tx: &mut Transaction<'_, Postgres>,
     guarded: &[&Tracked],
 ) -> Result<bool, sqlx::Error> {
-    heads_unchanged(&mut **tx, guarded).await
+    heads_unchanged(tx, guarded).await
 }
 
 /// True when every stream's head is still the sequence it was loaded at.
