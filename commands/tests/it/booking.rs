@@ -22,47 +22,13 @@ use clinicbook_domain::{
     CalendarId, ClinicId, Money, PackageId, PatientId, ProgramId, PromoCodeKey, ResourceId,
     TreatmentId,
 };
-use clinicbook_eventstore::{StoredAggregate, UnitOfWork, UowError, UseCase};
+use clinicbook_eventstore::StoredAggregate;
 use clinicbook_testkit::TestDatabase;
 use uuid::Uuid;
 
-use crate::common::{assert_code, clinic, commands, ctx, monday, Fixture};
+use crate::common::{assert_code, clinic, commands, ctx, monday, raw, Fixture};
 
 // --- helpers ----------------------------------------------------------------
-
-/// Raw domain commands on one aggregate, so these tests do not depend on
-/// the admin and money use cases.
-struct Raw<A: StoredAggregate> {
-    id: String,
-    commands: Vec<A::Command>,
-}
-
-impl<A: StoredAggregate> UseCase for Raw<A>
-where
-    A::Command: Clone + Send + Sync,
-{
-    type Output = ();
-
-    async fn run(&self, uow: &mut UnitOfWork) -> Result<(), UowError> {
-        for command in &self.commands {
-            uow.handle::<A>(&self.id, command.clone()).await?;
-        }
-        Ok(())
-    }
-}
-
-async fn raw<A: StoredAggregate>(commands: &Commands, id: impl ToString, cmds: Vec<A::Command>)
-where
-    A::Command: Clone + Send + Sync,
-{
-    let use_case = Raw::<A> {
-        id: id.to_string(),
-        commands: cmds,
-    };
-    if let Err(e) = commands.run(&ctx("admin"), &use_case).await {
-        panic!("raw {} commands: {e}", A::TYPE);
-    }
-}
 
 async fn state<A: StoredAggregate>(commands: &Commands, id: impl ToString) -> A {
     commands

@@ -11,7 +11,8 @@ use clinicbook_domain::clinic::{Clinic, ClinicCommand, ResourceKind};
 use clinicbook_domain::schedule::{OpeningHours, TimeRange};
 use clinicbook_domain::{ClinicId, DomainError, Money, ResourceId, TreatmentId};
 use clinicbook_eventstore::{
-    Actor, CommandMetadata, EventStore, StoreConfig, UnitOfWork, UowError, UseCase, MIGRATOR,
+    Actor, CommandMetadata, EventStore, StoreConfig, StoredAggregate, UnitOfWork, UowError,
+    UseCase, MIGRATOR,
 };
 use clinicbook_testkit::{services, TestDatabase};
 
@@ -81,22 +82,39 @@ pub struct Fixture {
     pub consultation: TreatmentId,
 }
 
-/// Runs raw clinic commands, bypassing the admin use cases, so that every
-/// slice's tests can set up a clinic on their own.
-struct SetUp {
-    clinic_id: ClinicId,
-    commands: Vec<ClinicCommand>,
+/// Raw domain commands on one aggregate, bypassing the use cases under
+/// test, so each slice's tests can set up what they need on their own.
+pub struct Raw<A: StoredAggregate> {
+    pub id: String,
+    pub commands: Vec<A::Command>,
 }
 
-impl UseCase for SetUp {
+impl<A: StoredAggregate> UseCase for Raw<A>
+where
+    A::Command: Clone + Send + Sync,
+{
     type Output = ();
 
     async fn run(&self, uow: &mut UnitOfWork) -> Result<(), UowError> {
         for command in &self.commands {
-            uow.handle::<Clinic>(&self.clinic_id.to_string(), command.clone())
-                .await?;
+            uow.handle::<A>(&self.id, command.clone()).await?;
         }
         Ok(())
+    }
+}
+
+/// Runs raw `commands` on the aggregate `id` of type `A` as one unit of
+/// work, and panics if that fails.
+pub async fn raw<A: StoredAggregate>(commands: &Commands, id: impl ToString, raw: Vec<A::Command>)
+where
+    A::Command: Clone + Send + Sync,
+{
+    let use_case = Raw::<A> {
+        id: id.to_string(),
+        commands: raw,
+    };
+    if let Err(e) = commands.run(&ctx("admin"), &use_case).await {
+        panic!("set-up of {}: {e}", A::TYPE);
     }
 }
 
@@ -134,45 +152,40 @@ pub async fn clinic(commands: &Commands) -> Fixture {
         name: name.to_string(),
         kind,
     };
-    let setup = SetUp {
-        clinic_id: f.clinic_id,
-        commands: vec![
-            ClinicCommand::Register {
-                clinic_id: f.clinic_id,
-                name: "Berlin Mitte".to_string(),
-                timezone: "Europe/Berlin".to_string(),
-                currency: "EUR".to_string(),
-                cancellation_notice_hours: 24,
-                late_cancel_fee_percent: 50,
-            },
-            ClinicCommand::SetOpeningHours {
-                hours: OpeningHours { days },
-            },
-            resource(f.room, "Room 1", ResourceKind::Room),
-            resource(f.laser, "Laser A", ResourceKind::Device),
-            resource(f.laser_b, "Laser B", ResourceKind::Device),
-            resource(f.doctor, "Dr. Weber", ResourceKind::Practitioner),
-            ClinicCommand::AddTreatment {
-                treatment_id: f.laser_treatment,
-                name: "Laser hair removal".to_string(),
-                duration_minutes: 45,
-                buffer_minutes: 15,
-                price: Money(12_000),
-                resource_kind: ResourceKind::Device,
-            },
-            ClinicCommand::AddTreatment {
-                treatment_id: f.consultation,
-                name: "Consultation".to_string(),
-                duration_minutes: 30,
-                buffer_minutes: 0,
-                price: Money(5_000),
-                resource_kind: ResourceKind::Practitioner,
-            },
-        ],
-    };
-    if let Err(e) = commands.run(&ctx("admin"), &setup).await {
-        panic!("fixture clinic: {e}");
-    }
+    let setup = vec![
+        ClinicCommand::Register {
+            clinic_id: f.clinic_id,
+            name: "Berlin Mitte".to_string(),
+            timezone: "Europe/Berlin".to_string(),
+            currency: "EUR".to_string(),
+            cancellation_notice_hours: 24,
+            late_cancel_fee_percent: 50,
+        },
+        ClinicCommand::SetOpeningHours {
+            hours: OpeningHours { days },
+        },
+        resource(f.room, "Room 1", ResourceKind::Room),
+        resource(f.laser, "Laser A", ResourceKind::Device),
+        resource(f.laser_b, "Laser B", ResourceKind::Device),
+        resource(f.doctor, "Dr. Weber", ResourceKind::Practitioner),
+        ClinicCommand::AddTreatment {
+            treatment_id: f.laser_treatment,
+            name: "Laser hair removal".to_string(),
+            duration_minutes: 45,
+            buffer_minutes: 15,
+            price: Money(12_000),
+            resource_kind: ResourceKind::Device,
+        },
+        ClinicCommand::AddTreatment {
+            treatment_id: f.consultation,
+            name: "Consultation".to_string(),
+            duration_minutes: 30,
+            buffer_minutes: 0,
+            price: Money(5_000),
+            resource_kind: ResourceKind::Practitioner,
+        },
+    ];
+    raw::<Clinic>(commands, f.clinic_id, setup).await;
     f
 }
 

@@ -10,48 +10,11 @@ use clinicbook_domain::clinic::{Clinic, ClinicCommand, ResourceKind};
 use clinicbook_domain::package::{Package, PackageCommand};
 use clinicbook_domain::program::{Program, ProgramCommand};
 use clinicbook_domain::{ClinicId, DomainError, Money, ProgramId, ReservationId};
-use clinicbook_eventstore::{
-    audit, IdempotencyKey, StoredAggregate, UnitOfWork, UowError, UseCase,
-};
+use clinicbook_eventstore::{audit, IdempotencyKey};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::common::{assert_code, clinic, commands, ctx, monday, Fixture};
-
-/// Raw domain commands on one aggregate, bypassing the use cases under
-/// test (programs are set up without the admin slice).
-struct Raw<A: StoredAggregate> {
-    id: String,
-    commands: Vec<A::Command>,
-}
-
-impl<A: StoredAggregate> UseCase for Raw<A>
-where
-    A::Command: Clone + Send + Sync,
-{
-    type Output = ();
-
-    async fn run(&self, uow: &mut UnitOfWork) -> Result<(), UowError> {
-        for command in &self.commands {
-            uow.handle::<A>(&self.id, command.clone()).await?;
-        }
-        Ok(())
-    }
-}
-
-/// Runs raw `commands` on the aggregate `id` of type `A`.
-async fn raw<A: StoredAggregate>(commands: &Commands, id: impl ToString, raw: Vec<A::Command>)
-where
-    A::Command: Clone + Send + Sync,
-{
-    let use_case = Raw::<A> {
-        id: id.to_string(),
-        commands: raw,
-    };
-    if let Err(e) = commands.run(&ctx("admin"), &use_case).await {
-        panic!("set-up of {}: {e}", A::TYPE);
-    }
-}
+use crate::common::{assert_code, clinic, commands, ctx, monday, raw, Fixture};
 
 const PRICE: i64 = 60_000;
 const SESSIONS: u32 = 6;
