@@ -315,3 +315,45 @@ async fn a_client_over_its_rate_limit_gets_429() {
         .await;
     assert_eq!(other.status, StatusCode::NOT_FOUND);
 }
+
+#[test]
+fn the_openapi_document_is_unchanged_unless_the_snapshot_is_updated() {
+    // A contract change shows up as a snapshot diff (cargo insta review).
+    let spec = serde_json::to_value(clinicbook_api::openapi()).unwrap_or(Value::Null);
+    for (path, method) in [
+        ("/v1/clinics", "post"),
+        ("/v1/clinics/{clinic_id}/opening-hours", "put"),
+        ("/v1/clinics/{clinic_id}/resources", "post"),
+        ("/v1/clinics/{clinic_id}/treatments", "post"),
+        ("/v1/clinics/{clinic_id}/pricing-rules", "put"),
+        ("/v1/clinics/{clinic_id}/closures", "post"),
+        ("/v1/programs", "post"),
+        ("/v1/promo-codes", "post"),
+        ("/v1/promo-codes/{code}/deactivate", "post"),
+        ("/v1/reservations", "post"),
+        ("/v1/reservations/{reservation_id}/reschedule", "post"),
+        ("/v1/reservations/{reservation_id}/cancel", "post"),
+        ("/v1/reservations/{reservation_id}/check-in", "post"),
+        ("/v1/reservations/{reservation_id}/complete", "post"),
+        ("/v1/reservations/{reservation_id}/no-show", "post"),
+        ("/v1/waitlist", "post"),
+        ("/v1/reservations/{reservation_id}", "get"),
+        ("/v1/resources/{resource_id}/blocks", "post"),
+        ("/v1/wallets/{patient_id}/deposits", "post"),
+        ("/v1/wallets/{patient_id}/refunds", "post"),
+        ("/v1/wallets/{patient_id}", "get"),
+        ("/v1/packages", "post"),
+        ("/v1/packages/{package_id}/transfer", "post"),
+        ("/v1/packages/{package_id}", "get"),
+        ("/v1/quotes", "get"),
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+        ("/metrics", "get"),
+    ] {
+        assert!(
+            spec["paths"][path][method].is_object(),
+            "{method} {path} is missing from /openapi.json"
+        );
+    }
+    insta::assert_json_snapshot!("openapi", spec);
+}
