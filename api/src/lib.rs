@@ -27,6 +27,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 pub mod auth;
 pub mod call;
+pub mod demo;
 pub mod error;
 pub mod extract;
 pub mod middleware;

@@ -48,6 +48,9 @@ enum Command {
     },
     /// Print a signed token for trying the API.
     Token(TokenArgs),
+    /// Load a demo data set into a running server through its API, then
+    /// print a summary and curl commands to try it.
+    Demo(DemoArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -104,6 +107,17 @@ struct TokenArgs {
     secret: SecretArgs,
 }
 
+#[derive(Debug, clap::Args)]
+struct DemoArgs {
+    /// The running server to load the demo into.
+    #[arg(long, env = "CLINICBOOK_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    #[command(flatten)]
+    options: clinicbook_api::demo::DemoOptions,
+    #[command(flatten)]
+    secret: SecretArgs,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -112,6 +126,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve(args) => serve(args).await,
         Command::Migrate { database_url } => migrate(&database_url).await,
         Command::Token(args) => token(&args),
+        Command::Demo(args) => demo(&args).await,
     }
 }
 
@@ -183,6 +198,23 @@ fn token(args: &TokenArgs) -> anyhow::Result<()> {
     let keys = AuthKeys::new(&secret(&args.secret)?);
     let token = keys.issue(&args.sub, args.role, args.ttl_hours.saturating_mul(3600))?;
     println!("{token}");
+    Ok(())
+}
+
+/// Signs its tokens with the secret `serve` uses; never makes up a new
+/// one, which the server would not accept.
+async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
+    clinicbook_api::demo::check_server(&args.url).await?;
+    let secret_file = args.secret.var_dir.join("jwt-secret");
+    anyhow::ensure!(
+        args.secret.jwt_secret.is_some() || secret_file.exists(),
+        "no token secret: run `clinicbook demo` in the directory where `clinicbook serve` runs \
+         (it keeps {}), or set CLINICBOOK_JWT_SECRET as for `serve`",
+        secret_file.display()
+    );
+    let keys = AuthKeys::new(&secret(&args.secret)?);
+    let report = clinicbook_api::demo::run(&args.url, &keys, &args.options).await?;
+    println!("{report}");
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 mod admin;
 mod booking;
 mod common;
+mod demo;
 mod money;
 mod platform;
 mod processes;
