@@ -77,6 +77,29 @@ pub async fn app_with(limits: Limits, clock: Clock) -> App {
     }
 }
 
+/// An [`App`] for a server that runs elsewhere (another process) at `base`
+/// over `db`, with tokens signed with [`SECRET`].
+pub fn app_at(base: String, db: TestDatabase) -> App {
+    let keys = Arc::new(AuthKeys::new(&SecretString::from(SECRET)));
+    let token = |role, sub: &str| {
+        keys.issue(sub, role, 3600)
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    App {
+        base,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap_or_else(|e| panic!("{e}")),
+        admin: token(Role::Admin, "root"),
+        staff: token(Role::Staff, "alice"),
+        analyst: token(Role::Analyst, "ana"),
+        auditor: token(Role::Auditor, "audrey"),
+        keys: keys.clone(),
+        db,
+    }
+}
+
 /// A status and a parsed JSON body (`Value::Null` when not JSON).
 #[derive(Debug)]
 pub struct Answer {
