@@ -857,6 +857,90 @@ async fn a_timely_cancellation_gives_the_promo_redemption_back_and_a_late_one_ke
     again.assert_problem(422, "promo_limit_per_patient");
 }
 
+#[tokio::test]
+async fn a_redemption_given_back_by_a_cancellation_or_a_displacement_frees_a_place_under_the_limit()
+{
+    let app = app().await;
+    let ids = app.clinic().await;
+    percent_promo(&app, "ONLY-ONE", 1, 1).await;
+    let with_code = |who: &str, start: &str| {
+        with(
+            laser(&ids, who, start, at_clinic()),
+            "promo_code",
+            json!("ONLY-ONE"),
+        )
+    };
+    let (ann, ben, cem) = (patient(), patient(), patient());
+    let first = booked(&app, with_code(&ann, "2030-01-08T09:00:00Z")).await;
+    book(&app, with_code(&ben, "2030-01-08T11:00:00Z"))
+        .await
+        .assert_problem(422, "promo_exhausted");
+    assert_eq!(cancel(&app, &first).await.status, StatusCode::OK);
+    let second = booked(&app, with_code(&ben, "2030-01-08T11:00:00Z")).await;
+    book(&app, with_code(&cem, "2030-01-08T13:00:00Z"))
+        .await
+        .assert_problem(422, "promo_exhausted");
+    let blocked = block(
+        &app,
+        &ids.laser,
+        "2030-01-08T10:30:00Z",
+        "2030-01-08T12:00:00Z",
+        true,
+    )
+    .await;
+    assert_eq!(
+        blocked.body["displaced"],
+        json!([second]),
+        "{:?}",
+        blocked.body
+    );
+    let third = book(&app, with_code(&cem, "2030-01-08T13:00:00Z")).await;
+    assert_eq!(third.status, StatusCode::CREATED, "{:?}", third.body);
+    assert_eq!(third.body["price"], price(12_000, 0, 1_200));
+}
+
+#[tokio::test]
+async fn a_booking_whose_promo_takes_the_whole_price_needs_no_wallet_funds() {
+    let app = app().await;
+    let ids = app.clinic().await;
+    promo(
+        &app,
+        json!({"code": "ON-US", "percent_off": 100, "valid_from": "2026-01-01T00:00:00Z",
+               "valid_until": "2040-01-01T00:00:00Z", "max_redemptions": 10, "per_patient_limit": 10}),
+    )
+    .await;
+    promo(
+        &app,
+        json!({"code": "BIG-NOTE", "amount_off_cents": 50_000, "valid_from": "2026-01-01T00:00:00Z",
+               "valid_until": "2040-01-01T00:00:00Z", "max_redemptions": 10, "per_patient_limit": 10}),
+    )
+    .await;
+    let who = patient();
+    for (code, start) in [
+        ("ON-US", "2030-01-08T09:00:00Z"),
+        ("BIG-NOTE", "2030-01-08T11:00:00Z"),
+    ] {
+        let free = book(
+            &app,
+            with(
+                laser(&ids, &who, start, wallet()),
+                "promo_code",
+                json!(code),
+            ),
+        )
+        .await;
+        assert_eq!(free.status, StatusCode::CREATED, "{code}: {:?}", free.body);
+        assert_eq!(
+            free.body["price"],
+            price(12_000, 0, 12_000),
+            "{code}: the discount never exceeds the price"
+        );
+        let cancelled = cancel(&app, &text(&free, "reservation_id")).await;
+        assert_eq!(cancelled.status, StatusCode::OK, "{:?}", cancelled.body);
+        assert_eq!(cancelled.body["refund_cents"], 0);
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Cancellation and no-show (paid at the clinic)
 // ---------------------------------------------------------------------------
@@ -1206,12 +1290,24 @@ async fn an_emergency_block_displaces_bookings_and_gives_back_wallet_money_and_p
 }
 
 #[tokio::test]
-async fn a_closure_gives_back_the_wallet_payment_of_every_displaced_booking() {
+async fn a_closure_gives_back_the_wallet_payment_and_package_session_of_every_displaced_booking() {
     let app = app().await;
     let ids = app.clinic().await;
     let (ann, ben) = (patient(), patient());
     deposit(&app, &ann, 12_000).await;
     deposit(&app, &ben, 12_000).await;
+    let pack = buy(
+        &app,
+        &ann,
+        &program(&app, &ids.laser_treatment, 1, 3650, &[&ids.clinic]).await,
+    )
+    .await;
+    let third = booked(
+        &app,
+        laser(&ids, &ann, "2030-01-09T14:00:00Z", package(&pack)),
+    )
+    .await;
+    assert_eq!(sessions_left(&app, &pack).await, 0);
     let first = booked(&app, laser(&ids, &ann, "2030-01-09T09:00:00Z", wallet())).await;
     let second = booked(
         &app,
@@ -1241,13 +1337,14 @@ async fn a_closure_gives_back_the_wallet_payment_of_every_displaced_booking() {
         .filter_map(|v| v.as_str().map(String::from))
         .collect();
     displaced.sort();
-    let mut expected = vec![first, second];
+    let mut expected = vec![first, second, third];
     expected.sort();
     assert_eq!(displaced, expected);
     assert_eq!(
         (balance(&app, &ann).await, balance(&app, &ben).await),
         (12_000, 12_000)
     );
+    assert_eq!(sessions_left(&app, &pack).await, 1);
 }
 
 // ---------------------------------------------------------------------------
@@ -1852,6 +1949,7 @@ async fn a_reschedule_may_overlap_its_own_old_slot() {
 async fn reschedule_refusals_write_nothing_and_keep_the_booking_where_it_was() {
     let app = app().await;
     let ids = app.clinic().await;
+    let elsewhere = always_open(&app).await;
     let id = booked(
         &app,
         laser(&ids, &patient(), "2030-01-08T09:00:00Z", at_clinic()),
@@ -1879,6 +1977,11 @@ async fn reschedule_refusals_write_nothing_and_keep_the_booking_where_it_was() {
             json!({"start": "2030-01-08T09:00:00Z", "resource_id": ids.room}),
             422,
             "resource_kind_mismatch",
+        ),
+        (
+            json!({"start": "2030-01-08T09:00:00Z", "resource_id": elsewhere.laser}),
+            404,
+            "not_found",
         ),
         (
             json!({"start": "2030-01-08T09:00:00Z", "resource_id": Uuid::new_v4()}),
@@ -2260,6 +2363,61 @@ async fn bookings_on_dst_change_days_start_at_local_opening_time() {
         );
         assert_eq!(answer.body["start"], expected);
     }
+}
+
+#[tokio::test]
+async fn a_clinic_ahead_of_utc_keeps_each_booking_on_its_local_day() {
+    let app = app().await;
+    // Auckland in January is UTC+13: Tuesday 09:00 there is Monday 20:00Z.
+    let ids = clinic_in(
+        &app,
+        "Pacific/Auckland",
+        &["mon", "tue", "wed", "thu", "fri", "sat"],
+        "09:00",
+        "18:00",
+    )
+    .await;
+    let answer = book(
+        &app,
+        laser(&ids, &patient(), "2030-01-08T09:00:00+13:00", at_clinic()),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.body);
+    assert_eq!(answer.body["start"], "2030-01-07T20:00:00Z");
+    let id = text(&answer, "reservation_id");
+    let calendar = clinicbook_eventstore::audit::stream_events(
+        &app.db.pool,
+        "Calendar",
+        &format!("{}/2030-01-08", ids.laser),
+    )
+    .await
+    .expect("calendar stream");
+    assert_eq!(
+        calendar
+            .iter()
+            .map(|e| e.event_type.as_str())
+            .collect::<Vec<_>>(),
+        ["SlotReserved"],
+        "the booking is on the calendar of its local date"
+    );
+    // Sunday 2030-01-13 local, though Saturday in UTC: closed.
+    book(
+        &app,
+        laser(&ids, &patient(), "2030-01-12T21:00:00Z", at_clinic()),
+    )
+    .await
+    .assert_problem(422, "outside_opening_hours");
+    // A block given in UTC finds the booking on its local day.
+    let blocked = block(
+        &app,
+        &ids.laser,
+        "2030-01-07T19:00:00Z",
+        "2030-01-07T21:00:00Z",
+        true,
+    )
+    .await;
+    assert_eq!(blocked.status, StatusCode::CREATED, "{:?}", blocked.body);
+    assert_eq!(blocked.body["displaced"], json!([id]));
 }
 
 // ---------------------------------------------------------------------------

@@ -332,3 +332,78 @@ async fn each_process_sees_at_once_what_the_other_wrote() {
         "{view}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_promo_code_limit_holds_across_two_processes() {
+    let (app, first, second, ids) = two_processes().await;
+    let created = app
+        .post(
+            "/v1/promo-codes",
+            &app.admin,
+            json!({"code": "FIVE", "percent_off": 10, "valid_from": "2026-01-01T00:00:00Z",
+                   "valid_until": "2040-01-01T00:00:00Z", "max_redemptions": 5, "per_patient_limit": 1}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let before = app.events().await;
+    // Forty bookings of forty different slots, all with the code.
+    let mut requests = Vec::new();
+    for day in 8..=12 {
+        for hour in [9, 11, 13, 15] {
+            for resource in [&ids.laser, &ids.laser_b] {
+                let start = format!("2030-01-{day:02}T{hour:02}:00:00Z");
+                let mut body = booking(&ids, &start);
+                body["resource_id"] = json!(resource);
+                body["promo_code"] = json!("FIVE");
+                requests.push(body);
+            }
+        }
+    }
+    let bases = [first.base.clone(), second.base.clone()];
+    let barrier = Arc::new(tokio::sync::Barrier::new(requests.len()));
+    let tasks: Vec<_> = requests
+        .into_iter()
+        .enumerate()
+        .map(|(i, body)| {
+            let request = app
+                .client
+                .post(format!("{}/v1/reservations", bases[i % 2]))
+                .bearer_auth(&app.staff)
+                .json(&body);
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                send(request).await
+            })
+        })
+        .collect();
+    let mut created = 0;
+    for task in tasks {
+        let (status, _, body) = task.await.unwrap_or_else(|e| panic!("{e}"));
+        match (status, body["code"].as_str()) {
+            (StatusCode::CREATED, _) => {
+                created += 1;
+                assert_eq!(body["price"]["discount_cents"], 1_200, "{body}");
+            }
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("promo_exhausted"))
+            | (StatusCode::CONFLICT, Some("concurrency_conflict")) => {}
+            _ => panic!("unexpected answer {status}: {body}"),
+        }
+    }
+    assert_eq!(created, 5, "exactly max_redemptions bookings get the code");
+    let promo = clinicbook_eventstore::audit::stream_events(&app.db.pool, "PromoCode", "FIVE")
+        .await
+        .expect("promo stream");
+    assert_eq!(
+        promo
+            .iter()
+            .filter(|e| e.event_type == "PromoRedeemed")
+            .count(),
+        5
+    );
+    assert_eq!(
+        app.events().await,
+        before + 5 * 3,
+        "each winner wrote its reservation, slot and redemption; the losers nothing"
+    );
+}
