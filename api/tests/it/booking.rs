@@ -2282,6 +2282,15 @@ async fn bookings_on_dst_change_days_start_at_local_opening_time() {
         )
         .await;
     assert_eq!(hours.status, StatusCode::OK, "{:?}", hours.body);
+    // A Sunday-morning surcharge, in local time.
+    let rules = app
+        .put(
+            &format!("/v1/clinics/{}/pricing-rules", ids.clinic),
+            &app.admin,
+            json!({"rules": [{"weekdays": ["sun"], "from": "09:00", "to": "10:00", "percent": 20}]}),
+        )
+        .await;
+    assert_eq!(rules.status, StatusCode::OK, "{:?}", rules.body);
 
     // Spring forward (Sunday 2030-03-31): 09:00 CEST is 07:00Z.
     let spring = book(
@@ -2292,6 +2301,11 @@ async fn bookings_on_dst_change_days_start_at_local_opening_time() {
     assert_eq!(spring.status, StatusCode::CREATED, "{:?}", spring.body);
     assert_eq!(spring.body["start"], "2030-03-31T07:00:00Z");
     assert_eq!(spring.body["end"], "2030-03-31T07:45:00Z");
+    assert_eq!(
+        spring.body["price"],
+        price(12_000, 2_400, 0),
+        "09:00 local is in the window"
+    );
     // Fall back (Sunday 2030-10-27): 09:00 CET is 08:00Z.
     let autumn = book(
         &app,
@@ -2301,6 +2315,15 @@ async fn bookings_on_dst_change_days_start_at_local_opening_time() {
     assert_eq!(autumn.status, StatusCode::CREATED, "{:?}", autumn.body);
     assert_eq!(autumn.body["start"], "2030-10-27T08:00:00Z");
     assert_eq!(autumn.body["end"], "2030-10-27T08:45:00Z");
+    assert_eq!(autumn.body["price"], price(12_000, 2_400, 0));
+    // 08:00Z is 10:00 CEST on the Sunday before: past the window.
+    let summer = book(
+        &app,
+        laser(&ids, &patient(), "2030-10-20T08:00:00Z", at_clinic()),
+    )
+    .await;
+    assert_eq!(summer.status, StatusCode::CREATED, "{:?}", summer.body);
+    assert_eq!(summer.body["price"], price(12_000, 0, 0));
 
     // The same UTC time is outside the hours on the Sunday and inside on
     // the Saturday before, on the other side of the change.
@@ -2675,6 +2698,25 @@ async fn malformed_booking_requests_get_400_naming_the_field_and_write_nothing()
     .await
     .assert_problem(415, "unsupported_media_type");
     assert_eq!(app.events().await, before, "bad input writes nothing");
+}
+
+/// Product bug (see the report): chrono accepts a second of 60 at any
+/// minute, so `10:59:60Z`, which is no leap second (RFC 3339 allows 60 only
+/// in a real leap second), is booked: the answer's start is `10:59:60Z`,
+/// which many clients cannot parse, and its end `11:44:59Z`, 44 min 59 s
+/// later instead of 45 min.
+#[tokio::test]
+async fn a_start_with_a_second_of_60_is_refused_as_not_rfc_3339() {
+    let app = app().await;
+    let ids = app.clinic().await;
+    let before = app.events().await;
+    let answer = book(
+        &app,
+        laser(&ids, &patient(), "2030-06-29T10:59:60Z", at_clinic()),
+    )
+    .await;
+    assert_bad(&answer, "start", "a second of 60");
+    assert_eq!(app.events().await, before);
 }
 
 #[tokio::test]
