@@ -19,6 +19,7 @@ use clinicbook_eventstore::{
 
 pub mod admin;
 pub mod booking;
+pub mod instant;
 pub mod money;
 
 /// Where the time comes from: the system clock in production, a fixed or

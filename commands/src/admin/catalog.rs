@@ -59,8 +59,10 @@ pub struct CreatePromoCode {
     #[serde(default)]
     pub amount_off_cents: Option<i64>,
     /// First instant it can be redeemed.
+    #[serde(deserialize_with = "crate::instant::deserialize")]
     pub valid_from: DateTime<Utc>,
     /// First instant it can no longer be redeemed; after `valid_from`.
+    #[serde(deserialize_with = "crate::instant::deserialize")]
     pub valid_until: DateTime<Utc>,
     /// Redemptions allowed in total, positive.
     pub max_redemptions: u32,

@@ -142,6 +142,7 @@ pub struct BookTreatment {
     pub treatment_id: Uuid,
     /// Appointment start; it ends `duration_minutes` later, the same
     /// clinic-local day.
+    #[serde(deserialize_with = "crate::instant::deserialize")]
     pub start: DateTime<Utc>,
     /// How it is paid.
     pub payment: PaymentInput,
@@ -175,6 +176,7 @@ pub struct Booked {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Reschedule {
     /// The new start.
+    #[serde(deserialize_with = "crate::instant::deserialize")]
     pub start: DateTime<Utc>,
     /// Another resource of the same kind; the current one if left out.
     #[serde(default)]
@@ -233,8 +235,10 @@ pub struct JoinWaitlist {
     /// A treatment of the clinic.
     pub treatment_id: Uuid,
     /// Earliest acceptable start.
+    #[serde(deserialize_with = "crate::instant::deserialize")]
     pub earliest: DateTime<Utc>,
     /// Latest acceptable start (in the future, not before `earliest`).
+    #[serde(deserialize_with = "crate::instant::deserialize")]
     pub latest: DateTime<Utc>,
     /// How it will be paid once booked (nothing is taken now).
     pub payment: PaymentInput,
@@ -256,8 +260,10 @@ pub struct Waitlisted {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AddBlock {
     /// Start of the blocked time.
+    #[serde(deserialize_with = "crate::instant::deserialize")]
     pub start: DateTime<Utc>,
     /// End of the blocked time (exclusive).
+    #[serde(deserialize_with = "crate::instant::deserialize")]
     pub end: DateTime<Utc>,
     /// Why (shown in the schedule).
     pub reason: String,
@@ -282,8 +288,10 @@ pub struct BlockAdded {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AddClosure {
     /// Start of the closure.
+    #[serde(deserialize_with = "crate::instant::deserialize")]
     pub start: DateTime<Utc>,
     /// End of the closure (exclusive).
+    #[serde(deserialize_with = "crate::instant::deserialize")]
     pub end: DateTime<Utc>,
     /// Why.
     pub reason: String,
@@ -310,6 +318,7 @@ pub struct QuoteQuery {
     /// A treatment of the clinic.
     pub treatment_id: Uuid,
     /// Appointment start.
+    #[serde(deserialize_with = "crate::instant::deserialize")]
     pub start: DateTime<Utc>,
     /// A promo code to apply.
     #[serde(default)]
