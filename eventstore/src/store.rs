@@ -563,9 +563,16 @@ impl EventStore {
     ) -> Result<(Option<i64>, usize), CommitError> {
         let metadata_json = metadata.to_json(Utc::now());
         let rows = EventRows::build(&uow.tracked, &metadata_json)?;
+        // A command that writes nothing (a retry that finds its work done)
+        // answers the newest position of what it read, so its answer is
+        // still a usable consistency token.
+        let read_position = if rows.is_empty() {
+            self.head_position(&uow.tracked).await?
+        } else {
+            None
+        };
         if rows.is_empty() && idempotency.is_none() {
-            // Nothing to write: the command changed nothing.
-            return Ok((None, 0));
+            return Ok((read_position, 0));
         }
         let snapshots = SnapshotRows::build(&uow.tracked, &rows, self.inner.config.snapshot_every)?;
         let (lock_keys, exclusive): (Vec<i64>, Vec<bool>) = uow
@@ -593,7 +600,8 @@ impl EventStore {
             .bind(&snapshots.ids)
             .bind(&snapshots.sequences)
             .bind(&snapshots.payloads)
-            .bind(&snapshots.hashes);
+            .bind(&snapshots.hashes)
+            .bind(read_position);
 
         let guarded: Vec<&Tracked> = uow
             .tracked
@@ -625,6 +633,23 @@ impl EventStore {
         Ok((position, written))
     }
 
+    /// The highest position among the events of `streams`.
+    async fn head_position(&self, streams: &[Tracked]) -> Result<Option<i64>, sqlx::Error> {
+        let types: Vec<&str> = streams.iter().map(|t| t.key.aggregate_type).collect();
+        let ids: Vec<&str> = streams
+            .iter()
+            .map(|t| t.key.aggregate_id.as_str())
+            .collect();
+        sqlx::query_scalar(
+            "SELECT max(e.position) FROM unnest($1::text[], $2::text[]) AS s(ty, id)
+               JOIN events e ON e.aggregate_type = s.ty AND e.aggregate_id = s.id",
+        )
+        .bind(&types)
+        .bind(&ids)
+        .fetch_one(&self.inner.pool)
+        .await
+    }
+
     /// True when a stream the attempt read has changed since: its refusal
     /// may rest on a mix of old and new states, so it is worth another try.
     async fn read_streams_moved(&self, uow: &UnitOfWork) -> Result<bool, StoreError> {
@@ -653,7 +678,7 @@ WITH locks AS MATERIALIZED (
     RETURNING position
 ), idem AS (
     INSERT INTO idempotency_keys (scope, key, request_hash, response, position)
-    SELECT $11, $12, $13, $14::json, (SELECT max(position) FROM ins)
+    SELECT $11, $12, $13, $14::json, COALESCE((SELECT max(position) FROM ins), $20)
       FROM locks
      WHERE $11::text IS NOT NULL
 ), snap AS (
@@ -668,7 +693,7 @@ WITH locks AS MATERIALIZED (
            taken_at = now()
      WHERE snapshots.last_sequence < EXCLUDED.last_sequence
 )
-SELECT max(position) FROM ins";
+SELECT COALESCE(max(position), $20) FROM ins";
 
 /// The snapshots due in one commit: every written stream whose sequence
 /// passes a multiple of `every`.

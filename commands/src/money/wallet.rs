@@ -118,12 +118,37 @@ impl UseCase for ChangeWallet {
     }
 }
 
+/// Reference prefixes the engine writes itself when it debits or credits a
+/// wallet (`package:<id>`, `reservation:<id>`, `refund:reservation:<id>`).
+/// A client's deposit or refund may not use them: a wallet uses each
+/// reference once, so such a deposit would block the later payment.
+pub const INTERNAL_REFERENCE_PREFIXES: [&str; 3] = ["package:", "reservation:", "refund:"];
+
+/// A client's payment reference, trimmed, outside the engine's own namespaces.
+fn external_reference(raw: &str) -> Result<String, DomainError> {
+    let reference = trimmed(raw);
+    let lowered = reference.to_ascii_lowercase();
+    if INTERNAL_REFERENCE_PREFIXES
+        .iter()
+        .any(|p| lowered.starts_with(p))
+    {
+        return Err(DomainError::invalid(
+            "reference",
+            format!(
+                "references starting with {INTERNAL_REFERENCE_PREFIXES:?} are the engine's own"
+            ),
+        ));
+    }
+    Ok(reference)
+}
+
 impl Commands {
     /// Pays `amount_cents` into the patient's wallet.
     ///
     /// # Errors
     /// `invalid_input` for an amount that is not positive (or would push the
-    /// balance past the largest amount) or an empty reference;
+    /// balance past the largest amount), an empty reference or one in the
+    /// engine's namespaces ([`INTERNAL_REFERENCE_PREFIXES`]);
     /// `duplicate_reference` when the wallet used this reference before
     /// (nothing is credited twice); otherwise see [`CommandError`].
     #[tracing::instrument(skip_all, fields(patient_id = %patient_id))]
@@ -135,7 +160,7 @@ impl Commands {
     ) -> Result<Done<Balance>, CommandError> {
         let command = WalletCommand::Deposit {
             amount: Money(deposit.amount_cents),
-            reference: trimmed(&deposit.reference),
+            reference: external_reference(&deposit.reference)?,
         };
         self.change_wallet(ctx, patient_id, command).await
     }
@@ -160,7 +185,7 @@ impl Commands {
         }
         let command = WalletCommand::Refund {
             amount: Money(refund.amount_cents),
-            reference: trimmed(&refund.reference),
+            reference: external_reference(&refund.reference)?,
             reason,
         };
         self.change_wallet(ctx, patient_id, command).await
