@@ -1,14 +1,16 @@
 //! Bookings: a deterministic plan of who books what, where, when and how
 //! they pay (package session, wallet, at the clinic; some with a promo
 //! code), then the staff calls that book it. A slot taken meanwhile (409
-//! `slot_unavailable`) is replaced by another free one.
+//! `slot_unavailable`) is replaced by another free one; a reservation id
+//! taken by an earlier, interrupted run of the same seed (409
+//! `invalid_transition`) is taken over as that run made it.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use chrono::NaiveDate;
-use clinicbook_commands::booking::{BookTreatment, Booked, PaymentInput};
+use chrono::{NaiveDate, Timelike};
+use clinicbook_commands::booking::{BookTreatment, Booked, PaymentInput, ReservationView};
 use reqwest::StatusCode;
 use uuid::Uuid;
 
@@ -16,7 +18,7 @@ use super::catalog::{worst_price, Chain, Kind, PROMO_LASER, PROMO_PERCENT};
 use super::client::{each, Api, As};
 use super::ids::{demo_id, key};
 use super::patients::Patient;
-use super::plan::{Planner, Slot};
+use super::plan::{Planner, Slot, TZ};
 use super::DemoError;
 
 /// Attempts at one booking (another slot, another payment, no promo code).
@@ -291,6 +293,9 @@ impl Booker<'_> {
                         None => return Ok(None),
                     }
                 }
+                (StatusCode::CONFLICT, "invalid_transition") => {
+                    return self.adopt(booking).await.map(Some);
+                }
                 (StatusCode::CONFLICT, "concurrency_conflict") => {
                     tokio::time::sleep(Duration::from_millis(50 + fastrand::u64(..200))).await;
                 }
@@ -307,6 +312,74 @@ impl Booker<'_> {
             }
         }
         Ok(None)
+    }
+
+    /// The reservation an earlier, interrupted run made under this
+    /// booking's id, after a refusal made it change the slot, payment or
+    /// promo code: taken as it is, and its slot held in the planner.
+    ///
+    /// # Errors
+    /// `BadAnswer` when the reservation is not one of the demo's.
+    async fn adopt(&self, booking: Booking) -> Result<Made, DemoError> {
+        let path = format!("/v1/reservations/{}", booking.id);
+        let view: ReservationView = self
+            .api
+            .get(As::Staff, &path)
+            .await?
+            .parse(StatusCode::OK)?;
+        let made = self
+            .made_from(booking, &view)
+            .ok_or_else(|| DemoError::BadAnswer {
+                what: format!("GET {path}"),
+                detail: "the id is taken by a reservation the demo did not plan".to_string(),
+            })?;
+        self.planner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .hold(&made.booking.slot);
+        Ok(made)
+    }
+
+    /// `booking` as the server holds it in `view`; `None` when the view is
+    /// not of this booking's patient and treatment in this chain.
+    fn made_from(&self, mut booking: Booking, view: &ReservationView) -> Option<Made> {
+        let treatment = &self.chain.treatments[booking.treatment];
+        if view.patient_id != self.patients[booking.patient].id || view.treatment_id != treatment.id
+        {
+            return None;
+        }
+        let branch = self
+            .chain
+            .branches
+            .iter()
+            .position(|b| b.clinic_id == view.clinic_id)?;
+        let resource = self.chain.branches[branch]
+            .resources
+            .iter()
+            .position(|r| Some(r.id) == view.resource_id)?;
+        let start = view.start?.with_timezone(&TZ);
+        let minutes = start.hour() * 60 + start.minute();
+        booking.slot = Slot {
+            branch,
+            resource,
+            date: start.date_naive(),
+            start: minutes,
+            end: minutes + treatment.duration_minutes,
+            busy_until: minutes + treatment.duration_minutes + treatment.buffer_minutes,
+        };
+        booking.pay = match view.payment {
+            PaymentInput::Package { .. } => Pay::Package,
+            PaymentInput::Wallet => Pay::Wallet,
+            PaymentInput::AtClinic => Pay::AtClinic,
+        };
+        booking.promo = view
+            .promo_code
+            .as_deref()
+            .and_then(|code| self.chain.promos.iter().position(|p| p.code == code));
+        Some(Made {
+            booking,
+            total_cents: view.price.map_or(0, |p| p.total_cents),
+        })
     }
 
     fn body(&self, booking: &Booking) -> Option<BookTreatment> {

@@ -1,6 +1,7 @@
 //! The demo loader (`clinicbook demo`) against a real server: the data set
-//! as the API shows it afterwards, a second run that writes nothing, a
-//! server that rate-limits, and no server at all.
+//! as the API shows it afterwards, a second run that writes nothing, a run
+//! cut short and resumed, a server that rate-limits, a token it refuses,
+//! and no server at all.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -173,6 +174,24 @@ async fn assert_moves_and_displacements(app: &App, summary: &DemoSummary) {
         view.body["closures"][0]["closure_id"],
         closure.closure_id.to_string()
     );
+}
+
+#[tokio::test]
+async fn a_load_cut_short_is_completed_by_the_next_run() {
+    let app = app().await;
+    let cut = tokio::time::timeout(
+        Duration::from_millis(250),
+        demo::load(&app.base, &app.admin, &app.staff, &small()),
+    )
+    .await;
+    let summary = load(&app, &small()).await;
+    if cut.is_err() {
+        // The first run was stopped half-way: the second one resumed it.
+        assert!(!summary.already_loaded);
+        assert_statuses(&app, &summary).await;
+        assert_moves_and_displacements(&app, &summary).await;
+    }
+    assert!(load(&app, &small()).await.already_loaded);
 }
 
 #[tokio::test]
