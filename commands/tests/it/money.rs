@@ -425,7 +425,10 @@ async fn retrying_a_purchase_with_the_same_package_id_charges_once() {
 
     assert!(answers.iter().all(|a| *a == answers[0]));
     assert_eq!(retry.output, answers[0]);
-    assert_eq!(retry.position, None, "a retry writes nothing");
+    assert!(
+        retry.position.is_some(),
+        "a retry writes nothing but still answers a position"
+    );
     assert_eq!(balance(&commands, patient).await, 2 * PRICE);
     assert_eq!(stored(&commands, "Package", answers[0].package_id).await, 1);
     // The same id for another patient's purchase is refused.
