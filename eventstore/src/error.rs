@@ -31,6 +31,10 @@ pub enum StoreError {
         /// What is wrong.
         reason: String,
     },
+    /// The task committing a command failed (it panicked or the runtime is
+    /// shutting down); the transaction was rolled back.
+    #[error("the commit was interrupted: {0}")]
+    Interrupted(String),
     /// An event's version is not a semantic version (cqrs-es upcasters
     /// would silently skip it), so it is refused before it is stored.
     #[error("event {event_type} has version {version:?}, which is not a semantic version")]

@@ -68,10 +68,15 @@ async fn applied_migrations(pool: &sqlx::PgPool) -> Result<usize, StoreError> {
 /// # Errors
 /// The database cannot be reached or the URL is malformed.
 pub async fn connect(url: &str, max_connections: u32) -> Result<sqlx::PgPool, StoreError> {
+    // A transaction left open stalls writers waiting on its stream locks
+    // (and, later, the relay): the server ends such sessions.
+    let options = url
+        .parse::<sqlx::postgres::PgConnectOptions>()?
+        .options([("idle_in_transaction_session_timeout", "10s")]);
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(std::time::Duration::from_secs(10))
-        .connect(url)
+        .connect_with(options)
         .await?;
     Ok(pool)
 }

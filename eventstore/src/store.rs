@@ -485,10 +485,21 @@ impl EventStore {
                     })?),
                     None => None,
                 };
-            match self
-                .commit(uow, metadata, idempotency.zip(response.as_deref()))
-                .await
-            {
+            // The commit runs in its own task: a caller that goes away (a
+            // client hanging up cancels its request) must not stop it half-way
+            // and leave a transaction open with its stream locks held.
+            let store = self.clone();
+            let commit_metadata = metadata.clone();
+            let commit_idempotency = idempotency.cloned().zip(response);
+            let committed = tokio::spawn(async move {
+                let idempotency = commit_idempotency
+                    .as_ref()
+                    .map(|(key, response)| (key, response.as_str()));
+                store.commit(uow, &commit_metadata, idempotency).await
+            })
+            .await
+            .unwrap_or_else(|e| Err(CommitError::Store(StoreError::Interrupted(e.to_string()))));
+            match committed {
                 Ok((position, events_written)) => {
                     return Ok(Committed {
                         output,
