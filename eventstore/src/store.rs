@@ -13,7 +13,7 @@ use moka::future::Cache;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use sqlx::{PgPool, Postgres, Row, Transaction};
+use sqlx::{PgPool, Row};
 use tracing::{debug, warn};
 
 use crate::error::{ExecuteError, StoreError};
@@ -244,14 +244,6 @@ impl EventStore {
     /// The connection pool.
     pub fn pool(&self) -> &PgPool {
         &self.inner.pool
-    }
-
-    /// Applies the schema migrations.
-    ///
-    /// # Errors
-    /// A migration failed.
-    pub async fn migrate(&self) -> Result<(), StoreError> {
-        crate::migrate(&self.inner.pool).await.map(|_| ())
     }
 
     /// Checks that the database answers.
@@ -624,7 +616,7 @@ impl EventStore {
         } else {
             let mut tx = self.inner.pool.begin().await?;
             let position = append.fetch_one(&mut *tx).await?;
-            if !guards_hold(&mut tx, &guarded).await? {
+            if !heads_unchanged(&mut tx, &guarded).await? {
                 return Err(CommitError::Conflict("a guarded stream changed"));
             }
             tx.commit().await?;
@@ -831,17 +823,9 @@ impl EventRows {
     }
 }
 
-/// True when no guarded stream has changed since it was loaded. Runs after
-/// the locks, in its own statement, so it sees every commit made before
-/// the locks were granted.
-async fn guards_hold(
-    tx: &mut Transaction<'_, Postgres>,
-    guarded: &[&Tracked],
-) -> Result<bool, sqlx::Error> {
-    heads_unchanged(tx, guarded).await
-}
-
 /// True when every stream's head is still the sequence it was loaded at.
+/// For guarded reads it runs after the locks, in its own statement, so it
+/// sees every commit made before the locks were granted.
 async fn heads_unchanged(
     conn: &mut sqlx::PgConnection,
     streams: &[&Tracked],

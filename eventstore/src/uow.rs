@@ -4,7 +4,7 @@
 use std::any::Any;
 
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::DomainEvent;
 
 use crate::error::{StoreError, UowError};
 use crate::hash::Hash;
@@ -165,18 +165,5 @@ impl UnitOfWork {
         }
         tracked.state = Box::new(working);
         Ok(events)
-    }
-
-    /// Number of events this attempt will append.
-    pub fn pending_events(&self) -> usize {
-        self.tracked.iter().map(|t| t.pending.len()).sum()
-    }
-
-    /// The sequence an aggregate had when this attempt loaded it, if loaded.
-    pub fn loaded_sequence<A: Aggregate>(&self, id: &str) -> Option<u64> {
-        self.tracked
-            .iter()
-            .find(|t| t.key.aggregate_type == A::TYPE && t.key.aggregate_id == id)
-            .map(|t| t.expected)
     }
 }
