@@ -12,12 +12,14 @@
 
 pub mod audit;
 pub mod error;
+pub mod feed;
 pub mod hash;
 pub mod metadata;
 mod store;
 mod uow;
 
 pub use error::{ExecuteError, StoreError, UowError};
+pub use feed::{FeedEvent, FeedPoint};
 pub use metadata::{Actor, CommandMetadata};
 pub use store::{Committed, EventStore, IdempotencyKey, StoreConfig, StoredAggregate, UseCase};
 pub use uow::UnitOfWork;

@@ -1,1 +1,65 @@
-//! placeholder
+//! The read side of clinicbook: projectors that turn the event feed into
+//! plain relational tables in schema `read`, their checkpoints, rebuilds,
+//! and the queries analysts and staff read through.
+//!
+//! A projection is a name, the DDL of its tables and an `apply` function.
+//! Its tables are created with unqualified names under a `search_path`, so
+//! the same DDL and the same `apply` build the live tables in `read` and a
+//! rebuild's fresh tables in a scratch schema. A batch of events and the
+//! checkpoint move in one transaction, so a projection never applies an
+//! event twice or skips one.
+//!
+//! Depends on the domain, the event store (its feed), sqlx and async-nats;
+//! it knows nothing of HTTP and never writes events.
+
+pub mod checkpoint;
+pub mod error;
+pub mod models;
+pub mod query;
+
+pub use checkpoint::ReadModels;
+pub use error::ProjectionError;
+
+use clinicbook_eventstore::FeedEvent;
+use futures::future::BoxFuture;
+use sqlx::PgConnection;
+
+/// Applies a batch of events, in feed order, to a projection's tables. The
+/// connection is inside the batch's transaction with `search_path` set to
+/// the schema being built; the function must use unqualified table names,
+/// ignore event types it does not use, and never commit.
+pub type ApplyFn =
+    for<'a> fn(&'a mut PgConnection, &'a [FeedEvent]) -> BoxFuture<'a, Result<(), ProjectionError>>;
+
+/// One projection: what it is called, its tables and how events change them.
+#[derive(Clone, Copy)]
+pub struct Projection {
+    /// Name used by `clinicbook rebuild`, checkpoints and consumers.
+    pub name: &'static str,
+    /// `CREATE TABLE` / `CREATE INDEX` statements with unqualified names.
+    pub ddl: &'static str,
+    /// Applies events.
+    pub apply: ApplyFn,
+}
+
+impl std::fmt::Debug for Projection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Projection")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+/// Every projection, in a fixed order.
+#[must_use]
+pub fn projections() -> &'static [Projection] {
+    models::ALL
+}
+
+/// The projection called `name`.
+#[must_use]
+pub fn projection(name: &str) -> Option<&'static Projection> {
+    projections()
+        .iter()
+        .find(|projection| projection.name == name)
+}

@@ -1,0 +1,218 @@
+//! The committed feed: every event in `(transaction_id, position)` order,
+//! read only below the horizon of running transactions.
+//!
+//! Identity values are taken when a row is inserted, not when its
+//! transaction commits, so `position` order alone skips events: a
+//! transaction that took its id early but inserted late has a lower
+//! transaction id and a higher position. The feed reads only rows whose
+//! transaction id is below `pg_snapshot_xmin(pg_current_snapshot())` — every
+//! transaction below it has ended — and orders them by the pair, so a row
+//! can never appear later behind a reader's checkpoint. The relay publishes
+//! this feed; projectors fill gaps and rebuilds replay from it.
+
+use std::cmp::Ordering;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::PgRow;
+use sqlx::{PgExecutor, Row};
+
+use crate::error::StoreError;
+
+/// A place in the feed: the pair of the last event read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FeedPoint {
+    /// Id of the transaction that wrote the event (`xid8` as a number).
+    pub transaction_id: i64,
+    /// The event's global position.
+    pub position: i64,
+}
+
+impl FeedPoint {
+    /// The start of the feed, before any event.
+    pub const START: FeedPoint = FeedPoint {
+        transaction_id: 0,
+        position: 0,
+    };
+}
+
+impl PartialOrd for FeedPoint {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for FeedPoint {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.transaction_id, self.position).cmp(&(other.transaction_id, other.position))
+    }
+}
+
+/// One committed event as the relay publishes it and projectors apply it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FeedEvent {
+    /// Global position (`events.position`).
+    pub position: i64,
+    /// Writing transaction's id.
+    pub transaction_id: i64,
+    /// Aggregate type (`Reservation`, ...).
+    pub aggregate_type: String,
+    /// Aggregate id.
+    pub aggregate_id: String,
+    /// Sequence in its stream, from 1.
+    pub sequence: i64,
+    /// Event type (the event enum's variant name).
+    pub event_type: String,
+    /// Event version (semantic version).
+    pub event_version: String,
+    /// The event, as the domain serialises it (`{"Variant": {...}}`).
+    pub payload: serde_json::Value,
+    /// Command metadata stored with it (a flat map of strings).
+    pub metadata: serde_json::Value,
+    /// When it was recorded.
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl FeedEvent {
+    /// Its place in the feed.
+    #[must_use]
+    pub fn point(&self) -> FeedPoint {
+        FeedPoint {
+            transaction_id: self.transaction_id,
+            position: self.position,
+        }
+    }
+
+    /// The body of the event's variant: `payload[event_type]`, or the whole
+    /// payload when it is not wrapped in its variant name.
+    #[must_use]
+    pub fn body(&self) -> &serde_json::Value {
+        self.payload.get(&self.event_type).unwrap_or(&self.payload)
+    }
+}
+
+const COLUMNS: &str = "position, transaction_id::text::bigint AS transaction_id, aggregate_type,
+    aggregate_id, sequence, event_type, event_version, payload::text AS payload,
+    metadata::text AS metadata, recorded_at";
+
+/// Up to `limit` committed events after `after`, in feed order.
+///
+/// # Errors
+/// The database failed or a stored text is not JSON.
+pub async fn read_after<'e>(
+    executor: impl PgExecutor<'e>,
+    after: FeedPoint,
+    limit: i64,
+) -> Result<Vec<FeedEvent>, StoreError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM events
+          WHERE (transaction_id, position) > ($1::text::xid8, $2)
+            AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+          ORDER BY transaction_id, position
+          LIMIT $3"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(after.transaction_id)
+        .bind(after.position)
+        .bind(limit)
+        .fetch_all(executor)
+        .await?;
+    rows.iter().map(decode).collect()
+}
+
+/// The committed events strictly between `after` and `before`, in feed order:
+/// what a projector missed when a message arrives whose predecessor it has
+/// not seen.
+///
+/// # Errors
+/// The database failed or a stored text is not JSON.
+pub async fn read_between<'e>(
+    executor: impl PgExecutor<'e>,
+    after: FeedPoint,
+    before: FeedPoint,
+) -> Result<Vec<FeedEvent>, StoreError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM events
+          WHERE (transaction_id, position) > ($1::text::xid8, $2)
+            AND (transaction_id, position) < ($3::text::xid8, $4)
+            AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+          ORDER BY transaction_id, position"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(after.transaction_id)
+        .bind(after.position)
+        .bind(before.transaction_id)
+        .bind(before.position)
+        .fetch_all(executor)
+        .await?;
+    rows.iter().map(decode).collect()
+}
+
+/// The feed point of the event at `position`, if it is committed and below
+/// the horizon (so every event before it in the feed is readable too).
+///
+/// # Errors
+/// The database failed.
+pub async fn point_of<'e>(
+    executor: impl PgExecutor<'e>,
+    position: i64,
+) -> Result<Option<FeedPoint>, StoreError> {
+    let row = sqlx::query(
+        "SELECT transaction_id::text::bigint AS transaction_id FROM events
+          WHERE position = $1 AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())",
+    )
+    .bind(position)
+    .fetch_optional(executor)
+    .await?;
+    row.map(|row| {
+        Ok(FeedPoint {
+            transaction_id: row.try_get("transaction_id")?,
+            position,
+        })
+    })
+    .transpose()
+}
+
+/// The last point of the committed feed (below the horizon), or
+/// [`FeedPoint::START`] when there is none.
+///
+/// # Errors
+/// The database failed.
+pub async fn head<'e>(executor: impl PgExecutor<'e>) -> Result<FeedPoint, StoreError> {
+    let row = sqlx::query(
+        "SELECT transaction_id::text::bigint AS transaction_id, position FROM events
+          WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+          ORDER BY transaction_id DESC, position DESC LIMIT 1",
+    )
+    .fetch_optional(executor)
+    .await?;
+    match row {
+        Some(row) => Ok(FeedPoint {
+            transaction_id: row.try_get("transaction_id")?,
+            position: row.try_get("position")?,
+        }),
+        None => Ok(FeedPoint::START),
+    }
+}
+
+fn decode(row: &PgRow) -> Result<FeedEvent, StoreError> {
+    let json = |column: &str| -> Result<serde_json::Value, StoreError> {
+        let raw: String = row.try_get(column)?;
+        serde_json::from_str(&raw).map_err(|source| StoreError::Serde {
+            what: format!("stored {column}"),
+            source,
+        })
+    };
+    Ok(FeedEvent {
+        position: row.try_get("position")?,
+        transaction_id: row.try_get("transaction_id")?,
+        aggregate_type: row.try_get("aggregate_type")?,
+        aggregate_id: row.try_get("aggregate_id")?,
+        sequence: row.try_get("sequence")?,
+        event_type: row.try_get("event_type")?,
+        event_version: row.try_get("event_version")?,
+        payload: json("payload")?,
+        metadata: json("metadata")?,
+        recorded_at: row.try_get("recorded_at")?,
+    })
+}

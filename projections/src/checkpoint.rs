@@ -1,0 +1,257 @@
+//! Checkpoints and the one routine that applies events: a batch and its
+//! checkpoint move in one transaction, and events at or before the
+//! checkpoint are skipped, so redelivery is harmless.
+
+use std::time::Duration;
+
+use clinicbook_eventstore::feed;
+use clinicbook_eventstore::{FeedEvent, FeedPoint};
+use sha2::{Digest, Sha256};
+use sqlx::{PgConnection, PgPool, Row};
+use tokio::time::Instant;
+
+use crate::{Projection, ProjectionError};
+
+/// The schema live read models are in.
+pub const READ_SCHEMA: &str = "read";
+
+/// The read side's handle on PostgreSQL: where projectors write and read
+/// routes read. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ReadModels {
+    pool: PgPool,
+}
+
+/// Where a projection is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Projection name.
+    pub projection: String,
+    /// The last event it applied.
+    pub point: FeedPoint,
+    /// How many events it has applied (skipped ones not counted).
+    pub applied: i64,
+}
+
+impl ReadModels {
+    /// Reads and writes through `pool`.
+    #[must_use]
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// The pool.
+    #[must_use]
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Creates `projection`'s live tables if they do not exist yet and its
+    /// checkpoint row.
+    ///
+    /// # Errors
+    /// The database failed or the DDL is invalid.
+    pub async fn ensure(&self, projection: &Projection) -> Result<(), ProjectionError> {
+        let mut tx = self.pool.begin().await?;
+        // One projector at a time creates tables (CREATE IF NOT EXISTS races).
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('clinicbook.read.ddl'))")
+            .execute(&mut *tx)
+            .await?;
+        create_tables(&mut tx, READ_SCHEMA, projection).await?;
+        sqlx::query(
+            "INSERT INTO read.checkpoints (projection, ddl_hash) VALUES ($1, $2)
+             ON CONFLICT (projection) DO NOTHING",
+        )
+        .bind(projection.name)
+        .bind(ddl_hash(projection))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// `projection`'s checkpoint (the start when it has none).
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn checkpoint(&self, projection: &str) -> Result<Checkpoint, ProjectionError> {
+        let row = sqlx::query(
+            "SELECT transaction_id, position, applied FROM read.checkpoints WHERE projection = $1",
+        )
+        .bind(projection)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            Some(row) => Checkpoint {
+                projection: projection.to_owned(),
+                point: FeedPoint {
+                    transaction_id: row.try_get("transaction_id")?,
+                    position: row.try_get("position")?,
+                },
+                applied: row.try_get("applied")?,
+            },
+            None => Checkpoint {
+                projection: projection.to_owned(),
+                point: FeedPoint::START,
+                applied: 0,
+            },
+        })
+    }
+
+    /// Applies `events` (in feed order) to `projection`'s live tables and
+    /// moves its checkpoint, in one transaction. Events at or before the
+    /// checkpoint are skipped. Answers the checkpoint after the batch.
+    ///
+    /// # Errors
+    /// The database failed or an event could not be applied; nothing moved.
+    pub async fn apply(
+        &self,
+        projection: &Projection,
+        events: &[FeedEvent],
+    ) -> Result<FeedPoint, ProjectionError> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "SELECT transaction_id, position FROM read.checkpoints
+              WHERE projection = $1 FOR UPDATE",
+        )
+        .bind(projection.name)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Err(ProjectionError::UnknownProjection(
+                projection.name.to_owned(),
+            ));
+        };
+        let at = FeedPoint {
+            transaction_id: row.try_get("transaction_id")?,
+            position: row.try_get("position")?,
+        };
+        let fresh: Vec<FeedEvent> = events
+            .iter()
+            .filter(|event| event.point() > at)
+            .cloned()
+            .collect();
+        let Some(last) = fresh.last().map(FeedEvent::point) else {
+            return Ok(at);
+        };
+        apply_in(&mut tx, READ_SCHEMA, projection, &fresh).await?;
+        sqlx::query(
+            "UPDATE read.checkpoints
+                SET transaction_id = $2, position = $3, applied = applied + $4, updated_at = now()
+              WHERE projection = $1",
+        )
+        .bind(projection.name)
+        .bind(last.transaction_id)
+        .bind(last.position)
+        .bind(i64::try_from(fresh.len()).unwrap_or(i64::MAX))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(last)
+    }
+
+    /// Applies, straight from the event store, every committed event after
+    /// `projection`'s checkpoint, `batch` at a time. Answers how many it
+    /// applied. Projectors use it to fill gaps and to catch up when NATS
+    /// is quiet or away.
+    ///
+    /// # Errors
+    /// The database failed or an event could not be applied.
+    pub async fn catch_up(
+        &self,
+        projection: &Projection,
+        batch: i64,
+    ) -> Result<u64, ProjectionError> {
+        let mut applied = 0_u64;
+        loop {
+            let at = self.checkpoint(projection.name).await?.point;
+            let events = feed::read_after(&self.pool, at, batch).await?;
+            if events.is_empty() {
+                return Ok(applied);
+            }
+            self.apply(projection, &events).await?;
+            applied += events.len() as u64;
+        }
+    }
+
+    /// Waits until `projection` has applied the event at `position`, for at
+    /// most `timeout`. Position 0 or below is always reached.
+    ///
+    /// # Errors
+    /// [`ProjectionError::Lagging`] when the time ran out; the database failed.
+    pub async fn wait_for(
+        &self,
+        projection: &str,
+        position: i64,
+        timeout: Duration,
+    ) -> Result<(), ProjectionError> {
+        if position <= 0 {
+            return Ok(());
+        }
+        let deadline = Instant::now() + timeout;
+        let mut pause = Duration::from_millis(2);
+        loop {
+            // The event's feed point is known once its transaction is below
+            // the horizon; the projection has it when its checkpoint is at or
+            // past that point.
+            if let Some(point) = feed::point_of(&self.pool, position).await? {
+                if self.checkpoint(projection).await?.point >= point {
+                    return Ok(());
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(ProjectionError::Lagging {
+                    projection: projection.to_owned(),
+                    position,
+                });
+            }
+            tokio::time::sleep(pause.min(deadline - now)).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Creates `projection`'s tables in `schema` (which must exist).
+///
+/// # Errors
+/// The database failed or the DDL is invalid.
+pub async fn create_tables(
+    conn: &mut PgConnection,
+    schema: &str,
+    projection: &Projection,
+) -> Result<(), ProjectionError> {
+    set_search_path(conn, schema).await?;
+    sqlx::raw_sql(projection.ddl).execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// Applies `events` to `projection`'s tables in `schema`, inside the
+/// caller's transaction.
+///
+/// # Errors
+/// The database failed or an event could not be applied.
+pub async fn apply_in(
+    conn: &mut PgConnection,
+    schema: &str,
+    projection: &Projection,
+    events: &[FeedEvent],
+) -> Result<(), ProjectionError> {
+    set_search_path(conn, schema).await?;
+    (projection.apply)(conn, events).await
+}
+
+async fn set_search_path(conn: &mut PgConnection, schema: &str) -> Result<(), ProjectionError> {
+    // set_config(.., true) is SET LOCAL: it ends with the transaction.
+    sqlx::query("SELECT set_config('search_path', $1, true)")
+        .bind(format!("\"{}\", public", schema.replace('"', "")))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// A digest of the projection's DDL: a changed DDL needs a rebuild.
+#[must_use]
+pub fn ddl_hash(projection: &Projection) -> String {
+    hex::encode(Sha256::digest(projection.ddl.as_bytes()))
+}

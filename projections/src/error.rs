@@ -1,0 +1,61 @@
+//! Errors of the read side.
+
+use clinicbook_eventstore::StoreError;
+
+/// What can go wrong while projecting or reading a read model.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    /// The database failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Reading the event feed failed.
+    #[error("event store error: {0}")]
+    Store(#[from] StoreError),
+    /// An event's payload is not what its type promises.
+    #[error("cannot read event {position} ({event_type}): {reason}")]
+    Decode {
+        /// Its global position.
+        position: i64,
+        /// Its type.
+        event_type: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// NATS failed or could not be reached.
+    #[error("NATS error: {0}")]
+    Nats(String),
+    /// No projection has that name.
+    #[error("no projection is called {0:?}")]
+    UnknownProjection(String),
+    /// The projection did not reach the asked position in time.
+    #[error("projection {projection} has not reached position {position} yet")]
+    Lagging {
+        /// The projection waited on.
+        projection: String,
+        /// The position asked for.
+        position: i64,
+    },
+    /// A read asked for something invalid (an unknown grouping, a range
+    /// that ends before it starts).
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// The parameter.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl ProjectionError {
+    /// A decode error for `event`.
+    pub fn decode(
+        event: &clinicbook_eventstore::FeedEvent,
+        reason: impl std::fmt::Display,
+    ) -> Self {
+        Self::Decode {
+            position: event.position,
+            event_type: event.event_type.clone(),
+            reason: reason.to_string(),
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! The projections: each module owns its tables and their `apply`.
+
+use crate::Projection;
+
+/// Every projection, in a fixed order.
+pub static ALL: &[Projection] = &[];

@@ -1,0 +1,1 @@
+//! Read-model queries: what the analysts' and staff's read routes answer.
