@@ -35,6 +35,9 @@ pub enum StoreError {
     /// shutting down); the transaction was rolled back.
     #[error("the commit was interrupted: {0}")]
     Interrupted(String),
+    /// NATS failed or could not be reached (the relay).
+    #[error("NATS error: {0}")]
+    Nats(String),
     /// An event's version is not a semantic version (cqrs-es upcasters
     /// would silently skip it), so it is refused before it is stored.
     #[error("event {event_type} has version {version:?}, which is not a semantic version")]

@@ -15,6 +15,7 @@ pub mod error;
 pub mod feed;
 pub mod hash;
 pub mod metadata;
+pub mod relay;
 mod store;
 mod uow;
 

@@ -16,6 +16,8 @@ pub mod checkpoint;
 pub mod error;
 pub mod models;
 pub mod query;
+pub mod rebuild;
+pub mod runtime;
 
 pub use checkpoint::ReadModels;
 pub use error::ProjectionError;

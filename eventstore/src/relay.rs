@@ -1,0 +1,366 @@
+//! The relay: publishes the committed feed to the JetStream stream
+//! `CLINICBOOK_EVENTS`, in feed order, and keeps its checkpoint in Postgres.
+//!
+//! Several relay processes may run; a session-level advisory lock lets one
+//! of them work at a time and a waiting one takes over when the holder's
+//! session ends. The relay wakes on the `clinicbook_events` notification a
+//! committing transaction sends, and polls as a fallback; when events exist
+//! above the horizon (a transaction with a lower id is still running) it
+//! polls again soon instead of waiting for the next notification.
+//!
+//! Each message carries `Nats-Msg-Id: <type>/<id>/<sequence>` (JetStream
+//! drops a republished duplicate inside its window), the event's position
+//! and transaction id, and those of the event published just before it, so
+//! a projector can tell when something went missing on the way. The
+//! checkpoint moves only after JetStream acknowledged the whole batch; a
+//! relay that dies in between publishes the batch again, which is harmless.
+
+use std::future::Future;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+use async_nats::HeaderMap;
+use sqlx::postgres::PgListener;
+use sqlx::{Acquire, PgConnection, PgPool, Row};
+use tokio::time::sleep;
+use tracing::{debug, info, warn};
+
+use crate::error::StoreError;
+use crate::feed::{self, FeedEvent, FeedPoint};
+
+/// The JetStream stream events are published to.
+pub const STREAM: &str = "CLINICBOOK_EVENTS";
+/// Subjects are `clinicbook.events.<aggregate_type>.<aggregate_id>`.
+pub const SUBJECT_PREFIX: &str = "clinicbook.events";
+/// The notification channel committing transactions signal.
+pub const CHANNEL: &str = "clinicbook_events";
+/// Advisory-lock key of the relay's leadership.
+const LEADER_LOCK: i64 = 0x636c_696e_6963_0001;
+
+/// Message headers the relay sets.
+pub mod header {
+    /// The event's global position.
+    pub const POSITION: &str = "Clinicbook-Position";
+    /// The event's transaction id.
+    pub const TRANSACTION: &str = "Clinicbook-Transaction-Id";
+    /// Position of the event published just before (0 for the first).
+    pub const PREV_POSITION: &str = "Clinicbook-Prev-Position";
+    /// Transaction id of the event published just before (0 for the first).
+    pub const PREV_TRANSACTION: &str = "Clinicbook-Prev-Transaction-Id";
+}
+
+/// The subject of an event: one token per aggregate type and id, with the
+/// characters NATS gives a meaning to (`.`, `*`, `>`, whitespace) replaced.
+#[must_use]
+pub fn subject(aggregate_type: &str, aggregate_id: &str) -> String {
+    let token = |raw: &str| -> String {
+        raw.chars()
+            .map(|c| match c {
+                '.' | '*' | '>' => '_',
+                c if c.is_whitespace() => '_',
+                c => c,
+            })
+            .collect()
+    };
+    format!(
+        "{SUBJECT_PREFIX}.{}.{}",
+        token(aggregate_type),
+        token(aggregate_id)
+    )
+}
+
+/// Creates the events stream if it does not exist (file storage, two
+/// minutes of duplicate detection) and answers it.
+///
+/// # Errors
+/// NATS failed.
+pub async fn ensure_stream(js: &jetstream::Context) -> Result<stream::Stream, StoreError> {
+    js.get_or_create_stream(stream::Config {
+        name: STREAM.to_owned(),
+        subjects: vec![format!("{SUBJECT_PREFIX}.>")],
+        storage: stream::StorageType::File,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| StoreError::Nats(e.to_string()))
+}
+
+/// How the relay works.
+#[derive(Clone, Debug)]
+pub struct RelayConfig {
+    /// Events read and published per batch.
+    pub batch: i64,
+    /// Poll interval when no notification comes.
+    pub poll: Duration,
+    /// Pause after a failure (NATS or the database away).
+    pub retry: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            batch: 1000,
+            poll: Duration::from_secs(1),
+            retry: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Where the relay is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RelayCheckpoint {
+    /// The last event published.
+    pub point: FeedPoint,
+    /// How many events were published in all.
+    pub published: i64,
+}
+
+/// The relay's checkpoint.
+///
+/// # Errors
+/// The database failed.
+pub async fn checkpoint(pool: &PgPool) -> Result<RelayCheckpoint, StoreError> {
+    let row = sqlx::query("SELECT transaction_id, position, published FROM relay_checkpoint")
+        .fetch_one(pool)
+        .await?;
+    Ok(RelayCheckpoint {
+        point: FeedPoint {
+            transaction_id: row.try_get("transaction_id")?,
+            position: row.try_get("position")?,
+        },
+        published: row.try_get("published")?,
+    })
+}
+
+/// The event store's relay to JetStream.
+#[derive(Clone)]
+pub struct Relay {
+    pool: PgPool,
+    js: jetstream::Context,
+    config: RelayConfig,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl Relay {
+    /// A relay reading `pool` and publishing through `js`.
+    #[must_use]
+    pub fn new(pool: PgPool, js: jetstream::Context, config: RelayConfig) -> Self {
+        Self { pool, js, config }
+    }
+
+    /// Runs until `shutdown` completes: waits for leadership, then
+    /// publishes; on any failure it lets leadership go, pauses and starts
+    /// again, so NATS or the database being away only delays the feed.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => return,
+                outcome = self.lead() => match outcome {
+                    Ok(()) => return,
+                    Err(error) => {
+                        metrics::counter!("clinicbook_relay_failures_total").increment(1);
+                        warn!(%error, "relay failed; retrying");
+                    }
+                },
+            }
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = sleep(self.config.retry) => {}
+            }
+        }
+    }
+
+    /// Takes leadership (waiting for it), then publishes until an error.
+    async fn lead(&self) -> Result<(), StoreError> {
+        let mut leader = self.pool.acquire().await?.detach();
+        let mut waiting_logged = false;
+        loop {
+            let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(LEADER_LOCK)
+                .fetch_one(&mut leader)
+                .await?;
+            if locked {
+                break;
+            }
+            metrics::gauge!("clinicbook_relay_leader").set(0.0);
+            if !waiting_logged {
+                info!("another relay is working; waiting to take over");
+                waiting_logged = true;
+            }
+            sleep(self.config.poll).await;
+        }
+        info!("relay is the leader");
+        metrics::gauge!("clinicbook_relay_leader").set(1.0);
+        let result = self.work(&mut leader).await;
+        metrics::gauge!("clinicbook_relay_leader").set(0.0);
+        result
+    }
+
+    async fn work(&self, leader: &mut PgConnection) -> Result<(), StoreError> {
+        ensure_stream(&self.js).await?;
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(CHANNEL).await?;
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let published = self.publish_batch(leader).await?;
+            if i64::try_from(published).unwrap_or(i64::MAX) >= self.config.batch {
+                continue;
+            }
+            if published > 0 {
+                pause = Duration::from_millis(2);
+                continue;
+            }
+            record_oldest_transaction(leader).await?;
+            // Nothing below the horizon: if events wait above it, a
+            // transaction with a lower id is still open; look again soon.
+            let wait = if self.pending_above_horizon(leader).await? {
+                pause = (pause * 2).min(self.config.poll);
+                pause
+            } else {
+                pause = Duration::from_millis(2);
+                self.config.poll
+            };
+            tokio::select! {
+                notification = listener.recv() => {
+                    notification?;
+                }
+                () = sleep(wait) => {}
+            }
+        }
+    }
+
+    async fn pending_above_horizon(&self, leader: &mut PgConnection) -> Result<bool, StoreError> {
+        let at = read_checkpoint(leader).await?;
+        let pending: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM events
+                             WHERE (transaction_id, position) > ($1::text::xid8, $2))",
+        )
+        .bind(at.transaction_id)
+        .bind(at.position)
+        .fetch_one(&mut *leader)
+        .await?;
+        Ok(pending)
+    }
+
+    /// Publishes the next batch and moves the checkpoint; answers how many
+    /// events it published.
+    async fn publish_batch(&self, leader: &mut PgConnection) -> Result<usize, StoreError> {
+        let at = read_checkpoint(leader).await?;
+        let events = feed::read_after(&mut *leader, at, self.config.batch).await?;
+        let Some(last) = events.last().map(FeedEvent::point) else {
+            return Ok(0);
+        };
+        let mut acks = Vec::with_capacity(events.len());
+        let mut previous = at;
+        for event in &events {
+            let payload = serde_json::to_vec(event).map_err(|source| StoreError::Serde {
+                what: "a feed event".to_owned(),
+                source,
+            })?;
+            let ack = self
+                .js
+                .publish_with_headers(
+                    subject(&event.aggregate_type, &event.aggregate_id),
+                    headers(event, previous),
+                    payload.into(),
+                )
+                .await
+                .map_err(|e| StoreError::Nats(e.to_string()))?;
+            acks.push(ack);
+            previous = event.point();
+        }
+        for ack in acks {
+            ack.await.map_err(|e| StoreError::Nats(e.to_string()))?;
+        }
+        // Moved on the leader's session: if it was lost, so is the lock,
+        // and the update fails instead of racing a new leader.
+        let mut tx = leader.begin().await?;
+        sqlx::query(
+            "UPDATE relay_checkpoint
+                SET transaction_id = $1, position = $2, published = published + $3,
+                    updated_at = now()",
+        )
+        .bind(last.transaction_id)
+        .bind(last.position)
+        .bind(i64::try_from(events.len()).unwrap_or(i64::MAX))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        metrics::counter!("clinicbook_relay_published_total").increment(events.len() as u64);
+        metrics::gauge!("clinicbook_relay_position").set(last.position as f64);
+        debug!(count = events.len(), position = last.position, "published");
+        Ok(events.len())
+    }
+}
+
+/// The headers of `event`, published after `previous`.
+fn headers(event: &FeedEvent, previous: FeedPoint) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "Nats-Msg-Id",
+        format!(
+            "{}/{}/{}",
+            event.aggregate_type, event.aggregate_id, event.sequence
+        )
+        .as_str(),
+    );
+    headers.insert(header::POSITION, event.position.to_string().as_str());
+    headers.insert(
+        header::TRANSACTION,
+        event.transaction_id.to_string().as_str(),
+    );
+    headers.insert(
+        header::PREV_POSITION,
+        previous.position.to_string().as_str(),
+    );
+    headers.insert(
+        header::PREV_TRANSACTION,
+        previous.transaction_id.to_string().as_str(),
+    );
+    headers
+}
+
+async fn read_checkpoint(conn: &mut PgConnection) -> Result<FeedPoint, StoreError> {
+    let row = sqlx::query("SELECT transaction_id, position FROM relay_checkpoint")
+        .fetch_one(conn)
+        .await?;
+    Ok(FeedPoint {
+        transaction_id: row.try_get("transaction_id")?,
+        position: row.try_get("position")?,
+    })
+}
+
+/// Exports the age of the oldest transaction holding an id: it holds the
+/// horizon, and so the whole feed, back.
+async fn record_oldest_transaction(conn: &mut PgConnection) -> Result<(), StoreError> {
+    let age: f64 = sqlx::query_scalar(
+        "SELECT coalesce(extract(epoch FROM now() - min(xact_start)), 0)::float8
+           FROM pg_stat_activity WHERE backend_xid IS NOT NULL",
+    )
+    .fetch_one(conn)
+    .await?;
+    metrics::gauge!("clinicbook_relay_oldest_transaction_seconds").set(age);
+    Ok(())
+}
+
+/// The previous point a relay message names, from its headers.
+#[must_use]
+pub fn previous_point(headers: &HeaderMap) -> Option<FeedPoint> {
+    Some(FeedPoint {
+        transaction_id: headers
+            .get(header::PREV_TRANSACTION)?
+            .as_str()
+            .parse()
+            .ok()?,
+        position: headers.get(header::PREV_POSITION)?.as_str().parse().ok()?,
+    })
+}

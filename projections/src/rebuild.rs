@@ -1,0 +1,281 @@
+//! Rebuilds: replay the event store (not NATS) from the start into fresh
+//! tables in a scratch schema, then swap them in while reads go on.
+//!
+//! The swap is one transaction: it locks the projection's checkpoint row
+//! (the live projector waits), applies whatever was committed since the
+//! replay's last batch, drops the live tables, moves the new ones into
+//! `read` and sets the checkpoint to the replay's last event. Readers wait
+//! for that transaction and then read the new tables; the live projector
+//! then goes on from the new checkpoint, skipping what the rebuild applied.
+
+use clinicbook_eventstore::{feed, FeedPoint};
+use sqlx::{Connection, PgConnection, Row};
+
+use crate::checkpoint::{apply_in, create_tables, ddl_hash, READ_SCHEMA};
+use crate::{Projection, ProjectionError, ReadModels};
+
+/// Events per transaction while replaying.
+const REPLAY_BATCH: i64 = 5000;
+
+/// What a rebuild did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rebuilt {
+    /// Events applied.
+    pub events: u64,
+    /// The last event applied.
+    pub point: FeedPoint,
+}
+
+/// One table's difference between two builds of a projection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableDiff {
+    /// Table name.
+    pub table: String,
+    /// Rows only in the first schema.
+    pub only_in_first: i64,
+    /// Rows only in the second schema.
+    pub only_in_second: i64,
+}
+
+/// The scratch schema a projection is rebuilt in.
+#[must_use]
+pub fn scratch_schema(projection: &Projection) -> String {
+    format!("rebuild_{}", projection.name)
+}
+
+/// Rebuilds `projection` from the event store and swaps the new tables in.
+/// `progress` is called after every batch with the events applied so far.
+///
+/// # Errors
+/// The database failed or an event could not be applied; the live tables
+/// are then untouched.
+pub async fn rebuild(
+    read: &ReadModels,
+    projection: &Projection,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Rebuilt, ProjectionError> {
+    let schema = scratch_schema(projection);
+    let mut conn = read.pool().acquire().await?.detach();
+    // One rebuild of a projection at a time (held until `conn` closes).
+    sqlx::query("SELECT pg_advisory_lock(hashtext('clinicbook.rebuild.' || $1))")
+        .bind(projection.name)
+        .execute(&mut conn)
+        .await?;
+    let built = build_into(&mut conn, projection, &schema, progress).await?;
+    let swapped = swap(&mut conn, projection, &schema, built).await?;
+    conn.close().await?;
+    Ok(swapped)
+}
+
+/// Builds `projection` from the event store into `schema`, which is
+/// dropped first if it exists. Answers what it applied.
+///
+/// # Errors
+/// The database failed or an event could not be applied.
+pub async fn build_into(
+    conn: &mut PgConnection,
+    projection: &Projection,
+    schema: &str,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Rebuilt, ProjectionError> {
+    build_until(conn, projection, schema, None, progress).await
+}
+
+/// [`build_into`], stopping after the event at `until` when given.
+async fn build_until(
+    conn: &mut PgConnection,
+    projection: &Projection,
+    schema: &str,
+    until: Option<FeedPoint>,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Rebuilt, ProjectionError> {
+    let quoted = quote(schema);
+    let mut tx = conn.begin().await?;
+    sqlx::raw_sql(&format!(
+        "DROP SCHEMA IF EXISTS {quoted} CASCADE; CREATE SCHEMA {quoted};"
+    ))
+    .execute(&mut *tx)
+    .await?;
+    create_tables(&mut tx, schema, projection).await?;
+    tx.commit().await?;
+    let mut built = Rebuilt {
+        events: 0,
+        point: FeedPoint::START,
+    };
+    loop {
+        let mut tx = conn.begin().await?;
+        let applied = replay_batch(&mut tx, projection, schema, until, &mut built).await?;
+        tx.commit().await?;
+        if applied == 0 {
+            return Ok(built);
+        }
+        progress(built.events);
+    }
+}
+
+/// Applies the next batch of the feed after `built.point` (up to `until`) to `schema`;
+/// answers how many events it applied.
+async fn replay_batch(
+    conn: &mut PgConnection,
+    projection: &Projection,
+    schema: &str,
+    until: Option<FeedPoint>,
+    built: &mut Rebuilt,
+) -> Result<usize, ProjectionError> {
+    if until.is_some_and(|until| built.point >= until) {
+        return Ok(0);
+    }
+    let mut events = feed::read_after(&mut *conn, built.point, REPLAY_BATCH).await?;
+    if let Some(until) = until {
+        events.retain(|event| event.point() <= until);
+    }
+    let Some(last) = events.last().map(clinicbook_eventstore::FeedEvent::point) else {
+        return Ok(0);
+    };
+    apply_in(conn, schema, projection, &events).await?;
+    built.point = last;
+    built.events += events.len() as u64;
+    Ok(events.len())
+}
+
+async fn swap(
+    conn: &mut PgConnection,
+    projection: &Projection,
+    schema: &str,
+    mut built: Rebuilt,
+) -> Result<Rebuilt, ProjectionError> {
+    let mut tx = conn.begin().await?;
+    sqlx::query(
+        "INSERT INTO read.checkpoints (projection) VALUES ($1) ON CONFLICT (projection) DO NOTHING",
+    )
+    .bind(projection.name)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("SELECT 1 FROM read.checkpoints WHERE projection = $1 FOR UPDATE")
+        .bind(projection.name)
+        .execute(&mut *tx)
+        .await?;
+    // The live projector is held: bring the new tables to the head.
+    while replay_batch(&mut tx, projection, schema, None, &mut built).await? > 0 {}
+    for table in tables(&mut tx, schema).await? {
+        let table = quote(&table);
+        sqlx::raw_sql(&format!(
+            "DROP TABLE IF EXISTS {READ_SCHEMA}.{table} CASCADE;
+             ALTER TABLE {}.{table} SET SCHEMA {READ_SCHEMA};",
+            quote(schema)
+        ))
+        .execute(&mut *tx)
+        .await?;
+    }
+    sqlx::query(
+        "UPDATE read.checkpoints
+            SET transaction_id = $2, position = $3, applied = $4, ddl_hash = $5, updated_at = now()
+          WHERE projection = $1",
+    )
+    .bind(projection.name)
+    .bind(built.point.transaction_id)
+    .bind(built.point.position)
+    .bind(i64::try_from(built.events).unwrap_or(i64::MAX))
+    .bind(ddl_hash(projection))
+    .execute(&mut *tx)
+    .await?;
+    sqlx::raw_sql(&format!("DROP SCHEMA {} CASCADE", quote(schema)))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(built)
+}
+
+/// The tables of `schema`, by name.
+async fn tables(conn: &mut PgConnection, schema: &str) -> Result<Vec<String>, ProjectionError> {
+    let rows = sqlx::query("SELECT tablename FROM pg_tables WHERE schemaname = $1 ORDER BY 1")
+        .bind(schema)
+        .fetch_all(conn)
+        .await?;
+    rows.iter()
+        .map(|row| row.try_get("tablename").map_err(ProjectionError::from))
+        .collect()
+}
+
+/// Compares every table of `projection` built in schema `first` with the
+/// same table in `second`, row by row (as text, duplicates counted);
+/// answers the tables that differ.
+///
+/// # Errors
+/// The database failed (a table missing from `second` among them).
+pub async fn diff(
+    read: &ReadModels,
+    first: &str,
+    second: &str,
+) -> Result<Vec<TableDiff>, ProjectionError> {
+    let mut conn = read.pool().acquire().await?;
+    let mut diffs = Vec::new();
+    for table in tables(&mut conn, first).await? {
+        let (a, b, t) = (quote(first), quote(second), quote(&table));
+        let row = sqlx::query(&format!(
+            "SELECT
+               (SELECT count(*) FROM (SELECT x::text FROM {a}.{t} x
+                                      EXCEPT ALL SELECT y::text FROM {b}.{t} y) d) AS only_first,
+               (SELECT count(*) FROM (SELECT y::text FROM {b}.{t} y
+                                      EXCEPT ALL SELECT x::text FROM {a}.{t} x) d) AS only_second"
+        ))
+        .fetch_one(&mut *conn)
+        .await?;
+        let only_in_first: i64 = row.try_get("only_first")?;
+        let only_in_second: i64 = row.try_get("only_second")?;
+        if only_in_first != 0 || only_in_second != 0 {
+            diffs.push(TableDiff {
+                table,
+                only_in_first,
+                only_in_second,
+            });
+        }
+    }
+    Ok(diffs)
+}
+
+/// Rebuilds `projection` into `schema` (a scratch schema; dropped first if
+/// it exists) up to exactly the live projection's checkpoint, without
+/// touching the live tables, and compares the result with the live tables
+/// in `read`. The live projector is held (its checkpoint row locked) for
+/// the duration, so the two builds are compared at one point of the feed.
+/// The scratch schema is dropped after.
+///
+/// # Errors
+/// The database failed or an event could not be applied.
+pub async fn check_against_live(
+    read: &ReadModels,
+    projection: &Projection,
+    schema: &str,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(Rebuilt, Vec<TableDiff>), ProjectionError> {
+    let mut hold = read.pool().begin().await?;
+    let live = sqlx::query(
+        "SELECT transaction_id, position FROM read.checkpoints WHERE projection = $1 FOR SHARE",
+    )
+    .bind(projection.name)
+    .fetch_optional(&mut *hold)
+    .await?
+    .map(|row| -> Result<FeedPoint, sqlx::Error> {
+        Ok(FeedPoint {
+            transaction_id: row.try_get("transaction_id")?,
+            position: row.try_get("position")?,
+        })
+    })
+    .transpose()?
+    .ok_or_else(|| ProjectionError::UnknownProjection(projection.name.to_owned()))?;
+    let mut conn = read.pool().acquire().await?.detach();
+    let built = build_until(&mut conn, projection, schema, Some(live), progress).await?;
+    let diffs = diff(read, schema, READ_SCHEMA).await;
+    sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {} CASCADE", quote(schema)))
+        .execute(&mut conn)
+        .await?;
+    conn.close().await?;
+    hold.commit().await?;
+    Ok((built, diffs?))
+}
+
+/// A quoted SQL identifier.
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}

@@ -1,0 +1,244 @@
+//! Projectors: durable JetStream pull consumers that apply the relay's
+//! messages to read models.
+//!
+//! A projector catches up from the event store when it starts (its
+//! consumer only delivers what is published after it is first created),
+//! then takes messages as they come, a batch at a time: events at or before
+//! its checkpoint are skipped; a message whose previous point is not the
+//! projector's checkpoint means something was lost on the way, and the
+//! missing range is read from the events table. The batch and the
+//! checkpoint commit together, and only then are the messages acked. When
+//! no message comes for a while it looks at the event store again, so a
+//! message lost at the end of the stream, or NATS being away, only delays
+//! a read model.
+
+use std::future::Future;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+use async_nats::jetstream::{self, Message};
+use chrono::Utc;
+use clinicbook_eventstore::relay::{self, previous_point};
+use clinicbook_eventstore::{feed, FeedEvent};
+use futures::{FutureExt, StreamExt};
+use tokio::time::{sleep, timeout};
+use tracing::{debug, warn};
+
+use crate::{Projection, ProjectionError, ReadModels};
+
+/// How a projector works.
+#[derive(Clone, Debug)]
+pub struct ProjectorConfig {
+    /// Most messages applied in one transaction.
+    pub batch: usize,
+    /// Without messages for this long, look at the event store.
+    pub idle: Duration,
+    /// Pause after a failure.
+    pub retry: Duration,
+}
+
+impl Default for ProjectorConfig {
+    fn default() -> Self {
+        Self {
+            batch: 500,
+            idle: Duration::from_secs(1),
+            retry: Duration::from_millis(500),
+        }
+    }
+}
+
+/// The durable consumer name of a projection.
+#[must_use]
+pub fn consumer_name(projection: &str) -> String {
+    format!("projector-{projection}")
+}
+
+/// Creates (or finds) the durable pull consumer `name` on the events stream.
+///
+/// # Errors
+/// NATS failed.
+pub async fn consumer(
+    js: &jetstream::Context,
+    name: &str,
+) -> Result<jetstream::consumer::Consumer<pull::Config>, ProjectionError> {
+    let stream = relay::ensure_stream(js).await?;
+    stream
+        .get_or_create_consumer(
+            name,
+            pull::Config {
+                durable_name: Some(name.to_owned()),
+                ack_policy: AckPolicy::Explicit,
+                deliver_policy: DeliverPolicy::New,
+                ack_wait: Duration::from_secs(30),
+                max_ack_pending: 20_000,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| ProjectionError::Nats(e.to_string()))
+}
+
+/// One projection's projector.
+pub struct Projector {
+    read: ReadModels,
+    js: jetstream::Context,
+    projection: &'static Projection,
+    config: ProjectorConfig,
+}
+
+impl std::fmt::Debug for Projector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Projector")
+            .field("projection", &self.projection.name)
+            .finish()
+    }
+}
+
+impl Projector {
+    /// A projector of `projection`.
+    #[must_use]
+    pub fn new(
+        read: ReadModels,
+        js: jetstream::Context,
+        projection: &'static Projection,
+        config: ProjectorConfig,
+    ) -> Self {
+        Self {
+            read,
+            js,
+            projection,
+            config,
+        }
+    }
+
+    /// Runs until `shutdown` completes; failures (NATS or the database
+    /// away) pause it and start it again.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let name = self.projection.name;
+        loop {
+            tokio::select! {
+                () = &mut shutdown => return,
+                outcome = self.consume() => {
+                    if let Err(error) = outcome {
+                        metrics::counter!("clinicbook_projector_failures_total", "projection" => name)
+                            .increment(1);
+                        warn!(projection = name, %error, "projector failed; retrying");
+                    }
+                }
+            }
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = sleep(self.config.retry) => {}
+            }
+        }
+    }
+
+    async fn consume(&self) -> Result<(), ProjectionError> {
+        self.read.ensure(self.projection).await?;
+        // Without NATS, keep the read model moving from the event store.
+        let consumer = loop {
+            match consumer(&self.js, &consumer_name(self.projection.name)).await {
+                Ok(consumer) => break consumer,
+                Err(error) => {
+                    debug!(projection = self.projection.name, %error, "no consumer yet");
+                    self.catch_up().await?;
+                    sleep(self.config.idle).await;
+                }
+            }
+        };
+        self.catch_up().await?;
+        let mut messages = consumer
+            .stream()
+            .max_messages_per_batch(self.config.batch)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await
+            .map_err(|e| ProjectionError::Nats(e.to_string()))?;
+        loop {
+            let first = match timeout(self.config.idle, messages.next()).await {
+                Err(_) => {
+                    self.catch_up().await?;
+                    continue;
+                }
+                Ok(None) => return Err(ProjectionError::Nats("message stream ended".into())),
+                Ok(Some(Err(e))) => return Err(ProjectionError::Nats(e.to_string())),
+                Ok(Some(Ok(message))) => message,
+            };
+            let mut batch = vec![first];
+            while batch.len() < self.config.batch {
+                match messages.next().now_or_never() {
+                    Some(Some(Ok(message))) => batch.push(message),
+                    Some(Some(Err(e))) => return Err(ProjectionError::Nats(e.to_string())),
+                    _ => break,
+                }
+            }
+            self.handle(&batch).await?;
+        }
+    }
+
+    async fn catch_up(&self) -> Result<(), ProjectionError> {
+        let applied = self.read.catch_up(self.projection, 1000).await?;
+        if applied > 0 {
+            metrics::counter!("clinicbook_projector_caught_up_total", "projection" => self.projection.name)
+                .increment(applied);
+            debug!(
+                projection = self.projection.name,
+                applied, "caught up from the event store"
+            );
+        }
+        Ok(())
+    }
+
+    /// Applies a batch of messages (filling gaps from the event store),
+    /// then acks them.
+    async fn handle(&self, batch: &[Message]) -> Result<(), ProjectionError> {
+        let name = self.projection.name;
+        let mut cursor = self.read.checkpoint(name).await?.point;
+        let mut events: Vec<FeedEvent> = Vec::with_capacity(batch.len());
+        for message in batch {
+            let event: FeedEvent = match serde_json::from_slice(&message.payload) {
+                Ok(event) => event,
+                Err(error) => {
+                    warn!(projection = name, %error, subject = %message.subject, "not a feed event; dropped");
+                    continue;
+                }
+            };
+            if event.point() <= cursor {
+                continue;
+            }
+            let previous = message.headers.as_ref().and_then(previous_point);
+            if previous != Some(cursor) {
+                let missing = feed::read_between(self.read.pool(), cursor, event.point()).await?;
+                if !missing.is_empty() {
+                    metrics::counter!("clinicbook_projector_gap_events_total", "projection" => name)
+                        .increment(missing.len() as u64);
+                    warn!(
+                        projection = name,
+                        missing = missing.len(),
+                        "gap in the stream; filled from the event store"
+                    );
+                }
+                events.extend(missing);
+            }
+            cursor = event.point();
+            events.push(event);
+        }
+        if let Some(last) = events.last() {
+            let recorded_at = last.recorded_at;
+            let point = self.read.apply(self.projection, &events).await?;
+            let lag = (Utc::now() - recorded_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
+            metrics::histogram!("clinicbook_projection_lag_seconds", "projection" => name)
+                .record(lag);
+            metrics::gauge!("clinicbook_projection_position", "projection" => name)
+                .set(point.position as f64);
+        }
+        for message in batch {
+            if let Err(error) = message.ack().await {
+                debug!(projection = name, %error, "ack failed; the message comes again and is skipped");
+            }
+        }
+        Ok(())
+    }
+}
