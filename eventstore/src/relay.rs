@@ -32,6 +32,95 @@ use crate::feed::{self, FeedEvent, FeedPoint};
 pub const STREAM: &str = "CLINICBOOK_EVENTS";
 /// Subjects are `clinicbook.events.<aggregate_type>.<aggregate_id>`.
 pub const SUBJECT_PREFIX: &str = "clinicbook.events";
+
+/// Names in NATS: the stream, its subjects and consumers. Deployments
+/// sharing one nats-server (the tests, which give each database its own)
+/// use a namespace; the default is [`STREAM`] and [`SUBJECT_PREFIX`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Topology {
+    /// The stream's name.
+    pub stream: String,
+    /// Subjects are `<prefix>.<aggregate_type>.<aggregate_id>`.
+    pub subject_prefix: String,
+    /// Prefixed to durable consumer names.
+    pub consumer_prefix: String,
+}
+
+impl Default for Topology {
+    fn default() -> Self {
+        Self {
+            stream: STREAM.to_owned(),
+            subject_prefix: SUBJECT_PREFIX.to_owned(),
+            consumer_prefix: String::new(),
+        }
+    }
+}
+
+impl Topology {
+    /// Names of their own for `namespace` (letters, digits, `_` and `-`
+    /// kept; anything else becomes `_`).
+    #[must_use]
+    pub fn namespaced(namespace: &str) -> Self {
+        let ns: String = namespace
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+            .collect();
+        Self {
+            stream: format!("{STREAM}_{ns}"),
+            subject_prefix: format!("clinicbook.{ns}.events"),
+            consumer_prefix: format!("{ns}-"),
+        }
+    }
+
+    /// The subject of an event: one token per aggregate type and id, with
+    /// the characters NATS gives a meaning to (`.`, `*`, `>`, whitespace)
+    /// replaced.
+    #[must_use]
+    pub fn subject(&self, aggregate_type: &str, aggregate_id: &str) -> String {
+        format!(
+            "{}.{}.{}",
+            self.subject_prefix,
+            token(aggregate_type),
+            token(aggregate_id)
+        )
+    }
+
+    /// A durable consumer's name.
+    #[must_use]
+    pub fn consumer(&self, name: &str) -> String {
+        format!("{}{name}", self.consumer_prefix)
+    }
+
+    /// Creates the events stream if it does not exist (file storage, two
+    /// minutes of duplicate detection) and answers it.
+    ///
+    /// # Errors
+    /// NATS failed.
+    pub async fn ensure_stream(
+        &self,
+        js: &jetstream::Context,
+    ) -> Result<stream::Stream, StoreError> {
+        js.get_or_create_stream(stream::Config {
+            name: self.stream.clone(),
+            subjects: vec![format!("{}.>", self.subject_prefix)],
+            storage: stream::StorageType::File,
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| StoreError::Nats(e.to_string()))
+    }
+}
+
+fn token(raw: &str) -> String {
+    raw.chars()
+        .map(|c| match c {
+            '.' | '*' | '>' => '_',
+            c if c.is_whitespace() => '_',
+            c => c,
+        })
+        .collect()
+}
 /// The notification channel committing transactions signal.
 pub const CHANNEL: &str = "clinicbook_events";
 /// Advisory-lock key of the relay's leadership.
@@ -49,43 +138,6 @@ pub mod header {
     pub const PREV_TRANSACTION: &str = "Clinicbook-Prev-Transaction-Id";
 }
 
-/// The subject of an event: one token per aggregate type and id, with the
-/// characters NATS gives a meaning to (`.`, `*`, `>`, whitespace) replaced.
-#[must_use]
-pub fn subject(aggregate_type: &str, aggregate_id: &str) -> String {
-    let token = |raw: &str| -> String {
-        raw.chars()
-            .map(|c| match c {
-                '.' | '*' | '>' => '_',
-                c if c.is_whitespace() => '_',
-                c => c,
-            })
-            .collect()
-    };
-    format!(
-        "{SUBJECT_PREFIX}.{}.{}",
-        token(aggregate_type),
-        token(aggregate_id)
-    )
-}
-
-/// Creates the events stream if it does not exist (file storage, two
-/// minutes of duplicate detection) and answers it.
-///
-/// # Errors
-/// NATS failed.
-pub async fn ensure_stream(js: &jetstream::Context) -> Result<stream::Stream, StoreError> {
-    js.get_or_create_stream(stream::Config {
-        name: STREAM.to_owned(),
-        subjects: vec![format!("{SUBJECT_PREFIX}.>")],
-        storage: stream::StorageType::File,
-        duplicate_window: Duration::from_secs(120),
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| StoreError::Nats(e.to_string()))
-}
-
 /// How the relay works.
 #[derive(Clone, Debug)]
 pub struct RelayConfig {
@@ -95,6 +147,8 @@ pub struct RelayConfig {
     pub poll: Duration,
     /// Pause after a failure (NATS or the database away).
     pub retry: Duration,
+    /// Names in NATS.
+    pub topology: Topology,
 }
 
 impl Default for RelayConfig {
@@ -103,6 +157,7 @@ impl Default for RelayConfig {
             batch: 1000,
             poll: Duration::from_secs(1),
             retry: Duration::from_millis(500),
+            topology: Topology::default(),
         }
     }
 }
@@ -206,7 +261,7 @@ impl Relay {
     }
 
     async fn work(&self, leader: &mut PgConnection) -> Result<(), StoreError> {
-        ensure_stream(&self.js).await?;
+        self.config.topology.ensure_stream(&self.js).await?;
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen(CHANNEL).await?;
         let mut pause = Duration::from_millis(2);
@@ -269,7 +324,9 @@ impl Relay {
             let ack = self
                 .js
                 .publish_with_headers(
-                    subject(&event.aggregate_type, &event.aggregate_id),
+                    self.config
+                        .topology
+                        .subject(&event.aggregate_type, &event.aggregate_id),
                     headers(event, previous),
                     payload.into(),
                 )

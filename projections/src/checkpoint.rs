@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use clinicbook_eventstore::feed;
 use clinicbook_eventstore::{FeedEvent, FeedPoint};
+use futures::future::BoxFuture;
 use sha2::{Digest, Sha256};
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{Executor, PgConnection, PgPool, Row};
 use tokio::time::Instant;
 
 use crate::{Projection, ProjectionError};
@@ -216,14 +217,20 @@ impl ReadModels {
 ///
 /// # Errors
 /// The database failed or the DDL is invalid.
-pub async fn create_tables(
-    conn: &mut PgConnection,
-    schema: &str,
-    projection: &Projection,
-) -> Result<(), ProjectionError> {
-    set_search_path(conn, schema).await?;
-    sqlx::raw_sql(projection.ddl).execute(&mut *conn).await?;
-    Ok(())
+pub fn create_tables<'a>(
+    conn: &'a mut PgConnection,
+    schema: &'a str,
+    projection: &'a Projection,
+) -> BoxFuture<'a, Result<(), ProjectionError>> {
+    // Boxed so callers' futures stay provably `Send` (sqlx's generic
+    // executors otherwise trip the compiler's higher-ranked checks).
+    Box::pin(async move {
+        set_search_path(conn, schema).await?;
+        // The trait method, not `RawSql::execute`: the latter's generic
+        // executor trips the compiler's `Send` proof in spawned tasks.
+        Executor::execute(&mut *conn, sqlx::raw_sql(projection.ddl)).await?;
+        Ok(())
+    })
 }
 
 /// Applies `events` to `projection`'s tables in `schema`, inside the
@@ -231,14 +238,16 @@ pub async fn create_tables(
 ///
 /// # Errors
 /// The database failed or an event could not be applied.
-pub async fn apply_in(
-    conn: &mut PgConnection,
-    schema: &str,
-    projection: &Projection,
-    events: &[FeedEvent],
-) -> Result<(), ProjectionError> {
-    set_search_path(conn, schema).await?;
-    (projection.apply)(conn, events).await
+pub fn apply_in<'a>(
+    conn: &'a mut PgConnection,
+    schema: &'a str,
+    projection: &'a Projection,
+    events: &'a [FeedEvent],
+) -> BoxFuture<'a, Result<(), ProjectionError>> {
+    Box::pin(async move {
+        set_search_path(conn, schema).await?;
+        (projection.apply)(conn, events).await
+    })
 }
 
 async fn set_search_path(conn: &mut PgConnection, schema: &str) -> Result<(), ProjectionError> {

@@ -24,6 +24,9 @@ pub enum ProjectionError {
     /// NATS failed or could not be reached.
     #[error("NATS error: {0}")]
     Nats(String),
+    /// The waitlist matcher's booking failed in a way worth retrying.
+    #[error("booking failed: {0}")]
+    Booking(String),
     /// No projection has that name.
     #[error("no projection is called {0:?}")]
     UnknownProjection(String),

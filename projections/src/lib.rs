@@ -18,6 +18,8 @@ pub mod models;
 pub mod query;
 pub mod rebuild;
 pub mod runtime;
+pub mod service;
+pub mod waitlist;
 
 pub use checkpoint::ReadModels;
 pub use error::ProjectionError;

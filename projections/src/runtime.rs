@@ -18,7 +18,7 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use async_nats::jetstream::{self, Message};
 use chrono::Utc;
-use clinicbook_eventstore::relay::{self, previous_point};
+use clinicbook_eventstore::relay::{previous_point, Topology};
 use clinicbook_eventstore::{feed, FeedEvent};
 use futures::{FutureExt, StreamExt};
 use tokio::time::{sleep, timeout};
@@ -35,6 +35,8 @@ pub struct ProjectorConfig {
     pub idle: Duration,
     /// Pause after a failure.
     pub retry: Duration,
+    /// Names in NATS.
+    pub topology: Topology,
 }
 
 impl Default for ProjectorConfig {
@@ -43,14 +45,9 @@ impl Default for ProjectorConfig {
             batch: 500,
             idle: Duration::from_secs(1),
             retry: Duration::from_millis(500),
+            topology: Topology::default(),
         }
     }
-}
-
-/// The durable consumer name of a projection.
-#[must_use]
-pub fn consumer_name(projection: &str) -> String {
-    format!("projector-{projection}")
 }
 
 /// Creates (or finds) the durable pull consumer `name` on the events stream.
@@ -59,14 +56,16 @@ pub fn consumer_name(projection: &str) -> String {
 /// NATS failed.
 pub async fn consumer(
     js: &jetstream::Context,
+    topology: &Topology,
     name: &str,
 ) -> Result<jetstream::consumer::Consumer<pull::Config>, ProjectionError> {
-    let stream = relay::ensure_stream(js).await?;
+    let stream = topology.ensure_stream(js).await?;
+    let name = topology.consumer(name);
     stream
         .get_or_create_consumer(
-            name,
+            &name,
             pull::Config {
-                durable_name: Some(name.to_owned()),
+                durable_name: Some(name.clone()),
                 ack_policy: AckPolicy::Explicit,
                 deliver_policy: DeliverPolicy::New,
                 ack_wait: Duration::from_secs(30),
@@ -138,7 +137,13 @@ impl Projector {
         self.read.ensure(self.projection).await?;
         // Without NATS, keep the read model moving from the event store.
         let consumer = loop {
-            match consumer(&self.js, &consumer_name(self.projection.name)).await {
+            match consumer(
+                &self.js,
+                &self.config.topology,
+                &format!("projector-{}", self.projection.name),
+            )
+            .await
+            {
                 Ok(consumer) => break consumer,
                 Err(error) => {
                     debug!(projection = self.projection.name, %error, "no consumer yet");

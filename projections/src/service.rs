@@ -1,0 +1,113 @@
+//! Starting the read side's background work: the relay, the projectors
+//! and the waitlist matcher, each a task that stops when asked.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use clinicbook_eventstore::relay::{Relay, RelayConfig, Topology};
+use sqlx::PgPool;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::runtime::{Projector, ProjectorConfig};
+use crate::waitlist::{Matcher, WaitlistBooker, WAITLIST};
+use crate::{projections, ProjectionError, ReadModels};
+
+/// Connects to NATS at `url` and answers its JetStream context. The client
+/// reconnects by itself; the first connection is retried too, so a process
+/// may start before nats-server does.
+///
+/// # Errors
+/// The URL is invalid.
+pub async fn connect(url: &str) -> Result<jetstream::Context, ProjectionError> {
+    let client = async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .connection_timeout(Duration::from_secs(2))
+        .name("clinicbook")
+        .connect(url)
+        .await
+        .map_err(|e| ProjectionError::Nats(e.to_string()))?;
+    Ok(jetstream::new(client))
+}
+
+/// Background tasks of the read side, stopped together.
+#[derive(Debug)]
+pub struct Background {
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl Default for Background {
+    fn default() -> Self {
+        Self {
+            stop: watch::channel(false).0,
+            tasks: JoinSet::new(),
+        }
+    }
+}
+
+impl Background {
+    /// No tasks yet.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut stop = self.stop.subscribe();
+        async move {
+            // An error means the sender is gone: stop as well.
+            let _ = stop.wait_for(|stop| *stop).await;
+        }
+    }
+
+    /// Starts the relay.
+    pub fn relay(&mut self, pool: PgPool, js: jetstream::Context, topology: Topology) {
+        let relay = Relay::new(
+            pool,
+            js,
+            RelayConfig {
+                topology,
+                ..RelayConfig::default()
+            },
+        );
+        let stopped = self.stopped();
+        self.tasks.spawn(relay.run(stopped));
+    }
+
+    /// Starts one projector per projection, and the waitlist matcher when a
+    /// booker is given.
+    pub fn projectors(
+        &mut self,
+        read: &ReadModels,
+        js: &jetstream::Context,
+        topology: &Topology,
+        booker: Option<Arc<dyn WaitlistBooker>>,
+    ) {
+        let config = ProjectorConfig {
+            topology: topology.clone(),
+            ..ProjectorConfig::default()
+        };
+        let mut all: Vec<&'static crate::Projection> = projections().iter().collect();
+        if booker.is_some() {
+            all.push(&WAITLIST);
+        }
+        for projection in all {
+            let projector = Projector::new(read.clone(), js.clone(), projection, config.clone());
+            let stopped = self.stopped();
+            self.tasks.spawn(projector.run(stopped));
+        }
+        if let Some(booker) = booker {
+            let matcher = Matcher::new(read.clone(), booker, Duration::from_millis(200));
+            let stopped = self.stopped();
+            self.tasks.spawn(matcher.run(stopped));
+        }
+    }
+
+    /// Asks every task to stop and waits for them.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
