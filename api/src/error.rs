@@ -16,12 +16,14 @@
 //! | other business rules (`insufficient_funds`, `no_sessions_left`, …) and `idempotency_key_reused` | 422 | as named |
 //! | rate limit | 429 | `rate_limited` |
 //! | storage unavailable, timeout | 503 | `unavailable` |
+//! | read model behind the asked `min_position` after 5 s | 503 | `projection_lagging` |
 //! | anything else | 500 | `internal` (the body says nothing internal; the cause is logged) |
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use clinicbook_commands::CommandError;
 use clinicbook_domain::DomainError;
+use clinicbook_projections::ProjectionError;
 use serde::Serialize;
 
 /// The problem+json media type.
@@ -151,6 +153,34 @@ fn domain_status(e: &DomainError) -> StatusCode {
 impl From<DomainError> for ApiError {
     fn from(e: DomainError) -> Self {
         ApiError::new(domain_status(&e), e.code(), e.to_string())
+    }
+}
+
+impl From<ProjectionError> for ApiError {
+    fn from(e: ProjectionError) -> Self {
+        match e {
+            ProjectionError::Lagging { projection, position } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "projection_lagging",
+                format!("the {projection} read model has not reached position {position} yet; try again"),
+            ),
+            ProjectionError::Invalid { field, reason } => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_input",
+                format!("{field}: {reason}"),
+            ),
+            ProjectionError::UnknownProjection(name) => {
+                ApiError::not_found(format!("no projection is called {name:?}"))
+            }
+            other => {
+                tracing::error!(error = %other, "read model error");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the read models cannot be reached right now; try again",
+                )
+            }
+        }
     }
 }
 

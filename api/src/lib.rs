@@ -26,6 +26,7 @@ use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
 pub mod auth;
+pub mod background;
 pub mod call;
 pub mod demo;
 pub mod error;
@@ -93,6 +94,16 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::admin::routes())
         .merge(routes::booking::routes())
         .merge(routes::money::routes())
+}
+
+/// Only `/healthz`, `/readyz` and `/metrics`: what a relay or projector
+/// process serves.
+pub fn ops_router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", axum::routing::get(ops::healthz))
+        .route("/readyz", axum::routing::get(ops::readyz))
+        .route("/metrics", axum::routing::get(ops::metrics))
+        .with_state(state)
 }
 
 /// The whole application: every route with its middleware, outer to

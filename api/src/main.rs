@@ -8,10 +8,16 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use clinicbook_api::auth::{AuthKeys, Role};
+use clinicbook_api::background::ServeRole;
 use clinicbook_api::{AppState, Limits};
 use clinicbook_commands::{Clock, Commands};
+use clinicbook_eventstore::relay::Topology;
 use clinicbook_eventstore::{EventStore, StoreConfig};
+use clinicbook_projections::service::Background;
+use clinicbook_projections::ReadModels;
 use secrecy::SecretString;
+
+mod tools;
 
 /// clinicbook: an event-sourced booking engine for multi-branch clinics.
 #[derive(Debug, Parser)]
@@ -51,6 +57,29 @@ enum Command {
     /// Load a demo data set into a running server through its API, then
     /// print a summary and curl commands to try it.
     Demo(DemoArgs),
+    /// Rebuild a projection (or `all`) from the event store into fresh
+    /// tables and swap them in while reads go on.
+    Rebuild {
+        /// The projection's name, or `all`.
+        projection: String,
+        /// PostgreSQL URL.
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+    },
+    /// Read-side tools.
+    #[command(subcommand)]
+    Projections(ProjectionsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ProjectionsCommand {
+    /// Print each projector's checkpoint and how far it is behind the
+    /// event store, and the relay's.
+    Status {
+        /// PostgreSQL URL.
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -79,6 +108,14 @@ struct ServeArgs {
     /// Seconds after which a request is answered 503.
     #[arg(long, env = "CLINICBOOK_REQUEST_TIMEOUT", default_value_t = 30)]
     request_timeout: u64,
+    /// What this process runs: everything, or the API, the relay or the
+    /// projectors alone (to scale out).
+    #[arg(long, env = "CLINICBOOK_ROLE", value_enum, default_value = "all")]
+    role: ServeRole,
+    /// Namespace of this deployment's NATS stream and consumers, for
+    /// several deployments sharing one nats-server (empty: the defaults).
+    #[arg(long, env = "CLINICBOOK_NATS_NAMESPACE", default_value = "")]
+    nats_namespace: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -127,6 +164,13 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate { database_url } => migrate(&database_url).await,
         Command::Token(args) => token(&args),
         Command::Demo(args) => demo(&args).await,
+        Command::Rebuild {
+            projection,
+            database_url,
+        } => tools::rebuild(&database_url, &projection).await,
+        Command::Projections(ProjectionsCommand::Status { database_url }) => {
+            tools::status(&database_url).await
+        }
     }
 }
 
@@ -271,9 +315,29 @@ async fn run_server(
         total = summary.total,
         "database schema up to date"
     );
+    let read = ReadModels::new(pool.clone());
     let store = EventStore::new(pool, StoreConfig::default());
+    let commands = Commands::new(store, Clock::system());
+    let background = match nats_url {
+        Some(url) => {
+            let topology = if args.nats_namespace.is_empty() {
+                Topology::default()
+            } else {
+                Topology::namespaced(&args.nats_namespace)
+            };
+            clinicbook_api::background::start(args.role, &commands, &read, url, &topology)
+                .await
+                .context("cannot start the read side (check NATS_URL)")?
+        }
+        None => {
+            tracing::warn!("no NATS_URL: the relay and projectors do not run");
+            Background::new()
+        }
+    };
+    tracing::info!(role = ?args.role, "serving");
     let state = AppState {
-        commands: Commands::new(store, Clock::system()),
+        commands,
+        read,
         auth: Arc::new(AuthKeys::new(&secret(&args.secret)?)),
         metrics: clinicbook_api::metrics_handle(),
         nats_addr: nats_url.map(host_port),
@@ -288,12 +352,14 @@ async fn run_server(
         .with_context(|| format!("cannot listen on {}", args.bind))?;
     let local = listener.local_addr()?;
     tracing::info!(%local, "clinicbook listening; API docs at http://{local}/docs");
-    clinicbook_api::serve(
-        listener,
-        clinicbook_api::router(state, limits),
-        clinicbook_api::shutdown_signal(),
-    )
-    .await?;
+    let router = if args.role.serves_api() {
+        clinicbook_api::router(state, limits)
+    } else {
+        clinicbook_api::ops_router(state)
+    };
+    let served = clinicbook_api::serve(listener, router, clinicbook_api::shutdown_signal()).await;
+    background.shutdown().await;
+    served?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use clinicbook_commands::Commands;
+use clinicbook_projections::ReadModels;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::auth::AuthKeys;
@@ -12,6 +13,8 @@ use crate::auth::AuthKeys;
 pub struct AppState {
     /// The use cases.
     pub commands: Commands,
+    /// The read models read routes answer from.
+    pub read: ReadModels,
     /// Token verification.
     pub auth: Arc<AuthKeys>,
     /// Renders `/metrics`.

@@ -264,3 +264,72 @@ async fn set_search_path(conn: &mut PgConnection, schema: &str) -> Result<(), Pr
 pub fn ddl_hash(projection: &Projection) -> String {
     hex::encode(Sha256::digest(projection.ddl.as_bytes()))
 }
+
+/// How far a projection (or the relay) is.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Status {
+    /// Projection name, or `relay`.
+    pub name: String,
+    /// Position of the last event applied (or published).
+    pub position: i64,
+    /// Its transaction id.
+    pub transaction_id: i64,
+    /// Events applied (or published) in all.
+    pub applied: i64,
+    /// Committed events after it: how far behind the event store it is.
+    pub behind: i64,
+    /// When it last moved.
+    pub updated_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl ReadModels {
+    /// The relay's and every known projection's status.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn status(&self) -> Result<Vec<Status>, ProjectionError> {
+        let rows = sqlx::query(
+            "WITH points AS (
+                 SELECT 'relay' AS name, transaction_id, position, published AS applied, updated_at,
+                        0 AS ord
+                   FROM relay_checkpoint
+                 UNION ALL
+                 SELECT projection, transaction_id, position, applied, updated_at, 1
+                   FROM read.checkpoints)
+             SELECT p.name, p.transaction_id, p.position, p.applied, p.updated_at,
+                    (SELECT count(*) FROM events e
+                      WHERE (e.transaction_id, e.position) > (p.transaction_id::text::xid8, p.position))
+                      AS behind
+               FROM points p ORDER BY p.ord, p.name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Status {
+                    name: row.try_get("name")?,
+                    position: row.try_get("position")?,
+                    transaction_id: row.try_get("transaction_id")?,
+                    applied: row.try_get("applied")?,
+                    behind: row.try_get("behind")?,
+                    updated_at: row.try_get("updated_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The most events any projection is behind the event store, for
+    /// `/readyz`.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn max_lag(&self) -> Result<i64, ProjectionError> {
+        Ok(self
+            .status()
+            .await?
+            .iter()
+            .map(|status| status.behind)
+            .max()
+            .unwrap_or(0))
+    }
+}

@@ -50,7 +50,9 @@ impl Default for ProjectorConfig {
     }
 }
 
-/// Creates (or finds) the durable pull consumer `name` on the events stream.
+/// Finds the durable pull consumer `name` on the events stream, or creates
+/// it (delivering only what is published from then on); answers it and
+/// whether it was created.
 ///
 /// # Errors
 /// NATS failed.
@@ -58,10 +60,13 @@ pub async fn consumer(
     js: &jetstream::Context,
     topology: &Topology,
     name: &str,
-) -> Result<jetstream::consumer::Consumer<pull::Config>, ProjectionError> {
+) -> Result<(jetstream::consumer::Consumer<pull::Config>, bool), ProjectionError> {
     let stream = topology.ensure_stream(js).await?;
     let name = topology.consumer(name);
-    stream
+    if let Ok(existing) = stream.get_consumer(&name).await {
+        return Ok((existing, false));
+    }
+    let created = stream
         .get_or_create_consumer(
             &name,
             pull::Config {
@@ -74,7 +79,8 @@ pub async fn consumer(
             },
         )
         .await
-        .map_err(|e| ProjectionError::Nats(e.to_string()))
+        .map_err(|e| ProjectionError::Nats(e.to_string()))?;
+    Ok((created, true))
 }
 
 /// One projection's projector.
@@ -136,7 +142,7 @@ impl Projector {
     async fn consume(&self) -> Result<(), ProjectionError> {
         self.read.ensure(self.projection).await?;
         // Without NATS, keep the read model moving from the event store.
-        let consumer = loop {
+        let (consumer, created) = loop {
             match consumer(
                 &self.js,
                 &self.config.topology,
@@ -144,7 +150,7 @@ impl Projector {
             )
             .await
             {
-                Ok(consumer) => break consumer,
+                Ok(found) => break found,
                 Err(error) => {
                     debug!(projection = self.projection.name, %error, "no consumer yet");
                     self.catch_up().await?;
@@ -152,7 +158,12 @@ impl Projector {
                 }
             }
         };
-        self.catch_up().await?;
+        // A new consumer delivers only what is published from now on: take
+        // everything before from the event store. An existing one holds
+        // what this projector has not acked yet, gaps detected as usual.
+        if created {
+            self.catch_up().await?;
+        }
         let mut messages = consumer
             .stream()
             .max_messages_per_batch(self.config.batch)

@@ -267,7 +267,10 @@ pub trait WaitlistBooker: Send + Sync + 'static {
     ///
     /// # Errors
     /// A failure worth trying again later (the database away).
-    fn book<'a>(&'a self, booking: &'a WaitlistBooking) -> BoxFuture<'a, Result<BookOutcome, String>>;
+    fn book<'a>(
+        &'a self,
+        booking: &'a WaitlistBooking,
+    ) -> BoxFuture<'a, Result<BookOutcome, String>>;
 }
 
 /// The matcher's worker.
@@ -402,11 +405,13 @@ impl Matcher {
                 }
             }
         }
-        sqlx::query("UPDATE read.waitlist_freed SET handled = true, booked = $2 WHERE position = $1")
-            .bind(position)
-            .bind(booked)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE read.waitlist_freed SET handled = true, booked = $2 WHERE position = $1",
+        )
+        .bind(position)
+        .bind(booked)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(true)
     }

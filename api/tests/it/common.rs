@@ -7,9 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clinicbook_api::auth::{AuthKeys, Role};
+use clinicbook_api::background::ServeRole;
 use clinicbook_api::{AppState, Limits};
 use clinicbook_commands::{Clock, Commands};
+use clinicbook_eventstore::relay::Topology;
 use clinicbook_eventstore::{EventStore, StoreConfig, MIGRATOR};
+use clinicbook_projections::service::Background;
+use clinicbook_projections::ReadModels;
 use clinicbook_testkit::{services, TestDatabase};
 use reqwest::{Method, StatusCode};
 use secrecy::SecretString;
@@ -28,6 +32,11 @@ pub struct App {
     pub auditor: String,
     pub keys: Arc<AuthKeys>,
     pub db: TestDatabase,
+    /// The read models, when the server runs in this process.
+    pub read: Option<ReadModels>,
+    /// Relay and projectors of an in-process server; they stop with the
+    /// test's runtime.
+    pub background: Option<Background>,
 }
 
 /// A server on a free port over a fresh database, without rate limit.
@@ -37,13 +46,27 @@ pub async fn app() -> App {
 
 /// A server with the given limits and clock.
 pub async fn app_with(limits: Limits, clock: Clock) -> App {
-    let db = services().await.database(&MIGRATOR).await;
+    let services = services().await;
+    let db = services.database(&MIGRATOR).await;
     let keys = Arc::new(AuthKeys::new(&SecretString::from(SECRET)));
+    let commands = Commands::new(
+        EventStore::new(db.pool.clone(), StoreConfig::default()),
+        clock,
+    );
+    let read = ReadModels::new(db.pool.clone());
+    // The whole read side in-process, with NATS names of this database's own.
+    let background = clinicbook_api::background::start(
+        ServeRole::All,
+        &commands,
+        &read,
+        &services.nats.url(),
+        &Topology::namespaced(&db.name),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("read side: {e}"));
     let state = AppState {
-        commands: Commands::new(
-            EventStore::new(db.pool.clone(), StoreConfig::default()),
-            clock,
-        ),
+        commands,
+        read: read.clone(),
         auth: keys.clone(),
         metrics: clinicbook_api::metrics_handle(),
         nats_addr: None,
@@ -74,6 +97,8 @@ pub async fn app_with(limits: Limits, clock: Clock) -> App {
         auditor: token(Role::Auditor, "audrey"),
         keys,
         db,
+        read: Some(read),
+        background: Some(background),
     }
 }
 
@@ -97,6 +122,8 @@ pub fn app_at(base: String, db: TestDatabase) -> App {
         auditor: token(Role::Auditor, "audrey"),
         keys: keys.clone(),
         db,
+        read: None,
+        background: None,
     }
 }
 

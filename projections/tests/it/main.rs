@@ -1,0 +1,3 @@
+//! Integration tests of the read side over real PostgreSQL and nats-server.
+
+mod runtime;
