@@ -8,3 +8,4 @@ mod demo;
 mod money;
 mod platform;
 mod processes;
+mod readside;
