@@ -8,7 +8,7 @@ use clinicbook_commands::{CommandError, Commands, Ctx};
 use clinicbook_domain::DomainError;
 use clinicbook_eventstore::relay::Topology;
 use clinicbook_eventstore::{Actor, CommandMetadata, IdempotencyKey};
-use clinicbook_projections::service::{self, Background};
+use clinicbook_projections::service::{self, Background, Batches};
 use clinicbook_projections::waitlist::{BookOutcome, WaitlistBooker, WaitlistBooking};
 use clinicbook_projections::{ProjectionError, ReadModels};
 use futures::future::BoxFuture;
@@ -36,7 +36,8 @@ impl ServeRole {
 }
 
 /// Starts the background work of `role` over `commands`' database and the
-/// NATS at `nats_url`, with NATS names from `topology`.
+/// NATS at `nats_url`, with NATS names from `topology` and the given batch
+/// sizes.
 ///
 /// # Errors
 /// The NATS URL is invalid.
@@ -46,6 +47,7 @@ pub async fn start(
     read: &ReadModels,
     nats_url: &str,
     topology: &Topology,
+    batches: Batches,
 ) -> Result<Background, ProjectionError> {
     let mut background = Background::new();
     if role == ServeRole::Api {
@@ -53,13 +55,18 @@ pub async fn start(
     }
     let js = service::connect(nats_url).await?;
     if matches!(role, ServeRole::All | ServeRole::Relay) {
-        background.relay(read.pool().clone(), js.clone(), topology.clone());
+        background.relay(
+            read.pool().clone(),
+            js.clone(),
+            topology.clone(),
+            batches.relay,
+        );
     }
     if matches!(role, ServeRole::All | ServeRole::Projector) {
         let booker: Arc<dyn WaitlistBooker> = Arc::new(CommandBooker {
             commands: commands.clone(),
         });
-        background.projectors(read, &js, topology, Some(booker));
+        background.projectors(read, &js, topology, batches.projector, Some(booker));
     }
     Ok(background)
 }

@@ -13,7 +13,7 @@ use clinicbook_api::{AppState, Limits};
 use clinicbook_commands::{Clock, Commands};
 use clinicbook_eventstore::relay::Topology;
 use clinicbook_eventstore::{EventStore, StoreConfig};
-use clinicbook_projections::service::Background;
+use clinicbook_projections::service::{Background, Batches};
 use clinicbook_projections::ReadModels;
 use secrecy::SecretString;
 
@@ -116,6 +116,12 @@ struct ServeArgs {
     /// several deployments sharing one nats-server (empty: the defaults).
     #[arg(long, env = "CLINICBOOK_NATS_NAMESPACE", default_value = "")]
     nats_namespace: String,
+    /// Events the relay publishes per batch (its checkpoint moves per batch).
+    #[arg(long, env = "CLINICBOOK_RELAY_BATCH", default_value_t = 1000)]
+    relay_batch: i64,
+    /// Messages a projector applies per transaction.
+    #[arg(long, env = "CLINICBOOK_PROJECTOR_BATCH", default_value_t = 500)]
+    projector_batch: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -325,7 +331,11 @@ async fn run_server(
             } else {
                 Topology::namespaced(&args.nats_namespace)
             };
-            clinicbook_api::background::start(args.role, &commands, &read, url, &topology)
+            let batches = Batches {
+                relay: args.relay_batch,
+                projector: args.projector_batch,
+            };
+            clinicbook_api::background::start(args.role, &commands, &read, url, &topology, batches)
                 .await
                 .context("cannot start the read side (check NATS_URL)")?
         }

@@ -163,6 +163,7 @@ impl ReadModels {
         projection: &Projection,
         batch: i64,
     ) -> Result<u64, ProjectionError> {
+        let batch = batch.max(1);
         let mut applied = 0_u64;
         loop {
             let at = self.checkpoint(projection.name).await?.point;

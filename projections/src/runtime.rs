@@ -195,7 +195,8 @@ impl Projector {
     }
 
     async fn catch_up(&self) -> Result<(), ProjectionError> {
-        let applied = self.read.catch_up(self.projection, 1000).await?;
+        let batch = i64::try_from(self.config.batch).unwrap_or(i64::MAX);
+        let applied = self.read.catch_up(self.projection, batch).await?;
         if applied > 0 {
             metrics::counter!("clinicbook_projector_caught_up_total", "projection" => self.projection.name)
                 .increment(applied);

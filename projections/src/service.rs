@@ -31,6 +31,24 @@ pub async fn connect(url: &str) -> Result<jetstream::Context, ProjectionError> {
     Ok(jetstream::new(client))
 }
 
+/// Batch sizes of the read side's workers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Batches {
+    /// Events the relay reads and publishes per batch.
+    pub relay: i64,
+    /// Messages a projector applies per transaction.
+    pub projector: usize,
+}
+
+impl Default for Batches {
+    fn default() -> Self {
+        Self {
+            relay: RelayConfig::default().batch,
+            projector: ProjectorConfig::default().batch,
+        }
+    }
+}
+
 /// Background tasks of the read side, stopped together.
 #[derive(Debug)]
 pub struct Background {
@@ -63,12 +81,13 @@ impl Background {
     }
 
     /// Starts the relay.
-    pub fn relay(&mut self, pool: PgPool, js: jetstream::Context, topology: Topology) {
+    pub fn relay(&mut self, pool: PgPool, js: jetstream::Context, topology: Topology, batch: i64) {
         let relay = Relay::new(
             pool,
             js,
             RelayConfig {
                 topology,
+                batch: batch.max(1),
                 ..RelayConfig::default()
             },
         );
@@ -83,10 +102,12 @@ impl Background {
         read: &ReadModels,
         js: &jetstream::Context,
         topology: &Topology,
+        batch: usize,
         booker: Option<Arc<dyn WaitlistBooker>>,
     ) {
         let config = ProjectorConfig {
             topology: topology.clone(),
+            batch: batch.max(1),
             ..ProjectorConfig::default()
         };
         let mut all: Vec<&'static crate::Projection> = projections().iter().collect();

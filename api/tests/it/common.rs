@@ -13,6 +13,7 @@ use clinicbook_commands::{Clock, Commands};
 use clinicbook_eventstore::relay::Topology;
 use clinicbook_eventstore::{EventStore, StoreConfig, MIGRATOR};
 use clinicbook_projections::service::Background;
+use clinicbook_projections::service::Batches;
 use clinicbook_projections::ReadModels;
 use clinicbook_testkit::{services, TestDatabase};
 use reqwest::{Method, StatusCode};
@@ -61,6 +62,7 @@ pub async fn app_with(limits: Limits, clock: Clock) -> App {
         &read,
         &services.nats.url(),
         &Topology::namespaced(&db.name),
+        Batches::default(),
     )
     .await
     .unwrap_or_else(|e| panic!("read side: {e}"));

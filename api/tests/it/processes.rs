@@ -9,7 +9,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use clinicbook_eventstore::relay;
+use clinicbook_projections::checkpoint::Status;
+use clinicbook_projections::{rebuild, ReadModels};
 use clinicbook_testkit::services;
+use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -48,13 +52,18 @@ impl Server {
     /// waits until `/healthz` answers. A port taken between choosing and
     /// binding it makes the process exit; then another port is tried.
     async fn start(database_url: &str) -> Server {
+        Self::start_with(database_url, &[]).await
+    }
+
+    /// [`Server::start`] with more environment (a role, NATS).
+    async fn start_with(database_url: &str, env: &[(&str, &str)]) -> Server {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
             .build()
             .unwrap_or_else(|e| panic!("{e}"));
         let mut last_log = String::new();
         for _ in 0..3 {
-            let mut server = Self::spawn(database_url);
+            let mut server = Self::spawn(database_url, env);
             match server.healthy(&client).await {
                 Ok(()) => return server,
                 Err(log) => last_log = log,
@@ -63,7 +72,7 @@ impl Server {
         panic!("clinicbook serve did not start:\n{last_log}");
     }
 
-    fn spawn(database_url: &str) -> Server {
+    fn spawn(database_url: &str, env: &[(&str, &str)]) -> Server {
         let dir = std::env::temp_dir().join(format!("clinicbook-e2e-{}", Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         let log = std::fs::File::create(dir.join("serve.log"))
@@ -79,6 +88,8 @@ impl Server {
             .env("CLINICBOOK_VAR_DIR", &dir)
             .env("RUST_LOG", "warn")
             .env_remove("NATS_URL")
+            .env_remove("CLINICBOOK_ROLE")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err)
@@ -406,4 +417,115 @@ async fn a_promo_code_limit_holds_across_two_processes() {
         before + 5 * 3,
         "each winner wrote its reservation, slot and redemption; the losers nothing"
     );
+}
+
+/// Polls the read side's status until `done` holds for it.
+async fn until_status(
+    read: &ReadModels,
+    what: &str,
+    done: impl Fn(&[Status]) -> bool,
+) -> Vec<Status> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let status = read.status().await.unwrap_or_else(|e| panic!("{e}"));
+        if done(&status) {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "{what}: {status:?}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+fn relay_published(status: &[Status]) -> i64 {
+    status
+        .iter()
+        .find(|s| s.name == "relay")
+        .map_or(0, |s| s.applied)
+}
+
+#[tokio::test]
+async fn relay_and_projector_processes_killed_mid_batch_lose_nothing_and_apply_nothing_twice() {
+    let services = services().await;
+    let db = services.database(&clinicbook_eventstore::MIGRATOR).await;
+    let url = db.url.clone();
+    let read = ReadModels::new(db.pool.clone());
+    let nats = services.nats.url();
+    let namespace = db.name.clone();
+    // Small batches, so that a kill lands in the middle of the work.
+    let read_env = |role| {
+        [
+            ("CLINICBOOK_ROLE", role),
+            ("NATS_URL", nats.as_str()),
+            ("CLINICBOOK_NATS_NAMESPACE", namespace.as_str()),
+            ("CLINICBOOK_RELAY_BATCH", "40"),
+            ("CLINICBOOK_PROJECTOR_BATCH", "40"),
+        ]
+    };
+
+    // An API process alone writes a backlog.
+    let api = Server::start_with(&url, &[("CLINICBOOK_ROLE", "api")]).await;
+    let app = app_at(api.base.clone(), db);
+    let patients: Vec<Uuid> = (0..50).map(|_| Uuid::new_v4()).collect();
+    futures::stream::iter(0..3000)
+        .for_each_concurrent(8, |n| {
+            let (app, patient) = (&app, patients[n % patients.len()]);
+            async move {
+                let answer = app
+                    .post(
+                        &format!("/v1/wallets/{patient}/deposits"),
+                        &app.staff,
+                        json!({"amount_cents": 100 + n, "reference": format!("r{n}")}),
+                    )
+                    .await;
+                assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.body);
+            }
+        })
+        .await;
+    let total = app.events().await;
+    assert_eq!(total, 3000);
+
+    // The relay is killed while it publishes, and another takes over.
+    let mut relay = Server::start_with(&url, &read_env("relay")).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while relay::checkpoint(read.pool())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .published
+        == 0
+    {
+        assert!(Instant::now() < deadline, "the relay did not start");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let _ = relay.child.kill();
+    let _ = relay.child.wait();
+    let published = relay_published(&read.status().await.unwrap_or_else(|e| panic!("{e}")));
+    assert!(
+        published < total,
+        "the relay was not killed mid-way ({published})"
+    );
+    let _relay = Server::start_with(&url, &read_env("relay")).await;
+    until_status(&read, "relay done", |s| relay_published(s) == total).await;
+
+    // A projector process is killed while it applies, and another goes on.
+    let mut projector = Server::start_with(&url, &read_env("projector")).await;
+    until_status(&read, "projector started", |s| {
+        s.iter().any(|s| s.name != "relay" && s.applied > 0)
+    })
+    .await;
+    let _ = projector.child.kill();
+    let _ = projector.child.wait();
+    let _projector = Server::start_with(&url, &read_env("projector")).await;
+    let status = until_status(&read, "projectors done", |s| {
+        s.len() > 1 && s.iter().all(|s| s.behind == 0)
+    })
+    .await;
+    for projection in &status {
+        assert_eq!(projection.applied, total, "{projection:?}");
+    }
+    for projection in clinicbook_projections::projections() {
+        let (_, diffs) = rebuild::check_against_live(&read, projection, "check_kill", &|_| {})
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(diffs.is_empty(), "{}: {diffs:?}", projection.name);
+    }
 }

@@ -7,6 +7,7 @@ use clinicbook_api::background::{self, ServeRole};
 use clinicbook_commands::{Clock, Commands};
 use clinicbook_eventstore::relay::Topology;
 use clinicbook_eventstore::{EventStore, StoreConfig};
+use clinicbook_projections::service::Batches;
 use clinicbook_testkit::services;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -94,6 +95,7 @@ async fn a_freed_slot_goes_to_the_first_fitting_waitlisted_patient_once_with_two
         &read,
         &services.nats.url(),
         &Topology::namespaced(&app.db.name),
+        Batches::default(),
     )
     .await
     .unwrap_or_else(|e| panic!("{e}"));
