@@ -87,10 +87,33 @@ pub async fn world() -> World {
 }
 
 impl World {
-    /// Applies everything in the event store to every projection.
+    /// Applies everything in the event store to every projection. The
+    /// feed only shows events below the horizon of running transactions
+    /// (of the whole cluster, which other tests share), so this polls
+    /// until every projection has the newest event.
     pub async fn catch_up(&self) {
+        let last: Option<i64> = sqlx::query_scalar("SELECT max(position) FROM events")
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         for projection in projections() {
-            self.read.catch_up(projection, 100).await.unwrap();
+            loop {
+                self.read.catch_up(projection, 100).await.unwrap();
+                let Some(last) = last else { break };
+                let reached = self
+                    .read
+                    .wait_for(projection.name, last, std::time::Duration::from_millis(20))
+                    .await;
+                if reached.is_ok() {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{} did not reach position {last}",
+                    projection.name
+                );
+            }
         }
     }
 }
