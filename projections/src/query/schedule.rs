@@ -124,7 +124,6 @@ pub struct FreeSlot {
 /// (DST-aware opening intervals, closures cut out) answer.
 #[derive(Debug, Clone)]
 pub(crate) struct Setup {
-    pub name: String,
     pub timezone: String,
     pub clinic: Clinic,
 }
@@ -168,7 +167,6 @@ impl Setup {
 #[derive(Deserialize)]
 struct ClinicRow {
     clinic_id: Uuid,
-    name: String,
     timezone: String,
 }
 
@@ -256,7 +254,6 @@ pub(crate) async fn setups(
             (
                 row.clinic_id,
                 Setup {
-                    name: row.name,
                     timezone: row.timezone,
                     clinic,
                 },

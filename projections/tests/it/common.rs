@@ -255,6 +255,7 @@ pub async fn clinic(commands: &Commands) -> Fixture {
 }
 
 /// Books through the use case; panics when refused.
+#[allow(clippy::too_many_arguments)]
 pub async fn book(
     commands: &Commands,
     patient: Uuid,
