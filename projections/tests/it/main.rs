@@ -13,3 +13,4 @@ mod idempotence;
 mod reports;
 mod runtime;
 mod scenario;
+mod speed;
