@@ -38,6 +38,10 @@ pub enum ProjectionError {
         /// The position asked for.
         position: i64,
     },
+    /// A read asked for something the read models do not have (an
+    /// unknown reservation, package, clinic or treatment).
+    #[error("not found: {0}")]
+    NotFound(String),
     /// A read asked for something invalid (an unknown grouping, a range
     /// that ends before it starts).
     #[error("invalid {field}: {reason}")]

@@ -9,6 +9,13 @@
 //! checkpoint move in one transaction, so a projection never applies an
 //! event twice or skips one.
 //!
+//! The projections ([`models`]) are `schedule`, `reservations`, `wallets`,
+//! `packages` and `reports` (which also answers the dashboard); each
+//! applies a batch by loading the rows it touches, folding the events
+//! into them with the domain's own event types, and writing them back in
+//! one statement per table. The queries ([`query`]) are methods of
+//! [`ReadModels`]; reports also render as CSV ([`query::csv::ToCsv`]).
+//!
 //! Depends on the domain, the event store (its feed), sqlx and async-nats;
 //! it knows nothing of HTTP and never writes events.
 

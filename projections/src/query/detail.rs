@@ -1,0 +1,562 @@
+//! Staff's detail views — a reservation with its history, a wallet, a
+//! package — and the waitlist the matcher reads. The answers serialise to
+//! exactly the JSON the aggregate-based views of `clinicbook-commands`
+//! gave (same fields, names and instants), so the routes keep their
+//! contract when they move to read models.
+
+use chrono::{DateTime, Utc};
+use clinicbook_domain::package::PackageEvent;
+use clinicbook_domain::reservation::PaymentMethod;
+use clinicbook_domain::PackageId;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::models::sql::{join, join_opt};
+use crate::models::{packages, reservations, wallets};
+use crate::{ProjectionError, ReadModels};
+
+/// How a reservation is paid: `{"method":"package","package_id":…}`,
+/// `{"method":"wallet"}` or `{"method":"at_clinic"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum Payment {
+    /// One session of the patient's package.
+    Package {
+        /// The package.
+        package_id: Uuid,
+    },
+    /// Debited from the patient's wallet when booked.
+    Wallet,
+    /// Paid at the clinic on the day.
+    AtClinic,
+}
+
+impl From<PaymentMethod> for Payment {
+    fn from(method: PaymentMethod) -> Self {
+        match method {
+            PaymentMethod::Package { package_id } => Payment::Package {
+                package_id: package_id.0,
+            },
+            PaymentMethod::Wallet => Payment::Wallet,
+            PaymentMethod::AtClinic => Payment::AtClinic,
+        }
+    }
+}
+
+impl Payment {
+    /// The payment stored as a method name and a package.
+    fn from_columns(method: Option<&str>, package_id: Option<Uuid>) -> Option<Self> {
+        match (method?, package_id) {
+            ("package", Some(package_id)) => Some(PaymentMethod::Package {
+                package_id: PackageId(package_id),
+            }),
+            ("wallet", _) => Some(PaymentMethod::Wallet),
+            ("at_clinic", _) => Some(PaymentMethod::AtClinic),
+            _ => None,
+        }
+        .map(Into::into)
+    }
+}
+
+/// A price breakdown in cents: `total = base + adjustments - discount`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Price {
+    /// The treatment's base price.
+    pub base_cents: i64,
+    /// Pricing rules: surcharges (positive), discounts (negative).
+    pub adjustments_cents: i64,
+    /// What the promo code took off.
+    pub discount_cents: i64,
+    /// What the patient pays.
+    pub total_cents: i64,
+}
+
+/// What a cancellation, no-show or displacement settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Settlement {
+    /// Less notice than the policy asks for (always for a no-show).
+    pub late: bool,
+    /// Credited back to the wallet.
+    pub refund_cents: i64,
+    /// Kept from a wallet payment, or owed for an at-clinic one.
+    pub fee_cents: i64,
+    /// The package session was given back.
+    pub session_restored: bool,
+}
+
+/// One step of a reservation's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StatusEntry {
+    /// The status after the event.
+    pub status: String,
+    /// When it happened: the time the event records (booked, cancelled,
+    /// checked in, ...), else the time it was stored.
+    pub at: DateTime<Utc>,
+    /// The stored event type, e.g. `ReservationRescheduled`.
+    pub event_type: String,
+    /// The event's sequence in the reservation's stream.
+    pub sequence: i64,
+}
+
+/// `GET /v1/reservations/{id}`: a reservation with its status history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReservationView {
+    /// The reservation.
+    pub reservation_id: Uuid,
+    /// Current status.
+    pub status: String,
+    /// The patient.
+    pub patient_id: Uuid,
+    /// The clinic.
+    pub clinic_id: Uuid,
+    /// The resource (none for a waitlist entry).
+    pub resource_id: Option<Uuid>,
+    /// The treatment.
+    pub treatment_id: Uuid,
+    /// Appointment start (none for a waitlist entry).
+    pub start: Option<DateTime<Utc>>,
+    /// Appointment end (none for a waitlist entry).
+    pub end: Option<DateTime<Utc>>,
+    /// Earliest wanted start of a waitlist entry.
+    pub earliest: Option<DateTime<Utc>>,
+    /// Latest wanted start of a waitlist entry.
+    pub latest: Option<DateTime<Utc>>,
+    /// The price as booked (none while waitlisted).
+    pub price: Option<Price>,
+    /// How it is paid.
+    pub payment: Payment,
+    /// The promo code redeemed for it.
+    pub promo_code: Option<String>,
+    /// What its cancellation, no-show or displacement settled.
+    pub settlement: Option<Settlement>,
+    /// Every change, oldest first.
+    pub history: Vec<StatusEntry>,
+}
+
+/// What a wallet transaction did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum WalletTransactionKind {
+    /// Money paid in.
+    Deposit,
+    /// A payment from the balance (a reservation, a package).
+    Debit,
+    /// A payment given back to the wallet (a cancelled reservation).
+    Credit,
+    /// Money paid back out to the patient.
+    Refund,
+}
+
+/// One transaction of a wallet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WalletTransactionView {
+    /// What it did.
+    pub kind: WalletTransactionKind,
+    /// How it changed the balance: negative for debits and refunds.
+    pub amount_cents: i64,
+    /// Its reference (`package:<id>`, `reservation:<id>` for payments).
+    pub reference: String,
+    /// Its place in the wallet's stream (1, 2, ...).
+    pub sequence: i64,
+    /// When it was stored.
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// `GET /v1/wallets/{patient_id}`: a wallet with its history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WalletView {
+    /// The owner; also the wallet's id.
+    pub patient_id: Uuid,
+    /// The balance, never negative.
+    pub balance_cents: i64,
+    /// Every transaction, oldest first.
+    pub transactions: Vec<WalletTransactionView>,
+}
+
+/// How a package was paid: `{"method":"wallet"}` or
+/// `{"method":"external","reference":…}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum PackagePaymentView {
+    /// Debited from the wallet.
+    Wallet {},
+    /// Paid outside clinicbook.
+    External {
+        /// The external payment's reference.
+        reference: String,
+    },
+}
+
+/// What happened to a package.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum PackageChange {
+    /// Bought.
+    Purchased {
+        /// Sessions bought.
+        sessions: u32,
+        /// Price paid.
+        price_cents: i64,
+        /// Expiry.
+        valid_until: DateTime<Utc>,
+        /// Clinics where valid.
+        clinic_ids: Vec<Uuid>,
+        /// How it was paid.
+        payment: PackagePaymentView,
+    },
+    /// A reservation took one session.
+    SessionConsumed {
+        /// The reservation.
+        reservation_id: Uuid,
+    },
+    /// A reservation gave its session back.
+    SessionRestored {
+        /// The reservation.
+        reservation_id: Uuid,
+    },
+    /// Moved to another clinic.
+    Transferred {
+        /// Clinics before.
+        from_clinic_ids: Vec<Uuid>,
+        /// The clinic now.
+        to_clinic_id: Uuid,
+    },
+}
+
+impl From<PackageEvent> for PackageChange {
+    fn from(event: PackageEvent) -> Self {
+        use clinicbook_domain::package::PackagePayment as Paid;
+        let uuids =
+            |ids: Vec<clinicbook_domain::ClinicId>| ids.into_iter().map(|id| id.0).collect();
+        match event {
+            PackageEvent::PackagePurchased {
+                sessions,
+                price,
+                valid_until,
+                clinic_ids,
+                payment,
+                ..
+            } => Self::Purchased {
+                sessions,
+                price_cents: price.cents(),
+                valid_until,
+                clinic_ids: uuids(clinic_ids),
+                payment: match payment {
+                    Paid::Wallet => PackagePaymentView::Wallet {},
+                    Paid::External { reference } => PackagePaymentView::External { reference },
+                },
+            },
+            PackageEvent::SessionConsumed { reservation_id } => Self::SessionConsumed {
+                reservation_id: reservation_id.0,
+            },
+            PackageEvent::SessionRestored { reservation_id } => Self::SessionRestored {
+                reservation_id: reservation_id.0,
+            },
+            PackageEvent::PackageTransferred {
+                from_clinic_ids,
+                to_clinic_id,
+            } => Self::Transferred {
+                from_clinic_ids: uuids(from_clinic_ids),
+                to_clinic_id: to_clinic_id.0,
+            },
+        }
+    }
+}
+
+/// One event of a package's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PackageHistoryEntry {
+    /// Its place in the package's stream (1, 2, ...).
+    pub sequence: i64,
+    /// When it was stored.
+    pub recorded_at: DateTime<Utc>,
+    /// What happened, tagged by `event`.
+    #[serde(flatten)]
+    pub change: PackageChange,
+}
+
+/// `GET /v1/packages/{package_id}`: a package with its history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PackageView {
+    /// Its id.
+    pub package_id: Uuid,
+    /// The owner.
+    pub patient_id: Uuid,
+    /// The program bought.
+    pub program_id: Uuid,
+    /// The treatment its sessions are for.
+    pub treatment_id: Uuid,
+    /// Sessions bought.
+    pub sessions_total: u32,
+    /// Sessions held by reservations.
+    pub sessions_used: u32,
+    /// Sessions that can still be booked.
+    pub sessions_left: u32,
+    /// Last instant an appointment may start and use it.
+    pub valid_until: DateTime<Utc>,
+    /// Clinics where it may be used.
+    pub clinic_ids: Vec<Uuid>,
+    /// Price paid.
+    pub price_cents: i64,
+    /// Everything that happened to it, oldest first.
+    pub history: Vec<PackageHistoryEntry>,
+}
+
+/// A waitlisted reservation that would take a freed slot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WaitlistCandidate {
+    /// The waitlist entry (a reservation in status `waitlisted`); book it
+    /// with this id to fulfil it.
+    pub reservation_id: Uuid,
+    /// The patient.
+    pub patient_id: Uuid,
+    /// The clinic.
+    pub clinic_id: Uuid,
+    /// The treatment.
+    pub treatment_id: Uuid,
+    /// Earliest wanted start.
+    pub earliest: DateTime<Utc>,
+    /// Latest wanted start.
+    pub latest: DateTime<Utc>,
+    /// How it is to be paid once booked.
+    pub payment: Payment,
+    /// Global position of the event that put it on the waitlist: the
+    /// order of the waitlist.
+    pub joined_position: i64,
+}
+
+fn not_found(what: String) -> ProjectionError {
+    ProjectionError::NotFound(what)
+}
+
+impl ReadModels {
+    /// A reservation with its status history (`GET /v1/reservations/{id}`).
+    ///
+    /// # Errors
+    /// [`ProjectionError::NotFound`] when the projection has no such
+    /// reservation; the database failed.
+    pub async fn reservation(
+        &self,
+        reservation_id: Uuid,
+    ) -> Result<ReservationView, ProjectionError> {
+        let mut conn = self.read_connection().await?;
+        let row = reservations::RESERVATIONS
+            .load::<reservations::Row, _>(&mut conn, "reservation_id", &[reservation_id])
+            .await?
+            .into_iter()
+            .next();
+        let missing = || not_found(format!("reservation {reservation_id}"));
+        let row = row.ok_or_else(missing)?;
+        let (Some(patient_id), Some(clinic_id), Some(treatment_id), Some(payment)) = (
+            row.patient_id,
+            row.clinic_id,
+            row.treatment_id,
+            Payment::from_columns(row.payment_method.as_deref(), row.package_id),
+        ) else {
+            return Err(missing());
+        };
+        let history: Vec<reservations::HistoryRow> = reservations::HISTORY
+            .load(&mut conn, "reservation_id", &[reservation_id])
+            .await?;
+        let mut history: Vec<_> = history
+            .into_iter()
+            .map(|entry| {
+                (
+                    entry.sequence,
+                    StatusEntry {
+                        status: entry.status,
+                        at: join(entry.at, entry.at_ns),
+                        event_type: entry.event_type,
+                        sequence: entry.sequence,
+                    },
+                )
+            })
+            .collect();
+        history.sort_by_key(|(sequence, _)| *sequence);
+        let start = join_opt(row.starts_at, row.starts_ns);
+        let settlement = match (
+            row.late,
+            row.refund_cents,
+            row.fee_cents,
+            row.session_restored,
+        ) {
+            (Some(late), Some(refund_cents), Some(fee_cents), Some(session_restored)) => {
+                Some(Settlement {
+                    late,
+                    refund_cents,
+                    fee_cents,
+                    session_restored,
+                })
+            }
+            _ => None,
+        };
+        Ok(ReservationView {
+            reservation_id,
+            status: row.status,
+            patient_id,
+            clinic_id,
+            resource_id: row.resource_id,
+            treatment_id,
+            start,
+            end: join_opt(row.ends_at, row.ends_ns),
+            earliest: join_opt(row.earliest, row.earliest_ns),
+            latest: join_opt(row.latest, row.latest_ns),
+            price: start.map(|_| Price {
+                base_cents: row.base_cents.unwrap_or(0),
+                adjustments_cents: row.adjustments_cents.unwrap_or(0),
+                discount_cents: row.discount_cents.unwrap_or(0),
+                total_cents: row.total_cents.unwrap_or(0),
+            }),
+            payment,
+            promo_code: row.promo_code,
+            settlement,
+            history: history.into_iter().map(|(_, entry)| entry).collect(),
+        })
+    }
+
+    /// A patient's wallet (`GET /v1/wallets/{patient_id}`). Every patient
+    /// has one: a wallet never used answers a zero balance and no
+    /// transactions, as the aggregate does.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn wallet(&self, patient_id: Uuid) -> Result<WalletView, ProjectionError> {
+        let mut conn = self.read_connection().await?;
+        let mut rows: Vec<wallets::TransactionRow> = wallets::TRANSACTIONS
+            .load(&mut conn, "patient_id", &[patient_id])
+            .await?;
+        rows.sort_by_key(|row| row.sequence);
+        let transactions: Vec<WalletTransactionView> = rows
+            .into_iter()
+            .map(|row| WalletTransactionView {
+                kind: match row.kind.as_str() {
+                    "deposit" => WalletTransactionKind::Deposit,
+                    "debit" => WalletTransactionKind::Debit,
+                    "credit" => WalletTransactionKind::Credit,
+                    _ => WalletTransactionKind::Refund,
+                },
+                amount_cents: row.amount_cents,
+                reference: row.reference,
+                sequence: row.sequence,
+                recorded_at: row.recorded_at,
+            })
+            .collect();
+        Ok(WalletView {
+            patient_id,
+            balance_cents: transactions.iter().map(|t| t.amount_cents).sum(),
+            transactions,
+        })
+    }
+
+    /// A package with its history (`GET /v1/packages/{package_id}`).
+    ///
+    /// # Errors
+    /// [`ProjectionError::NotFound`] when no package has this id; the
+    /// database failed.
+    pub async fn package(&self, package_id: Uuid) -> Result<PackageView, ProjectionError> {
+        let mut conn = self.read_connection().await?;
+        let row = packages::PACKAGES
+            .load::<packages::Row, _>(&mut conn, "package_id", &[package_id])
+            .await?
+            .into_iter()
+            .next();
+        let missing = || not_found(format!("package {package_id}"));
+        let row = row.ok_or_else(missing)?;
+        let (Some(patient_id), Some(program_id), Some(treatment_id), Some(valid_until)) = (
+            row.patient_id,
+            row.program_id,
+            row.treatment_id,
+            join_opt(row.valid_until, row.valid_until_ns),
+        ) else {
+            return Err(missing());
+        };
+        let mut history: Vec<packages::HistoryRow> = packages::HISTORY
+            .load(&mut conn, "package_id", &[package_id])
+            .await?;
+        history.sort_by_key(|entry| entry.sequence);
+        let total = u32::try_from(row.sessions_total).unwrap_or(0);
+        let used = u32::try_from(row.sessions_used).unwrap_or(0);
+        Ok(PackageView {
+            package_id,
+            patient_id,
+            program_id,
+            treatment_id,
+            sessions_total: total,
+            sessions_used: used,
+            sessions_left: total.saturating_sub(used),
+            valid_until,
+            clinic_ids: row.clinic_ids,
+            price_cents: row.price_cents,
+            history: history
+                .into_iter()
+                .map(|entry| PackageHistoryEntry {
+                    sequence: entry.sequence,
+                    recorded_at: entry.recorded_at,
+                    change: entry.change,
+                })
+                .collect(),
+        })
+    }
+
+    /// The waitlisted reservations of `clinic_id` for `treatment_id` whose
+    /// wanted window admits a start at `start` (`earliest <= start <=
+    /// latest`), oldest first: the order in which the waitlist matcher
+    /// offers a freed slot.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn waitlist_candidates(
+        &self,
+        clinic_id: Uuid,
+        treatment_id: Uuid,
+        start: DateTime<Utc>,
+    ) -> Result<Vec<WaitlistCandidate>, ProjectionError> {
+        // The stored instants are cut to the microsecond: select with a
+        // microsecond of slack, then compare the exact instants.
+        let mut conn = self.read_connection().await?;
+        let rows: Vec<sqlx::types::Json<reservations::Row>> = sqlx::query_scalar(
+            "SELECT row_to_json(r) FROM reservations_reservations r
+              WHERE status = 'waitlisted' AND clinic_id = $1 AND treatment_id = $2
+                AND earliest <= $3 AND latest > $3 - interval '1 microsecond'
+              ORDER BY waitlisted_position, reservation_id",
+        )
+        .bind(clinic_id)
+        .bind(treatment_id)
+        .bind(start)
+        .fetch_all(&mut *conn)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|sqlx::types::Json(row)| {
+                let earliest = join_opt(row.earliest, row.earliest_ns)?;
+                let latest = join_opt(row.latest, row.latest_ns)?;
+                if !(earliest <= start && start <= latest) {
+                    return None;
+                }
+                Some(WaitlistCandidate {
+                    reservation_id: row.reservation_id,
+                    patient_id: row.patient_id?,
+                    clinic_id: row.clinic_id?,
+                    treatment_id: row.treatment_id?,
+                    earliest,
+                    latest,
+                    payment: Payment::from_columns(row.payment_method.as_deref(), row.package_id)?,
+                    joined_position: row.waitlisted_position?,
+                })
+            })
+            .collect())
+    }
+}
