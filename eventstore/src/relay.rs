@@ -63,7 +63,13 @@ impl Topology {
     pub fn namespaced(namespace: &str) -> Self {
         let ns: String = namespace
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         Self {
             stream: format!("{STREAM}_{ns}"),
