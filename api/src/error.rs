@@ -169,6 +169,7 @@ impl From<ProjectionError> for ApiError {
                 "invalid_input",
                 format!("{field}: {reason}"),
             ),
+            ProjectionError::NotFound(what) => ApiError::not_found(what),
             ProjectionError::UnknownProjection(name) => {
                 ApiError::not_found(format!("no projection is called {name:?}"))
             }

@@ -94,6 +94,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::admin::routes())
         .merge(routes::booking::routes())
         .merge(routes::money::routes())
+        .merge(routes::analytics::routes())
 }
 
 /// Only `/healthz`, `/readyz` and `/metrics`: what a relay or projector

@@ -322,6 +322,9 @@ async fn run_server(
         "database schema up to date"
     );
     let read = ReadModels::new(pool.clone());
+    read.ensure_all()
+        .await
+        .context("cannot create the read models' tables")?;
     let store = EventStore::new(pool, StoreConfig::default());
     let commands = Commands::new(store, Clock::system());
     let background = match nats_url {

@@ -71,6 +71,18 @@ impl ReadModels {
         Ok(())
     }
 
+    /// Creates the live tables of every projection that lacks them, so
+    /// reads answer (empty) before any projector ran.
+    ///
+    /// # Errors
+    /// The database failed or a DDL is invalid.
+    pub async fn ensure_all(&self) -> Result<(), ProjectionError> {
+        for projection in crate::projections() {
+            self.ensure(projection).await?;
+        }
+        Ok(())
+    }
+
     /// `projection`'s checkpoint (the start when it has none).
     ///
     /// # Errors

@@ -6,12 +6,14 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use clinicbook_commands::booking::{
     AddBlock, AddClosure, BlockAdded, BookTreatment, Booked, Cancel, Cancelled, ClosureAdded,
-    JoinWaitlist, PriceAnswer, QuoteQuery, Reschedule, ReservationView, StatusChanged, Waitlisted,
+    JoinWaitlist, PriceAnswer, QuoteQuery, Reschedule, StatusChanged, Waitlisted,
 };
+use clinicbook_projections::query::detail::ReservationView;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::consistency::{wait_for, MinPosition, PositionQuery};
 use crate::call::{answer, AdminCall, StaffCall};
 use crate::error::{ApiError, Problem};
 use crate::extract::{Json, Path, Query};
@@ -52,16 +54,17 @@ async fn book(
 
 /// A reservation with its status history.
 #[utoipa::path(get, path = "/v1/reservations/{reservation_id}", tag = "staff",
-    params(("reservation_id" = Uuid, Path)),
-    responses((status = 200, body = ReservationView), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+    params(("reservation_id" = Uuid, Path), PositionQuery),
+    responses((status = 200, body = ReservationView), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem), (status = 503, body = Problem)))]
 async fn get_reservation(
     State(state): State<AppState>,
     _staff: StaffCall,
     Path(reservation_id): Path<Uuid>,
+    Query(query): Query<PositionQuery>,
 ) -> Result<axum::Json<ReservationView>, ApiError> {
-    Ok(axum::Json(
-        state.commands.reservation(reservation_id).await?,
-    ))
+    wait_for(&state, "reservations", MinPosition(query.min_position)).await?;
+    Ok(axum::Json(state.read.reservation(reservation_id).await?))
 }
 
 /// Move a booked reservation to another time and/or resource.

@@ -1,5 +1,7 @@
 //! Route handlers, one module per group of use cases.
 
 pub mod admin;
+pub mod analytics;
 pub mod booking;
+pub mod consistency;
 pub mod money;

@@ -4,16 +4,17 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use clinicbook_commands::money::{
-    Balance, Deposit, PackageBought, PackageView, PurchasePackage, TransferPackage, WalletRefund,
-    WalletView,
+    Balance, Deposit, PackageBought, PurchasePackage, TransferPackage, WalletRefund,
 };
+use clinicbook_projections::query::detail::{PackageView, WalletView};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::consistency::{wait_for, MinPosition, PositionQuery};
 use crate::call::{answer, StaffCall};
 use crate::error::{ApiError, Problem};
-use crate::extract::{Json, Path};
+use crate::extract::{Json, Path, Query};
 use crate::state::AppState;
 
 /// The wallet and package routes with their OpenAPI descriptions.
@@ -65,14 +66,17 @@ async fn refund(
 
 /// A wallet's balance and transactions (a never-used wallet has balance 0).
 #[utoipa::path(get, path = "/v1/wallets/{patient_id}", tag = "staff",
-    params(("patient_id" = Uuid, Path)),
-    responses((status = 200, body = WalletView), (status = 401, body = Problem), (status = 403, body = Problem)))]
+    params(("patient_id" = Uuid, Path), PositionQuery),
+    responses((status = 200, body = WalletView), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 503, body = Problem)))]
 async fn get_wallet(
     State(state): State<AppState>,
     _staff: StaffCall,
     Path(patient_id): Path<Uuid>,
+    Query(query): Query<PositionQuery>,
 ) -> Result<axum::Json<WalletView>, ApiError> {
-    Ok(axum::Json(state.commands.wallet(patient_id).await?))
+    wait_for(&state, "wallets", MinPosition(query.min_position)).await?;
+    Ok(axum::Json(state.read.wallet(patient_id).await?))
 }
 
 /// Buy a program as a package, paid from the wallet or externally.
@@ -116,12 +120,15 @@ async fn transfer_package(
 
 /// A package: sessions, expiry, clinics and history.
 #[utoipa::path(get, path = "/v1/packages/{package_id}", tag = "staff",
-    params(("package_id" = Uuid, Path)),
-    responses((status = 200, body = PackageView), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+    params(("package_id" = Uuid, Path), PositionQuery),
+    responses((status = 200, body = PackageView), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem), (status = 503, body = Problem)))]
 async fn get_package(
     State(state): State<AppState>,
     _staff: StaffCall,
     Path(package_id): Path<Uuid>,
+    Query(query): Query<PositionQuery>,
 ) -> Result<axum::Json<PackageView>, ApiError> {
-    Ok(axum::Json(state.commands.package(package_id).await?))
+    wait_for(&state, "packages", MinPosition(query.min_position)).await?;
+    Ok(axum::Json(state.read.package(package_id).await?))
 }

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,6 +39,26 @@ pub struct App {
     /// Relay and projectors of an in-process server; they stop with the
     /// test's runtime.
     pub background: Option<Background>,
+    /// The newest `position` a command answered: reads of read models ask
+    /// for it as `min_position`, as a client reading its own writes does.
+    pub last_position: Arc<AtomicI64>,
+}
+
+/// Whether `path` is a read route answered from a read model.
+fn reads_a_read_model(path: &str) -> bool {
+    let path = path.split('?').next().unwrap_or_default();
+    [
+        "/v1/reservations/",
+        "/v1/wallets/",
+        "/v1/packages/",
+        "/v1/reports/",
+    ]
+    .iter()
+    .any(|prefix| path.starts_with(prefix) && path.matches('/').count() == 3)
+        || (path.starts_with("/v1/clinics/")
+            && ["/schedule", "/availability", "/dashboard"]
+                .iter()
+                .any(|suffix| path.ends_with(suffix)))
 }
 
 /// A server on a free port over a fresh database, without rate limit.
@@ -55,6 +76,7 @@ pub async fn app_with(limits: Limits, clock: Clock) -> App {
         clock,
     );
     let read = ReadModels::new(db.pool.clone());
+    read.ensure_all().await.unwrap_or_else(|e| panic!("{e}"));
     // The whole read side in-process, with NATS names of this database's own.
     let background = clinicbook_api::background::start(
         ServeRole::All,
@@ -101,6 +123,7 @@ pub async fn app_with(limits: Limits, clock: Clock) -> App {
         db,
         read: Some(read),
         background: Some(background),
+        last_position: Arc::default(),
     }
 }
 
@@ -126,6 +149,7 @@ pub fn app_at(base: String, db: TestDatabase) -> App {
         db,
         read: None,
         background: None,
+        last_position: Arc::default(),
     }
 }
 
@@ -165,6 +189,17 @@ impl App {
         token: Option<&str>,
         body: Option<Value>,
     ) -> Answer {
+        let last = self.last_position.load(Ordering::SeqCst);
+        let path = if method == Method::GET
+            && last > 0
+            && reads_a_read_model(path)
+            && !path.contains("min_position=")
+        {
+            let joint = if path.contains('?') { '&' } else { '?' };
+            format!("{path}{joint}min_position={last}")
+        } else {
+            path.to_owned()
+        };
         let mut request = self.client.request(method, format!("{}{path}", self.base));
         if let Some(token) = token {
             request = request.bearer_auth(token);
@@ -172,13 +207,17 @@ impl App {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        read(
+        let answer = read(
             request
                 .send()
                 .await
                 .unwrap_or_else(|e| panic!("request failed: {e}")),
         )
-        .await
+        .await;
+        if let Some(position) = answer.body["position"].as_i64() {
+            self.last_position.fetch_max(position, Ordering::SeqCst);
+        }
+        answer
     }
 
     /// POST with a JSON body.
@@ -218,6 +257,16 @@ impl App {
                 .unwrap_or_else(|e| panic!("request failed: {e}")),
         )
         .await
+    }
+
+    /// Makes the next reads of read models wait for every event stored so
+    /// far: for writes made by other clients (concurrent raw requests, the
+    /// demo loader) that this `App` did not see answered.
+    pub async fn read_own_writes(&self) {
+        let (_, head) = clinicbook_eventstore::audit::totals(&self.db.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        self.last_position.fetch_max(head, Ordering::SeqCst);
     }
 
     /// Number of stored events.

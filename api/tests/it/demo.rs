@@ -23,10 +23,13 @@ fn small() -> DemoOptions {
     }
 }
 
+/// Loads the demo through the API; later reads wait for what it wrote.
 async fn load(app: &App, options: &DemoOptions) -> DemoSummary {
-    demo::load(&app.base, &app.admin, &app.staff, options)
+    let summary = demo::load(&app.base, &app.admin, &app.staff, options)
         .await
-        .unwrap_or_else(|e| panic!("demo load failed: {e}"))
+        .unwrap_or_else(|e| panic!("demo load failed: {e}"));
+    app.read_own_writes().await;
+    summary
 }
 
 #[tokio::test]

@@ -137,7 +137,12 @@ async fn post_with_key(app: &App, path: &str, key: &str, body: &Value) -> (Statu
         .await
         .unwrap_or_else(|e| panic!("request failed: {e}"));
     let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    if let Some(position) = body["position"].as_i64() {
+        app.last_position
+            .fetch_max(position, std::sync::atomic::Ordering::SeqCst);
+    }
+    (status, body)
 }
 
 /// Runs `futures` concurrently on the runtime, answers in order.
@@ -253,6 +258,7 @@ async fn one_reference_deposited_by_eight_racing_requests_is_credited_exactly_on
         .count();
     assert_eq!(created, 1, "{statuses:?}");
     assert_eq!(app.events().await, 1);
+    app.read_own_writes().await;
     assert_eq!(balance(&app, &patient).await, 1_500);
 }
 
@@ -905,6 +911,7 @@ async fn a_purchase_retried_with_the_same_package_id_answers_the_first_package_a
     assert_eq!(answers[0].0, StatusCode::CREATED);
     assert_eq!(answers[0].1, json!(racing_id));
     assert_eq!(app.events().await, written + 2, "one purchase, one debit");
+    app.read_own_writes().await;
     assert_eq!(balance(&app, &patient).await, 50_000);
 
     // The same package_id for another purchase is refused, not answered.
@@ -1137,6 +1144,7 @@ async fn a_deposit_sent_ten_times_concurrently_with_one_idempotency_key_credits_
     assert_eq!(answers[0].1["balance_cents"], 2_000);
     assert!(answers[0].1["position"].as_i64().unwrap_or(0) > 0);
     assert_eq!(app.events().await, 1, "one deposit");
+    app.read_own_writes().await;
     assert_eq!(balance(&app, &patient).await, 2_000);
 
     // Later, the same key and body still replays the first answer.

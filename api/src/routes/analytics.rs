@@ -1,0 +1,290 @@
+//! The analysts' routes: schedules, availability, the clinic dashboard and
+//! reports, all answered from read models. Staff may read schedules and
+//! availability. Reports answer CSV when asked with `Accept: text/csv`.
+//! Every route takes `?min_position=N` and waits (up to 5 s) until its
+//! projection has applied the event at N.
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use chrono::NaiveDate;
+use clinicbook_projections::query::csv::ToCsv;
+use clinicbook_projections::query::reports::{
+    Dashboard, DateRange, PackagesReport, PromoReport, ReservationsReport, RevenueGrouping,
+    RevenueReport, UtilizationReport,
+};
+use clinicbook_projections::query::schedule::{Availability, ScheduleDay};
+use serde::{Deserialize, Serialize};
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::consistency::{wait_for, MinPosition, PositionQuery};
+use crate::auth::{Caller, Role};
+use crate::error::{ApiError, Problem};
+use crate::extract::{Path, Query};
+use crate::state::AppState;
+
+/// The analysts' routes.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(schedule))
+        .routes(routes!(availability))
+        .routes(routes!(dashboard))
+        .routes(routes!(revenue))
+        .routes(routes!(reservations_report))
+        .routes(routes!(packages_report))
+        .routes(routes!(utilization))
+        .routes(routes!(promo_codes))
+}
+
+/// `?date=` (clinic-local) and the consistency token.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+struct DayQuery {
+    /// Clinic-local date, `YYYY-MM-DD`.
+    date: NaiveDate,
+    /// Wait until the read model has applied this position.
+    min_position: Option<i64>,
+}
+
+/// `?treatment_id=&date=` and the consistency token.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+struct AvailabilityQuery {
+    /// The treatment to find starts for.
+    treatment_id: Uuid,
+    /// Clinic-local date, `YYYY-MM-DD`.
+    date: NaiveDate,
+    /// Wait until the read model has applied this position.
+    min_position: Option<i64>,
+}
+
+/// A report's range (clinic-local dates, both inclusive), an optional
+/// clinic and the consistency token.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+struct ReportQuery {
+    /// First day, `YYYY-MM-DD`.
+    from: NaiveDate,
+    /// Last day, `YYYY-MM-DD` (inclusive).
+    to: NaiveDate,
+    /// Only this clinic.
+    clinic_id: Option<Uuid>,
+    /// Wait until the read model has applied this position.
+    min_position: Option<i64>,
+}
+
+/// The revenue report's query: a range, an optional clinic, a grouping.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+struct RevenueQuery {
+    /// First day, `YYYY-MM-DD`.
+    from: NaiveDate,
+    /// Last day, `YYYY-MM-DD` (inclusive).
+    to: NaiveDate,
+    /// Only this clinic.
+    clinic_id: Option<Uuid>,
+    /// `day` (default), `clinic`, `treatment` or `program`.
+    group_by: Option<String>,
+    /// Wait until the read model has applied this position.
+    min_position: Option<i64>,
+}
+
+/// The package report's query: a range of purchase dates.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+struct PackagesQuery {
+    /// First day, `YYYY-MM-DD`.
+    from: NaiveDate,
+    /// Last day, `YYYY-MM-DD` (inclusive).
+    to: NaiveDate,
+    /// Wait until the read model has applied this position.
+    min_position: Option<i64>,
+}
+
+fn range(from: NaiveDate, to: NaiveDate) -> Result<DateRange, ApiError> {
+    Ok(DateRange::new(from, to)?)
+}
+
+/// JSON, or CSV when the client's `Accept` asks for `text/csv`.
+fn report<T: Serialize + ToCsv>(headers: &HeaderMap, report: &T) -> Response {
+    let wants_csv = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|accept| accept.to_ascii_lowercase().contains("text/csv"));
+    if wants_csv {
+        (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/csv; charset=utf-8"),
+            )],
+            report.to_csv(),
+        )
+            .into_response()
+    } else {
+        axum::Json(report).into_response()
+    }
+}
+
+/// A clinic's day per resource: bookings and blocks.
+#[utoipa::path(get, path = "/v1/clinics/{clinic_id}/schedule", tag = "analysts",
+    params(("clinic_id" = Uuid, Path), DayQuery),
+    responses((status = 200, body = ScheduleDay), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem), (status = 503, body = Problem)))]
+async fn schedule(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(clinic_id): Path<Uuid>,
+    Query(query): Query<DayQuery>,
+) -> Result<axum::Json<ScheduleDay>, ApiError> {
+    caller.allow(&[Role::Analyst, Role::Staff])?;
+    wait_for(&state, "schedule", MinPosition(query.min_position)).await?;
+    Ok(axum::Json(
+        state.read.schedule(clinic_id, query.date).await?,
+    ))
+}
+
+/// Free start times per resource for a treatment on a day (instants in UTC).
+#[utoipa::path(get, path = "/v1/clinics/{clinic_id}/availability", tag = "analysts",
+    params(("clinic_id" = Uuid, Path), AvailabilityQuery),
+    responses((status = 200, body = Availability), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem), (status = 503, body = Problem)))]
+async fn availability(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(clinic_id): Path<Uuid>,
+    Query(query): Query<AvailabilityQuery>,
+) -> Result<axum::Json<Availability>, ApiError> {
+    caller.allow(&[Role::Analyst, Role::Staff])?;
+    wait_for(&state, "schedule", MinPosition(query.min_position)).await?;
+    let now = state.commands.now();
+    Ok(axum::Json(
+        state
+            .read
+            .availability(clinic_id, query.treatment_id, query.date, now)
+            .await?,
+    ))
+}
+
+/// A clinic's day for its manager: counts by status, occupancy, waitlist,
+/// displaced to rebook, revenue, next appointments.
+#[utoipa::path(get, path = "/v1/clinics/{clinic_id}/dashboard", tag = "analysts",
+    params(("clinic_id" = Uuid, Path), DayQuery),
+    responses((status = 200, body = Dashboard), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem), (status = 503, body = Problem)))]
+async fn dashboard(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(clinic_id): Path<Uuid>,
+    Query(query): Query<DayQuery>,
+) -> Result<axum::Json<Dashboard>, ApiError> {
+    caller.allow(&[Role::Analyst])?;
+    wait_for(&state, "reports", MinPosition(query.min_position)).await?;
+    let now = state.commands.now();
+    Ok(axum::Json(
+        state.read.dashboard(clinic_id, query.date, now).await?,
+    ))
+}
+
+/// Revenue (gross, discount, refund, net cents) per day, clinic, treatment
+/// or program, by appointment date.
+#[utoipa::path(get, path = "/v1/reports/revenue", tag = "analysts", params(RevenueQuery),
+    responses((status = 200, content((RevenueReport = "application/json"), (String = "text/csv"))),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 503, body = Problem)))]
+async fn revenue(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Query(query): Query<RevenueQuery>,
+) -> Result<Response, ApiError> {
+    caller.allow(&[Role::Analyst])?;
+    let range = range(query.from, query.to)?;
+    let group_by: RevenueGrouping = query
+        .group_by
+        .as_deref()
+        .unwrap_or("day")
+        .parse()
+        .map_err(ApiError::from)?;
+    wait_for(&state, "reports", MinPosition(query.min_position)).await?;
+    let answer = state.read.revenue(range, query.clinic_id, group_by).await?;
+    Ok(report(&headers, &answer))
+}
+
+/// Reservations per clinic by status, with cancellation and no-show rates.
+#[utoipa::path(get, path = "/v1/reports/reservations", tag = "analysts", params(ReportQuery),
+    responses((status = 200, content((ReservationsReport = "application/json"), (String = "text/csv"))),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 503, body = Problem)))]
+async fn reservations_report(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Query(query): Query<ReportQuery>,
+) -> Result<Response, ApiError> {
+    caller.allow(&[Role::Analyst])?;
+    let range = range(query.from, query.to)?;
+    wait_for(&state, "reports", MinPosition(query.min_position)).await?;
+    let answer = state
+        .read
+        .reservations_report(range, query.clinic_id)
+        .await?;
+    Ok(report(&headers, &answer))
+}
+
+/// Per program: packages sold, revenue, sessions used and left (by
+/// purchase date).
+#[utoipa::path(get, path = "/v1/reports/packages", tag = "analysts", params(PackagesQuery),
+    responses((status = 200, content((PackagesReport = "application/json"), (String = "text/csv"))),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 503, body = Problem)))]
+async fn packages_report(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Query(query): Query<PackagesQuery>,
+) -> Result<Response, ApiError> {
+    caller.allow(&[Role::Analyst])?;
+    let range = range(query.from, query.to)?;
+    wait_for(&state, "reports", MinPosition(query.min_position)).await?;
+    let answer = state.read.packages_report(range).await?;
+    Ok(report(&headers, &answer))
+}
+
+/// Per resource and day: open minutes, booked minutes, percent.
+#[utoipa::path(get, path = "/v1/reports/utilization", tag = "analysts", params(ReportQuery),
+    responses((status = 200, content((UtilizationReport = "application/json"), (String = "text/csv"))),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 503, body = Problem)))]
+async fn utilization(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Query(query): Query<ReportQuery>,
+) -> Result<Response, ApiError> {
+    caller.allow(&[Role::Analyst])?;
+    let range = range(query.from, query.to)?;
+    wait_for(&state, "reports", MinPosition(query.min_position)).await?;
+    let answer = state.read.utilization(range, query.clinic_id).await?;
+    Ok(report(&headers, &answer))
+}
+
+/// Per promo code: redemptions and discount given.
+#[utoipa::path(get, path = "/v1/reports/promo-codes", tag = "analysts", params(PositionQuery),
+    responses((status = 200, content((PromoReport = "application/json"), (String = "text/csv"))),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 503, body = Problem)))]
+async fn promo_codes(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Query(query): Query<PositionQuery>,
+) -> Result<Response, ApiError> {
+    caller.allow(&[Role::Analyst])?;
+    wait_for(&state, "reports", MinPosition(query.min_position)).await?;
+    let answer = state.read.promo_codes().await?;
+    Ok(report(&headers, &answer))
+}
