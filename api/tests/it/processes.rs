@@ -51,11 +51,7 @@ impl Server {
     /// Starts `clinicbook serve` on a free port over `database_url` and
     /// waits until `/healthz` answers. A port taken between choosing and
     /// binding it makes the process exit; then another port is tried.
-    async fn start(database_url: &str) -> Server {
-        Self::start_with(database_url, &[]).await
-    }
-
-    /// [`Server::start`] with more environment (a role, NATS).
+    /// `env` adds environment (a role, NATS).
     async fn start_with(database_url: &str, env: &[(&str, &str)]) -> Server {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
