@@ -2,6 +2,7 @@
 //! harness's PostgreSQL, driven with a real HTTP client.
 
 mod admin;
+mod analytics;
 mod booking;
 mod common;
 mod demo;
