@@ -26,6 +26,9 @@ pub struct Readiness {
     pub database: String,
     /// `ok`, `not_configured`, or the reason NATS is not reachable.
     pub nats: String,
+    /// Committed events the most lagging projection (or the relay) has not
+    /// applied yet; absent when it could not be read.
+    pub projection_lag_events: Option<i64>,
 }
 
 /// The process is up.
@@ -34,7 +37,8 @@ pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// The database and NATS are reachable (503 otherwise).
+/// The database and NATS are reachable (503 otherwise), and how many
+/// events the most lagging projection (or the relay) is behind.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
@@ -56,6 +60,19 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
             }
         }
     };
+    // How far the read side is behind the event store (informational: a
+    // lagging projection still answers, and reads wait with min_position).
+    let projection_lag_events = if database == "ok" {
+        match tokio::time::timeout(Duration::from_secs(2), state.read.max_lag()).await {
+            Ok(Ok(lag)) => {
+                metrics::gauge!("clinicbook_projection_lag_events").set(lag as f64);
+                Some(lag)
+            }
+            _ => None,
+        }
+    } else {
+        None
+    };
     let ready = database == "ok" && (nats == "ok" || nats == "not_configured");
     let status = if ready {
         StatusCode::OK
@@ -66,6 +83,7 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         status: if ready { "ok" } else { "degraded" },
         database,
         nats,
+        projection_lag_events,
     };
     (status, Json(body))
 }

@@ -26,6 +26,11 @@ async fn operational_routes_need_no_token() {
     let ready = app.send(Method::GET, "/readyz", None, None).await;
     assert_eq!(ready.status, StatusCode::OK);
     assert_eq!(ready.body["database"], "ok");
+    assert!(
+        ready.body["projection_lag_events"].as_i64().is_some(),
+        "{:?}",
+        ready.body
+    );
     let spec = app.send(Method::GET, "/openapi.json", None, None).await;
     assert_eq!(spec.status, StatusCode::OK);
     for route in [
