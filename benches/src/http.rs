@@ -64,12 +64,12 @@ pub struct BookArgs {
 }
 
 /// Appointment length of the benchmark's treatment.
-const DURATION_MINUTES: i64 = 20;
+pub(crate) const DURATION_MINUTES: i64 = 20;
 /// The treatment's buffer; with the length, slots are 30 minutes apart.
-const BUFFER_MINUTES: i64 = 10;
+pub(crate) const BUFFER_MINUTES: i64 = 10;
 /// Slot starts per day: every 30 minutes from 00:00 to 23:30 (UTC, the
 /// clinic's timezone), all inside the opening hours 00:00-23:59.
-const SLOTS_PER_DAY: u64 = 48;
+pub(crate) const SLOTS_PER_DAY: u64 = 48;
 /// A client whose requests fail this many times in a row (no answer at
 /// all) stops the run: the server is gone.
 const MAX_FAILURES_IN_A_ROW: u32 = 50;
@@ -166,20 +166,20 @@ pub async fn run(args: BookArgs) -> anyhow::Result<()> {
 }
 
 /// The HTTP side: one shared `reqwest::Client`, the base URL and the token.
-struct Api {
+pub(crate) struct Api {
     /// Shared by every client: one connection pool.
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
     /// `http://host:port`, without a trailing slash.
-    base: String,
+    pub(crate) base: String,
     /// The admin token every request carries.
-    token: String,
+    pub(crate) token: String,
 }
 
 impl Api {
     /// A client for `base` with a per-request `timeout`. It follows no
     /// redirect and uses no proxy, so requests go to `base` and nowhere
     /// else.
-    fn new(base: &str, token: String, timeout: Duration) -> anyhow::Result<Self> {
+    pub(crate) fn new(base: &str, token: String, timeout: Duration) -> anyhow::Result<Self> {
         let parsed = reqwest::Url::parse(base).with_context(|| format!("--url {base}"))?;
         if parsed.scheme() != "http" {
             bail!("--url {base}: only http:// is supported");
@@ -227,13 +227,13 @@ impl Api {
 }
 
 /// The clinic the clients book at.
-struct Clinic {
-    clinic_id: Uuid,
-    treatment_id: Uuid,
+pub(crate) struct Clinic {
+    pub(crate) clinic_id: Uuid,
+    pub(crate) treatment_id: Uuid,
     /// One device per client (`distinct`) or a single one (`hot`).
-    devices: Vec<Uuid>,
+    pub(crate) devices: Vec<Uuid>,
     /// Midnight UTC of tomorrow: the first day booked.
-    first_day: DateTime<Utc>,
+    pub(crate) first_day: DateTime<Utc>,
 }
 
 /// `{"clinic_id": …}`
@@ -256,7 +256,7 @@ struct TreatmentCreated {
 
 /// Registers a clinic open every day 00:00-23:59 UTC, `devices` devices
 /// and one 20-minute treatment (10-minute buffer) on devices.
-async fn set_up(api: &Api, devices: usize) -> anyhow::Result<Clinic> {
+pub(crate) async fn set_up(api: &Api, devices: usize) -> anyhow::Result<Clinic> {
     let tag = &Uuid::new_v4().simple().to_string()[..8];
     let created: ClinicCreated = api
         .call(

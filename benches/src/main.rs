@@ -10,10 +10,15 @@
 //!   with `POST /v1/reservations`. With `--spawn` it starts `clinicbook
 //!   serve` itself over a throwaway PostgreSQL.
 //!
-//! Both print throughput, latency percentiles and the answers by kind, and
+//! - `clinicbook-benches lag` books at a steady rate through the API and
+//!   reads each booking back from its read model until it shows: the
+//!   projection lag a client sees.
+//!
+//! All print throughput, latency percentiles and the answers by kind, and
 //! write the same as JSON with `--json`.
 
 mod http;
+mod lag;
 mod report;
 mod server;
 mod store;
@@ -36,6 +41,9 @@ enum Command {
     /// Bookings through the HTTP API, against a running server (`--url`)
     /// or one started for the run (`--spawn`).
     Book(http::BookArgs),
+    /// Projection lag: bookings at a steady rate, each read back from its
+    /// read model until it shows.
+    Lag(lag::LagArgs),
 }
 
 /// What the clients of a benchmark book.
@@ -63,5 +71,6 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Store(args) => store::run(args).await,
         Command::Book(args) => http::run(args).await,
+        Command::Lag(args) => lag::run(args).await,
     }
 }

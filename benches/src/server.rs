@@ -73,7 +73,7 @@ impl Server {
             ("CLINICBOOK_RATE_LIMIT", "0".to_string()),
             ("CLINICBOOK_JWT_SECRET", secret),
             ("CLINICBOOK_VAR_DIR", dir.join("var").display().to_string()),
-            // Only `/readyz` uses it; set so the server never starts its own.
+            // The read side (relay, projectors) runs over it.
             ("NATS_URL", services.nats.url()),
         ];
         let log_path = dir.join("server.log");
