@@ -67,7 +67,19 @@ impl ReadModels {
         .bind(ddl_hash(projection))
         .execute(&mut *tx)
         .await?;
+        let built_with: String =
+            sqlx::query_scalar("SELECT ddl_hash FROM read.checkpoints WHERE projection = $1")
+                .bind(projection.name)
+                .fetch_one(&mut *tx)
+                .await?;
         tx.commit().await?;
+        if built_with != ddl_hash(projection) {
+            tracing::warn!(
+                projection = projection.name,
+                "its tables were built by another version; run `clinicbook rebuild {}`",
+                projection.name
+            );
+        }
         Ok(())
     }
 
