@@ -20,6 +20,9 @@ use crate::http::{set_up, Api, Clinic, BUFFER_MINUTES, DURATION_MINUTES, SLOTS_P
 use crate::report::{self, Latency};
 use crate::server::Server;
 
+/// Devices of the benchmark clinic.
+const DEVICES: usize = 16;
+
 /// Options of `clinicbook-benches lag`.
 #[derive(Debug, clap::Args)]
 pub struct LagArgs {
@@ -85,7 +88,10 @@ pub async fn run(args: LagArgs) -> anyhow::Result<()> {
         _ => bail!("give --url and --token, or --spawn"),
     };
     let api = Arc::new(Api::new(&url, token, Duration::from_secs(10))?);
-    let clinic = Arc::new(set_up(&api, 1).await.context("setting up a clinic")?);
+    // Bookings rotate over the devices, so that concurrent bookings rarely
+    // share a calendar (a device's day) and the figures are of the read
+    // side, not of write contention.
+    let clinic = Arc::new(set_up(&api, DEVICES).await.context("setting up a clinic")?);
     let period = Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1)));
     let poll = Duration::from_millis(args.poll_ms.max(1));
     eprintln!(
@@ -150,14 +156,18 @@ pub async fn run(args: LagArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Books slot `slot` and waits until the read model shows it.
-async fn measure(api: Arc<Api>, clinic: Arc<Clinic>, slot: u64, poll: Duration) -> Sample {
+/// Makes booking number `booking` (on the next device, in its next slot)
+/// and waits until the read model shows it.
+async fn measure(api: Arc<Api>, clinic: Arc<Clinic>, booking: u64, poll: Duration) -> Sample {
+    let devices = clinic.devices.len().max(1) as u64;
+    let device = clinic.devices[usize::try_from(booking % devices).unwrap_or(0)];
+    let slot = booking / devices;
     let day = i64::try_from(slot / SLOTS_PER_DAY).unwrap_or(0);
     let minute =
         i64::try_from(slot % SLOTS_PER_DAY).unwrap_or(0) * (DURATION_MINUTES + BUFFER_MINUTES);
     let start = clinic.first_day + chrono::Duration::days(day) + chrono::Duration::minutes(minute);
     let body = json!({"patient_id": Uuid::new_v4(), "clinic_id": clinic.clinic_id,
-        "resource_id": clinic.devices[0], "treatment_id": clinic.treatment_id,
+        "resource_id": device, "treatment_id": clinic.treatment_id,
         "start": start, "payment": {"method": "at_clinic"}});
     let sent = Instant::now();
     let answer = api
