@@ -1,9 +1,12 @@
-//! `lag`: projection lag as a client sees it. Bookings go in at a steady
-//! rate; after each 201 the client reads `GET /v1/reservations/{id}`
-//! (without a consistency token) every `--poll-ms` until the read model
-//! answers it: the time from the command's answer (its commit) to the
-//! first answer from the read model is the lag. The resolution is the
-//! poll interval.
+//! `lag`: projection lag, commit to visible. Bookings go in at a steady
+//! rate. The server's projectors record, for every event they apply, the
+//! time from its transaction's `recorded_at` to the commit of the batch
+//! that applied it (`clinicbook_projection_lag_seconds`, a summary per
+//! projection on `/metrics`); the run reads those quantiles at the end.
+//! With `--poll-ms N` each client also reads `GET /v1/reservations/{id}`
+//! (without a consistency token) every N ms after its 201 until the read
+//! model answers: the lag a client sees, at the poll's resolution (and
+//! with the polling's own load on the server).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -44,8 +47,9 @@ pub struct LagArgs {
     /// Length of the run.
     #[arg(long, default_value_t = 20)]
     seconds: u64,
-    /// How often a client looks at the read model.
-    #[arg(long, default_value_t = 2)]
+    /// Also read each booking back every this many ms until it shows (0:
+    /// do not; the server's figures only).
+    #[arg(long, default_value_t = 0)]
     poll_ms: u64,
     /// Also write the figures as JSON to this file.
     #[arg(long)]
@@ -62,12 +66,17 @@ struct LagReport {
     never_visible: usize,
     poll_ms: u64,
     booking_latency_ms: Latency,
-    projection_lag_ms: Latency,
+    client_seen_lag_ms: Option<Latency>,
+    /// Per projection: quantile → milliseconds, as the server recorded.
+    server_lag_ms: Vec<(String, Vec<(String, f64)>)>,
 }
 
 /// What one booking measured.
 enum Sample {
-    Seen { booking: Duration, lag: Duration },
+    Booked {
+        booking: Duration,
+        lag: Option<Duration>,
+    },
     Refused,
     NeverVisible,
 }
@@ -93,10 +102,10 @@ pub async fn run(args: LagArgs) -> anyhow::Result<()> {
     // side, not of write contention.
     let clinic = Arc::new(set_up(&api, DEVICES).await.context("setting up a clinic")?);
     let period = Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1)));
-    let poll = Duration::from_millis(args.poll_ms.max(1));
+    let poll = (args.poll_ms > 0).then(|| Duration::from_millis(args.poll_ms));
     eprintln!(
-        "{} bookings/s for {} s against {}, read model polled every {} ms",
-        args.rate, args.seconds, api.base, args.poll_ms
+        "{} bookings/s for {} s against {}",
+        args.rate, args.seconds, api.base
     );
     let mut ticks = tokio::time::interval(period);
     let mut tasks = JoinSet::new();
@@ -112,14 +121,16 @@ pub async fn run(args: LagArgs) -> anyhow::Result<()> {
     let (mut refused, mut never_visible) = (0, 0);
     while let Some(sample) = tasks.join_next().await {
         match sample.context("a measuring task failed")? {
-            Sample::Seen { booking, lag } => {
+            Sample::Booked { booking, lag } => {
                 bookings.push(booking);
-                lags.push(lag);
+                lags.extend(lag);
             }
             Sample::Refused => refused += 1,
             Sample::NeverVisible => never_visible += 1,
         }
     }
+    settle(&api).await?;
+    let server_lag_ms = server_lag(&api).await?;
     let report = LagReport {
         rate_per_second: args.rate,
         seconds: args.seconds,
@@ -128,12 +139,12 @@ pub async fn run(args: LagArgs) -> anyhow::Result<()> {
         never_visible,
         poll_ms: args.poll_ms,
         booking_latency_ms: Latency::of(&mut bookings),
-        projection_lag_ms: Latency::of(&mut lags),
+        client_seen_lag_ms: poll.map(|_| Latency::of(&mut lags)),
+        server_lag_ms,
     };
     println!(
         "{} bookings ({} refused, {} never visible within 10 s)\n\
-         booking latency ms: p50 {:.1}  p95 {:.1}  p99 {:.1}  max {:.1}\n\
-         projection lag ms (answer to visible, poll {} ms): p50 {:.1}  p95 {:.1}  p99 {:.1}  max {:.1}",
+         booking latency ms: p50 {:.1}  p95 {:.1}  p99 {:.1}  max {:.1}",
         report.bookings,
         report.refused,
         report.never_visible,
@@ -141,12 +152,21 @@ pub async fn run(args: LagArgs) -> anyhow::Result<()> {
         report.booking_latency_ms.p95,
         report.booking_latency_ms.p99,
         report.booking_latency_ms.max,
-        report.poll_ms,
-        report.projection_lag_ms.p50,
-        report.projection_lag_ms.p95,
-        report.projection_lag_ms.p99,
-        report.projection_lag_ms.max,
     );
+    if let Some(seen) = report.client_seen_lag_ms {
+        println!(
+            "lag a client sees (poll {} ms) ms: p50 {:.1}  p95 {:.1}  p99 {:.1}  max {:.1}",
+            report.poll_ms, seen.p50, seen.p95, seen.p99, seen.max
+        );
+    }
+    println!("projection lag, commit to visible, as the server recorded it (ms):");
+    for (projection, quantiles) in &report.server_lag_ms {
+        let figures: Vec<String> = quantiles
+            .iter()
+            .map(|(q, ms)| format!("q{q} {ms:.1}"))
+            .collect();
+        println!("  {projection:<14} {}", figures.join("  "));
+    }
     if let Some(path) = &args.json {
         report::write_json(path, &report)?;
     }
@@ -158,7 +178,12 @@ pub async fn run(args: LagArgs) -> anyhow::Result<()> {
 
 /// Makes booking number `booking` (on the next device, in its next slot)
 /// and waits until the read model shows it.
-async fn measure(api: Arc<Api>, clinic: Arc<Clinic>, booking: u64, poll: Duration) -> Sample {
+async fn measure(
+    api: Arc<Api>,
+    clinic: Arc<Clinic>,
+    booking: u64,
+    poll: Option<Duration>,
+) -> Sample {
     let devices = clinic.devices.len().max(1) as u64;
     let device = clinic.devices[usize::try_from(booking % devices).unwrap_or(0)];
     let slot = booking / devices;
@@ -188,6 +213,9 @@ async fn measure(api: Arc<Api>, clinic: Arc<Clinic>, booking: u64, poll: Duratio
     };
     let answered = Instant::now();
     let booking = answered - sent;
+    let Some(poll) = poll else {
+        return Sample::Booked { booking, lag: None };
+    };
     let id = booked["reservation_id"]
         .as_str()
         .unwrap_or_default()
@@ -201,12 +229,76 @@ async fn measure(api: Arc<Api>, clinic: Arc<Clinic>, booking: u64, poll: Duratio
             .await
             .is_ok_and(|r| r.status() == StatusCode::OK);
         if seen {
-            return Sample::Seen {
+            return Sample::Booked {
                 booking,
-                lag: answered.elapsed(),
+                lag: Some(answered.elapsed()),
             };
         }
         tokio::time::sleep(poll).await;
     }
     Sample::NeverVisible
+}
+
+/// Waits (up to a minute) until `/readyz` says no projection is behind.
+async fn settle(api: &Api) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let ready: Value = api
+            .http
+            .get(format!("{}/readyz", api.base))
+            .send()
+            .await
+            .context("GET /readyz")?
+            .json()
+            .await
+            .context("GET /readyz: not JSON")?;
+        if ready["projection_lag_events"].as_i64() == Some(0) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("the projections did not catch up within a minute")
+}
+
+/// The quantiles of `clinicbook_projection_lag_seconds` per projection,
+/// in milliseconds, from `/metrics`.
+async fn server_lag(api: &Api) -> anyhow::Result<Vec<(String, Vec<(String, f64)>)>> {
+    let text = api
+        .http
+        .get(format!("{}/metrics", api.base))
+        .send()
+        .await
+        .context("GET /metrics")?
+        .text()
+        .await
+        .context("GET /metrics")?;
+    let mut per_projection: Vec<(String, Vec<(String, f64)>)> = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("clinicbook_projection_lag_seconds{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.split_once("} ") else {
+            continue;
+        };
+        let label = |name: &str| -> Option<String> {
+            labels.split(',').find_map(|pair| {
+                let (key, value) = pair.split_once('=')?;
+                (key == name).then(|| value.trim_matches('"').to_owned())
+            })
+        };
+        let (Some(projection), Some(quantile), Ok(seconds)) = (
+            label("projection"),
+            label("quantile"),
+            value.trim().parse::<f64>(),
+        ) else {
+            continue;
+        };
+        let ms = seconds * 1000.0;
+        match per_projection.iter_mut().find(|(p, _)| *p == projection) {
+            Some((_, quantiles)) => quantiles.push((quantile, ms)),
+            None => per_projection.push((projection, vec![(quantile, ms)])),
+        }
+    }
+    per_projection.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(per_projection)
 }

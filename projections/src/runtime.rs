@@ -242,12 +242,16 @@ impl Projector {
             cursor = event.point();
             events.push(event);
         }
-        if let Some(last) = events.last() {
-            let recorded_at = last.recorded_at;
+        if !events.is_empty() {
             let point = self.read.apply(self.projection, &events).await?;
-            let lag = (Utc::now() - recorded_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
-            metrics::histogram!("clinicbook_projection_lag_seconds", "projection" => name)
-                .record(lag);
+            // Commit to visible, per event: from the time its transaction
+            // recorded to this batch's commit.
+            let now = Utc::now();
+            for event in &events {
+                let lag = (now - event.recorded_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
+                metrics::histogram!("clinicbook_projection_lag_seconds", "projection" => name)
+                    .record(lag);
+            }
             metrics::gauge!("clinicbook_projection_position", "projection" => name)
                 .set(point.position as f64);
         }
