@@ -46,6 +46,9 @@ pub fn current_version(aggregate_type: &str, event_type: &str) -> &'static str {
     }
 }
 
+/// An event body (the object inside `{"Variant": ...}`).
+type Body = Map<String, Value>;
+
 /// One step: events of a type whose major version is `from_major` become
 /// version `to` by `apply`.
 struct Step {
@@ -53,7 +56,7 @@ struct Step {
     event_type: &'static str,
     from_major: u64,
     to: &'static str,
-    apply: fn(Map<String, Value>) -> Result<Map<String, Value>, String>,
+    apply: fn(Body) -> Result<Body, String>,
 }
 
 /// Every upcaster, oldest first.
