@@ -171,7 +171,10 @@ async fn the_as_of_state_of_a_reservation_matches_what_the_api_answered_at_five_
             // (the position of its last event), after the previous one's.
             let position = last["position"].as_i64().unwrap_or_default();
             let previous = if i == 0 { 0 } else { moments[i - 1].position };
-            assert!(previous < position && position <= m.position, "{what}: {position}");
+            assert!(
+                previous < position && position <= m.position,
+                "{what}: {position}"
+            );
             assert_eq!(last["metadata"]["actor"], "alice", "{what}");
             assert_eq!(last["hash"].as_str().map(str::len), Some(64), "{what}");
             assert_same(&audited.body["state"], &m.view, &what);
