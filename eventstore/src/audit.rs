@@ -269,3 +269,18 @@ pub async fn totals(pool: &PgPool) -> Result<(i64, i64), StoreError> {
         .await?;
     Ok(row)
 }
+
+/// Number of streams of each aggregate type, for tools that describe a
+/// store.
+///
+/// # Errors
+/// The database failed.
+pub async fn stream_counts(pool: &PgPool) -> Result<Vec<(String, i64)>, StoreError> {
+    let rows = sqlx::query_as(
+        "SELECT aggregate_type, count(*) FROM events WHERE sequence = 1
+          GROUP BY aggregate_type ORDER BY aggregate_type",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows)
+}
