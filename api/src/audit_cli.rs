@@ -1,7 +1,9 @@
 //! The auditor's commands of the `clinicbook` binary, straight against the
 //! database (no server): `replay` (one stream's events and state, or every
 //! stream re-run through its aggregate with `--all --check`) and `verify`
-//! (every hash chain). Both fail (non-zero exit) when history does not
+//! (every hash chain); `replay --all --check --projections` also rebuilds
+//! every projection into a scratch schema and diffs it with the live one.
+//! They fail (non-zero exit) when history does not
 //! hold, naming each stream and sequence.
 
 use std::io::IsTerminal;
@@ -38,6 +40,11 @@ pub struct ReplayArgs {
     /// store's normal load; exits non-zero on any mismatch.
     #[arg(long, requires = "all")]
     pub check: bool,
+    /// With --all --check: also rebuild every projection into a scratch
+    /// schema up to its live checkpoint and compare it row by row with the
+    /// live tables; exits non-zero on any difference.
+    #[arg(long, requires = "check")]
+    pub projections: bool,
     /// Events read per query by --all.
     #[arg(long, default_value_t = 20_000)]
     pub batch: i64,
@@ -162,13 +169,74 @@ async fn check_all(args: &ReplayArgs) -> anyhow::Result<()> {
         report.snapshots_unreadable,
         report.changed_during_check,
     );
+    let projections_differ = if args.projections {
+        check_projections(&clinicbook_projections::ReadModels::new(pool.clone())).await?
+    } else {
+        0
+    };
     anyhow::ensure!(
         report.ok,
         "{} streams do not replay as stored",
         report.mismatches.len()
     );
     println!("OK: every stream replays as stored");
+    anyhow::ensure!(
+        projections_differ == 0,
+        "{projections_differ} projections differ from a rebuild"
+    );
     Ok(())
+}
+
+/// Rebuilds every projection into a scratch schema up to its live
+/// checkpoint and diffs it with the live tables; answers how many differ.
+async fn check_projections(read: &clinicbook_projections::ReadModels) -> anyhow::Result<usize> {
+    use clinicbook_projections::{projections, ProjectionError};
+    let mut differ = 0;
+    for projection in projections() {
+        let bar = progress_bar(0);
+        let started = Instant::now();
+        let schema = format!("replay_check_{}", projection.name);
+        let checked = clinicbook_projections::rebuild::check_against_live(
+            read,
+            projection,
+            &schema,
+            &|events| bar.set_position(events),
+        )
+        .await;
+        bar.finish_and_clear();
+        let (built, diffs) = match checked {
+            Ok(checked) => checked,
+            Err(ProjectionError::UnknownProjection(_)) => {
+                println!(
+                    "projection {}: not built live (no checkpoint), nothing to compare",
+                    projection.name
+                );
+                continue;
+            }
+            Err(e) => return Err(e).with_context(|| format!("rebuilding {}", projection.name)),
+        };
+        let elapsed = started.elapsed();
+        for diff in &diffs {
+            println!(
+                "PROJECTION {} table {}: {} rows only in the rebuild, {} only live",
+                projection.name, diff.table, diff.only_in_first, diff.only_in_second
+            );
+        }
+        differ += usize::from(!diffs.is_empty());
+        println!(
+            "projection {}: rebuilt from {} events in {:.1} s ({:.0} events/s), {}",
+            projection.name,
+            built.events,
+            elapsed.as_secs_f64(),
+            rate(built.events, elapsed),
+            if diffs.is_empty() {
+                "same as live"
+            } else {
+                "DIFFERS from live"
+            }
+        );
+    }
+    Ok(differ)
 }
 
 /// `clinicbook verify`: recomputes every hash chain (or those matching the

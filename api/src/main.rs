@@ -1,6 +1,7 @@
 //! `clinicbook`: the command-line entry point of the booking engine:
 //! `serve` (the HTTP API), `migrate`, `token` (a JWT for trying it),
-//! `demo`, and the auditor's `replay` and `verify`.
+//! `demo`, `rebuild` and `projections status`, and the auditor's `replay`
+//! and `verify`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -558,6 +558,22 @@ async fn clinicbook_replay_check_passes_on_the_demo_data_and_fails_on_corrupted_
         sound.stdout
     );
     assert!(sound.stdout.contains("OK: every stream replays as stored"));
+    // With the projections rebuilt beside the live ones and compared.
+    let with_projections = clinicbook(&app, &["replay", "--all", "--check", "--projections"]).await;
+    assert!(
+        with_projections.ok,
+        "{}{}",
+        with_projections.stdout, with_projections.stderr
+    );
+    for projection in clinicbook_projections::projections() {
+        let line = format!("projection {}: rebuilt from", projection.name);
+        assert!(
+            with_projections.stdout.contains(&line),
+            "{line} not in\n{}",
+            with_projections.stdout
+        );
+    }
+    assert!(!with_projections.stdout.contains("DIFFERS"));
 
     // One stream printed as JSON, at a version.
     let reservation = summary
