@@ -126,6 +126,18 @@ impl UseCase for OpenClinic {
     }
 }
 
+/// The `n`th deposit of a patient: 50.00 to 80.00.
+fn deposit_amount(n: u64) -> Money {
+    Money(5_000 + i64::try_from(n % 7).unwrap_or(0) * 500)
+}
+
+/// What deposits `from..from + count` add up to.
+fn deposits_total(from: u64, count: u64) -> i64 {
+    (from..from + count)
+        .map(|n| deposit_amount(n).cents())
+        .sum()
+}
+
 /// A run of deposits into one wallet, in one unit of work.
 struct TopUp {
     patient: PatientId,
@@ -143,7 +155,7 @@ impl UseCase for TopUp {
             uow.handle::<Wallet>(
                 &id,
                 WalletCommand::Deposit {
-                    amount: Money(2_000 + i64::try_from(n % 7).unwrap_or(0) * 500),
+                    amount: deposit_amount(n),
                     reference: format!("bank:{}:{n}", self.patient),
                 },
             )
@@ -350,7 +362,8 @@ async fn client(
     .await?;
     let patients: Vec<PatientId> = (0..PATIENTS).map(|_| PatientId::new()).collect();
     let mut references = vec![0u64; PATIENTS];
-    // Every wallet starts with enough for its bookings.
+    // What each wallet holds, so bookings are only made from funded ones.
+    let mut balances = vec![0i64; PATIENTS];
     for (p, patient) in patients.iter().enumerate() {
         let count = 8;
         mine += execute(
@@ -364,6 +377,7 @@ async fn client(
         )
         .await?;
         references[p] = count;
+        balances[p] = deposits_total(0, count);
     }
     let mut day_index = 0i64;
     let mut round = 0u64;
@@ -387,14 +401,35 @@ async fn client(
                 },
             )
             .await?;
+            balances[p] += deposits_total(references[p], count);
             references[p] += count;
         } else {
             let laser = lasers[usize::try_from(day_index).unwrap_or(0) % LASERS];
             let day = first_day() + chrono::Duration::days(day_index / LASERS as i64);
             day_index += 1;
-            let bookings = (0..SLOTS_PER_DAY)
-                .map(|_| (ReservationId::new(), patients[rng.usize(..PATIENTS)]))
-                .collect();
+            let mut bookings = Vec::with_capacity(SLOTS_PER_DAY);
+            let mut booked_by = Vec::with_capacity(SLOTS_PER_DAY);
+            for _ in 0..SLOTS_PER_DAY {
+                let p = rng.usize(..PATIENTS);
+                if balances[p] < PRICE.cents() {
+                    let count = 20;
+                    mine += execute(
+                        &store,
+                        "seed_deposit",
+                        &TopUp {
+                            patient: patients[p],
+                            from: references[p],
+                            count,
+                        },
+                    )
+                    .await?;
+                    balances[p] += deposits_total(references[p], count);
+                    references[p] += count;
+                }
+                balances[p] -= PRICE.cents();
+                bookings.push((ReservationId::new(), patients[p]));
+                booked_by.push(p);
+            }
             let booked = BookDay {
                 clinic,
                 treatment,
@@ -406,13 +441,19 @@ async fn client(
                 bookings,
             };
             mine += execute(&store, "seed_book_day", &booked).await?;
-            let outcomes = (0..SLOTS_PER_DAY)
+            let outcomes: Vec<Outcome> = (0..SLOTS_PER_DAY)
                 .map(|_| match rng.u8(..20) {
                     0..=1 => Outcome::Cancelled,
                     2 => Outcome::NoShow,
                     _ => Outcome::Completed,
                 })
                 .collect();
+            // Cancelled in good time: the whole payment goes back.
+            for (p, outcome) in booked_by.iter().zip(&outcomes) {
+                if matches!(outcome, Outcome::Cancelled) {
+                    balances[*p] += PRICE.cents();
+                }
+            }
             mine += execute(
                 &store,
                 "seed_settle_day",
