@@ -11,6 +11,7 @@
 //! | unknown id or route | 404 | `not_found` |
 //! | `slot_unavailable`, `invalid_transition`, `already_exists`, `duplicate_name`, `duplicate_reference` | 409 | as the domain names it |
 //! | retries exhausted | 409 | `concurrency_conflict` |
+//! | a stream an auditor asks for does not replay | 409 | `stream_corrupt` |
 //! | body over 64 KiB | 413 | `payload_too_large` |
 //! | wrong content type | 415 | `unsupported_media_type` |
 //! | other business rules (`insufficient_funds`, `no_sessions_left`, …) and `idempotency_key_reused` | 422 | as named |

@@ -25,6 +25,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
+pub mod audit_cli;
 pub mod auth;
 pub mod background;
 pub mod call;
@@ -95,6 +96,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::booking::routes())
         .merge(routes::money::routes())
         .merge(routes::analytics::routes())
+        .merge(routes::audit::routes())
 }
 
 /// Only `/healthz`, `/readyz` and `/metrics`: what a relay or projector

@@ -1,5 +1,7 @@
 //! `clinicbook`: the command-line entry point of the booking engine:
-//! `serve` (the HTTP API), `migrate`, and `token` (a JWT for trying it).
+//! `serve` (the HTTP API), `migrate`, `token` (a JWT for trying it),
+//! `demo`, `rebuild` and `projections status`, and the auditor's `replay`
+//! and `verify`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -69,6 +71,13 @@ enum Command {
     /// Read-side tools.
     #[command(subcommand)]
     Projections(ProjectionsCommand),
+    /// Replay history from the database: one stream's events and its state
+    /// (as of an instant or a version) as JSON, or every stream re-run
+    /// through its aggregate with --all --check.
+    Replay(clinicbook_api::audit_cli::ReplayArgs),
+    /// Verify every hash chain (or one type's, or one stream's); exits
+    /// non-zero naming each broken stream and its first bad sequence.
+    Verify(clinicbook_api::audit_cli::VerifyArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -177,6 +186,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Projections(ProjectionsCommand::Status { database_url }) => {
             tools::status(&database_url).await
         }
+        Command::Replay(args) => clinicbook_api::audit_cli::replay(&args).await,
+        Command::Verify(args) => clinicbook_api::audit_cli::verify(&args).await,
     }
 }
 

@@ -14,12 +14,18 @@
 //!   reads each booking back from its read model until it shows: the
 //!   projection lag a client sees.
 //!
+//! - `clinicbook-benches seed --events 1000000` writes a realistic history
+//!   through the event store (clinics, wallets topped up by runs of
+//!   deposits, laser days booked from wallets and settled), for timing the
+//!   auditor's commands on it.
+//!
 //! All print throughput, latency percentiles and the answers by kind, and
 //! write the same as JSON with `--json`.
 
 mod http;
 mod lag;
 mod report;
+mod seed;
 mod server;
 mod store;
 
@@ -44,6 +50,10 @@ enum Command {
     /// Projection lag: bookings at a steady rate, each read back from its
     /// read model until it shows.
     Lag(lag::LagArgs),
+    /// About a million realistic events through the event store's write
+    /// path, for timing `clinicbook verify` and `clinicbook replay --all
+    /// --check`.
+    Seed(seed::SeedArgs),
 }
 
 /// What the clients of a benchmark book.
@@ -72,5 +82,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Store(args) => store::run(args).await,
         Command::Book(args) => http::run(args).await,
         Command::Lag(args) => lag::run(args).await,
+        Command::Seed(args) => seed::run(args).await,
     }
 }

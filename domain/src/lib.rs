@@ -18,13 +18,15 @@ pub mod program;
 pub mod promo;
 pub mod reservation;
 pub mod schedule;
+pub mod upcast;
 pub mod wallet;
 
 pub use error::DomainError;
 pub use ids::*;
 pub use money::Money;
 
-/// Version string written with every event of the current schema.
+/// Version string written with every event of the current schema, except
+/// those that changed shape since (see [`upcast::current_version`]).
 ///
 /// It must parse as a semantic version: cqrs-es upcasters silently skip
 /// events whose version does not.

@@ -28,6 +28,7 @@ use crate::policy::{
     CancellationPolicy,
 };
 use crate::pricing::PriceBreakdown;
+use crate::Money;
 use crate::{
     BlockId, ClinicId, DomainError, PackageId, PatientId, PromoCodeKey, ReservationId, ResourceId,
     TreatmentId,
@@ -129,6 +130,9 @@ pub struct Reservation {
     pub wanted: Option<(DateTime<Utc>, DateTime<Utc>)>,
     /// Price recorded at booking.
     pub price: PriceBreakdown,
+    /// What the booking took from the wallet (the rest is due at the
+    /// clinic, or a package session pays it).
+    pub prepaid: Money,
     /// Payment method.
     pub payment: Option<PaymentMethod>,
     /// Promo code redeemed for it.
@@ -239,6 +243,10 @@ pub enum ReservationEvent {
         price: PriceBreakdown,
         /// Payment.
         payment: PaymentMethod,
+        /// What the booking took from the wallet: the total for a wallet
+        /// payment, nothing otherwise. New in version 2.0.0; version 1
+        /// events are upcast ([`crate::upcast`]).
+        prepaid: Money,
         /// Promo code.
         promo_code: Option<PromoCodeKey>,
         /// When it was booked.
@@ -430,6 +438,10 @@ impl Reservation {
                         "the total must not be negative",
                     ));
                 }
+                let prepaid = match payment {
+                    PaymentMethod::Wallet => price.total,
+                    PaymentMethod::Package { .. } | PaymentMethod::AtClinic => Money::ZERO,
+                };
                 Ok(ReservationEvent::ReservationBooked {
                     reservation_id,
                     patient_id,
@@ -438,6 +450,7 @@ impl Reservation {
                     slot,
                     price,
                     payment,
+                    prepaid,
                     promo_code,
                     booked_at: now,
                 })
@@ -559,6 +572,7 @@ impl Aggregate for Reservation {
                 slot,
                 price,
                 payment,
+                prepaid,
                 promo_code,
                 booked_at: _,
             } => {
@@ -569,6 +583,7 @@ impl Aggregate for Reservation {
                 self.treatment_id = Some(treatment_id);
                 self.slot = Some(slot);
                 self.price = price;
+                self.prepaid = prepaid;
                 self.payment = Some(payment);
                 self.promo_code = promo_code;
             }
@@ -626,7 +641,7 @@ impl DomainEvent for ReservationEvent {
     }
 
     fn event_version(&self) -> String {
-        crate::EVENT_VERSION.to_string()
+        crate::upcast::current_version(Reservation::TYPE, &self.event_type()).to_string()
     }
 }
 
@@ -637,7 +652,6 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
-    use crate::Money;
 
     fn id(n: u128) -> Uuid {
         Uuid::from_u128(n)
@@ -735,6 +749,10 @@ mod tests {
             slot: slot(),
             price: price(),
             payment,
+            prepaid: match payment {
+                PaymentMethod::Wallet => price().total,
+                _ => Money::ZERO,
+            },
             promo_code: None,
             booked_at: now(),
         }
@@ -1403,9 +1421,9 @@ mod tests {
                 "ReservationDisplaced",
             ]
         );
-        assert!(events
-            .iter()
-            .all(|e| e.event_version() == crate::EVENT_VERSION));
+        let versions: Vec<_> = events.iter().map(DomainEvent::event_version).collect();
+        assert_eq!(versions[0], crate::upcast::RESERVATION_BOOKED_VERSION);
+        assert!(versions[1..].iter().all(|v| v == crate::EVENT_VERSION));
         assert_eq!(Reservation::TYPE, "Reservation");
     }
 

@@ -63,7 +63,8 @@ pub struct FeedEvent {
     pub sequence: i64,
     /// Event type (the event enum's variant name).
     pub event_type: String,
-    /// Event version (semantic version).
+    /// Event version (semantic version): always the current one, older
+    /// stored versions are upcast on reading.
     pub event_version: String,
     /// The event, as the domain serialises it (`{"Variant": {...}}`).
     pub payload: serde_json::Value,
@@ -203,15 +204,30 @@ fn decode(row: &PgRow) -> Result<FeedEvent, StoreError> {
             source,
         })
     };
+    let aggregate_type: String = row.try_get("aggregate_type")?;
+    let aggregate_id: String = row.try_get("aggregate_id")?;
+    let event_type: String = row.try_get("event_type")?;
+    // Projectors only ever see the current version of an event.
+    let (event_version, payload, _) = crate::upcasting::current(
+        &aggregate_type,
+        &event_type,
+        row.try_get("event_version")?,
+        json("payload")?,
+    )
+    .map_err(|e| StoreError::Corrupt {
+        aggregate_type: aggregate_type.clone(),
+        aggregate_id: aggregate_id.clone(),
+        reason: e.to_string(),
+    })?;
     Ok(FeedEvent {
         position: row.try_get("position")?,
         transaction_id: row.try_get("transaction_id")?,
-        aggregate_type: row.try_get("aggregate_type")?,
-        aggregate_id: row.try_get("aggregate_id")?,
+        aggregate_type,
+        aggregate_id,
         sequence: row.try_get("sequence")?,
-        event_type: row.try_get("event_type")?,
-        event_version: row.try_get("event_version")?,
-        payload: json("payload")?,
+        event_type,
+        event_version,
+        payload,
         metadata: json("metadata")?,
         recorded_at: row.try_get("recorded_at")?,
     })

@@ -16,8 +16,10 @@ pub mod feed;
 pub mod hash;
 pub mod metadata;
 pub mod relay;
+pub mod replay;
 mod store;
 mod uow;
+mod upcasting;
 
 pub use error::{ExecuteError, StoreError, UowError};
 pub use feed::{FeedEvent, FeedPoint};

@@ -115,6 +115,7 @@ struct StreamRow {
     is_snapshot: bool,
     sequence: u64,
     event_type: String,
+    event_version: String,
     payload: String,
     hash: Vec<u8>,
 }
@@ -137,10 +138,16 @@ fn apply_row<A: StoredAggregate>(
             row.sequence, loaded.sequence
         )));
     }
-    let event: A::Event = serde_json::from_str(&row.payload).map_err(|e| {
+    let event: A::Event = crate::upcasting::event_from_text(
+        A::TYPE,
+        &row.event_type,
+        &row.event_version,
+        &row.payload,
+    )
+    .map_err(|e| {
         corrupt(format!(
-            "event {} ({}) does not deserialise: {e}",
-            row.sequence, row.event_type
+            "event {} ({} {}) does not deserialise: {e}",
+            row.sequence, row.event_type, row.event_version
         ))
     })?;
     loaded.last_hash = hash::from_bytes(&row.hash)
@@ -373,11 +380,11 @@ impl EventStore {
     ) -> Result<Vec<StreamRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT true AS is_snapshot, last_sequence AS sequence, '' AS event_type,
-                    payload::text AS payload, last_hash AS hash
+                    '' AS event_version, payload::text AS payload, last_hash AS hash
                FROM snapshots
               WHERE $4 AND aggregate_type = $1 AND aggregate_id = $2
              UNION ALL
-             SELECT false, sequence, event_type, payload::text, hash
+             SELECT false, sequence, event_type, event_version, payload::text, hash
                FROM events
               WHERE aggregate_type = $1 AND aggregate_id = $2
                 AND sequence > GREATEST($3, COALESCE((SELECT last_sequence FROM snapshots
@@ -396,6 +403,7 @@ impl EventStore {
                     is_snapshot: row.try_get("is_snapshot")?,
                     sequence: u64::try_from(row.try_get::<i64, _>("sequence")?).unwrap_or(0),
                     event_type: row.try_get("event_type")?,
+                    event_version: row.try_get("event_version")?,
                     payload: row.try_get("payload")?,
                     hash: row.try_get("hash")?,
                 })

@@ -266,6 +266,32 @@ impl TestDatabase {
             .connect_with(self.options.clone().username("postgres"))
             .await?)
     }
+
+    /// Runs `sql` on this database as the superuser with triggers off
+    /// (`session_replication_role = replica`), binding `binds` as text
+    /// parameters `$1, $2, ...`: a change only someone with full database
+    /// access could make, for tests of tamper evidence (crates without
+    /// sqlx of their own use it too). Returns the rows affected.
+    ///
+    /// # Panics
+    /// With the statement and the error if it fails.
+    pub async fn tamper(&self, sql: &str, binds: &[&str]) -> u64 {
+        let pool = self.superuser_pool().await;
+        let run = async {
+            let mut conn = pool.acquire().await?;
+            sqlx::query("SET session_replication_role = replica")
+                .execute(&mut *conn)
+                .await?;
+            let mut query = sqlx::query(sql);
+            for bind in binds {
+                query = query.bind(*bind);
+            }
+            Ok::<u64, sqlx::Error>(query.execute(&mut *conn).await?.rows_affected())
+        };
+        let affected = run.await;
+        pool.close().await;
+        affected.unwrap_or_else(|e| panic!("clinicbook-testkit: tampering with {sql:?}: {e}"))
+    }
 }
 
 /// The futures tests hand to `tokio::spawn` must be `Send`; this stops

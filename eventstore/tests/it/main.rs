@@ -4,6 +4,7 @@
 
 mod common;
 mod concurrency;
+mod history;
 mod snapshots;
 mod tamper;
 mod traps;

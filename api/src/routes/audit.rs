@@ -1,0 +1,390 @@
+//! Audit routes (role `auditor`, or `admin`): a stream's history and its
+//! state as of an instant or a version, the global history a page at a
+//! time, and verification of the hash chains. Thin: the event store's
+//! `audit` and `replay` modules do the work.
+
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use chrono::{DateTime, Timelike, Utc};
+use clinicbook_commands::CommandError;
+use clinicbook_eventstore::audit::{self, BrokenLink, EventFilter, StoredEvent, VerifyReport};
+use clinicbook_eventstore::replay::{self, AggregateKind, StreamAt, Until};
+use clinicbook_eventstore::StoreError;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::{Caller, Role};
+use crate::error::{ApiError, Problem};
+use crate::extract::{Path, Query};
+use crate::state::AppState;
+
+/// The audit routes with their OpenAPI descriptions.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(stream))
+        .routes(routes!(events))
+        .routes(routes!(verify))
+}
+
+/// Default page size of `GET /v1/audit/events`.
+pub const DEFAULT_LIMIT: i64 = 100;
+/// Largest page size of `GET /v1/audit/events`.
+pub const MAX_LIMIT: i64 = 1000;
+
+/// A caller with the `auditor` role (or `admin`); others get 403.
+#[derive(Debug, Clone)]
+pub struct AuditorCall(pub Caller);
+
+impl FromRequestParts<AppState> for AuditorCall {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        caller.allow(&[Role::Auditor])?;
+        Ok(AuditorCall(caller))
+    }
+}
+
+/// One stored event as auditors see it, in its current version.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditEvent {
+    /// Aggregate type (`Reservation`, ...).
+    pub aggregate_type: String,
+    /// Aggregate id.
+    pub aggregate_id: String,
+    /// Sequence in its stream, from 1.
+    pub sequence: i64,
+    /// Global position.
+    pub position: i64,
+    /// Event type.
+    pub event_type: String,
+    /// Event version, the current one for its type.
+    pub event_version: String,
+    /// The version as stored, when an older stored version was upcast to
+    /// `event_version` for reading (the hash covers the stored bytes).
+    pub upcast_from: Option<String>,
+    /// The event (`{"Variant": {...}}`).
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+    /// The command's metadata: `command_id`, `correlation_id`,
+    /// `causation_id`, `actor` (the token's `sub`), `actor_role`,
+    /// `request_id`, `command`, `recorded_at`.
+    #[schema(value_type = Object)]
+    pub metadata: serde_json::Value,
+    /// When the database recorded it (UTC).
+    pub recorded_at: DateTime<Utc>,
+    /// Its hash in the stream's chain, hex.
+    pub hash: String,
+}
+
+impl From<StoredEvent> for AuditEvent {
+    fn from(e: StoredEvent) -> Self {
+        Self {
+            aggregate_type: e.aggregate_type,
+            aggregate_id: e.aggregate_id,
+            sequence: e.sequence,
+            position: e.position,
+            event_type: e.event_type,
+            event_version: e.event_version,
+            upcast_from: e.upcast_from,
+            payload: e.payload,
+            metadata: e.metadata,
+            recorded_at: e.recorded_at,
+            hash: e.hash,
+        }
+    }
+}
+
+/// A stream's events up to a point and the state they give.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct StreamHistory {
+    /// Aggregate type.
+    pub aggregate_type: String,
+    /// Aggregate id.
+    pub aggregate_id: String,
+    /// The sequence of `state` (0: before the first event).
+    pub version: i64,
+    /// The stream's last sequence now.
+    pub last_sequence: i64,
+    /// The events up to that point, in sequence order.
+    pub events: Vec<AuditEvent>,
+    /// The aggregate's state replayed through its own `apply` up to that
+    /// point.
+    #[schema(value_type = Object)]
+    pub state: serde_json::Value,
+}
+
+impl From<StreamAt> for StreamHistory {
+    fn from(at: StreamAt) -> Self {
+        Self {
+            aggregate_type: at.aggregate_type,
+            aggregate_id: at.aggregate_id,
+            version: at.sequence,
+            last_sequence: at.last_sequence,
+            events: at.events.into_iter().map(AuditEvent::from).collect(),
+            state: at.state,
+        }
+    }
+}
+
+/// A page of the global history.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct EventPage {
+    /// Events in position order.
+    pub events: Vec<AuditEvent>,
+    /// Pass as `after` for the next page (the last position returned, or
+    /// the `after` asked for when the page is empty).
+    pub next_after: i64,
+}
+
+/// A stream whose hash chain breaks.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct BrokenStream {
+    /// Aggregate type.
+    pub aggregate_type: String,
+    /// Aggregate id.
+    pub aggregate_id: String,
+    /// The first sequence at which the stream stops verifying.
+    pub sequence: i64,
+    /// What is wrong there.
+    pub reason: String,
+}
+
+impl From<BrokenLink> for BrokenStream {
+    fn from(b: BrokenLink) -> Self {
+        Self {
+            aggregate_type: b.aggregate_type,
+            aggregate_id: b.aggregate_id,
+            sequence: b.sequence,
+            reason: b.reason,
+        }
+    }
+}
+
+/// The result of a verification of hash chains.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Verification {
+    /// True when every chain holds.
+    pub ok: bool,
+    /// Streams read.
+    pub streams_checked: u64,
+    /// Events read.
+    pub events_checked: u64,
+    /// The first broken link of each broken stream.
+    pub broken: Vec<BrokenStream>,
+}
+
+impl From<VerifyReport> for Verification {
+    fn from(r: VerifyReport) -> Self {
+        Self {
+            ok: r.ok,
+            streams_checked: r.streams_checked,
+            events_checked: r.events_checked,
+            broken: r.broken.into_iter().map(BrokenStream::from).collect(),
+        }
+    }
+}
+
+/// Where to replay a stream to; at most one of the two.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StreamQuery {
+    /// An RFC 3339 instant: the events recorded at or before it.
+    #[param(value_type = Option<String>, example = "2026-12-01T09:00:00+01:00")]
+    pub as_of: Option<String>,
+    /// A sequence: the events up to and including it.
+    pub version: Option<i64>,
+}
+
+/// A page of the global history.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventsQuery {
+    /// Events after this position (default 0, the beginning).
+    pub after: Option<i64>,
+    /// Page size, 1 to 1000 (default 100).
+    pub limit: Option<i64>,
+    /// Only events of this aggregate type.
+    pub aggregate_type: Option<String>,
+    /// Only events written by commands of this subject (a token's `sub`).
+    pub actor: Option<String>,
+}
+
+/// Which streams to verify (all when both are absent).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct VerifyQuery {
+    /// Only streams of this aggregate type.
+    pub aggregate_type: Option<String>,
+    /// Only streams with this id.
+    pub aggregate_id: Option<String>,
+}
+
+/// An aggregate type named by a client: 400 naming the allowed ones.
+///
+/// # Errors
+/// 400 `invalid_request` for a name that is not an aggregate type.
+pub fn aggregate_kind(name: &str) -> Result<AggregateKind, ApiError> {
+    name.parse()
+        .map_err(|e: replay::UnknownAggregateType| ApiError::bad_request(e.to_string()))
+}
+
+/// An RFC 3339 instant from a query string, in UTC. A `+` that arrived
+/// unencoded reads as a space; it is taken for the `+` it was.
+///
+/// # Errors
+/// 400 naming `field` when it is not RFC 3339 or has a second of 60.
+pub fn instant(field: &str, text: &str) -> Result<DateTime<Utc>, ApiError> {
+    let text = text.trim().replace(' ', "+");
+    let at = DateTime::parse_from_rfc3339(&text)
+        .map_err(|e| {
+            ApiError::bad_request(format!(
+                "{field}: {e}; expected an RFC 3339 instant such as 2026-12-01T09:00:00+01:00 (encode + as %2B)"
+            ))
+        })?
+        .with_timezone(&Utc);
+    if at.nanosecond() >= 1_000_000_000 {
+        return Err(ApiError::bad_request(format!(
+            "{field}: a second of 60 is not accepted"
+        )));
+    }
+    Ok(at)
+}
+
+/// How far to replay, from `as_of` or `version`.
+///
+/// # Errors
+/// 400 when both are given, or either is malformed or negative.
+pub fn until(query: &StreamQuery) -> Result<Until, ApiError> {
+    match (&query.as_of, query.version) {
+        (Some(_), Some(_)) => Err(ApiError::bad_request("give as_of or version, not both")),
+        (Some(as_of), None) => Ok(Until::Instant(instant("as_of", as_of)?)),
+        (None, Some(version)) if version < 0 => {
+            Err(ApiError::bad_request("version: must be 0 or more"))
+        }
+        (None, Some(version)) => Ok(Until::Sequence(version)),
+        (None, None) => Ok(Until::End),
+    }
+}
+
+/// A storage failure as an answer: a corrupt stream is named (409
+/// `stream_corrupt`), anything else is 503.
+pub fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Corrupt {
+            aggregate_type,
+            aggregate_id,
+            reason,
+        } => ApiError::new(
+            StatusCode::CONFLICT,
+            "stream_corrupt",
+            format!("stream {aggregate_type}/{aggregate_id} cannot be replayed: {reason}"),
+        ),
+        other => CommandError::Store(other).into(),
+    }
+}
+
+/// A stream's events and its state, replayed up to `as_of` (events recorded
+/// at or before that instant) or `version` (a sequence); the whole stream
+/// without either.
+#[utoipa::path(get, path = "/v1/audit/streams/{aggregate_type}/{aggregate_id}", tag = "audit",
+    params(("aggregate_type" = String, Path, description = "Clinic, Calendar, Reservation, Package, Wallet, PromoCode or Program"),
+        ("aggregate_id" = String, Path), StreamQuery),
+    responses((status = 200, body = StreamHistory),
+        (status = 400, body = Problem, description = "unknown aggregate type, both as_of and version, or a malformed one"),
+        (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem, description = "no such stream, or no such version of it"),
+        (status = 409, body = Problem, description = "stream_corrupt: an event does not replay")))]
+async fn stream(
+    State(state): State<AppState>,
+    _auditor: AuditorCall,
+    Path((aggregate_type, aggregate_id)): Path<(String, String)>,
+    Query(query): Query<StreamQuery>,
+) -> Result<axum::Json<StreamHistory>, ApiError> {
+    let kind = aggregate_kind(&aggregate_type)?;
+    let until = until(&query)?;
+    let pool = state.commands.store().pool();
+    let at = replay::stream_at(pool, kind, &aggregate_id, until)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::not_found(format!("no stream {kind}/{aggregate_id}")))?;
+    if let Until::Sequence(version) = until {
+        if version > at.last_sequence {
+            return Err(ApiError::not_found(format!(
+                "stream {kind}/{aggregate_id} has {} events; there is no version {version}",
+                at.last_sequence
+            )));
+        }
+    }
+    Ok(axum::Json(at.into()))
+}
+
+/// The global history in position order, a page at a time, optionally
+/// only one aggregate type's or one actor's events. Events of transactions
+/// still running appear on a later page, never behind one already read.
+#[utoipa::path(get, path = "/v1/audit/events", tag = "audit", params(EventsQuery),
+    responses((status = 200, body = EventPage),
+        (status = 400, body = Problem, description = "bad after, limit or aggregate type"),
+        (status = 401, body = Problem), (status = 403, body = Problem)))]
+async fn events(
+    State(state): State<AppState>,
+    _auditor: AuditorCall,
+    Query(query): Query<EventsQuery>,
+) -> Result<axum::Json<EventPage>, ApiError> {
+    let after = query.after.unwrap_or(0);
+    if after < 0 {
+        return Err(ApiError::bad_request("after: must be 0 or more"));
+    }
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit: must be 1 to {MAX_LIMIT}"
+        )));
+    }
+    let filter = EventFilter {
+        aggregate_type: query
+            .aggregate_type
+            .as_deref()
+            .map(|t| aggregate_kind(t).map(|k| k.name().to_string()))
+            .transpose()?,
+        actor: query.actor,
+    };
+    let events = audit::events_after(state.commands.store().pool(), after, limit, &filter)
+        .await
+        .map_err(store_error)?;
+    let next_after = events.last().map_or(after, |e| e.position);
+    Ok(axum::Json(EventPage {
+        events: events.into_iter().map(AuditEvent::from).collect(),
+        next_after,
+    }))
+}
+
+/// Recomputes the hash chain of every stream (or of the streams matching
+/// the filters): each must start at sequence 1, have no gap, and every
+/// stored hash must match the event and its predecessor.
+#[utoipa::path(get, path = "/v1/audit/verify", tag = "audit", params(VerifyQuery),
+    responses((status = 200, body = Verification, description = "ok is false when a chain breaks"),
+        (status = 400, body = Problem, description = "unknown aggregate type"),
+        (status = 401, body = Problem), (status = 403, body = Problem)))]
+async fn verify(
+    State(state): State<AppState>,
+    _auditor: AuditorCall,
+    Query(query): Query<VerifyQuery>,
+) -> Result<axum::Json<Verification>, ApiError> {
+    let kind = query
+        .aggregate_type
+        .as_deref()
+        .map(aggregate_kind)
+        .transpose()?;
+    let report = audit::verify(
+        state.commands.store().pool(),
+        kind.map(AggregateKind::name),
+        query.aggregate_id.as_deref(),
+    )
+    .await
+    .map_err(store_error)?;
+    Ok(axum::Json(report.into()))
+}

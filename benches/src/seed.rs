@@ -1,0 +1,548 @@
+//! `seed`: writes a large, realistic history (about `--events` events)
+//! through the event store's one write path (`EventStore::execute`, so
+//! every event is hashed, chained and carries metadata), for timing the
+//! auditor's `clinicbook verify` and `clinicbook replay --all --check`.
+//!
+//! Each client owns a clinic (registered with its lasers and a treatment),
+//! a set of patients and its resources, so clients never conflict. It
+//! loops over: topping up a patient's wallet with a run of deposits (one
+//! command, many events: the domain allows any number of deposits in one
+//! unit of work, and the longest wallets pass the snapshot interval), and
+//! a day of one laser: every slot booked from the patients' wallets in one
+//! unit of work (calendar, reservations, wallet debits), then the day
+//! settled in another (most appointments checked in and completed, some
+//! cancelled with a refund and the slot released, some no-shows).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::{DateTime, TimeZone, Utc};
+use clinicbook_domain::calendar::{Calendar, CalendarCommand};
+use clinicbook_domain::clinic::{Clinic, ClinicCommand, ResourceKind};
+use clinicbook_domain::policy::CancellationPolicy;
+use clinicbook_domain::pricing::PriceBreakdown;
+use clinicbook_domain::reservation::{
+    PaymentMethod, Reservation, ReservationCommand, ReservationEvent, Slot,
+};
+use clinicbook_domain::schedule::Interval;
+use clinicbook_domain::wallet::{Wallet, WalletCommand};
+use clinicbook_domain::{
+    CalendarId, ClinicId, Money, PatientId, ReservationId, ResourceId, TreatmentId,
+};
+use clinicbook_eventstore::{
+    CommandMetadata, EventStore, StoreConfig, UnitOfWork, UowError, UseCase,
+};
+
+use crate::report;
+
+/// Options of `clinicbook-benches seed`.
+#[derive(Debug, clap::Args)]
+pub struct SeedArgs {
+    /// About how many events to write (a command's events are never split,
+    /// so a few more may be written).
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// PostgreSQL URL of a migrated (or empty) database; without it a
+    /// throwaway cluster is started (and removed when the seeder exits).
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: Option<String>,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Connection pool size.
+    #[arg(long, default_value_t = 16)]
+    pool: u32,
+    /// Seed of the random choices.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+}
+
+/// Patients per client.
+const PATIENTS: usize = 200;
+/// Lasers per client's clinic.
+const LASERS: usize = 4;
+/// Appointments per laser day: 30 minutes each from 08:00 UTC.
+const SLOTS_PER_DAY: usize = 16;
+/// The price of the treatment.
+const PRICE: Money = Money(9_000);
+
+fn first_day() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2031, 3, 3, 0, 0, 0)
+        .single()
+        .unwrap_or_default()
+}
+
+/// A clinic with its lasers and a treatment, in one unit of work.
+struct OpenClinic {
+    clinic: ClinicId,
+    lasers: Vec<ResourceId>,
+    treatment: TreatmentId,
+    name: String,
+}
+
+impl UseCase for OpenClinic {
+    type Output = ();
+
+    async fn run(&self, uow: &mut UnitOfWork) -> Result<(), UowError> {
+        let id = self.clinic.to_string();
+        uow.handle::<Clinic>(
+            &id,
+            ClinicCommand::Register {
+                clinic_id: self.clinic,
+                name: self.name.clone(),
+                timezone: "Europe/Berlin".to_string(),
+                currency: "EUR".to_string(),
+                cancellation_notice_hours: 24,
+                late_cancel_fee_percent: 50,
+            },
+        )
+        .await?;
+        for (i, laser) in self.lasers.iter().enumerate() {
+            uow.handle::<Clinic>(
+                &id,
+                ClinicCommand::AddResource {
+                    resource_id: *laser,
+                    name: format!("Laser {}", i + 1),
+                    kind: ResourceKind::Device,
+                },
+            )
+            .await?;
+        }
+        uow.handle::<Clinic>(
+            &id,
+            ClinicCommand::AddTreatment {
+                treatment_id: self.treatment,
+                name: "Laser hair removal".to_string(),
+                duration_minutes: 25,
+                buffer_minutes: 5,
+                price: PRICE,
+                resource_kind: ResourceKind::Device,
+            },
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// The `n`th deposit of a patient: 50.00 to 80.00.
+fn deposit_amount(n: u64) -> Money {
+    Money(5_000 + i64::try_from(n % 7).unwrap_or(0) * 500)
+}
+
+/// What deposits `from..from + count` add up to.
+fn deposits_total(from: u64, count: u64) -> i64 {
+    (from..from + count)
+        .map(|n| deposit_amount(n).cents())
+        .sum()
+}
+
+/// A run of deposits into one wallet, in one unit of work.
+struct TopUp {
+    patient: PatientId,
+    /// Reference numbers `from..from + count`.
+    from: u64,
+    count: u64,
+}
+
+impl UseCase for TopUp {
+    type Output = ();
+
+    async fn run(&self, uow: &mut UnitOfWork) -> Result<(), UowError> {
+        let id = self.patient.to_string();
+        for n in self.from..self.from + self.count {
+            uow.handle::<Wallet>(
+                &id,
+                WalletCommand::Deposit {
+                    amount: deposit_amount(n),
+                    reference: format!("bank:{}:{n}", self.patient),
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Every slot of one laser's day, booked from the wallets of `patients`.
+struct BookDay {
+    clinic: ClinicId,
+    treatment: TreatmentId,
+    calendar: CalendarId,
+    day: DateTime<Utc>,
+    bookings: Vec<(ReservationId, PatientId)>,
+}
+
+impl BookDay {
+    fn slot(&self, i: usize) -> Slot {
+        let start = self.day
+            + chrono::Duration::hours(8)
+            + chrono::Duration::minutes(30 * i64::try_from(i).unwrap_or(0));
+        Slot {
+            resource_id: self.calendar.resource_id,
+            start,
+            end: start + chrono::Duration::minutes(25),
+        }
+    }
+
+    /// When the staff act: the morning before the day.
+    fn now(&self) -> DateTime<Utc> {
+        self.day - chrono::Duration::hours(20)
+    }
+}
+
+impl UseCase for BookDay {
+    type Output = ();
+
+    async fn run(&self, uow: &mut UnitOfWork) -> Result<(), UowError> {
+        let calendar = self.calendar.to_string();
+        let opening = vec![Interval {
+            start: self.day + chrono::Duration::hours(8),
+            end: self.day + chrono::Duration::hours(18),
+        }];
+        for (i, (reservation, patient)) in self.bookings.iter().enumerate() {
+            let slot = self.slot(i);
+            uow.handle::<Calendar>(
+                &calendar,
+                CalendarCommand::Reserve {
+                    calendar_id: self.calendar,
+                    reservation_id: *reservation,
+                    start: slot.start,
+                    end: slot.end,
+                    buffer_minutes: 5,
+                    opening: opening.clone(),
+                    now: self.now(),
+                },
+            )
+            .await?;
+            uow.handle::<Reservation>(
+                &reservation.to_string(),
+                ReservationCommand::Book {
+                    reservation_id: *reservation,
+                    patient_id: *patient,
+                    clinic_id: self.clinic,
+                    treatment_id: self.treatment,
+                    slot,
+                    price: PriceBreakdown {
+                        base: PRICE,
+                        adjustments: Money::ZERO,
+                        discount: Money::ZERO,
+                        total: PRICE,
+                    },
+                    payment: PaymentMethod::Wallet,
+                    promo_code: None,
+                    now: self.now(),
+                },
+            )
+            .await?;
+            uow.handle::<Wallet>(
+                &patient.to_string(),
+                WalletCommand::Debit {
+                    amount: PRICE,
+                    reference: format!("reservation:{reservation}"),
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// What happens to one appointment of a settled day.
+#[derive(Clone, Copy)]
+enum Outcome {
+    Completed,
+    Cancelled,
+    NoShow,
+}
+
+/// A booked day settled: every appointment completed, cancelled or missed.
+struct SettleDay {
+    day: BookDay,
+    outcomes: Vec<Outcome>,
+}
+
+impl UseCase for SettleDay {
+    type Output = ();
+
+    async fn run(&self, uow: &mut UnitOfWork) -> Result<(), UowError> {
+        let calendar = self.day.calendar.to_string();
+        for (i, ((reservation, patient), outcome)) in
+            self.day.bookings.iter().zip(&self.outcomes).enumerate()
+        {
+            let id = reservation.to_string();
+            let start = self.day.slot(i).start;
+            match outcome {
+                Outcome::Completed => {
+                    uow.handle::<Reservation>(&id, ReservationCommand::CheckIn { now: start })
+                        .await?;
+                    let end = start + chrono::Duration::minutes(25);
+                    uow.handle::<Reservation>(&id, ReservationCommand::Complete { now: end })
+                        .await?;
+                }
+                Outcome::NoShow => {
+                    let now = start + chrono::Duration::minutes(15);
+                    uow.handle::<Reservation>(&id, ReservationCommand::MarkNoShow { now })
+                        .await?;
+                }
+                Outcome::Cancelled => {
+                    let events = uow
+                        .handle::<Reservation>(
+                            &id,
+                            ReservationCommand::Cancel {
+                                reason: "patient called".to_string(),
+                                policy: CancellationPolicy::default(),
+                                now: self.day.now() - chrono::Duration::days(2),
+                            },
+                        )
+                        .await?;
+                    uow.handle::<Calendar>(
+                        &calendar,
+                        CalendarCommand::Release {
+                            reservation_id: *reservation,
+                        },
+                    )
+                    .await?;
+                    let refund = events.iter().find_map(|e| match e {
+                        ReservationEvent::ReservationCancelled { outcome, .. } => {
+                            Some(outcome.refund)
+                        }
+                        _ => None,
+                    });
+                    if let Some(refund) = refund.filter(|r| *r > Money::ZERO) {
+                        uow.handle::<Wallet>(
+                            &patient.to_string(),
+                            WalletCommand::Credit {
+                                amount: refund,
+                                reference: format!("refund:reservation:{reservation}"),
+                            },
+                        )
+                        .await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs `use_case` as one command; returns the events it wrote.
+async fn execute<U: UseCase>(store: &EventStore, name: &str, use_case: &U) -> anyhow::Result<u64> {
+    let committed = store
+        .execute(&CommandMetadata::system(name), None, use_case)
+        .await
+        .with_context(|| format!("seed command {name}"))?;
+    Ok(committed.events_written as u64)
+}
+
+/// One client: its own clinic, patients and lasers; writes until `share`
+/// events are written.
+async fn client(
+    store: EventStore,
+    index: usize,
+    share: u64,
+    seed: u64,
+    written: Arc<AtomicU64>,
+) -> anyhow::Result<()> {
+    let mut rng = fastrand::Rng::with_seed(seed.wrapping_add(index as u64));
+    let clinic = ClinicId::new();
+    let lasers: Vec<ResourceId> = (0..LASERS).map(|_| ResourceId::new()).collect();
+    let treatment = TreatmentId::new();
+    let mut mine = execute(
+        &store,
+        "seed_open_clinic",
+        &OpenClinic {
+            clinic,
+            lasers: lasers.clone(),
+            treatment,
+            name: format!("Seed clinic {index}"),
+        },
+    )
+    .await?;
+    let patients: Vec<PatientId> = (0..PATIENTS).map(|_| PatientId::new()).collect();
+    let mut references = vec![0u64; PATIENTS];
+    // What each wallet holds, so bookings are only made from funded ones.
+    let mut balances = vec![0i64; PATIENTS];
+    for (p, patient) in patients.iter().enumerate() {
+        let count = 8;
+        mine += execute(
+            &store,
+            "seed_deposit",
+            &TopUp {
+                patient: *patient,
+                from: 0,
+                count,
+            },
+        )
+        .await?;
+        references[p] = count;
+        balances[p] = deposits_total(0, count);
+    }
+    let mut day_index = 0i64;
+    let mut round = 0u64;
+    while mine < share {
+        round += 1;
+        if round % 3 == 0 {
+            // A wallet topped up with a run of deposits; a few get long.
+            let p = rng.usize(..PATIENTS);
+            let count = if rng.u8(..10) == 0 {
+                rng.u64(100..250)
+            } else {
+                rng.u64(5..40)
+            };
+            mine += execute(
+                &store,
+                "seed_deposit",
+                &TopUp {
+                    patient: patients[p],
+                    from: references[p],
+                    count,
+                },
+            )
+            .await?;
+            balances[p] += deposits_total(references[p], count);
+            references[p] += count;
+        } else {
+            let laser = lasers[usize::try_from(day_index).unwrap_or(0) % LASERS];
+            let day = first_day() + chrono::Duration::days(day_index / LASERS as i64);
+            day_index += 1;
+            let mut bookings = Vec::with_capacity(SLOTS_PER_DAY);
+            let mut booked_by = Vec::with_capacity(SLOTS_PER_DAY);
+            for _ in 0..SLOTS_PER_DAY {
+                let p = rng.usize(..PATIENTS);
+                if balances[p] < PRICE.cents() {
+                    let count = 20;
+                    mine += execute(
+                        &store,
+                        "seed_deposit",
+                        &TopUp {
+                            patient: patients[p],
+                            from: references[p],
+                            count,
+                        },
+                    )
+                    .await?;
+                    balances[p] += deposits_total(references[p], count);
+                    references[p] += count;
+                }
+                balances[p] -= PRICE.cents();
+                bookings.push((ReservationId::new(), patients[p]));
+                booked_by.push(p);
+            }
+            let booked = BookDay {
+                clinic,
+                treatment,
+                calendar: CalendarId {
+                    resource_id: laser,
+                    date: day.date_naive(),
+                },
+                day,
+                bookings,
+            };
+            mine += execute(&store, "seed_book_day", &booked).await?;
+            let outcomes: Vec<Outcome> = (0..SLOTS_PER_DAY)
+                .map(|_| match rng.u8(..20) {
+                    0..=1 => Outcome::Cancelled,
+                    2 => Outcome::NoShow,
+                    _ => Outcome::Completed,
+                })
+                .collect();
+            // Cancelled in good time: the whole payment goes back.
+            for (p, outcome) in booked_by.iter().zip(&outcomes) {
+                if matches!(outcome, Outcome::Cancelled) {
+                    balances[*p] += PRICE.cents();
+                }
+            }
+            mine += execute(
+                &store,
+                "seed_settle_day",
+                &SettleDay {
+                    day: booked,
+                    outcomes,
+                },
+            )
+            .await?;
+        }
+        written.store(mine, Ordering::Relaxed);
+    }
+    written.store(mine, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Seeds the database and prints what it wrote as JSON.
+///
+/// # Errors
+/// The database cannot be started, reached or migrated, or a command fails.
+pub async fn run(args: SeedArgs) -> anyhow::Result<()> {
+    let (pool, throwaway) = match &args.database_url {
+        Some(url) => (clinicbook_eventstore::connect(url, args.pool).await?, None),
+        None => {
+            let db = clinicbook_testkit::services()
+                .await
+                .try_database(&clinicbook_eventstore::MIGRATOR)
+                .await
+                .context("starting a throwaway PostgreSQL")?;
+            eprintln!("using a throwaway PostgreSQL database {}", db.url);
+            (
+                clinicbook_eventstore::connect(&db.url, args.pool).await?,
+                Some(db),
+            )
+        }
+    };
+    clinicbook_eventstore::migrate(&pool).await?;
+    let store = EventStore::new(pool.clone(), StoreConfig::default());
+    let clients = args.clients.max(1);
+    let share = args.events.div_ceil(clients as u64);
+    let counters: Vec<Arc<AtomicU64>> = (0..clients).map(|_| Arc::default()).collect();
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(clients);
+    for (index, written) in counters.iter().enumerate() {
+        tasks.push(tokio::spawn(client(
+            store.clone(),
+            index,
+            share,
+            args.seed,
+            written.clone(),
+        )));
+    }
+    let progress = {
+        let counters = counters.clone();
+        let target = share * clients as u64;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                let done: u64 = counters.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+                let seconds = started.elapsed().as_secs_f64();
+                eprintln!(
+                    "{done} / {target} events, {:.0} events/s",
+                    report::per_second(done, seconds)
+                );
+            }
+        })
+    };
+    for task in tasks {
+        task.await??;
+    }
+    progress.abort();
+    let elapsed = started.elapsed().as_secs_f64();
+    let (events, last_position) = clinicbook_eventstore::audit::totals(&pool).await?;
+    let streams: Vec<(String, i64)> = clinicbook_eventstore::audit::stream_counts(&pool).await?;
+    let report = serde_json::json!({
+        "bench": "seed",
+        "clients": clients,
+        "seconds": elapsed,
+        "events_in_store": events,
+        "last_position": last_position,
+        "events_per_second": report::per_second(
+            counters.iter().map(|c| c.load(Ordering::Relaxed)).sum(),
+            elapsed
+        ),
+        "streams_by_type": streams.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if let Some(db) = throwaway {
+        eprintln!("the throwaway database {} is removed on exit", db.name);
+    }
+    Ok(())
+}
