@@ -12,9 +12,7 @@ use clinicbook_commands::money::Deposit;
 use clinicbook_commands::{Clock, Commands, Ctx};
 use clinicbook_eventstore::hash::{self, EventFields, GENESIS};
 use clinicbook_eventstore::relay::{Relay, RelayConfig, Topology};
-use clinicbook_eventstore::{
-    feed, Actor, CommandMetadata, EventStore, FeedEvent, StoreConfig, MIGRATOR,
-};
+use clinicbook_eventstore::{Actor, CommandMetadata, EventStore, FeedEvent, StoreConfig, MIGRATOR};
 use clinicbook_projections::runtime::{Projector, ProjectorConfig};
 use clinicbook_projections::{service, Projection, ProjectionError, ReadModels};
 use clinicbook_testkit::{services, Services, TestDatabase};
