@@ -8,11 +8,16 @@
 //! for that transaction and then read the new tables; the live projector
 //! then goes on from the new checkpoint, skipping what the rebuild applied.
 
+use std::time::Duration;
+
 use clinicbook_eventstore::{feed, FeedPoint};
 use sqlx::{Connection, PgConnection, Row};
 
 use crate::checkpoint::{apply_in, create_tables, ddl_hash, READ_SCHEMA};
 use crate::{Projection, ProjectionError, ReadModels};
+
+/// PostgreSQL's `lock_not_available` (a `NOWAIT` lock that was taken).
+const LOCK_NOT_AVAILABLE: &str = "55P03";
 
 /// Events per transaction while replaying.
 const REPLAY_BATCH: i64 = 5000;
@@ -144,46 +149,80 @@ async fn swap(
     schema: &str,
     mut built: Rebuilt,
 ) -> Result<Rebuilt, ProjectionError> {
-    let mut tx = conn.begin().await?;
-    sqlx::query(
-        "INSERT INTO read.checkpoints (projection) VALUES ($1) ON CONFLICT (projection) DO NOTHING",
-    )
-    .bind(projection.name)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query("SELECT 1 FROM read.checkpoints WHERE projection = $1 FOR UPDATE")
+    let mut pause = Duration::from_millis(5);
+    loop {
+        let mut tx = conn.begin().await?;
+        sqlx::query(
+            "INSERT INTO read.checkpoints (projection) VALUES ($1) ON CONFLICT (projection) DO NOTHING",
+        )
         .bind(projection.name)
         .execute(&mut *tx)
         .await?;
-    // The live projector is held: bring the new tables to the head.
-    while replay_batch(&mut tx, projection, schema, None, &mut built).await? > 0 {}
-    for table in tables(&mut tx, schema).await? {
-        let table = quote(&table);
-        sqlx::raw_sql(&format!(
-            "DROP TABLE IF EXISTS {READ_SCHEMA}.{table} CASCADE;
-             ALTER TABLE {}.{table} SET SCHEMA {READ_SCHEMA};",
-            quote(schema)
-        ))
+        sqlx::query("SELECT 1 FROM read.checkpoints WHERE projection = $1 FOR UPDATE")
+            .bind(projection.name)
+            .execute(&mut *tx)
+            .await?;
+        // Every live table at once, without waiting: a reader's transaction
+        // holds its tables until it ends, so waiting for them one by one
+        // could deadlock with a reader that reads them in another order.
+        // When a reader holds one, let go and try again shortly.
+        let new_tables = tables(&mut tx, schema).await?;
+        let live: Vec<String> = tables(&mut tx, READ_SCHEMA)
+            .await?
+            .into_iter()
+            .filter(|table| new_tables.contains(table))
+            .map(|table| format!("{READ_SCHEMA}.{}", quote(&table)))
+            .collect();
+        if !live.is_empty() {
+            let locked = sqlx::raw_sql(&format!(
+                "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE NOWAIT",
+                live.join(", ")
+            ))
+            .execute(&mut *tx)
+            .await;
+            match locked {
+                Ok(_) => {}
+                Err(sqlx::Error::Database(e))
+                    if e.code().as_deref() == Some(LOCK_NOT_AVAILABLE) =>
+                {
+                    tx.rollback().await?;
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(200));
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        // The live projector is held: bring the new tables to the head.
+        while replay_batch(&mut tx, projection, schema, None, &mut built).await? > 0 {}
+        for table in &new_tables {
+            let table = quote(table);
+            sqlx::raw_sql(&format!(
+                "DROP TABLE IF EXISTS {READ_SCHEMA}.{table} CASCADE;
+                 ALTER TABLE {}.{table} SET SCHEMA {READ_SCHEMA};",
+                quote(schema)
+            ))
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "UPDATE read.checkpoints
+                SET transaction_id = $2, position = $3, applied = $4, ddl_hash = $5, updated_at = now()
+              WHERE projection = $1",
+        )
+        .bind(projection.name)
+        .bind(built.point.transaction_id)
+        .bind(built.point.position)
+        .bind(i64::try_from(built.events).unwrap_or(i64::MAX))
+        .bind(ddl_hash(projection))
         .execute(&mut *tx)
         .await?;
+        sqlx::raw_sql(&format!("DROP SCHEMA {} CASCADE", quote(schema)))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        return Ok(built);
     }
-    sqlx::query(
-        "UPDATE read.checkpoints
-            SET transaction_id = $2, position = $3, applied = $4, ddl_hash = $5, updated_at = now()
-          WHERE projection = $1",
-    )
-    .bind(projection.name)
-    .bind(built.point.transaction_id)
-    .bind(built.point.position)
-    .bind(i64::try_from(built.events).unwrap_or(i64::MAX))
-    .bind(ddl_hash(projection))
-    .execute(&mut *tx)
-    .await?;
-    sqlx::raw_sql(&format!("DROP SCHEMA {} CASCADE", quote(schema)))
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(built)
 }
 
 /// The tables of `schema`, by name.
