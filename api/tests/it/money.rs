@@ -705,6 +705,7 @@ async fn racing_wallet_purchases_never_overdraw_the_wallet() {
         "only one 60 000 package fits in 100 000: {statuses:?}"
     );
     assert_eq!(app.events().await, before + 2, "one purchase, one debit");
+    app.read_own_writes().await;
     assert_eq!(balance(&app, &patient).await, 40_000);
 }
 
