@@ -272,7 +272,7 @@ impl Relay {
         listener.listen(CHANNEL).await?;
         let mut pause = Duration::from_millis(2);
         loop {
-            let published = self.publish_batch(leader).await?;
+            let (published, at) = self.publish_batch(leader).await?;
             if i64::try_from(published).unwrap_or(i64::MAX) >= self.config.batch {
                 continue;
             }
@@ -283,7 +283,7 @@ impl Relay {
             record_oldest_transaction(leader).await?;
             // Nothing below the horizon: if events wait above it, a
             // transaction with a lower id is still open; look again soon.
-            let wait = if self.pending_above_horizon(leader).await? {
+            let wait = if pending_above(leader, at).await? {
                 pause = (pause * 2).min(self.config.poll);
                 pause
             } else {
@@ -299,26 +299,16 @@ impl Relay {
         }
     }
 
-    async fn pending_above_horizon(&self, leader: &mut PgConnection) -> Result<bool, StoreError> {
-        let at = read_checkpoint(leader).await?;
-        let pending: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM events
-                             WHERE (transaction_id, position) > ($1::text::xid8, $2))",
-        )
-        .bind(at.transaction_id)
-        .bind(at.position)
-        .fetch_one(&mut *leader)
-        .await?;
-        Ok(pending)
-    }
-
     /// Publishes the next batch and moves the checkpoint; answers how many
-    /// events it published.
-    async fn publish_batch(&self, leader: &mut PgConnection) -> Result<usize, StoreError> {
+    /// events it published and the checkpoint after the batch.
+    async fn publish_batch(
+        &self,
+        leader: &mut PgConnection,
+    ) -> Result<(usize, FeedPoint), StoreError> {
         let at = read_checkpoint(leader).await?;
         let events = feed::read_after(&mut *leader, at, self.config.batch).await?;
         let Some(last) = events.last().map(FeedEvent::point) else {
-            return Ok(0);
+            return Ok((0, at));
         };
         let mut acks = Vec::with_capacity(events.len());
         let mut previous = at;
@@ -361,8 +351,22 @@ impl Relay {
         metrics::counter!("clinicbook_relay_published_total").increment(events.len() as u64);
         metrics::gauge!("clinicbook_relay_position").set(last.position as f64);
         debug!(count = events.len(), position = last.position, "published");
-        Ok(events.len())
+        Ok((events.len(), last))
     }
+}
+
+/// Whether events exist after `at` at all: when the feed below the horizon
+/// shows none, they wait above it for an older transaction to end.
+async fn pending_above(leader: &mut PgConnection, at: FeedPoint) -> Result<bool, StoreError> {
+    let pending: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM events
+                         WHERE (transaction_id, position) > ($1::text::xid8, $2))",
+    )
+    .bind(at.transaction_id)
+    .bind(at.position)
+    .fetch_one(leader)
+    .await?;
+    Ok(pending)
 }
 
 /// The headers of `event`, published after `previous`.
