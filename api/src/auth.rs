@@ -15,8 +15,11 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 /// The four roles of the contract.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, strum::IntoStaticStr,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Role {
     /// May do everything.
     Admin,
@@ -29,14 +32,10 @@ pub enum Role {
 }
 
 impl Role {
-    /// The role's name in tokens.
+    /// The role's name in tokens (serde's and strum's `snake_case` of the
+    /// variant, so it is written once).
     pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Staff => "staff",
-            Role::Analyst => "analyst",
-            Role::Auditor => "auditor",
-        }
+        self.into()
     }
 }
 
@@ -167,5 +166,26 @@ impl FromRequestParts<AppState> for Caller {
             sub: claims.sub,
             role: claims.role,
         })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::Role;
+
+    #[test]
+    fn role_names_are_the_token_names() {
+        for (role, name) in [
+            (Role::Admin, "admin"),
+            (Role::Staff, "staff"),
+            (Role::Analyst, "analyst"),
+            (Role::Auditor, "auditor"),
+        ] {
+            assert_eq!(role.as_str(), name);
+            assert_eq!(serde_json::to_value(role).unwrap(), name);
+            let parsed: Role = serde_json::from_value(name.into()).unwrap();
+            assert_eq!(parsed, role);
+        }
     }
 }

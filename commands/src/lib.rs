@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use clinicbook_domain::DomainError;
 use clinicbook_eventstore::{
     CommandMetadata, EventStore, ExecuteError, IdempotencyKey, StoreError, UseCase,
@@ -23,7 +23,10 @@ pub mod instant;
 pub mod money;
 
 /// Where the time comes from: the system clock in production, a fixed or
-/// controllable one in tests.
+/// controllable one in tests. Every instant it answers is cut to the
+/// microsecond, as PostgreSQL keeps instants, so what an event records,
+/// what a command answers and what a read model stores are the same
+/// instant (see [`micros`]).
 #[derive(Clone)]
 pub struct Clock(Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>);
 
@@ -43,10 +46,17 @@ impl Clock {
         Self(Arc::new(f))
     }
 
-    /// The current time.
+    /// The current time, to the microsecond.
     pub fn now(&self) -> DateTime<Utc> {
-        (self.0)()
+        micros((self.0)())
     }
+}
+
+/// `at` cut (not rounded) to the microsecond: the precision of every
+/// instant clinicbook records. Instants enter through [`Clock::now`] and
+/// [`instant::deserialize`], which both apply it.
+pub fn micros(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.trunc_subsecs(6)
 }
 
 impl std::fmt::Debug for Clock {

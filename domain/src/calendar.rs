@@ -93,7 +93,7 @@ pub enum CalendarCommand {
 }
 
 /// Events of the `Calendar` aggregate. Variant names are stored event types: frozen.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, strum::IntoStaticStr)]
 pub enum CalendarEvent {
     /// A slot was reserved.
     SlotReserved {
@@ -343,12 +343,8 @@ impl Aggregate for Calendar {
 
 impl DomainEvent for CalendarEvent {
     fn event_type(&self) -> String {
-        match self {
-            CalendarEvent::SlotReserved { .. } => "SlotReserved",
-            CalendarEvent::SlotReleased { .. } => "SlotReleased",
-            CalendarEvent::BlockAdded { .. } => "BlockAdded",
-        }
-        .to_string()
+        // The variant's name (serde's tag too): written once, by the enum.
+        <&'static str>::from(self).to_owned()
     }
 
     fn event_version(&self) -> String {

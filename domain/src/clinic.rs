@@ -13,8 +13,21 @@ use crate::schedule::{self, Interval, OpeningHours};
 use crate::{ClinicId, ClosureId, DomainError, Money, ResourceId, TreatmentId};
 
 /// What kind of thing a resource is; a treatment needs one kind.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantNames,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum ResourceKind {
     /// A treatment room.
     Room,
@@ -22,6 +35,14 @@ pub enum ResourceKind {
     Device,
     /// A practitioner.
     Practitioner,
+}
+
+impl ResourceKind {
+    /// The API and read-model name (`room`, `device`, `practitioner`):
+    /// serde's and strum's `snake_case` of the variant.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
 }
 
 /// A bookable resource of the clinic.
@@ -156,7 +177,7 @@ pub enum ClinicCommand {
 }
 
 /// Events of the `Clinic` aggregate. Variant names are stored event types: frozen.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, strum::IntoStaticStr)]
 pub enum ClinicEvent {
     /// The clinic was created.
     ClinicRegistered {
@@ -521,15 +542,8 @@ impl Aggregate for Clinic {
 
 impl DomainEvent for ClinicEvent {
     fn event_type(&self) -> String {
-        match self {
-            ClinicEvent::ClinicRegistered { .. } => "ClinicRegistered",
-            ClinicEvent::OpeningHoursSet { .. } => "OpeningHoursSet",
-            ClinicEvent::ResourceAdded { .. } => "ResourceAdded",
-            ClinicEvent::TreatmentAdded { .. } => "TreatmentAdded",
-            ClinicEvent::PricingRulesSet { .. } => "PricingRulesSet",
-            ClinicEvent::ClosureAdded { .. } => "ClosureAdded",
-        }
-        .to_string()
+        // The variant's name (serde's tag too): written once, by the enum.
+        <&'static str>::from(self).to_owned()
     }
 
     fn event_version(&self) -> String {

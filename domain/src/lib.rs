@@ -31,3 +31,88 @@ pub use money::Money;
 /// It must parse as a semantic version: cqrs-es upcasters silently skip
 /// events whose version does not.
 pub const EVENT_VERSION: &str = "1.0.0";
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod names {
+    //! Every enum whose names are stored or answered derives them twice
+    //! (serde for JSON, strum for `&str` and parsing) from one `snake_case`
+    //! rule: the two must agree, and parse back.
+
+    use std::str::FromStr;
+
+    use serde::Serialize;
+    use strum::VariantNames;
+
+    use crate::clinic::ResourceKind;
+    use crate::package::{PackagePayment, PackagePaymentKind};
+    use crate::reservation::{PaymentKind, PaymentMethod, ReservationStatus};
+    use crate::schedule::Weekday;
+    use crate::wallet::TransactionKind;
+    use crate::PackageId;
+
+    fn serde_name(value: impl Serialize) -> String {
+        serde_json::to_value(value)
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    fn agree<T>(all: &[T])
+    where
+        T: Copy + Serialize + FromStr + PartialEq + std::fmt::Debug + Into<&'static str>,
+    {
+        for value in all {
+            let name: &'static str = (*value).into();
+            assert_eq!(serde_name(value), name);
+            assert_eq!(T::from_str(name).ok(), Some(*value));
+        }
+    }
+
+    #[test]
+    fn serde_and_strum_names_agree() {
+        agree(&ReservationStatus::ALL);
+        agree(&Weekday::ALL);
+        agree(&[
+            ResourceKind::Room,
+            ResourceKind::Device,
+            ResourceKind::Practitioner,
+        ]);
+        assert_eq!(ResourceKind::VARIANTS, ["room", "device", "practitioner"]);
+        agree(&[
+            TransactionKind::Deposit,
+            TransactionKind::Debit,
+            TransactionKind::Credit,
+            TransactionKind::Refund,
+        ]);
+        assert!(ReservationStatus::from_str("Booked").is_err());
+    }
+
+    #[test]
+    fn payment_kinds_are_the_method_tags() {
+        let package = PaymentMethod::Package {
+            package_id: PackageId(uuid::Uuid::nil()),
+        };
+        for method in [package, PaymentMethod::Wallet, PaymentMethod::AtClinic] {
+            let tag = serde_json::to_value(method).unwrap()["method"].clone();
+            let kind = PaymentKind::from(method);
+            let name: &'static str = kind.into();
+            assert_eq!(tag, name);
+            assert_eq!(serde_name(kind), name);
+        }
+        let paid = [
+            PackagePayment::Wallet,
+            PackagePayment::External {
+                reference: "x".to_owned(),
+            },
+        ];
+        for payment in paid {
+            let tag = serde_json::to_value(&payment).unwrap()["method"].clone();
+            let kind = PackagePaymentKind::from(&payment);
+            let name: &'static str = kind.into();
+            assert_eq!(tag, name);
+            assert_eq!(serde_name(kind), name);
+        }
+    }
+}

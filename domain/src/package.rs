@@ -16,9 +16,17 @@ use crate::{
     ClinicId, DomainError, Money, PackageId, PatientId, ProgramId, ReservationId, TreatmentId,
 };
 
-/// How a package was paid.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// How a package was paid. [`PackagePaymentKind`] names the method
+/// without its reference (the `method` tag, as read models store it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, strum::EnumDiscriminants)]
 #[serde(tag = "method", rename_all = "snake_case")]
+#[strum_discriminants(
+    name(PackagePaymentKind),
+    doc = "The method of a [`PackagePayment`] without its reference: `wallet` or `external`.",
+    derive(Serialize, Deserialize, strum::IntoStaticStr),
+    serde(rename_all = "snake_case"),
+    strum(serialize_all = "snake_case")
+)]
 pub enum PackagePayment {
     /// Debited from the wallet.
     Wallet,
@@ -104,7 +112,7 @@ pub enum PackageCommand {
 }
 
 /// Events of the `Package` aggregate. Variant names are stored event types: frozen.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, strum::IntoStaticStr)]
 pub enum PackageEvent {
     /// Bought.
     PackagePurchased {
@@ -363,13 +371,8 @@ impl Aggregate for Package {
 
 impl DomainEvent for PackageEvent {
     fn event_type(&self) -> String {
-        match self {
-            PackageEvent::PackagePurchased { .. } => "PackagePurchased",
-            PackageEvent::SessionConsumed { .. } => "SessionConsumed",
-            PackageEvent::SessionRestored { .. } => "SessionRestored",
-            PackageEvent::PackageTransferred { .. } => "PackageTransferred",
-        }
-        .to_string()
+        // The variant's name (serde's tag too): written once, by the enum.
+        <&'static str>::from(self).to_owned()
     }
 
     fn event_version(&self) -> String {

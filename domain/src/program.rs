@@ -51,7 +51,7 @@ pub enum ProgramCommand {
 }
 
 /// Events of the `Program` aggregate. Variant names are stored event types: frozen.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, strum::IntoStaticStr)]
 pub enum ProgramEvent {
     /// Created.
     ProgramCreated {
@@ -187,9 +187,8 @@ impl Aggregate for Program {
 
 impl DomainEvent for ProgramEvent {
     fn event_type(&self) -> String {
-        match self {
-            ProgramEvent::ProgramCreated { .. } => "ProgramCreated".to_string(),
-        }
+        // The variant's name (serde's tag too): written once, by the enum.
+        <&'static str>::from(self).to_owned()
     }
 
     fn event_version(&self) -> String {

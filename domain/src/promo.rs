@@ -90,7 +90,7 @@ pub enum PromoCommand {
 }
 
 /// Events of the `PromoCode` aggregate. Variant names are stored event types: frozen.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, strum::IntoStaticStr)]
 pub enum PromoEvent {
     /// Created.
     PromoCodeCreated {
@@ -366,13 +366,8 @@ impl Aggregate for PromoCode {
 
 impl DomainEvent for PromoEvent {
     fn event_type(&self) -> String {
-        match self {
-            PromoEvent::PromoCodeCreated { .. } => "PromoCodeCreated",
-            PromoEvent::PromoRedeemed { .. } => "PromoRedeemed",
-            PromoEvent::RedemptionReleased { .. } => "RedemptionReleased",
-            PromoEvent::PromoCodeDeactivated => "PromoCodeDeactivated",
-        }
-        .to_string()
+        // The variant's name (serde's tag too): written once, by the enum.
+        <&'static str>::from(self).to_owned()
     }
 
     fn event_version(&self) -> String {

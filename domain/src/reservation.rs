@@ -34,9 +34,17 @@ use crate::{
     TreatmentId,
 };
 
-/// How a reservation is paid.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// How a reservation is paid. [`PaymentKind`] names the method without
+/// its package (the `method` tag, as read models store it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, strum::EnumDiscriminants)]
 #[serde(tag = "method", rename_all = "snake_case")]
+#[strum_discriminants(
+    name(PaymentKind),
+    doc = "The method of a [`PaymentMethod`] without its package: `package`, `wallet` or `at_clinic`.",
+    derive(Serialize, Deserialize, Hash, strum::IntoStaticStr),
+    serde(rename_all = "snake_case"),
+    strum(serialize_all = "snake_case")
+)]
 pub enum PaymentMethod {
     /// One session of a package.
     Package {
@@ -50,8 +58,22 @@ pub enum PaymentMethod {
 }
 
 /// Status of a reservation.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantNames,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum ReservationStatus {
     /// Not created yet.
     #[default]
@@ -85,18 +107,10 @@ impl ReservationStatus {
         ReservationStatus::Displaced,
     ];
 
-    /// The API name of the status (`booked`, `checked_in`, ...).
+    /// The API name of the status (`booked`, `checked_in`, ...): serde's
+    /// and strum's `snake_case` of the variant, so the name is written once.
     pub fn as_str(self) -> &'static str {
-        match self {
-            ReservationStatus::New => "new",
-            ReservationStatus::Waitlisted => "waitlisted",
-            ReservationStatus::Booked => "booked",
-            ReservationStatus::CheckedIn => "checked_in",
-            ReservationStatus::Completed => "completed",
-            ReservationStatus::Cancelled => "cancelled",
-            ReservationStatus::NoShow => "no_show",
-            ReservationStatus::Displaced => "displaced",
-        }
+        self.into()
     }
 }
 
@@ -225,7 +239,7 @@ pub enum ReservationCommand {
 }
 
 /// Events of the `Reservation` aggregate. Variant names are stored event types: frozen.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, strum::IntoStaticStr)]
 pub enum ReservationEvent {
     /// Booked (new, or from the waitlist).
     ReservationBooked {
@@ -627,17 +641,8 @@ impl Aggregate for Reservation {
 
 impl DomainEvent for ReservationEvent {
     fn event_type(&self) -> String {
-        match self {
-            ReservationEvent::ReservationBooked { .. } => "ReservationBooked",
-            ReservationEvent::WaitlistJoined { .. } => "WaitlistJoined",
-            ReservationEvent::ReservationRescheduled { .. } => "ReservationRescheduled",
-            ReservationEvent::ReservationCancelled { .. } => "ReservationCancelled",
-            ReservationEvent::CheckedIn { .. } => "CheckedIn",
-            ReservationEvent::ReservationCompleted { .. } => "ReservationCompleted",
-            ReservationEvent::MarkedNoShow { .. } => "MarkedNoShow",
-            ReservationEvent::ReservationDisplaced { .. } => "ReservationDisplaced",
-        }
-        .to_string()
+        // The variant's name (serde's tag too): written once, by the enum.
+        <&'static str>::from(self).to_owned()
     }
 
     fn event_version(&self) -> String {

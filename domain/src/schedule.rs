@@ -17,8 +17,22 @@ pub struct Interval {
 }
 
 /// A day of the week, serialised as `mon` … `sun` like the API.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Weekday {
     /// Monday.
     Mon,
@@ -125,17 +139,10 @@ impl Weekday {
         }
     }
 
-    /// The API name: `mon` … `sun`.
+    /// The API name: `mon` … `sun` (serde's and strum's `snake_case` of
+    /// the variant).
     pub fn as_str(self) -> &'static str {
-        match self {
-            Weekday::Mon => "mon",
-            Weekday::Tue => "tue",
-            Weekday::Wed => "wed",
-            Weekday::Thu => "thu",
-            Weekday::Fri => "fri",
-            Weekday::Sat => "sat",
-            Weekday::Sun => "sun",
-        }
+        self.into()
     }
 
     /// Position in a week starting on Monday (0) and ending on Sunday (6).

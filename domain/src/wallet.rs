@@ -10,8 +10,20 @@ use serde::{Deserialize, Serialize};
 use crate::{DomainError, Money};
 
 /// Kind of a wallet transaction.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantNames,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum TransactionKind {
     /// Money paid in.
     Deposit,
@@ -21,6 +33,14 @@ pub enum TransactionKind {
     Credit,
     /// Money paid back out to the patient.
     Refund,
+}
+
+impl TransactionKind {
+    /// The API and read-model name (`deposit`, `debit`, ...): serde's and
+    /// strum's `snake_case` of the variant.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
 }
 
 /// One transaction; `amount` is signed (debits and refunds negative).
@@ -83,7 +103,7 @@ pub enum WalletCommand {
 }
 
 /// Events of the `Wallet` aggregate. Variant names are stored event types: frozen.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, strum::IntoStaticStr)]
 pub enum WalletEvent {
     /// Money paid in.
     FundsDeposited {
@@ -279,13 +299,8 @@ impl Aggregate for Wallet {
 
 impl DomainEvent for WalletEvent {
     fn event_type(&self) -> String {
-        match self {
-            WalletEvent::FundsDeposited { .. } => "FundsDeposited",
-            WalletEvent::FundsDebited { .. } => "FundsDebited",
-            WalletEvent::FundsCredited { .. } => "FundsCredited",
-            WalletEvent::FundsRefunded { .. } => "FundsRefunded",
-        }
-        .to_string()
+        // The variant's name (serde's tag too): written once, by the enum.
+        <&'static str>::from(self).to_owned()
     }
 
     fn event_version(&self) -> String {

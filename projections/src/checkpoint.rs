@@ -76,7 +76,8 @@ impl ReadModels {
         if built_with != ddl_hash(projection) {
             tracing::warn!(
                 projection = projection.name,
-                "its tables were built by another version; run `clinicbook rebuild {}`",
+                "its tables were built by another version; starting `serve` rebuilds them \
+                 (or run `clinicbook rebuild {}`)",
                 projection.name
             );
         }
@@ -84,13 +85,16 @@ impl ReadModels {
     }
 
     /// Creates the live tables of every projection that lacks them, so
-    /// reads answer (empty) before any projector ran.
+    /// reads answer (empty) before any projector ran, and rebuilds those
+    /// built from another version's DDL
+    /// ([`crate::rebuild::rebuild_if_stale`]).
     ///
     /// # Errors
-    /// The database failed or a DDL is invalid.
+    /// The database failed, a DDL is invalid or a rebuild failed.
     pub async fn ensure_all(&self) -> Result<(), ProjectionError> {
         for projection in crate::projections() {
             self.ensure(projection).await?;
+            crate::rebuild::rebuild_if_stale(self, projection).await?;
         }
         Ok(())
     }
@@ -253,7 +257,8 @@ pub fn create_tables<'a>(
         set_search_path(conn, schema).await?;
         // The trait method, not `RawSql::execute`: the latter's generic
         // executor trips the compiler's `Send` proof in spawned tasks.
-        Executor::execute(&mut *conn, sqlx::raw_sql(projection.ddl)).await?;
+        let ddl = projection.schema();
+        Executor::execute(&mut *conn, sqlx::raw_sql(&ddl)).await?;
         Ok(())
     })
 }
@@ -287,7 +292,7 @@ async fn set_search_path(conn: &mut PgConnection, schema: &str) -> Result<(), Pr
 /// A digest of the projection's DDL: a changed DDL needs a rebuild.
 #[must_use]
 pub fn ddl_hash(projection: &Projection) -> String {
-    hex::encode(Sha256::digest(projection.ddl.as_bytes()))
+    hex::encode(Sha256::digest(projection.schema().as_bytes()))
 }
 
 /// How far a projection (or the relay) is.

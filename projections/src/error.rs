@@ -21,6 +21,16 @@ pub enum ProjectionError {
         /// What is wrong.
         reason: String,
     },
+    /// A read-model row holds what its row type does not know (an unknown
+    /// kind or status, a timezone chrono-tz cannot read): counted in
+    /// `clinicbook_read_model_invalid_rows_total`, never read as a default.
+    #[error("a row of {table} cannot be read: {reason}")]
+    InvalidRow {
+        /// The table.
+        table: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
     /// NATS failed or could not be reached.
     #[error("NATS error: {0}")]
     Nats(String),

@@ -47,10 +47,27 @@ pub type ApplyFn =
 pub struct Projection {
     /// Name used by `clinicbook rebuild`, checkpoints and consumers.
     pub name: &'static str,
-    /// `CREATE TABLE` / `CREATE INDEX` statements with unqualified names.
+    /// Its tables, each declared once by its row type
+    /// ([`models::sql::Table`]); their DDL is [`Projection::ddl`].
+    pub tables: &'static [&'static models::sql::TableDef],
+    /// Further `CREATE TABLE` / `CREATE INDEX` statements with unqualified
+    /// names, for tables not declared by a row type (empty for the
+    /// projections in [`models`]).
     pub ddl: &'static str,
     /// Applies events.
     pub apply: ApplyFn,
+}
+
+impl Projection {
+    /// Every statement that creates the projection's tables and indexes:
+    /// the declared tables' DDL, then [`Projection::ddl`]. Its hash is kept
+    /// with the checkpoint, so tables built by another version are seen.
+    #[must_use]
+    pub fn schema(&self) -> String {
+        let mut ddl: String = self.tables.iter().map(|table| table.ddl()).collect();
+        ddl.push_str(self.ddl);
+        ddl
+    }
 }
 
 impl std::fmt::Debug for Projection {

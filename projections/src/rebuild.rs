@@ -72,6 +72,40 @@ pub async fn rebuild(
     Ok(swapped)
 }
 
+/// Rebuilds `projection` (as [`rebuild`]) when its live tables were built
+/// from another DDL than this version's: the hash in its checkpoint row
+/// differs from [`ddl_hash`]. [`ReadModels::ensure_all`] runs it at start,
+/// so a deployment whose tables changed shape (the `*_ns` columns that
+/// went when instants became microseconds, a new column) brings them up
+/// to date by itself, from the event store, before projectors start. Answers the rebuild, if one
+/// was needed. Only the projections [`crate::projection`] knows are
+/// rebuilt (the waitlist matcher's rows are work, not a view).
+///
+/// # Errors
+/// The database failed or an event could not be applied; the live tables
+/// are then untouched.
+pub async fn rebuild_if_stale(
+    read: &ReadModels,
+    projection: &Projection,
+) -> Result<Option<Rebuilt>, ProjectionError> {
+    if crate::projection(projection.name).is_none() {
+        return Ok(None);
+    }
+    let built_with: Option<String> =
+        sqlx::query_scalar("SELECT ddl_hash FROM read.checkpoints WHERE projection = $1")
+            .bind(projection.name)
+            .fetch_optional(read.pool())
+            .await?;
+    if built_with.is_none_or(|hash| hash == ddl_hash(projection)) {
+        return Ok(None);
+    }
+    tracing::warn!(
+        projection = projection.name,
+        "its tables were built by another version; rebuilding them from the event store"
+    );
+    rebuild(read, projection, &|_| {}).await.map(Some)
+}
+
 /// Builds `projection` from the event store into `schema`, which is
 /// dropped first if it exists. Answers what it applied.
 ///

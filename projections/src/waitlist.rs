@@ -35,6 +35,7 @@ const CLAIM_KEY: i64 = 0x5741_4954_0000_0000;
 /// The matcher's own projection (not among the rebuildable ones).
 pub static WAITLIST: Projection = Projection {
     name: "waitlist",
+    tables: &[],
     ddl: DDL,
     apply,
 };

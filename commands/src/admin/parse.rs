@@ -6,13 +6,7 @@ use chrono::{NaiveTime, Timelike};
 use clinicbook_domain::clinic::ResourceKind;
 use clinicbook_domain::schedule::Weekday;
 use clinicbook_domain::DomainError;
-
-/// The API names of the resource kinds.
-const RESOURCE_KINDS: [(&str, ResourceKind); 3] = [
-    ("room", ResourceKind::Room),
-    ("device", ResourceKind::Device),
-    ("practitioner", ResourceKind::Practitioner),
-];
+use strum::VariantNames;
 
 /// A weekday as the API writes it: `mon`, `tue`, … `sun`.
 ///
@@ -76,24 +70,21 @@ pub fn format_local_time(time: NaiveTime) -> String {
 /// # Errors
 /// `DomainError::InvalidInput` naming `field` for anything else.
 pub fn parse_resource_kind(field: &str, raw: &str) -> Result<ResourceKind, DomainError> {
-    RESOURCE_KINDS
-        .iter()
-        .find(|(name, _)| *name == raw)
-        .map(|(_, kind)| *kind)
-        .ok_or_else(|| {
-            DomainError::invalid(
-                field,
-                format!("{raw:?} is not a resource kind (room, device, practitioner)"),
-            )
-        })
+    raw.parse().map_err(|_| {
+        DomainError::invalid(
+            field,
+            format!(
+                "{raw:?} is not a resource kind ({})",
+                ResourceKind::VARIANTS.join(", ")
+            ),
+        )
+    })
 }
 
-/// The API name of a resource kind.
+/// The API name of a resource kind (the domain's own, see
+/// [`ResourceKind::as_str`]).
 pub fn resource_kind_name(kind: ResourceKind) -> &'static str {
-    RESOURCE_KINDS
-        .iter()
-        .find(|(_, k)| *k == kind)
-        .map_or("unknown", |(name, _)| name)
+    kind.as_str()
 }
 
 #[cfg(test)]
@@ -145,6 +136,13 @@ mod tests {
         let with_seconds = NaiveTime::from_hms_opt(9, 0, 30).unwrap();
         assert_eq!(format_local_time(with_seconds), "09:00:30");
     }
+
+    /// The API names of the resource kinds, as the contract writes them.
+    const RESOURCE_KINDS: [(&str, ResourceKind); 3] = [
+        ("room", ResourceKind::Room),
+        ("device", ResourceKind::Device),
+        ("practitioner", ResourceKind::Practitioner),
+    ];
 
     #[test]
     fn resource_kinds_round_trip() {

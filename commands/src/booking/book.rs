@@ -13,7 +13,7 @@ use clinicbook_eventstore::{UnitOfWork, UowError, UseCase};
 
 use super::payment::{check_package, pay, promo_discount, Payer, Purchase};
 use super::slot::{calendar_of, clinic, guarded_clinic, Appointment};
-use super::types::{status_name, Booked, Waitlisted};
+use super::types::{Booked, Waitlisted};
 
 /// Book a treatment: `Reservation` Book, `Calendar` Reserve, the payment
 /// (`Package` or `Wallet`) and the `PromoCode`, with the `Clinic` guarded.
@@ -115,7 +115,7 @@ pub(super) fn booked(reservation: &Reservation) -> Result<Booked, DomainError> {
     match (reservation.reservation_id, reservation.slot) {
         (Some(reservation_id), Some(slot)) => Ok(Booked {
             reservation_id: reservation_id.0,
-            status: status_name(reservation.status),
+            status: reservation.status.as_str().to_owned(),
             resource_id: slot.resource_id.0,
             start: slot.start,
             end: slot.end,
@@ -224,7 +224,7 @@ impl Wait {
     fn answer(&self) -> Waitlisted {
         Waitlisted {
             reservation_id: self.reservation_id.0,
-            status: status_name(ReservationStatus::Waitlisted),
+            status: ReservationStatus::Waitlisted.as_str().to_owned(),
         }
     }
 }

@@ -12,7 +12,7 @@ use clinicbook_eventstore::{UnitOfWork, UowError, UseCase};
 
 use super::payment::{settle, Payer};
 use super::slot::{calendar_of, clinic};
-use super::types::{status_name, Cancelled, StatusChanged};
+use super::types::{Cancelled, StatusChanged};
 
 /// What a cancellation, no-show or displacement recorded in `events` (the
 /// reservation's events of this unit of work).
@@ -77,7 +77,7 @@ impl UseCase for CancelReservation {
         settle(uow, &payer, &outcome).await?;
         Ok(Cancelled {
             reservation_id: self.reservation_id.0,
-            status: status_name(ReservationStatus::Cancelled),
+            status: ReservationStatus::Cancelled.as_str().to_owned(),
             refund_cents: outcome.refund.cents(),
             fee_cents: outcome.fee.cents(),
             session_restored: outcome.session_restored,
@@ -130,7 +130,7 @@ impl UseCase for ChangeStatus {
         }
         Ok(StatusChanged {
             reservation_id: self.reservation_id.0,
-            status: status_name(status),
+            status: status.as_str().to_owned(),
         })
     }
 }

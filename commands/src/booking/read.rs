@@ -13,7 +13,7 @@ use clinicbook_eventstore::audit::stream_events;
 use clinicbook_eventstore::{EventStore, StoreError, StoredAggregate};
 
 use super::slot::{registered, Appointment};
-use super::types::{status_name, PriceAnswer, ReservationView, StatusEntry};
+use super::types::{PriceAnswer, ReservationView, StatusEntry};
 use crate::CommandError;
 
 /// Whether `aggregate` accepts `command`, keeping nothing: a read-only
@@ -93,7 +93,7 @@ pub(super) async fn reservation(
         let at = recorded_time(&event).unwrap_or(stored.recorded_at);
         apply(&mut state, event);
         history.push(StatusEntry {
-            status: status_name(state.status),
+            status: state.status.as_str().to_owned(),
             at,
             event_type: stored.event_type,
             sequence: stored.sequence,
@@ -136,7 +136,7 @@ fn view(state: Reservation, history: Vec<StatusEntry>) -> Result<ReservationView
     };
     Ok(ReservationView {
         reservation_id: reservation_id.0,
-        status: status_name(state.status),
+        status: state.status.as_str().to_owned(),
         patient_id: patient_id.0,
         clinic_id: clinic_id.0,
         resource_id: state.slot.map(|slot| slot.resource_id.0),

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Duration, NaiveDate, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use clinicbook_domain::calendar::CalendarCommand;
-use clinicbook_domain::clinic::{Clinic, ResourceKind, Treatment};
+use clinicbook_domain::clinic::{Clinic, Treatment};
 use clinicbook_domain::pricing::{Discount, PriceBreakdown};
 use clinicbook_domain::reservation::Slot;
 use clinicbook_domain::schedule::Interval;
@@ -103,8 +103,8 @@ impl Appointment {
                 .ok_or_else(|| DomainError::not_found(format!("resource {resource_id}")))?;
             if resource.kind != treatment.resource_kind {
                 return Err(DomainError::ResourceKindMismatch {
-                    needed: kind_name(treatment.resource_kind),
-                    actual: kind_name(resource.kind),
+                    needed: treatment.resource_kind.as_str().to_owned(),
+                    actual: resource.kind.as_str().to_owned(),
                 });
             }
         }
@@ -157,16 +157,6 @@ impl Appointment {
             now,
         }
     }
-}
-
-/// The API name of a resource kind (`room`, `device`, `practitioner`).
-fn kind_name(kind: ResourceKind) -> String {
-    match kind {
-        ResourceKind::Room => "room",
-        ResourceKind::Device => "device",
-        ResourceKind::Practitioner => "practitioner",
-    }
-    .to_string()
 }
 
 /// The calendar holding a booked slot: the slot's resource on the

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use clinicbook_domain::policy::CancellationOutcome;
 use clinicbook_domain::pricing::PriceBreakdown;
-use clinicbook_domain::reservation::{PaymentMethod, ReservationStatus};
+use clinicbook_domain::reservation::PaymentMethod;
 use clinicbook_domain::PackageId;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -402,9 +402,4 @@ pub struct ReservationView {
     pub settlement: Option<SettlementAnswer>,
     /// Every change, oldest first.
     pub history: Vec<StatusEntry>,
-}
-
-/// The API name of a status.
-pub(super) fn status_name(status: ReservationStatus) -> String {
-    status.as_str().to_string()
 }

@@ -21,7 +21,7 @@ pub mod packages;
 pub mod reports;
 pub mod reservations;
 pub mod schedule;
-pub(crate) mod sql;
+pub mod sql;
 pub mod wallets;
 
 /// Every projection, in a fixed order.

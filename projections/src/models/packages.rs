@@ -9,128 +9,72 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use clinicbook_domain::package::{PackageEvent, PackagePayment};
+use clinicbook_domain::package::{PackageEvent, PackagePayment, PackagePaymentKind};
 use clinicbook_eventstore::FeedEvent;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::sql::{decode, split, uuid_id, Table};
+use super::sql::{self, decode, distinct, row, uuid_id, Index, Table};
 use crate::query::detail::PackageChange;
 use crate::{Projection, ProjectionError};
 
 /// The projection.
 pub const PROJECTION: Projection = Projection {
     name: "packages",
-    ddl: DDL,
+    tables: &[&PACKAGES.def, &HISTORY.def],
+    ddl: "",
     apply,
 };
 
-const DDL: &str = r"
--- One row per package: its sessions, validity, clinics and price.
--- consumed_by lists the reservations holding a session (sessions_used is
--- its length); valid_until_ns holds the nanoseconds below the microsecond.
-CREATE TABLE IF NOT EXISTS packages_packages (
-    package_id        uuid PRIMARY KEY,
-    patient_id        uuid,
-    program_id        uuid,
-    treatment_id      uuid,
-    sessions_total    integer NOT NULL,
-    sessions_used     integer NOT NULL,
-    consumed_by       uuid[]  NOT NULL,
-    valid_until       timestamptz,
-    valid_until_ns    smallint,
-    clinic_ids        uuid[]  NOT NULL,
-    price_cents       bigint  NOT NULL,
-    payment_method    text,
-    payment_reference text,
-    purchased_at      timestamptz,
-    last_position     bigint  NOT NULL
-);
-CREATE INDEX IF NOT EXISTS packages_packages_patient ON packages_packages (patient_id);
-
--- Everything that happened to a package; change is the history entry as
--- answered (tagged by its event field).
-CREATE TABLE IF NOT EXISTS packages_history (
-    package_id     uuid   NOT NULL,
-    sequence       bigint NOT NULL,
-    recorded_at    timestamptz NOT NULL,
-    event          text   NOT NULL,
-    reservation_id uuid,
-    change         jsonb  NOT NULL,
-    position       bigint NOT NULL,
-    PRIMARY KEY (package_id, sequence)
-);
-";
-
-pub(crate) static PACKAGES: Table = Table {
-    name: "packages_packages",
-    key: &["package_id"],
-    columns: &[
-        ("package_id", "uuid"),
-        ("patient_id", "uuid"),
-        ("program_id", "uuid"),
-        ("treatment_id", "uuid"),
-        ("sessions_total", "integer"),
-        ("sessions_used", "integer"),
-        ("consumed_by", "uuid[]"),
-        ("valid_until", "timestamptz"),
-        ("valid_until_ns", "smallint"),
-        ("clinic_ids", "uuid[]"),
-        ("price_cents", "bigint"),
-        ("payment_method", "text"),
-        ("payment_reference", "text"),
-        ("purchased_at", "timestamptz"),
-        ("last_position", "bigint"),
-    ],
-};
-
-pub(crate) static HISTORY: Table = Table {
-    name: "packages_history",
-    key: &["package_id", "sequence"],
-    columns: &[
-        ("package_id", "uuid"),
-        ("sequence", "bigint"),
-        ("recorded_at", "timestamptz"),
-        ("event", "text"),
-        ("reservation_id", "uuid"),
-        ("change", "jsonb"),
-        ("position", "bigint"),
-    ],
-};
-
-/// A row of `packages_packages`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Row {
-    pub package_id: Uuid,
-    pub patient_id: Option<Uuid>,
-    pub program_id: Option<Uuid>,
-    pub treatment_id: Option<Uuid>,
-    pub sessions_total: i32,
-    pub sessions_used: i32,
-    pub consumed_by: Vec<Uuid>,
-    pub valid_until: Option<DateTime<Utc>>,
-    pub valid_until_ns: Option<i16>,
-    pub clinic_ids: Vec<Uuid>,
-    pub price_cents: i64,
-    pub payment_method: Option<String>,
-    pub payment_reference: Option<String>,
-    pub purchased_at: Option<DateTime<Utc>>,
-    pub last_position: i64,
+row! {
+    /// A row of `packages_packages`: a package's sessions, validity,
+    /// clinics and price. `consumed_by` lists the reservations holding a
+    /// session (`sessions_used` is its length).
+    #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+    pub(crate) struct Row {
+        package_id: Uuid,
+        patient_id: Option<Uuid>,
+        program_id: Option<Uuid>,
+        treatment_id: Option<Uuid>,
+        sessions_total: i32,
+        sessions_used: i32,
+        consumed_by: Vec<Uuid>,
+        valid_until: Option<DateTime<Utc>>,
+        clinic_ids: Vec<Uuid>,
+        price_cents: i64,
+        payment_method: Option<PackagePaymentKind>,
+        payment_reference: Option<String>,
+        purchased_at: Option<DateTime<Utc>>,
+        last_position: i64,
+    }
 }
 
-/// A row of `packages_history`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub(crate) struct HistoryRow {
-    pub package_id: Uuid,
-    pub sequence: i64,
-    pub recorded_at: DateTime<Utc>,
-    pub event: String,
-    pub reservation_id: Option<Uuid>,
-    pub change: PackageChange,
-    pub position: i64,
+pub(crate) static PACKAGES: Table<Row> = Table::new(
+    "packages_packages",
+    &["package_id"],
+    &[Index::on("packages_packages_patient", "(patient_id)")],
+);
+
+row! {
+    /// A row of `packages_history`: something that happened to a package;
+    /// `change` is the history entry as answered, tagged by its `event`
+    /// field, which `event` repeats for SQL.
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    pub(crate) struct HistoryRow {
+        package_id: Uuid,
+        sequence: i64,
+        recorded_at: DateTime<Utc>,
+        event: String,
+        reservation_id: Option<Uuid>,
+        change: PackageChange,
+        position: i64,
+    }
 }
+
+pub(crate) static HISTORY: Table<HistoryRow> =
+    Table::new("packages_history", &["package_id", "sequence"], &[]);
 
 impl Row {
     fn new(package_id: Uuid) -> Self {
@@ -160,16 +104,13 @@ impl Row {
                 self.program_id = Some(program_id.0);
                 self.treatment_id = Some(treatment_id.0);
                 self.sessions_total = i32::try_from(*sessions).unwrap_or(i32::MAX);
-                let (until, ns) = split(*valid_until);
-                self.valid_until = Some(until);
-                self.valid_until_ns = Some(ns);
+                self.valid_until = Some(*valid_until);
                 self.clinic_ids = clinic_ids.iter().map(|id| id.0).collect();
                 self.price_cents = price.cents();
-                (self.payment_method, self.payment_reference) = match payment {
-                    PackagePayment::Wallet => (Some("wallet".to_owned()), None),
-                    PackagePayment::External { reference } => {
-                        (Some("external".to_owned()), Some(reference.clone()))
-                    }
+                self.payment_method = Some(PackagePaymentKind::from(payment));
+                self.payment_reference = match payment {
+                    PackagePayment::Wallet => None,
+                    PackagePayment::External { reference } => Some(reference.clone()),
                 };
                 self.purchased_at = Some(*purchased_at);
             }
@@ -190,18 +131,29 @@ impl Row {
     }
 }
 
-/// The stored name of a history entry's event and its reservation.
-fn event_columns(change: &PackageChange) -> (&'static str, Option<Uuid>) {
-    match change {
-        PackageChange::Purchased { .. } => ("purchased", None),
-        PackageChange::SessionConsumed { reservation_id } => {
-            ("session_consumed", Some(*reservation_id))
-        }
-        PackageChange::SessionRestored { reservation_id } => {
-            ("session_restored", Some(*reservation_id))
-        }
-        PackageChange::Transferred { .. } => ("transferred", None),
-    }
+/// A history entry is stored as the JSON it is answered as.
+impl sql::SqlType for PackageChange {
+    const SQL: &'static str = "jsonb";
+}
+
+/// The `event` tag serde gives a history entry (so its names are written
+/// once, by `PackageChange`) and its reservation.
+fn event_columns(
+    event: &FeedEvent,
+    change: &PackageChange,
+) -> Result<(String, Option<Uuid>), ProjectionError> {
+    let reservation_id = match change {
+        PackageChange::SessionConsumed { reservation_id }
+        | PackageChange::SessionRestored { reservation_id } => Some(*reservation_id),
+        PackageChange::Purchased { .. } | PackageChange::Transferred { .. } => None,
+    };
+    let json = serde_json::to_value(change).map_err(|e| sql::invalid(event, e))?;
+    let name = json
+        .get("event")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| sql::invalid(event, "a package change without its event tag"))?;
+    Ok((name, reservation_id))
 }
 
 fn apply<'a>(
@@ -219,18 +171,10 @@ async fn apply_batch(conn: &mut PgConnection, events: &[FeedEvent]) -> Result<()
     if mine.is_empty() {
         return Ok(());
     }
-    let mut ids = Vec::new();
-    for event in &mine {
-        ids.push(uuid_id(event)?);
-    }
-    ids.sort_unstable();
-    ids.dedup();
+    let ids = distinct(mine.iter().map(|e| uuid_id(e)).collect::<Result<_, _>>()?);
     let mut rows: HashMap<Uuid, Row> = PACKAGES
-        .load::<Row, _>(conn, "package_id", &ids)
-        .await?
-        .into_iter()
-        .map(|row| (row.package_id, row))
-        .collect();
+        .load_by(conn, &ids, |row: &Row| row.package_id)
+        .await?;
     let mut history = Vec::with_capacity(mine.len());
     for event in mine {
         let id = uuid_id(event)?;
@@ -239,12 +183,12 @@ async fn apply_batch(conn: &mut PgConnection, events: &[FeedEvent]) -> Result<()
             .or_insert_with(|| Row::new(id))
             .apply(&change, event.position);
         let change = PackageChange::from(change);
-        let (name, reservation_id) = event_columns(&change);
+        let (name, reservation_id) = event_columns(event, &change)?;
         history.push(HistoryRow {
             package_id: id,
             sequence: event.sequence,
             recorded_at: event.recorded_at,
-            event: name.to_owned(),
+            event: name,
             reservation_id,
             change,
             position: event.position,

@@ -31,12 +31,11 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
-use clinicbook_domain::clinic::ClinicEvent;
 use clinicbook_domain::package::PackageEvent;
 use clinicbook_domain::pricing::Discount;
 use clinicbook_domain::program::ProgramEvent;
 use clinicbook_domain::promo::PromoEvent;
-use clinicbook_domain::reservation::{ReservationEvent, ReservationStatus, Slot};
+use clinicbook_domain::reservation::{PaymentKind, ReservationEvent, ReservationStatus, Slot};
 use clinicbook_eventstore::FeedEvent;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -45,333 +44,203 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::reservations::payment_columns;
-use super::schedule::{hours_rows, kind_name};
-use super::sql::{decode, uuid_id, Table};
+use super::schedule::{ClinicRow, ClosureRow, HoursRow, ResourceRow, SetupTables};
+use super::sql::{self, decode, distinct, row, uuid_id, Index, Table};
 use crate::{Projection, ProjectionError};
 
 /// The projection.
 pub const PROJECTION: Projection = Projection {
     name: "reports",
-    ddl: DDL,
+    tables: &[
+        &CLINICS.def,
+        &OPENING_HOURS.def,
+        &RESOURCES.def,
+        &TREATMENTS.def,
+        &CLOSURES.def,
+        &PROGRAMS.def,
+        &PACKAGES.def,
+        &RESERVATIONS.def,
+        &PROMO_CODES.def,
+        &REDEMPTIONS.def,
+    ],
+    ddl: "",
     apply,
 };
 
-const DDL: &str = r"
--- Clinics: name and IANA timezone.
-CREATE TABLE IF NOT EXISTS reports_clinics (
-    clinic_id uuid PRIMARY KEY,
-    name      text NOT NULL,
-    timezone  text NOT NULL
+/// `reports_clinics`: the clinics' names and IANA timezones.
+static CLINICS: Table<ClinicRow> = Table::new("reports_clinics", &["clinic_id"], &[]);
+
+/// `reports_opening_hours`: weekly opening hours in clinic-local time.
+static OPENING_HOURS: Table<HoursRow> = Table::new(
+    "reports_opening_hours",
+    &["clinic_id", "weekday", "range_no"],
+    &[],
 );
 
--- Weekly opening hours in clinic-local time; weekday 0 is Monday.
-CREATE TABLE IF NOT EXISTS reports_opening_hours (
-    clinic_id uuid     NOT NULL,
-    weekday   smallint NOT NULL,
-    range_no  smallint NOT NULL,
-    opens     time     NOT NULL,
-    closes    time     NOT NULL,
-    PRIMARY KEY (clinic_id, weekday, range_no)
+/// `reports_resources`: resources; position orders them as they were added.
+pub(crate) static RESOURCES: Table<ResourceRow> = Table::new(
+    "reports_resources",
+    &["resource_id"],
+    &[Index::on(
+        "reports_resources_clinic",
+        "(clinic_id, position)",
+    )],
 );
 
--- Resources; position orders them as they were added.
-CREATE TABLE IF NOT EXISTS reports_resources (
-    resource_id uuid PRIMARY KEY,
-    clinic_id   uuid   NOT NULL,
-    name        text   NOT NULL,
-    kind        text   NOT NULL,
-    position    bigint NOT NULL
-);
-CREATE INDEX IF NOT EXISTS reports_resources_clinic ON reports_resources (clinic_id, position);
-
--- Treatments of each clinic.
-CREATE TABLE IF NOT EXISTS reports_treatments (
-    clinic_id    uuid NOT NULL,
-    treatment_id uuid NOT NULL,
-    name         text NOT NULL,
-    price_cents  bigint NOT NULL,
-    PRIMARY KEY (clinic_id, treatment_id)
+/// `reports_closures`: closures of whole clinics, `[starts_at, ends_at)`.
+static CLOSURES: Table<ClosureRow> = Table::new(
+    "reports_closures",
+    &["closure_id"],
+    &[Index::on(
+        "reports_closures_clinic",
+        "(clinic_id, starts_at)",
+    )],
 );
 
--- Closures of whole clinics, [starts_at, ends_at).
-CREATE TABLE IF NOT EXISTS reports_closures (
-    closure_id uuid PRIMARY KEY,
-    clinic_id  uuid NOT NULL,
-    starts_at  timestamptz NOT NULL,
-    ends_at    timestamptz NOT NULL,
-    reason     text NOT NULL
-);
-CREATE INDEX IF NOT EXISTS reports_closures_clinic ON reports_closures (clinic_id, starts_at);
-
--- Catalog programs.
-CREATE TABLE IF NOT EXISTS reports_programs (
-    program_id    uuid PRIMARY KEY,
-    name          text    NOT NULL,
-    treatment_id  uuid    NOT NULL,
-    sessions      integer NOT NULL,
-    price_cents   bigint  NOT NULL,
-    validity_days integer NOT NULL
-);
-
--- Package sales: one row per package, with its sessions used now
--- (consumed_by: the reservations holding one).
-CREATE TABLE IF NOT EXISTS reports_packages (
-    package_id     uuid PRIMARY KEY,
-    program_id     uuid,
-    patient_id     uuid,
-    purchased_at   timestamptz,
-    purchase_date  date,
-    price_cents    bigint  NOT NULL,
-    sessions_total integer NOT NULL,
-    sessions_used  integer NOT NULL,
-    consumed_by    uuid[]  NOT NULL
-);
-CREATE INDEX IF NOT EXISTS reports_packages_date ON reports_packages (purchase_date);
-
--- One row per reservation: its appointment's clinic-local date, status
--- and money. booked: it held a slot at some time (only those count in
--- revenue). gross = base + adjustments; refund as in the module docs.
-CREATE TABLE IF NOT EXISTS reports_reservations (
-    reservation_id      uuid PRIMARY KEY,
-    clinic_id           uuid,
-    treatment_id        uuid,
-    patient_id          uuid,
-    resource_id         uuid,
-    status              text    NOT NULL,
-    booked              boolean NOT NULL,
-    local_date          date,
-    starts_at           timestamptz,
-    ends_at             timestamptz,
-    payment_method      text,
-    package_id          uuid,
-    program_id          uuid,
-    promo_code          text,
-    gross_cents         bigint  NOT NULL,
-    discount_cents      bigint  NOT NULL,
-    total_cents         bigint  NOT NULL,
-    refund_cents        bigint  NOT NULL,
-    fee_cents           bigint  NOT NULL,
-    earliest            timestamptz,
-    latest              timestamptz,
-    waitlisted_position bigint
-);
-CREATE INDEX IF NOT EXISTS reports_reservations_date ON reports_reservations (local_date, clinic_id);
-CREATE INDEX IF NOT EXISTS reports_reservations_waitlist
-    ON reports_reservations (clinic_id, earliest) WHERE status = 'waitlisted';
-
--- Promo codes and what they take off.
-CREATE TABLE IF NOT EXISTS reports_promo_codes (
-    code              text PRIMARY KEY,
-    percent_off       bigint,
-    amount_off_cents  bigint,
-    valid_from        timestamptz NOT NULL,
-    valid_until       timestamptz NOT NULL,
-    max_redemptions   integer NOT NULL,
-    per_patient_limit integer NOT NULL,
-    active            boolean NOT NULL
-);
-
--- Every redemption of a promo code; released: given back by a timely
--- cancellation or a displacement (no longer counts).
-CREATE TABLE IF NOT EXISTS reports_promo_redemptions (
-    code           text    NOT NULL,
-    reservation_id uuid    NOT NULL,
-    patient_id     uuid    NOT NULL,
-    released       boolean NOT NULL,
-    PRIMARY KEY (code, reservation_id)
-);
-";
-
-static CLINICS: Table = Table {
-    name: "reports_clinics",
-    key: &["clinic_id"],
-    columns: &[
-        ("clinic_id", "uuid"),
-        ("name", "text"),
-        ("timezone", "text"),
-    ],
+/// The reports' copy of the clinics' setup.
+pub(crate) static SETUP: SetupTables = SetupTables {
+    clinics: &CLINICS,
+    hours: &OPENING_HOURS,
+    resources: &RESOURCES,
+    closures: &CLOSURES,
 };
 
-static OPENING_HOURS: Table = Table {
-    name: "reports_opening_hours",
-    key: &["clinic_id", "weekday", "range_no"],
-    columns: &[
-        ("clinic_id", "uuid"),
-        ("weekday", "smallint"),
-        ("range_no", "smallint"),
-        ("opens", "time"),
-        ("closes", "time"),
-    ],
-};
-
-static RESOURCES: Table = Table {
-    name: "reports_resources",
-    key: &["resource_id"],
-    columns: &[
-        ("resource_id", "uuid"),
-        ("clinic_id", "uuid"),
-        ("name", "text"),
-        ("kind", "text"),
-        ("position", "bigint"),
-    ],
-};
-
-static TREATMENTS: Table = Table {
-    name: "reports_treatments",
-    key: &["clinic_id", "treatment_id"],
-    columns: &[
-        ("clinic_id", "uuid"),
-        ("treatment_id", "uuid"),
-        ("name", "text"),
-        ("price_cents", "bigint"),
-    ],
-};
-
-static CLOSURES: Table = Table {
-    name: "reports_closures",
-    key: &["closure_id"],
-    columns: &[
-        ("closure_id", "uuid"),
-        ("clinic_id", "uuid"),
-        ("starts_at", "timestamptz"),
-        ("ends_at", "timestamptz"),
-        ("reason", "text"),
-    ],
-};
-
-static PROGRAMS: Table = Table {
-    name: "reports_programs",
-    key: &["program_id"],
-    columns: &[
-        ("program_id", "uuid"),
-        ("name", "text"),
-        ("treatment_id", "uuid"),
-        ("sessions", "integer"),
-        ("price_cents", "bigint"),
-        ("validity_days", "integer"),
-    ],
-};
-
-static PACKAGES: Table = Table {
-    name: "reports_packages",
-    key: &["package_id"],
-    columns: &[
-        ("package_id", "uuid"),
-        ("program_id", "uuid"),
-        ("patient_id", "uuid"),
-        ("purchased_at", "timestamptz"),
-        ("purchase_date", "date"),
-        ("price_cents", "bigint"),
-        ("sessions_total", "integer"),
-        ("sessions_used", "integer"),
-        ("consumed_by", "uuid[]"),
-    ],
-};
-
-pub(crate) static RESERVATIONS: Table = Table {
-    name: "reports_reservations",
-    key: &["reservation_id"],
-    columns: &[
-        ("reservation_id", "uuid"),
-        ("clinic_id", "uuid"),
-        ("treatment_id", "uuid"),
-        ("patient_id", "uuid"),
-        ("resource_id", "uuid"),
-        ("status", "text"),
-        ("booked", "boolean"),
-        ("local_date", "date"),
-        ("starts_at", "timestamptz"),
-        ("ends_at", "timestamptz"),
-        ("payment_method", "text"),
-        ("package_id", "uuid"),
-        ("program_id", "uuid"),
-        ("promo_code", "text"),
-        ("gross_cents", "bigint"),
-        ("discount_cents", "bigint"),
-        ("total_cents", "bigint"),
-        ("refund_cents", "bigint"),
-        ("fee_cents", "bigint"),
-        ("earliest", "timestamptz"),
-        ("latest", "timestamptz"),
-        ("waitlisted_position", "bigint"),
-    ],
-};
-
-static PROMO_CODES: Table = Table {
-    name: "reports_promo_codes",
-    key: &["code"],
-    columns: &[
-        ("code", "text"),
-        ("percent_off", "bigint"),
-        ("amount_off_cents", "bigint"),
-        ("valid_from", "timestamptz"),
-        ("valid_until", "timestamptz"),
-        ("max_redemptions", "integer"),
-        ("per_patient_limit", "integer"),
-        ("active", "boolean"),
-    ],
-};
-
-static REDEMPTIONS: Table = Table {
-    name: "reports_promo_redemptions",
-    key: &["code", "reservation_id"],
-    columns: &[
-        ("code", "text"),
-        ("reservation_id", "uuid"),
-        ("patient_id", "uuid"),
-        ("released", "boolean"),
-    ],
-};
-
-/// A row of `reports_reservations`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub(crate) struct ReservationRow {
-    pub reservation_id: Uuid,
-    pub clinic_id: Option<Uuid>,
-    pub treatment_id: Option<Uuid>,
-    pub patient_id: Option<Uuid>,
-    pub resource_id: Option<Uuid>,
-    pub status: String,
-    pub booked: bool,
-    pub local_date: Option<NaiveDate>,
-    pub starts_at: Option<DateTime<Utc>>,
-    pub ends_at: Option<DateTime<Utc>>,
-    pub payment_method: Option<String>,
-    pub package_id: Option<Uuid>,
-    pub program_id: Option<Uuid>,
-    pub promo_code: Option<String>,
-    pub gross_cents: i64,
-    pub discount_cents: i64,
-    pub total_cents: i64,
-    pub refund_cents: i64,
-    pub fee_cents: i64,
-    pub earliest: Option<DateTime<Utc>>,
-    pub latest: Option<DateTime<Utc>>,
-    pub waitlisted_position: Option<i64>,
+row! {
+    /// A row of `reports_treatments`: a treatment of a clinic, with its
+    /// name and base price.
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    struct TreatmentRow {
+        clinic_id: Uuid,
+        treatment_id: Uuid,
+        name: String,
+        price_cents: i64,
+    }
 }
 
-/// A row of `reports_packages`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-struct PackageRow {
-    package_id: Uuid,
-    program_id: Option<Uuid>,
-    patient_id: Option<Uuid>,
-    purchased_at: Option<DateTime<Utc>>,
-    purchase_date: Option<NaiveDate>,
-    price_cents: i64,
-    sessions_total: i32,
-    sessions_used: i32,
-    consumed_by: Vec<Uuid>,
+/// `reports_treatments`.
+static TREATMENTS: Table<TreatmentRow> =
+    Table::new("reports_treatments", &["clinic_id", "treatment_id"], &[]);
+
+row! {
+    /// A row of `reports_programs`: a catalog program.
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    struct ProgramRow {
+        program_id: Uuid,
+        name: String,
+        treatment_id: Uuid,
+        sessions: i32,
+        price_cents: i64,
+        validity_days: i32,
+    }
 }
 
-/// A row of `reports_promo_redemptions`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct RedemptionRow {
-    code: String,
-    reservation_id: Uuid,
-    patient_id: Uuid,
-    released: bool,
+/// `reports_programs`.
+static PROGRAMS: Table<ProgramRow> = Table::new("reports_programs", &["program_id"], &[]);
+
+row! {
+    /// A row of `reports_packages`: one package sale, with its sessions
+    /// used now (`consumed_by`: the reservations holding one).
+    #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+    struct PackageRow {
+        package_id: Uuid,
+        program_id: Option<Uuid>,
+        patient_id: Option<Uuid>,
+        purchased_at: Option<DateTime<Utc>>,
+        purchase_date: Option<NaiveDate>,
+        price_cents: i64,
+        sessions_total: i32,
+        sessions_used: i32,
+        consumed_by: Vec<Uuid>,
+    }
 }
+
+/// `reports_packages`.
+static PACKAGES: Table<PackageRow> = Table::new(
+    "reports_packages",
+    &["package_id"],
+    &[Index::on("reports_packages_date", "(purchase_date)")],
+);
+
+row! {
+    /// A row of `reports_reservations`: one reservation, its appointment's
+    /// clinic-local date, status and money. `booked`: it held a slot at
+    /// some time (only those count in revenue); gross = base +
+    /// adjustments; refund as in the module docs.
+    #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+    pub(crate) struct ReservationRow {
+        reservation_id: Uuid,
+        clinic_id: Option<Uuid>,
+        treatment_id: Option<Uuid>,
+        patient_id: Option<Uuid>,
+        resource_id: Option<Uuid>,
+        status: ReservationStatus,
+        booked: bool,
+        local_date: Option<NaiveDate>,
+        starts_at: Option<DateTime<Utc>>,
+        ends_at: Option<DateTime<Utc>>,
+        payment_method: Option<PaymentKind>,
+        package_id: Option<Uuid>,
+        program_id: Option<Uuid>,
+        promo_code: Option<String>,
+        gross_cents: i64,
+        discount_cents: i64,
+        total_cents: i64,
+        refund_cents: i64,
+        fee_cents: i64,
+        earliest: Option<DateTime<Utc>>,
+        latest: Option<DateTime<Utc>>,
+        waitlisted_position: Option<i64>,
+    }
+}
+
+/// `reports_reservations`, by local date and clinic, and its waitlist.
+pub(crate) static RESERVATIONS: Table<ReservationRow> = Table::new(
+    "reports_reservations",
+    &["reservation_id"],
+    &[
+        Index::on("reports_reservations_date", "(local_date, clinic_id)"),
+        Index::on("reports_reservations_waitlist", "(clinic_id, earliest)")
+            .only(ReservationStatus::Waitlisted),
+    ],
+);
+
+row! {
+    /// A row of `reports_promo_codes`: a promo code and what it takes off.
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    struct PromoCodeRow {
+        code: String,
+        percent_off: Option<i64>,
+        amount_off_cents: Option<i64>,
+        valid_from: DateTime<Utc>,
+        valid_until: DateTime<Utc>,
+        max_redemptions: i32,
+        per_patient_limit: i32,
+        active: bool,
+    }
+}
+
+/// `reports_promo_codes`.
+static PROMO_CODES: Table<PromoCodeRow> = Table::new("reports_promo_codes", &["code"], &[]);
+
+row! {
+    /// A row of `reports_promo_redemptions`: one redemption of a promo
+    /// code; released: given back by a timely cancellation or a
+    /// displacement (no longer counts).
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    struct RedemptionRow {
+        code: String,
+        reservation_id: Uuid,
+        patient_id: Uuid,
+        released: bool,
+    }
+}
+
+/// `reports_promo_redemptions`.
+static REDEMPTIONS: Table<RedemptionRow> = Table::new(
+    "reports_promo_redemptions",
+    &["code", "reservation_id"],
+    &[],
+);
 
 /// The key of a redemption.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -385,60 +254,39 @@ async fn timezones(
     conn: &mut PgConnection,
     clinic_ids: &[Uuid],
 ) -> Result<HashMap<Uuid, Tz>, ProjectionError> {
-    #[derive(Deserialize)]
-    struct Zone {
-        clinic_id: Uuid,
-        timezone: String,
-    }
-    let zones: Vec<Zone> = CLINICS.load(conn, "clinic_id", clinic_ids).await?;
+    let zones = CLINICS.load(conn, "clinic_id", clinic_ids).await?;
     Ok(zones
         .into_iter()
-        .map(|zone| (zone.clinic_id, zone.timezone.parse().unwrap_or(Tz::UTC)))
+        .map(|zone| (zone.clinic_id, zone.timezone))
         .collect())
+}
+
+/// The timezone of `clinic` (the clinic of `event`'s stream).
+///
+/// # Errors
+/// [`ProjectionError::Decode`] when the event names no clinic, or one the
+/// projection has not seen registered: its local date would be a guess.
+fn zone_of(
+    zones: &HashMap<Uuid, Tz>,
+    clinic: Option<Uuid>,
+    event: &FeedEvent,
+) -> Result<Tz, ProjectionError> {
+    clinic
+        .and_then(|id| zones.get(&id))
+        .copied()
+        .ok_or_else(|| sql::invalid(event, "its clinic's timezone is not known"))
 }
 
 /// Applies one clinic event (rare: one statement each).
 async fn apply_clinic(conn: &mut PgConnection, event: &FeedEvent) -> Result<(), ProjectionError> {
-    let clinic_id = uuid_id(event)?;
-    match decode::<ClinicEvent>(event)? {
-        ClinicEvent::ClinicRegistered { name, timezone, .. } => {
-            let row = serde_json::json!({
-                "clinic_id": clinic_id, "name": name, "timezone": timezone,
-            });
-            CLINICS.upsert(conn, &[row]).await?;
-        }
-        ClinicEvent::OpeningHoursSet { hours } => {
-            sqlx::query("DELETE FROM reports_opening_hours WHERE clinic_id = $1")
-                .bind(clinic_id)
-                .execute(&mut *conn)
-                .await?;
-            OPENING_HOURS
-                .upsert(conn, &hours_rows(clinic_id, &hours))
-                .await?;
-        }
-        ClinicEvent::ResourceAdded { resource } => {
-            let row = serde_json::json!({
-                "resource_id": resource.resource_id, "clinic_id": clinic_id,
-                "name": resource.name, "kind": kind_name(resource.kind),
-                "position": event.position,
-            });
-            RESOURCES.upsert(conn, &[row]).await?;
-        }
-        ClinicEvent::TreatmentAdded { treatment } => {
-            let row = serde_json::json!({
-                "clinic_id": clinic_id, "treatment_id": treatment.treatment_id,
-                "name": treatment.name, "price_cents": treatment.price.cents(),
-            });
-            TREATMENTS.upsert(conn, &[row]).await?;
-        }
-        ClinicEvent::ClosureAdded { closure } => {
-            let row = serde_json::json!({
-                "closure_id": closure.closure_id, "clinic_id": clinic_id,
-                "starts_at": closure.start, "ends_at": closure.end, "reason": closure.reason,
-            });
-            CLOSURES.upsert(conn, &[row]).await?;
-        }
-        ClinicEvent::PricingRulesSet { .. } => {}
+    if let Some((clinic_id, treatment)) = SETUP.apply(conn, event).await? {
+        let row = TreatmentRow {
+            clinic_id,
+            treatment_id: treatment.treatment_id.0,
+            name: treatment.name,
+            price_cents: treatment.price.cents(),
+        };
+        TREATMENTS.upsert(conn, &[row]).await?;
     }
     Ok(())
 }
@@ -454,10 +302,14 @@ async fn apply_program(conn: &mut PgConnection, event: &FeedEvent) -> Result<(),
         validity_days,
         ..
     } = decode::<ProgramEvent>(event)?;
-    let row = serde_json::json!({
-        "program_id": program_id, "name": name, "treatment_id": treatment_id,
-        "sessions": sessions, "price_cents": price.cents(), "validity_days": validity_days,
-    });
+    let row = ProgramRow {
+        program_id: program_id.0,
+        name,
+        treatment_id: treatment_id.0,
+        sessions: i32::try_from(sessions).unwrap_or(i32::MAX),
+        price_cents: price.cents(),
+        validity_days: i32::try_from(validity_days).unwrap_or(i32::MAX),
+    };
     PROGRAMS.upsert(conn, &[row]).await
 }
 
@@ -481,12 +333,16 @@ async fn apply_promo_code(
                 Discount::PercentOff(percent) => (Some(percent), None),
                 Discount::AmountOff(amount) => (None, Some(amount.cents())),
             };
-            let row = serde_json::json!({
-                "code": code.as_str(), "percent_off": percent, "amount_off_cents": amount,
-                "valid_from": valid_from, "valid_until": valid_until,
-                "max_redemptions": max_redemptions, "per_patient_limit": per_patient_limit,
-                "active": true,
-            });
+            let row = PromoCodeRow {
+                code: code.as_str().to_owned(),
+                percent_off: percent,
+                amount_off_cents: amount,
+                valid_from,
+                valid_until,
+                max_redemptions: i32::try_from(max_redemptions).unwrap_or(i32::MAX),
+                per_patient_limit: i32::try_from(per_patient_limit).unwrap_or(i32::MAX),
+                active: true,
+            };
             PROMO_CODES.upsert(conn, &[row]).await
         }
         PromoEvent::PromoCodeDeactivated => {
@@ -566,18 +422,15 @@ async fn apply_packages(
     if events.is_empty() {
         return Ok(());
     }
-    let mut ids = Vec::new();
-    for event in events {
-        ids.push(uuid_id(event)?);
-    }
-    ids.sort_unstable();
-    ids.dedup();
+    let ids = distinct(
+        events
+            .iter()
+            .map(|e| uuid_id(e))
+            .collect::<Result<_, _>>()?,
+    );
     let mut rows: HashMap<Uuid, PackageRow> = PACKAGES
-        .load::<PackageRow, _>(conn, "package_id", &ids)
-        .await?
-        .into_iter()
-        .map(|row| (row.package_id, row))
-        .collect();
+        .load_by(conn, &ids, |row: &PackageRow| row.package_id)
+        .await?;
     let mut changes = Vec::with_capacity(events.len());
     let mut first_clinics = Vec::new();
     for event in events {
@@ -585,10 +438,10 @@ async fn apply_packages(
         if let PackageEvent::PackagePurchased { clinic_ids, .. } = &change {
             first_clinics.extend(clinic_ids.first().map(|id| id.0));
         }
-        changes.push((uuid_id(event)?, change));
+        changes.push((*event, uuid_id(event)?, change));
     }
     let zones = timezones(conn, &first_clinics).await?;
-    for (id, change) in changes {
+    for (event, id, change) in changes {
         let row = rows.entry(id).or_insert_with(|| PackageRow {
             package_id: id,
             ..PackageRow::default()
@@ -603,11 +456,7 @@ async fn apply_packages(
                 purchased_at,
                 ..
             } => {
-                let tz = clinic_ids
-                    .first()
-                    .and_then(|clinic| zones.get(&clinic.0))
-                    .copied()
-                    .unwrap_or(Tz::UTC);
+                let tz = zone_of(&zones, clinic_ids.first().map(|clinic| clinic.0), event)?;
                 row.program_id = Some(program_id.0);
                 row.patient_id = Some(patient_id.0);
                 row.purchased_at = Some(purchased_at);
@@ -641,13 +490,14 @@ impl ReservationRow {
         self.local_date = Some(slot.start.with_timezone(&tz).date_naive());
     }
 
-    fn apply(&mut self, change: ReservationEvent, zones: &HashMap<Uuid, Tz>, position: i64) {
-        let tz = |clinic: Option<Uuid>| {
-            clinic
-                .and_then(|id| zones.get(&id))
-                .copied()
-                .unwrap_or(Tz::UTC)
-        };
+    fn apply(
+        &mut self,
+        change: ReservationEvent,
+        zones: &HashMap<Uuid, Tz>,
+        event: &FeedEvent,
+    ) -> Result<(), ProjectionError> {
+        let tz = |clinic: Option<Uuid>| zone_of(zones, clinic, event);
+        let position = event.position;
         let status = match change {
             ReservationEvent::ReservationBooked {
                 clinic_id,
@@ -663,10 +513,9 @@ impl ReservationRow {
                 self.patient_id = Some(patient_id.0);
                 self.treatment_id = Some(treatment_id.0);
                 self.booked = true;
-                self.set_slot(&slot, tz(self.clinic_id));
+                self.set_slot(&slot, tz(self.clinic_id)?);
                 let (method, package) = payment_columns(&payment);
-                self.payment_method = Some(method);
-                self.package_id = package;
+                (self.payment_method, self.package_id) = (Some(method), package);
                 self.promo_code = promo_code.map(String::from);
                 self.gross_cents = (price.base + price.adjustments).cents();
                 self.discount_cents = price.discount.cents();
@@ -688,18 +537,17 @@ impl ReservationRow {
                 self.earliest = Some(earliest);
                 self.latest = Some(latest);
                 let (method, package) = payment_columns(&payment);
-                self.payment_method = Some(method);
-                self.package_id = package;
+                (self.payment_method, self.package_id) = (Some(method), package);
                 self.waitlisted_position = Some(position);
                 ReservationStatus::Waitlisted
             }
             ReservationEvent::ReservationRescheduled { to, .. } => {
-                self.set_slot(&to, tz(self.clinic_id));
-                return;
+                self.set_slot(&to, tz(self.clinic_id)?);
+                return Ok(());
             }
             ReservationEvent::ReservationCancelled { outcome, .. } => {
                 self.fee_cents = outcome.fee.cents();
-                self.refund_cents = if self.payment_method.as_deref() == Some("package") {
+                self.refund_cents = if self.payment_method == Some(PaymentKind::Package) {
                     if outcome.session_restored {
                         self.total_cents
                     } else {
@@ -723,7 +571,8 @@ impl ReservationRow {
                 ReservationStatus::Displaced
             }
         };
-        self.status = status.as_str().to_owned();
+        self.status = status;
+        Ok(())
     }
 }
 
@@ -754,29 +603,22 @@ async fn apply_reservations(
             _ => {}
         }
         ids.push(id);
-        changes.push((id, event.position, change));
+        changes.push((*event, id, change));
     }
-    ids.sort_unstable();
-    ids.dedup();
+    let ids = distinct(ids);
     let mut rows: HashMap<Uuid, ReservationRow> = RESERVATIONS
-        .load::<ReservationRow, _>(conn, "reservation_id", &ids)
-        .await?
-        .into_iter()
-        .map(|row| (row.reservation_id, row))
-        .collect();
+        .load_by(conn, &ids, |row: &ReservationRow| row.reservation_id)
+        .await?;
     clinics.extend(rows.values().filter_map(|row| row.clinic_id));
-    clinics.sort_unstable();
-    clinics.dedup();
-    let zones = timezones(conn, &clinics).await?;
+    let zones = timezones(conn, &distinct(clinics)).await?;
     let programs = programs_of(conn, &packages).await?;
-    for (id, position, change) in changes {
+    for (event, id, change) in changes {
         let row = rows.entry(id).or_insert_with(|| ReservationRow {
             reservation_id: id,
-            status: ReservationStatus::New.as_str().to_owned(),
             ..ReservationRow::default()
         });
         let booked = matches!(change, ReservationEvent::ReservationBooked { .. });
-        row.apply(change, &zones, position);
+        row.apply(change, &zones, event)?;
         if booked {
             row.program_id = row.package_id.and_then(|id| programs.get(&id).copied());
         }
@@ -791,7 +633,7 @@ async fn programs_of(
     conn: &mut PgConnection,
     packages: &[Uuid],
 ) -> Result<HashMap<Uuid, Uuid>, ProjectionError> {
-    let rows: Vec<PackageRow> = PACKAGES.load(conn, "package_id", packages).await?;
+    let rows = PACKAGES.load(conn, "package_id", packages).await?;
     Ok(rows
         .into_iter()
         .filter_map(|row| Some((row.package_id, row.program_id?)))

@@ -11,195 +11,115 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use clinicbook_domain::policy::CancellationOutcome;
-use clinicbook_domain::reservation::{PaymentMethod, ReservationEvent, ReservationStatus, Slot};
+use clinicbook_domain::reservation::{
+    PaymentKind, PaymentMethod, ReservationEvent, ReservationStatus, Slot,
+};
 use clinicbook_eventstore::FeedEvent;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::sql::{decode, split, split_opt, uuid_id, Table};
+use super::sql::{decode, distinct, row, uuid_id, Index, Table};
 use crate::{Projection, ProjectionError};
 
 /// The projection.
 pub const PROJECTION: Projection = Projection {
     name: "reservations",
-    ddl: DDL,
+    tables: &[&RESERVATIONS.def, &HISTORY.def],
+    ddl: "",
     apply,
 };
 
-const DDL: &str = r"
--- One row per reservation, waitlist entries included: its current state.
--- Instants are kept to the microsecond; the *_ns columns hold the
--- nanoseconds below it, so answers give instants exactly as recorded.
-CREATE TABLE IF NOT EXISTS reservations_reservations (
-    reservation_id      uuid PRIMARY KEY,
-    status              text NOT NULL,
-    patient_id          uuid,
-    clinic_id           uuid,
-    treatment_id        uuid,
-    resource_id         uuid,
-    starts_at           timestamptz,
-    starts_ns           smallint,
-    ends_at             timestamptz,
-    ends_ns             smallint,
-    earliest            timestamptz,
-    earliest_ns         smallint,
-    latest              timestamptz,
-    latest_ns           smallint,
-    base_cents          bigint,
-    adjustments_cents   bigint,
-    discount_cents      bigint,
-    total_cents         bigint,
-    payment_method      text,
-    package_id          uuid,
-    promo_code          text,
-    late                boolean,
-    refund_cents        bigint,
-    fee_cents           bigint,
-    session_restored    boolean,
-    waitlisted_position bigint,
-    last_position       bigint NOT NULL
-);
--- The waitlist of a clinic and treatment, oldest first.
-CREATE INDEX IF NOT EXISTS reservations_reservations_waitlist
-    ON reservations_reservations (clinic_id, treatment_id, waitlisted_position)
-    WHERE status = 'waitlisted';
-CREATE INDEX IF NOT EXISTS reservations_reservations_patient
-    ON reservations_reservations (patient_id);
-
--- Every change of a reservation: the status after each of its events.
-CREATE TABLE IF NOT EXISTS reservations_history (
-    reservation_id uuid   NOT NULL,
-    sequence       bigint NOT NULL,
-    status         text   NOT NULL,
-    at             timestamptz NOT NULL,
-    at_ns          smallint NOT NULL,
-    event_type     text   NOT NULL,
-    position       bigint NOT NULL,
-    PRIMARY KEY (reservation_id, sequence)
-);
-";
-
-pub(crate) static RESERVATIONS: Table = Table {
-    name: "reservations_reservations",
-    key: &["reservation_id"],
-    columns: &[
-        ("reservation_id", "uuid"),
-        ("status", "text"),
-        ("patient_id", "uuid"),
-        ("clinic_id", "uuid"),
-        ("treatment_id", "uuid"),
-        ("resource_id", "uuid"),
-        ("starts_at", "timestamptz"),
-        ("starts_ns", "smallint"),
-        ("ends_at", "timestamptz"),
-        ("ends_ns", "smallint"),
-        ("earliest", "timestamptz"),
-        ("earliest_ns", "smallint"),
-        ("latest", "timestamptz"),
-        ("latest_ns", "smallint"),
-        ("base_cents", "bigint"),
-        ("adjustments_cents", "bigint"),
-        ("discount_cents", "bigint"),
-        ("total_cents", "bigint"),
-        ("payment_method", "text"),
-        ("package_id", "uuid"),
-        ("promo_code", "text"),
-        ("late", "boolean"),
-        ("refund_cents", "bigint"),
-        ("fee_cents", "bigint"),
-        ("session_restored", "boolean"),
-        ("waitlisted_position", "bigint"),
-        ("last_position", "bigint"),
-    ],
-};
-
-pub(crate) static HISTORY: Table = Table {
-    name: "reservations_history",
-    key: &["reservation_id", "sequence"],
-    columns: &[
-        ("reservation_id", "uuid"),
-        ("sequence", "bigint"),
-        ("status", "text"),
-        ("at", "timestamptz"),
-        ("at_ns", "smallint"),
-        ("event_type", "text"),
-        ("position", "bigint"),
-    ],
-};
-
-/// A row of `reservations_reservations`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Row {
-    pub reservation_id: Uuid,
-    pub status: String,
-    pub patient_id: Option<Uuid>,
-    pub clinic_id: Option<Uuid>,
-    pub treatment_id: Option<Uuid>,
-    pub resource_id: Option<Uuid>,
-    pub starts_at: Option<DateTime<Utc>>,
-    pub starts_ns: Option<i16>,
-    pub ends_at: Option<DateTime<Utc>>,
-    pub ends_ns: Option<i16>,
-    pub earliest: Option<DateTime<Utc>>,
-    pub earliest_ns: Option<i16>,
-    pub latest: Option<DateTime<Utc>>,
-    pub latest_ns: Option<i16>,
-    pub base_cents: Option<i64>,
-    pub adjustments_cents: Option<i64>,
-    pub discount_cents: Option<i64>,
-    pub total_cents: Option<i64>,
-    pub payment_method: Option<String>,
-    pub package_id: Option<Uuid>,
-    pub promo_code: Option<String>,
-    pub late: Option<bool>,
-    pub refund_cents: Option<i64>,
-    pub fee_cents: Option<i64>,
-    pub session_restored: Option<bool>,
-    pub waitlisted_position: Option<i64>,
-    pub last_position: i64,
-}
-
-/// A row of `reservations_history`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub(crate) struct HistoryRow {
-    pub reservation_id: Uuid,
-    pub sequence: i64,
-    pub status: String,
-    pub at: DateTime<Utc>,
-    pub at_ns: i16,
-    pub event_type: String,
-    pub position: i64,
-}
-
-/// The stored name of a payment method (`package`, `wallet`, `at_clinic`)
-/// and its package.
-pub(crate) fn payment_columns(payment: &PaymentMethod) -> (String, Option<Uuid>) {
-    match payment {
-        PaymentMethod::Package { package_id } => ("package".to_owned(), Some(package_id.0)),
-        PaymentMethod::Wallet => ("wallet".to_owned(), None),
-        PaymentMethod::AtClinic => ("at_clinic".to_owned(), None),
+row! {
+    /// A row of `reservations_reservations`: one reservation, waitlist
+    /// entries included, in its current state.
+    #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+    pub(crate) struct Row {
+        reservation_id: Uuid,
+        status: ReservationStatus,
+        patient_id: Option<Uuid>,
+        clinic_id: Option<Uuid>,
+        treatment_id: Option<Uuid>,
+        resource_id: Option<Uuid>,
+        starts_at: Option<DateTime<Utc>>,
+        ends_at: Option<DateTime<Utc>>,
+        earliest: Option<DateTime<Utc>>,
+        latest: Option<DateTime<Utc>>,
+        base_cents: Option<i64>,
+        adjustments_cents: Option<i64>,
+        discount_cents: Option<i64>,
+        total_cents: Option<i64>,
+        payment_method: Option<PaymentKind>,
+        package_id: Option<Uuid>,
+        promo_code: Option<String>,
+        late: Option<bool>,
+        refund_cents: Option<i64>,
+        fee_cents: Option<i64>,
+        session_restored: Option<bool>,
+        waitlisted_position: Option<i64>,
+        last_position: i64,
     }
+}
+
+/// `reservations_reservations`, with the waitlist of a clinic and
+/// treatment (oldest first) and each patient's reservations indexed.
+pub(crate) static RESERVATIONS: Table<Row> = Table::new(
+    "reservations_reservations",
+    &["reservation_id"],
+    &[
+        Index::on(
+            "reservations_reservations_waitlist",
+            "(clinic_id, treatment_id, waitlisted_position)",
+        )
+        .only(ReservationStatus::Waitlisted),
+        Index::on("reservations_reservations_patient", "(patient_id)"),
+    ],
+);
+
+row! {
+    /// A row of `reservations_history`: a change of a reservation, the
+    /// status after one of its events.
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    pub(crate) struct HistoryRow {
+        reservation_id: Uuid,
+        sequence: i64,
+        status: ReservationStatus,
+        at: DateTime<Utc>,
+        event_type: String,
+        position: i64,
+    }
+}
+
+pub(crate) static HISTORY: Table<HistoryRow> =
+    Table::new("reservations_history", &["reservation_id", "sequence"], &[]);
+
+/// The stored name of a payment method and its package.
+pub(crate) fn payment_columns(payment: &PaymentMethod) -> (PaymentKind, Option<Uuid>) {
+    let package = match payment {
+        PaymentMethod::Package { package_id } => Some(package_id.0),
+        PaymentMethod::Wallet | PaymentMethod::AtClinic => None,
+    };
+    (PaymentKind::from(payment), package)
 }
 
 impl Row {
     fn new(reservation_id: Uuid) -> Self {
         Self {
             reservation_id,
-            status: ReservationStatus::New.as_str().to_owned(),
+            status: ReservationStatus::New,
             ..Self::default()
         }
     }
 
     fn set_slot(&mut self, slot: &Slot) {
         self.resource_id = Some(slot.resource_id.0);
-        (self.starts_at, self.starts_ns) = split_opt(Some(slot.start));
-        (self.ends_at, self.ends_ns) = split_opt(Some(slot.end));
+        self.starts_at = Some(slot.start);
+        self.ends_at = Some(slot.end);
     }
 
     fn settle(&mut self, status: ReservationStatus, outcome: &CancellationOutcome) {
-        self.status = status.as_str().to_owned();
+        self.status = status;
         self.late = Some(outcome.late);
         self.refund_cents = Some(outcome.refund.cents());
         self.fee_cents = Some(outcome.fee.cents());
@@ -222,7 +142,7 @@ impl Row {
                 booked_at,
                 ..
             } => {
-                self.status = ReservationStatus::Booked.as_str().to_owned();
+                self.status = ReservationStatus::Booked;
                 self.patient_id = Some(patient_id.0);
                 self.clinic_id = Some(clinic_id.0);
                 self.treatment_id = Some(treatment_id.0);
@@ -247,12 +167,12 @@ impl Row {
                 payment,
                 ..
             } => {
-                self.status = ReservationStatus::Waitlisted.as_str().to_owned();
+                self.status = ReservationStatus::Waitlisted;
                 self.patient_id = Some(patient_id.0);
                 self.clinic_id = Some(clinic_id.0);
                 self.treatment_id = Some(treatment_id.0);
-                (self.earliest, self.earliest_ns) = split_opt(Some(*earliest));
-                (self.latest, self.latest_ns) = split_opt(Some(*latest));
+                self.earliest = Some(*earliest);
+                self.latest = Some(*latest);
                 (self.payment_method, self.package_id) = {
                     let (method, package) = payment_columns(payment);
                     (Some(method), package)
@@ -269,11 +189,11 @@ impl Row {
                 Some(*at)
             }
             ReservationEvent::CheckedIn { at } => {
-                self.status = ReservationStatus::CheckedIn.as_str().to_owned();
+                self.status = ReservationStatus::CheckedIn;
                 Some(*at)
             }
             ReservationEvent::ReservationCompleted { at } => {
-                self.status = ReservationStatus::Completed.as_str().to_owned();
+                self.status = ReservationStatus::Completed;
                 Some(*at)
             }
             ReservationEvent::MarkedNoShow { outcome, at } => {
@@ -303,18 +223,10 @@ async fn apply_batch(conn: &mut PgConnection, events: &[FeedEvent]) -> Result<()
     if mine.is_empty() {
         return Ok(());
     }
-    let mut ids = Vec::new();
-    for event in &mine {
-        ids.push(uuid_id(event)?);
-    }
-    ids.sort_unstable();
-    ids.dedup();
+    let ids = distinct(mine.iter().map(|e| uuid_id(e)).collect::<Result<_, _>>()?);
     let mut rows: HashMap<Uuid, Row> = RESERVATIONS
-        .load::<Row, _>(conn, "reservation_id", &ids)
-        .await?
-        .into_iter()
-        .map(|row| (row.reservation_id, row))
-        .collect();
+        .load_by(conn, &ids, |row: &Row| row.reservation_id)
+        .await?;
     let mut history = Vec::with_capacity(mine.len());
     for event in mine {
         let id = uuid_id(event)?;
@@ -323,13 +235,11 @@ async fn apply_batch(conn: &mut PgConnection, events: &[FeedEvent]) -> Result<()
         let at = row
             .apply(&change, event.position)
             .unwrap_or(event.recorded_at);
-        let (at, at_ns) = split(at);
         history.push(HistoryRow {
             reservation_id: id,
             sequence: event.sequence,
-            status: row.status.clone(),
+            status: row.status,
             at,
-            at_ns,
             event_type: event.event_type.clone(),
             position: event.position,
         });

@@ -14,8 +14,10 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
+use chrono_tz::Tz;
 use clinicbook_domain::calendar::CalendarEvent;
 use clinicbook_domain::clinic::ClinicEvent;
+use clinicbook_domain::clinic::{ResourceKind, Treatment};
 use clinicbook_domain::reservation::{ReservationEvent, ReservationStatus};
 use clinicbook_domain::schedule::Weekday;
 use clinicbook_domain::CalendarId;
@@ -25,260 +27,177 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::sql::{decode, uuid_id, Table};
+use super::sql::{self, decode, distinct, row, uuid_id, Index, Table};
 use crate::{Projection, ProjectionError};
 
 /// The projection.
 pub const PROJECTION: Projection = Projection {
     name: "schedule",
-    ddl: DDL,
+    tables: &[
+        &CLINICS.def,
+        &OPENING_HOURS.def,
+        &RESOURCES.def,
+        &TREATMENTS.def,
+        &CLOSURES.def,
+        &SLOTS.def,
+        &BLOCKS.def,
+        &RESERVATIONS.def,
+    ],
+    ddl: "",
     apply,
 };
 
-const DDL: &str = r"
--- Clinics: name and IANA timezone (opening hours and dates are in it).
-CREATE TABLE IF NOT EXISTS schedule_clinics (
-    clinic_id uuid PRIMARY KEY,
-    name      text NOT NULL,
-    timezone  text NOT NULL
-);
-
--- Weekly opening hours in clinic-local time; weekday 0 is Monday.
-CREATE TABLE IF NOT EXISTS schedule_opening_hours (
-    clinic_id uuid     NOT NULL,
-    weekday   smallint NOT NULL,
-    range_no  smallint NOT NULL,
-    opens     time     NOT NULL,
-    closes    time     NOT NULL,
-    PRIMARY KEY (clinic_id, weekday, range_no)
-);
-
--- Resources of each clinic; position orders them as they were added.
-CREATE TABLE IF NOT EXISTS schedule_resources (
-    resource_id uuid PRIMARY KEY,
-    clinic_id   uuid   NOT NULL,
-    name        text   NOT NULL,
-    kind        text   NOT NULL,
-    position    bigint NOT NULL
-);
-CREATE INDEX IF NOT EXISTS schedule_resources_clinic ON schedule_resources (clinic_id, position);
-
--- Treatments of each clinic (one treatment id may be offered by several).
-CREATE TABLE IF NOT EXISTS schedule_treatments (
-    clinic_id        uuid    NOT NULL,
-    treatment_id     uuid    NOT NULL,
-    name             text    NOT NULL,
-    duration_minutes integer NOT NULL,
-    buffer_minutes   integer NOT NULL,
-    price_cents      bigint  NOT NULL,
-    resource_kind    text    NOT NULL,
-    PRIMARY KEY (clinic_id, treatment_id)
-);
-
--- Closures of whole clinics, [starts_at, ends_at).
-CREATE TABLE IF NOT EXISTS schedule_closures (
-    closure_id uuid PRIMARY KEY,
-    clinic_id  uuid NOT NULL,
-    starts_at  timestamptz NOT NULL,
-    ends_at    timestamptz NOT NULL,
-    reason     text NOT NULL
-);
-CREATE INDEX IF NOT EXISTS schedule_closures_clinic ON schedule_closures (clinic_id, starts_at);
-
--- The slots held on each resource's calendar (one per clinic-local day):
--- the appointment [starts_at, ends_at), busy until occupied_until.
-CREATE TABLE IF NOT EXISTS schedule_slots (
-    resource_id    uuid NOT NULL,
-    local_date     date NOT NULL,
-    reservation_id uuid NOT NULL,
-    starts_at      timestamptz NOT NULL,
-    ends_at        timestamptz NOT NULL,
-    occupied_until timestamptz NOT NULL,
-    PRIMARY KEY (resource_id, local_date, reservation_id)
-);
-
--- The blocks on each resource's calendar (a closure's blocks carry the
--- closure id).
-CREATE TABLE IF NOT EXISTS schedule_blocks (
-    resource_id uuid    NOT NULL,
-    local_date  date    NOT NULL,
-    block_id    uuid    NOT NULL,
-    starts_at   timestamptz NOT NULL,
-    ends_at     timestamptz NOT NULL,
-    reason      text    NOT NULL,
-    emergency   boolean NOT NULL,
-    PRIMARY KEY (resource_id, local_date, block_id)
-);
-
--- Who and what each booked reservation is for, and its status.
-CREATE TABLE IF NOT EXISTS schedule_reservations (
-    reservation_id uuid PRIMARY KEY,
-    clinic_id      uuid NOT NULL,
-    patient_id     uuid NOT NULL,
-    treatment_id   uuid NOT NULL,
-    status         text NOT NULL
-);
-";
-
-pub(crate) static CLINICS: Table = Table {
-    name: "schedule_clinics",
-    key: &["clinic_id"],
-    columns: &[
-        ("clinic_id", "uuid"),
-        ("name", "text"),
-        ("timezone", "text"),
-    ],
-};
-
-pub(crate) static RESOURCES: Table = Table {
-    name: "schedule_resources",
-    key: &["resource_id"],
-    columns: &[
-        ("resource_id", "uuid"),
-        ("clinic_id", "uuid"),
-        ("name", "text"),
-        ("kind", "text"),
-        ("position", "bigint"),
-    ],
-};
-
-pub(crate) static TREATMENTS: Table = Table {
-    name: "schedule_treatments",
-    key: &["clinic_id", "treatment_id"],
-    columns: &[
-        ("clinic_id", "uuid"),
-        ("treatment_id", "uuid"),
-        ("name", "text"),
-        ("duration_minutes", "integer"),
-        ("buffer_minutes", "integer"),
-        ("price_cents", "bigint"),
-        ("resource_kind", "text"),
-    ],
-};
-
-pub(crate) static CLOSURES: Table = Table {
-    name: "schedule_closures",
-    key: &["closure_id"],
-    columns: &[
-        ("closure_id", "uuid"),
-        ("clinic_id", "uuid"),
-        ("starts_at", "timestamptz"),
-        ("ends_at", "timestamptz"),
-        ("reason", "text"),
-    ],
-};
-
-pub(crate) static OPENING_HOURS: Table = Table {
-    name: "schedule_opening_hours",
-    key: &["clinic_id", "weekday", "range_no"],
-    columns: &[
-        ("clinic_id", "uuid"),
-        ("weekday", "smallint"),
-        ("range_no", "smallint"),
-        ("opens", "time"),
-        ("closes", "time"),
-    ],
-};
-
-pub(crate) static SLOTS: Table = Table {
-    name: "schedule_slots",
-    key: &["resource_id", "local_date", "reservation_id"],
-    columns: &[
-        ("resource_id", "uuid"),
-        ("local_date", "date"),
-        ("reservation_id", "uuid"),
-        ("starts_at", "timestamptz"),
-        ("ends_at", "timestamptz"),
-        ("occupied_until", "timestamptz"),
-    ],
-};
-
-pub(crate) static BLOCKS: Table = Table {
-    name: "schedule_blocks",
-    key: &["resource_id", "local_date", "block_id"],
-    columns: &[
-        ("resource_id", "uuid"),
-        ("local_date", "date"),
-        ("block_id", "uuid"),
-        ("starts_at", "timestamptz"),
-        ("ends_at", "timestamptz"),
-        ("reason", "text"),
-        ("emergency", "boolean"),
-    ],
-};
-
-pub(crate) static RESERVATIONS: Table = Table {
-    name: "schedule_reservations",
-    key: &["reservation_id"],
-    columns: &[
-        ("reservation_id", "uuid"),
-        ("clinic_id", "uuid"),
-        ("patient_id", "uuid"),
-        ("treatment_id", "uuid"),
-        ("status", "text"),
-    ],
-};
-
-/// A row of `schedule_clinics`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub(crate) struct ClinicRow {
-    pub clinic_id: Uuid,
-    pub name: String,
-    pub timezone: String,
+row! {
+    /// A row of `schedule_clinics`: a clinic's name and IANA timezone
+    /// (opening hours and dates are in it).
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    pub(crate) struct ClinicRow {
+        clinic_id: Uuid,
+        name: String,
+        timezone: Tz,
+    }
 }
 
-/// A row of `schedule_resources`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub(crate) struct ResourceRow {
-    pub resource_id: Uuid,
-    pub clinic_id: Uuid,
-    pub name: String,
-    pub kind: String,
-    pub position: i64,
+pub(crate) static CLINICS: Table<ClinicRow> = Table::new("schedule_clinics", &["clinic_id"], &[]);
+
+row! {
+    /// A row of `schedule_opening_hours`: one range of a clinic's weekly
+    /// opening hours in clinic-local time; weekday 0 is Monday.
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    pub(crate) struct HoursRow {
+        clinic_id: Uuid,
+        weekday: i16,
+        range_no: i16,
+        opens: NaiveTime,
+        closes: NaiveTime,
+    }
 }
 
-/// A row of `schedule_treatments`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub(crate) struct TreatmentRow {
-    pub clinic_id: Uuid,
-    pub treatment_id: Uuid,
-    pub name: String,
-    pub duration_minutes: i32,
-    pub buffer_minutes: i32,
-    pub price_cents: i64,
-    pub resource_kind: String,
+pub(crate) static OPENING_HOURS: Table<HoursRow> = Table::new(
+    "schedule_opening_hours",
+    &["clinic_id", "weekday", "range_no"],
+    &[],
+);
+
+row! {
+    /// A row of `schedule_resources`: a resource of a clinic; position
+    /// orders them as they were added.
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    pub(crate) struct ResourceRow {
+        resource_id: Uuid,
+        clinic_id: Uuid,
+        name: String,
+        kind: ResourceKind,
+        position: i64,
+    }
 }
 
-/// A row of `schedule_closures`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub(crate) struct ClosureRow {
-    pub closure_id: Uuid,
-    pub clinic_id: Uuid,
-    pub starts_at: DateTime<Utc>,
-    pub ends_at: DateTime<Utc>,
-    pub reason: String,
+pub(crate) static RESOURCES: Table<ResourceRow> = Table::new(
+    "schedule_resources",
+    &["resource_id"],
+    &[Index::on(
+        "schedule_resources_clinic",
+        "(clinic_id, position)",
+    )],
+);
+
+row! {
+    /// A row of `schedule_treatments`: a treatment of a clinic (one
+    /// treatment id may be offered by several).
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    pub(crate) struct TreatmentRow {
+        clinic_id: Uuid,
+        treatment_id: Uuid,
+        name: String,
+        duration_minutes: i32,
+        buffer_minutes: i32,
+        price_cents: i64,
+        resource_kind: ResourceKind,
+    }
 }
 
-/// A row of `schedule_opening_hours`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub(crate) struct HoursRow {
-    pub clinic_id: Uuid,
-    pub weekday: i16,
-    pub range_no: i16,
-    pub opens: NaiveTime,
-    pub closes: NaiveTime,
+pub(crate) static TREATMENTS: Table<TreatmentRow> =
+    Table::new("schedule_treatments", &["clinic_id", "treatment_id"], &[]);
+
+row! {
+    /// A row of `schedule_closures`: a closure of a whole clinic,
+    /// `[starts_at, ends_at)`.
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    pub(crate) struct ClosureRow {
+        closure_id: Uuid,
+        clinic_id: Uuid,
+        starts_at: DateTime<Utc>,
+        ends_at: DateTime<Utc>,
+        reason: String,
+    }
 }
 
-/// A row of `schedule_slots`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub(crate) struct SlotRow {
-    pub resource_id: Uuid,
-    pub local_date: NaiveDate,
-    pub reservation_id: Uuid,
-    pub starts_at: DateTime<Utc>,
-    pub ends_at: DateTime<Utc>,
-    pub occupied_until: DateTime<Utc>,
+pub(crate) static CLOSURES: Table<ClosureRow> = Table::new(
+    "schedule_closures",
+    &["closure_id"],
+    &[Index::on(
+        "schedule_closures_clinic",
+        "(clinic_id, starts_at)",
+    )],
+);
+
+row! {
+    /// A row of `schedule_slots`: a slot held on a resource's calendar (one
+    /// per clinic-local day), the appointment `[starts_at, ends_at)`, busy
+    /// until `occupied_until`.
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    pub(crate) struct SlotRow {
+        resource_id: Uuid,
+        local_date: NaiveDate,
+        reservation_id: Uuid,
+        starts_at: DateTime<Utc>,
+        ends_at: DateTime<Utc>,
+        occupied_until: DateTime<Utc>,
+    }
 }
+
+pub(crate) static SLOTS: Table<SlotRow> = Table::new(
+    "schedule_slots",
+    &["resource_id", "local_date", "reservation_id"],
+    &[],
+);
+
+row! {
+    /// A row of `schedule_blocks`: a block on a resource's calendar (a
+    /// closure's blocks carry the closure id).
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    pub(crate) struct BlockRow {
+        resource_id: Uuid,
+        local_date: NaiveDate,
+        block_id: Uuid,
+        starts_at: DateTime<Utc>,
+        ends_at: DateTime<Utc>,
+        reason: String,
+        emergency: bool,
+    }
+}
+
+pub(crate) static BLOCKS: Table<BlockRow> = Table::new(
+    "schedule_blocks",
+    &["resource_id", "local_date", "block_id"],
+    &[],
+);
+
+row! {
+    /// A row of `schedule_reservations`: who and what a booked
+    /// reservation is for, and its status.
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    pub(crate) struct ReservationRow {
+        reservation_id: Uuid,
+        clinic_id: Uuid,
+        patient_id: Uuid,
+        treatment_id: Uuid,
+        status: ReservationStatus,
+    }
+}
+
+pub(crate) static RESERVATIONS: Table<ReservationRow> =
+    Table::new("schedule_reservations", &["reservation_id"], &[]);
 
 /// The key of a slot, for deletes.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -288,92 +207,97 @@ struct SlotKey {
     reservation_id: Uuid,
 }
 
-/// A row of `schedule_blocks`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub(crate) struct BlockRow {
-    pub resource_id: Uuid,
-    pub local_date: NaiveDate,
-    pub block_id: Uuid,
-    pub starts_at: DateTime<Utc>,
-    pub ends_at: DateTime<Utc>,
-    pub reason: String,
-    pub emergency: bool,
+/// The tables of a clinic's setup that both `schedule` and `reports`
+/// keep, each projection its own copy (see the module docs of `models`):
+/// the rows are the same, so one function applies clinic events to both.
+pub(crate) struct SetupTables {
+    /// Name and timezone.
+    pub clinics: &'static Table<ClinicRow>,
+    /// Weekly opening hours.
+    pub hours: &'static Table<HoursRow>,
+    /// Resources.
+    pub resources: &'static Table<ResourceRow>,
+    /// Closures.
+    pub closures: &'static Table<ClosureRow>,
 }
 
-/// A row of `schedule_reservations`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub(crate) struct ReservationRow {
-    pub reservation_id: Uuid,
-    pub clinic_id: Uuid,
-    pub patient_id: Uuid,
-    pub treatment_id: Uuid,
-    pub status: String,
-}
+/// The schedule's copy of the clinics' setup.
+pub(crate) static SETUP: SetupTables = SetupTables {
+    clinics: &CLINICS,
+    hours: &OPENING_HOURS,
+    resources: &RESOURCES,
+    closures: &CLOSURES,
+};
 
-/// The stored (and API) name of a resource kind.
-pub(crate) fn kind_name(kind: clinicbook_domain::clinic::ResourceKind) -> &'static str {
-    use clinicbook_domain::clinic::ResourceKind;
-    match kind {
-        ResourceKind::Room => "room",
-        ResourceKind::Device => "device",
-        ResourceKind::Practitioner => "practitioner",
+impl SetupTables {
+    /// Applies one clinic event (clinic events are rare: one statement
+    /// each). A treatment added is answered, with its clinic, for the
+    /// projection to keep as it needs.
+    ///
+    /// # Errors
+    /// The event does not decode, its timezone is unknown, or the
+    /// database failed.
+    pub(crate) async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        event: &FeedEvent,
+    ) -> Result<Option<(Uuid, Treatment)>, ProjectionError> {
+        let clinic_id = uuid_id(event)?;
+        match decode::<ClinicEvent>(event)? {
+            ClinicEvent::ClinicRegistered { name, timezone, .. } => {
+                let row = ClinicRow {
+                    clinic_id,
+                    name,
+                    timezone: sql::timezone(event, &timezone)?,
+                };
+                self.clinics.upsert(conn, &[row]).await?;
+            }
+            ClinicEvent::OpeningHoursSet { hours } => {
+                self.hours.delete_where(conn, clinic_id).await?;
+                self.hours
+                    .upsert(conn, &hours_rows(clinic_id, &hours))
+                    .await?;
+            }
+            ClinicEvent::ResourceAdded { resource } => {
+                let row = ResourceRow {
+                    resource_id: resource.resource_id.0,
+                    clinic_id,
+                    name: resource.name,
+                    kind: resource.kind,
+                    position: event.position,
+                };
+                self.resources.upsert(conn, &[row]).await?;
+            }
+            ClinicEvent::TreatmentAdded { treatment } => return Ok(Some((clinic_id, treatment))),
+            ClinicEvent::ClosureAdded { closure } => {
+                let row = ClosureRow {
+                    closure_id: closure.closure_id.0,
+                    clinic_id,
+                    starts_at: closure.start,
+                    ends_at: closure.end,
+                    reason: closure.reason,
+                };
+                self.closures.upsert(conn, &[row]).await?;
+            }
+            ClinicEvent::PricingRulesSet { .. } => {}
+        }
+        Ok(None)
     }
 }
 
-/// Applies one clinic event (clinic events are rare: one statement each).
+/// Applies one clinic event.
 async fn apply_clinic(conn: &mut PgConnection, event: &FeedEvent) -> Result<(), ProjectionError> {
-    let clinic_id = uuid_id(event)?;
-    match decode::<ClinicEvent>(event)? {
-        ClinicEvent::ClinicRegistered { name, timezone, .. } => {
-            let row = ClinicRow {
-                clinic_id,
-                name,
-                timezone,
-            };
-            CLINICS.upsert(conn, &[row]).await?;
-        }
-        ClinicEvent::OpeningHoursSet { hours } => {
-            sqlx::query("DELETE FROM schedule_opening_hours WHERE clinic_id = $1")
-                .bind(clinic_id)
-                .execute(&mut *conn)
-                .await?;
-            OPENING_HOURS
-                .upsert(conn, &hours_rows(clinic_id, &hours))
-                .await?;
-        }
-        ClinicEvent::ResourceAdded { resource } => {
-            let row = ResourceRow {
-                resource_id: resource.resource_id.0,
-                clinic_id,
-                name: resource.name,
-                kind: kind_name(resource.kind).to_owned(),
-                position: event.position,
-            };
-            RESOURCES.upsert(conn, &[row]).await?;
-        }
-        ClinicEvent::TreatmentAdded { treatment } => {
-            let row = TreatmentRow {
-                clinic_id,
-                treatment_id: treatment.treatment_id.0,
-                name: treatment.name,
-                duration_minutes: i32::try_from(treatment.duration_minutes).unwrap_or(i32::MAX),
-                buffer_minutes: i32::try_from(treatment.buffer_minutes).unwrap_or(i32::MAX),
-                price_cents: treatment.price.cents(),
-                resource_kind: kind_name(treatment.resource_kind).to_owned(),
-            };
-            TREATMENTS.upsert(conn, &[row]).await?;
-        }
-        ClinicEvent::ClosureAdded { closure } => {
-            let row = ClosureRow {
-                closure_id: closure.closure_id.0,
-                clinic_id,
-                starts_at: closure.start,
-                ends_at: closure.end,
-                reason: closure.reason,
-            };
-            CLOSURES.upsert(conn, &[row]).await?;
-        }
-        ClinicEvent::PricingRulesSet { .. } => {}
+    if let Some((clinic_id, treatment)) = SETUP.apply(conn, event).await? {
+        let row = TreatmentRow {
+            clinic_id,
+            treatment_id: treatment.treatment_id.0,
+            name: treatment.name,
+            duration_minutes: i32::try_from(treatment.duration_minutes).unwrap_or(i32::MAX),
+            buffer_minutes: i32::try_from(treatment.buffer_minutes).unwrap_or(i32::MAX),
+            price_cents: treatment.price.cents(),
+            resource_kind: treatment.resource_kind,
+        };
+        TREATMENTS.upsert(conn, &[row]).await?;
     }
     Ok(())
 }
@@ -412,7 +336,7 @@ impl Calendars {
         let calendar: CalendarId = event
             .aggregate_id
             .parse()
-            .map_err(|e| ProjectionError::decode(event, e))?;
+            .map_err(|e| sql::invalid(event, e))?;
         let key = |reservation_id: Uuid| SlotKey {
             resource_id: calendar.resource_id.0,
             local_date: calendar.date,
@@ -477,18 +401,15 @@ async fn apply_reservations(
     if events.is_empty() {
         return Ok(());
     }
-    let mut ids = Vec::new();
-    for event in events {
-        ids.push(uuid_id(event)?);
-    }
-    ids.sort_unstable();
-    ids.dedup();
+    let ids = distinct(
+        events
+            .iter()
+            .map(|e| uuid_id(e))
+            .collect::<Result<_, _>>()?,
+    );
     let mut rows: HashMap<Uuid, ReservationRow> = RESERVATIONS
-        .load::<ReservationRow, _>(conn, "reservation_id", &ids)
-        .await?
-        .into_iter()
-        .map(|row| (row.reservation_id, row))
-        .collect();
+        .load_by(conn, &ids, |row: &ReservationRow| row.reservation_id)
+        .await?;
     for event in events {
         let id = uuid_id(event)?;
         let status = match decode::<ReservationEvent>(event)? {
@@ -505,7 +426,7 @@ async fn apply_reservations(
                         clinic_id: clinic_id.0,
                         patient_id: patient_id.0,
                         treatment_id: treatment_id.0,
-                        status: ReservationStatus::Booked.as_str().to_owned(),
+                        status: ReservationStatus::Booked,
                     },
                 );
                 continue;
@@ -520,7 +441,7 @@ async fn apply_reservations(
             ReservationEvent::ReservationDisplaced { .. } => ReservationStatus::Displaced,
         };
         if let Some(row) = rows.get_mut(&id) {
-            row.status = status.as_str().to_owned();
+            row.status = status;
         }
     }
     let mut rows: Vec<ReservationRow> = rows.into_values().collect();

@@ -1,15 +1,31 @@
 //! What every projection's `apply` shares: decoding an event with the
-//! domain's own types, exact instants, and set-based writes of many rows
-//! in one statement.
+//! domain's own types, the one declaration of each read-model table, and
+//! set-based writes of many rows in one statement.
+//!
+//! Each table is declared once: its row struct, declared with [`row!`]
+//! (the fields are the columns, in order, and each field's Rust type
+//! gives the column's SQL type and whether it takes NULL), and a
+//! [`Table`] naming it, its key and its indexes. The DDL a projection
+//! creates its tables with, the column lists its statements name and the
+//! row type it loads and writes all come from that one declaration.
 //!
 //! Projections apply a batch in three steps: load the rows the batch
-//! touches (one `SELECT … = ANY($1)` per table), fold the events into them
+//! touches (one `SELECT … IN (…)` per table), fold the events into them
 //! in memory, and write them back with one statement per table. Rows go
 //! to PostgreSQL as one JSON array expanded by `json_to_recordset`, so a
 //! batch of a thousand events costs a handful of round trips, whatever
 //! its size.
 
-use chrono::{DateTime, Duration, Timelike, Utc};
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::marker::PhantomData;
+
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
+use chrono_tz::Tz;
+use clinicbook_domain::clinic::ResourceKind;
+use clinicbook_domain::package::PackagePaymentKind;
+use clinicbook_domain::reservation::{PaymentKind, ReservationStatus};
+use clinicbook_domain::wallet::TransactionKind;
 use clinicbook_eventstore::FeedEvent;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -21,85 +37,321 @@ use crate::ProjectionError;
 
 /// The event's payload as the domain type `T` (its event enum), so a
 /// change of the domain's events is seen by the compiler here too.
+///
+/// # Errors
+/// [`ProjectionError::Decode`] (logged and counted, see [`invalid`]).
 pub(crate) fn decode<T: DeserializeOwned>(event: &FeedEvent) -> Result<T, ProjectionError> {
-    T::deserialize(&event.payload).map_err(|e| ProjectionError::decode(event, e))
+    T::deserialize(&event.payload).map_err(|e| invalid(event, e))
 }
 
 /// The aggregate id of `event` as a UUID (every aggregate but calendars
 /// and promo codes is keyed by one).
+///
+/// # Errors
+/// [`ProjectionError::Decode`] (logged and counted, see [`invalid`]).
 pub(crate) fn uuid_id(event: &FeedEvent) -> Result<Uuid, ProjectionError> {
-    Uuid::parse_str(&event.aggregate_id).map_err(|e| ProjectionError::decode(event, e))
+    Uuid::parse_str(&event.aggregate_id).map_err(|e| invalid(event, e))
 }
 
-/// An instant split for storage: PostgreSQL keeps microseconds, the
-/// domain's instants may carry nanoseconds (the clock's). The first part
-/// is the instant cut to the microsecond, the second the nanoseconds cut
-/// off (0..=999), kept in a `*_ns` column so answers give the instant
-/// exactly as the event recorded it.
-pub(crate) fn split(at: DateTime<Utc>) -> (DateTime<Utc>, i16) {
-    let below = at.nanosecond() % 1_000;
-    let ns = i16::try_from(below).unwrap_or(0);
-    (at - Duration::nanoseconds(i64::from(ns)), ns)
+/// A clinic's IANA timezone as its `ClinicRegistered` event names it.
+///
+/// # Errors
+/// [`ProjectionError::Decode`] for a name chrono-tz does not know: the
+/// projection stops at that event rather than guess UTC (logged and
+/// counted, see [`invalid`]).
+pub(crate) fn timezone(event: &FeedEvent, name: &str) -> Result<Tz, ProjectionError> {
+    name.parse()
+        .map_err(|_| invalid(event, format!("{name:?} is not an IANA timezone")))
 }
 
-/// The instant [`split`] stored.
-pub(crate) fn join(at: DateTime<Utc>, ns: i16) -> DateTime<Utc> {
-    at + Duration::nanoseconds(i64::from(ns))
+/// A decode error for `event`, logged and counted in
+/// `clinicbook_projection_invalid_events_total` (by event type): a stored
+/// event a projection cannot read stops it there, and is never replaced
+/// by a default.
+pub(crate) fn invalid(event: &FeedEvent, reason: impl std::fmt::Display) -> ProjectionError {
+    let error = ProjectionError::decode(event, reason);
+    tracing::error!(%error, position = event.position, "a stored event cannot be projected");
+    metrics::counter!(
+        "clinicbook_projection_invalid_events_total",
+        "event_type" => event.event_type.clone()
+    )
+    .increment(1);
+    error
 }
 
-/// [`split`] of an optional instant.
-pub(crate) fn split_opt(at: Option<DateTime<Utc>>) -> (Option<DateTime<Utc>>, Option<i16>) {
-    match at {
-        Some(at) => {
-            let (at, ns) = split(at);
-            (Some(at), Some(ns))
-        }
-        None => (None, None),
+/// A row of `table` that does not decode as its row type (a column holds
+/// a value the type does not know, such as an unknown kind), logged and
+/// counted in `clinicbook_read_model_invalid_rows_total` (by table): the
+/// read fails rather than answer a guess.
+pub(crate) fn invalid_row(table: &'static str, reason: impl std::fmt::Display) -> ProjectionError {
+    let error = ProjectionError::InvalidRow {
+        table,
+        reason: reason.to_string(),
+    };
+    tracing::error!(%error, "a read-model row cannot be read");
+    metrics::counter!("clinicbook_read_model_invalid_rows_total", "table" => table).increment(1);
+    error
+}
+
+/// Rows of `SELECT row_to_json(t) …` as `T`; a row that does not decode
+/// is an [`invalid_row`] of `table`.
+///
+/// # Errors
+/// The database failed, or a row does not decode.
+pub(crate) async fn json_rows<T: DeserializeOwned + Send + Unpin + 'static>(
+    query: sqlx::query::QueryScalar<'_, sqlx::Postgres, Json<T>, sqlx::postgres::PgArguments>,
+    conn: &mut PgConnection,
+    table: &'static str,
+) -> Result<Vec<T>, ProjectionError> {
+    match query.fetch_all(&mut *conn).await {
+        Ok(rows) => Ok(rows.into_iter().map(|Json(row)| row).collect()),
+        Err(sqlx::Error::ColumnDecode { source, .. }) => Err(invalid_row(table, source)),
+        Err(e) => Err(e.into()),
     }
 }
 
-/// [`join`] of an optional instant.
-pub(crate) fn join_opt(at: Option<DateTime<Utc>>, ns: Option<i16>) -> Option<DateTime<Utc>> {
-    at.map(|at| join(at, ns.unwrap_or(0)))
+/// The distinct values of `ids`, sorted.
+pub(crate) fn distinct<K: Ord>(mut ids: Vec<K>) -> Vec<K> {
+    ids.sort_unstable();
+    ids.dedup();
+    ids
 }
 
-/// A read-model table as `apply` writes it: its unqualified name, primary
-/// key and columns with their SQL types (the order and names of the
-/// fields of its row struct).
-pub(crate) struct Table {
+/// How a field's Rust type is stored: the SQL type of its column, and
+/// whether the column may be NULL (`Option` fields only).
+pub trait SqlType {
+    /// The column's SQL type, e.g. `uuid`.
+    const SQL: &'static str;
+    /// Whether the column takes NULL.
+    const NULLABLE: bool = false;
+}
+
+macro_rules! sql_types {
+    ($($ty:ty => $sql:literal),+ $(,)?) => {
+        $(impl SqlType for $ty {
+            const SQL: &'static str = $sql;
+        })+
+    };
+}
+
+sql_types! {
+    Uuid => "uuid",
+    String => "text",
+    i64 => "bigint",
+    i32 => "integer",
+    i16 => "smallint",
+    bool => "boolean",
+    DateTime<Utc> => "timestamptz",
+    NaiveDate => "date",
+    NaiveTime => "time",
+    Vec<Uuid> => "uuid[]",
+    serde_json::Value => "jsonb",
+    // Typed names: stored as the enum's one name (serde's `snake_case`).
+    Tz => "text",
+    ReservationStatus => "text",
+    ResourceKind => "text",
+    TransactionKind => "text",
+    PaymentKind => "text",
+    PackagePaymentKind => "text",
+}
+
+impl<T: SqlType> SqlType for Option<T> {
+    const SQL: &'static str = T::SQL;
+    const NULLABLE: bool = true;
+}
+
+/// One column of a read-model table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Column {
+    /// Its name (the row struct's field).
+    pub name: &'static str,
+    /// Its SQL type (see [`SqlType`]).
+    pub sql: &'static str,
+    /// Whether it takes NULL (an `Option` field).
+    pub nullable: bool,
+}
+
+/// A row struct declared with [`row!`]: its columns, in field order.
+pub trait Columns {
+    /// Every column.
+    const COLUMNS: &'static [Column];
+}
+
+/// Declares a read-model row struct: its fields are the table's columns,
+/// in order, and their Rust types the columns' SQL types (see
+/// [`SqlType`]); the struct gets [`Columns`].
+macro_rules! row {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $row:ident {
+            $( $(#[$field_meta:meta])* $field:ident : $ty:ty ),+ $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        $vis struct $row {
+            $( $(#[$field_meta])* pub $field: $ty, )+
+        }
+
+        impl $crate::models::sql::Columns for $row {
+            const COLUMNS: &'static [$crate::models::sql::Column] = &[$(
+                $crate::models::sql::Column {
+                    name: stringify!($field),
+                    sql: <$ty as $crate::models::sql::SqlType>::SQL,
+                    nullable: <$ty as $crate::models::sql::SqlType>::NULLABLE,
+                },
+            )+];
+        }
+    };
+}
+pub(crate) use row;
+
+/// An index of a read-model table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Index {
+    /// Its name.
+    pub name: &'static str,
+    /// What it indexes, e.g. `(clinic_id, position)`.
+    pub on: &'static str,
+    /// Only the rows in this status (a partial index), if given.
+    pub status: Option<ReservationStatus>,
+}
+
+impl Index {
+    /// An index `name` on `on`.
+    #[must_use]
+    pub const fn on(name: &'static str, on: &'static str) -> Self {
+        Self {
+            name,
+            on,
+            status: None,
+        }
+    }
+
+    /// The same index over the rows whose `status` is `status` only.
+    #[must_use]
+    pub const fn only(self, status: ReservationStatus) -> Self {
+        Self {
+            status: Some(status),
+            ..self
+        }
+    }
+}
+
+/// A read-model table: its unqualified name, primary key and indexes; its
+/// columns are its row struct's ([`Columns`]). What a projection creates
+/// ([`TableDef::ddl`]) and what `apply` and the queries read and write.
+#[derive(Debug)]
+pub struct TableDef {
     /// Unqualified name (resolved through `search_path`).
     pub name: &'static str,
     /// Primary key columns.
     pub key: &'static [&'static str],
-    /// Every column with its type, e.g. `("clinic_id", "uuid")`.
-    pub columns: &'static [(&'static str, &'static str)],
+    /// Every column, in the row struct's field order.
+    pub columns: &'static [Column],
+    /// Its indexes.
+    pub indexes: &'static [Index],
 }
 
-impl Table {
+impl TableDef {
+    /// `CREATE TABLE IF NOT EXISTS` and `CREATE INDEX IF NOT EXISTS`
+    /// statements for this table.
+    #[must_use]
+    pub fn ddl(&self) -> String {
+        let mut lines: Vec<String> = self
+            .columns
+            .iter()
+            .map(|column| {
+                let null = if column.nullable { "" } else { " NOT NULL" };
+                format!("    {} {}{null}", column.name, column.sql)
+            })
+            .collect();
+        lines.push(format!("    PRIMARY KEY ({})", self.key.join(", ")));
+        let mut ddl = format!(
+            "CREATE TABLE IF NOT EXISTS {} (\n{}\n);\n",
+            self.name,
+            lines.join(",\n")
+        );
+        for index in self.indexes {
+            let only = index
+                .status
+                .map(|status| format!(" WHERE status = '{}'", status.as_str()))
+                .unwrap_or_default();
+            ddl.push_str(&format!(
+                "CREATE INDEX IF NOT EXISTS {} ON {} {}{only};\n",
+                index.name, self.name, index.on
+            ));
+        }
+        ddl
+    }
+}
+
+/// A [`TableDef`] whose rows are `R`: the only way to name a read-model
+/// table, so its rows are loaded and written as its own row type.
+pub struct Table<R> {
+    /// The table.
+    pub def: TableDef,
+    rows: PhantomData<fn() -> R>,
+}
+
+impl<R> std::fmt::Debug for Table<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.def.fmt(f)
+    }
+}
+
+impl<R: Columns> Table<R> {
+    /// The table `name` of `R` rows, keyed by `key`, with `indexes`.
+    #[must_use]
+    pub const fn new(
+        name: &'static str,
+        key: &'static [&'static str],
+        indexes: &'static [Index],
+    ) -> Self {
+        Self {
+            def: TableDef {
+                name,
+                key,
+                columns: R::COLUMNS,
+                indexes,
+            },
+            rows: PhantomData,
+        }
+    }
+}
+
+impl TableDef {
     fn names(&self) -> String {
         self.columns
             .iter()
-            .map(|(name, _)| *name)
+            .map(|column| column.name)
             .collect::<Vec<_>>()
             .join(", ")
     }
 
-    fn definitions(columns: &[(&str, &str)]) -> String {
+    fn definitions<'a>(columns: impl Iterator<Item = &'a Column>) -> String {
         columns
-            .iter()
-            .map(|(name, ty)| format!("{name} {ty}"))
+            .map(|column| format!("{} {}", column.name, column.sql))
             .collect::<Vec<_>>()
             .join(", ")
     }
+}
 
-    /// The rows whose `column` is one of `ids`, as `T` (deserialised from
-    /// `row_to_json`, so `T`'s fields are the table's columns).
-    pub async fn load<T: DeserializeOwned + Send + Unpin + 'static, K>(
+impl<R> Table<R>
+where
+    R: DeserializeOwned + Serialize + Send + Sync + Unpin + 'static,
+{
+    /// The rows whose `column` is one of `ids` (deserialised from
+    /// `row_to_json`).
+    ///
+    /// # Errors
+    /// The database failed, or a row does not decode as `R`
+    /// ([`invalid_row`]).
+    pub async fn load<K>(
         &self,
         conn: &mut PgConnection,
         column: &str,
         ids: &[K],
-    ) -> Result<Vec<T>, ProjectionError>
+    ) -> Result<Vec<R>, ProjectionError>
     where
         K: Serialize + Sync,
     {
@@ -107,33 +359,52 @@ impl Table {
             return Ok(Vec::new());
         }
         let ty = self
+            .def
             .columns
             .iter()
-            .find(|(name, _)| *name == column)
-            .map_or("text", |(_, ty)| *ty);
+            .find(|c| c.name == column)
+            .map_or("text", |c| c.sql);
         let sql = format!(
             "SELECT row_to_json(t) FROM {table} t
               WHERE {column} IN (SELECT value::{ty} FROM json_array_elements_text($1::json))",
-            table = self.name,
+            table = self.def.name,
         );
-        let rows: Vec<Json<T>> = sqlx::query_scalar(&sql)
-            .bind(Json(ids))
-            .fetch_all(&mut *conn)
-            .await?;
-        Ok(rows.into_iter().map(|Json(row)| row).collect())
+        json_rows(
+            sqlx::query_scalar(&sql).bind(Json(ids)),
+            conn,
+            self.def.name,
+        )
+        .await
+    }
+
+    /// [`Table::load`] by the first key column, as a map by `key`.
+    ///
+    /// # Errors
+    /// As [`Table::load`].
+    pub async fn load_by<K>(
+        &self,
+        conn: &mut PgConnection,
+        ids: &[K],
+        key: impl Fn(&R) -> K + Send,
+    ) -> Result<HashMap<K, R>, ProjectionError>
+    where
+        K: Serialize + Sync + Eq + Hash,
+    {
+        let rows = self.load(conn, self.def.key[0], ids).await?;
+        Ok(rows.into_iter().map(|row| (key(&row), row)).collect())
     }
 
     /// Inserts `rows`, replacing the rows with the same key.
-    pub async fn upsert<T: Serialize + Sync>(
-        &self,
-        conn: &mut PgConnection,
-        rows: &[T],
-    ) -> Result<(), ProjectionError> {
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn upsert(&self, conn: &mut PgConnection, rows: &[R]) -> Result<(), ProjectionError> {
         let updates = self
+            .def
             .columns
             .iter()
-            .filter(|(name, _)| !self.key.contains(name))
-            .map(|(name, _)| format!("{name} = EXCLUDED.{name}"))
+            .filter(|c| !self.def.key.contains(&c.name))
+            .map(|c| format!("{name} = EXCLUDED.{name}", name = c.name))
             .collect::<Vec<_>>()
             .join(", ");
         let action = if updates.is_empty() {
@@ -146,31 +417,35 @@ impl Table {
 
     /// Inserts `rows`, keeping the rows already there with the same key
     /// (append-only tables: a history entry is written once).
-    pub async fn insert_new<T: Serialize + Sync>(
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn insert_new(
         &self,
         conn: &mut PgConnection,
-        rows: &[T],
+        rows: &[R],
     ) -> Result<(), ProjectionError> {
         self.insert(conn, rows, "NOTHING").await
     }
 
-    async fn insert<T: Serialize + Sync>(
+    async fn insert(
         &self,
         conn: &mut PgConnection,
-        rows: &[T],
+        rows: &[R],
         action: &str,
     ) -> Result<(), ProjectionError> {
         if rows.is_empty() {
             return Ok(());
         }
+        let def = &self.def;
         let sql = format!(
             "INSERT INTO {table} ({names})
              SELECT {names} FROM json_to_recordset($1::json) AS x({definitions})
              ON CONFLICT ({key}) DO {action}",
-            table = self.name,
-            names = self.names(),
-            definitions = Self::definitions(self.columns),
-            key = self.key.join(", "),
+            table = def.name,
+            names = def.names(),
+            definitions = TableDef::definitions(def.columns.iter()),
+            key = def.key.join(", "),
         );
         sqlx::query(&sql)
             .bind(Json(rows))
@@ -181,6 +456,9 @@ impl Table {
 
     /// Deletes the rows whose key is one of `keys` (each serialised as an
     /// object with the key's columns).
+    ///
+    /// # Errors
+    /// The database failed.
     pub async fn delete<T: Serialize + Sync>(
         &self,
         conn: &mut PgConnection,
@@ -189,18 +467,14 @@ impl Table {
         if keys.is_empty() {
             return Ok(());
         }
-        let key_columns: Vec<(&str, &str)> = self
-            .columns
-            .iter()
-            .filter(|(name, _)| self.key.contains(name))
-            .copied()
-            .collect();
-        let key = self.key.join(", ");
+        let def = &self.def;
+        let key = def.key.join(", ");
         let sql = format!(
             "DELETE FROM {table} WHERE ({key}) IN
                (SELECT {key} FROM json_to_recordset($1::json) AS x({definitions}))",
-            table = self.name,
-            definitions = Self::definitions(&key_columns),
+            table = def.name,
+            definitions =
+                TableDef::definitions(def.columns.iter().filter(|c| def.key.contains(&c.name))),
         );
         sqlx::query(&sql)
             .bind(Json(keys))
@@ -208,21 +482,66 @@ impl Table {
             .await?;
         Ok(())
     }
+
+    /// Deletes the rows whose first key column is `id`.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn delete_where(
+        &self,
+        conn: &mut PgConnection,
+        id: Uuid,
+    ) -> Result<(), ProjectionError> {
+        sqlx::query(&format!(
+            "DELETE FROM {table} WHERE {column} = $1",
+            table = self.def.name,
+            column = self.def.key[0],
+        ))
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
+    row! {
+        /// A row for the test.
+        #[derive(Serialize, serde::Deserialize)]
+        struct ThingRow {
+            thing_id: Uuid,
+            name: Option<String>,
+            status: ReservationStatus,
+            held: Vec<Uuid>,
+        }
+    }
+
+    static THINGS: Table<ThingRow> = Table::new(
+        "x_things",
+        &["thing_id"],
+        &[
+            Index::on("x_things_name", "(name)"),
+            Index::on("x_things_waiting", "(thing_id)").only(ReservationStatus::Waitlisted),
+        ],
+    );
+
     #[test]
-    fn split_and_join_keep_nanoseconds() {
-        let at: DateTime<Utc> = "2030-01-07T09:00:00.123456789Z".parse().unwrap();
-        let (micro, ns) = split(at);
-        assert_eq!(micro.to_rfc3339(), "2030-01-07T09:00:00.123456+00:00");
-        assert_eq!(ns, 789);
-        assert_eq!(join(micro, ns), at);
-        let whole: DateTime<Utc> = "2030-01-07T09:00:00Z".parse().unwrap();
-        assert_eq!(split(whole), (whole, 0));
+    fn the_ddl_comes_from_the_row_type() {
+        assert_eq!(
+            THINGS.def.ddl(),
+            "CREATE TABLE IF NOT EXISTS x_things (
+    thing_id uuid NOT NULL,
+    name text,
+    status text NOT NULL,
+    held uuid[] NOT NULL,
+    PRIMARY KEY (thing_id)
+);
+CREATE INDEX IF NOT EXISTS x_things_name ON x_things (name);
+CREATE INDEX IF NOT EXISTS x_things_waiting ON x_things (thing_id) WHERE status = 'waitlisted';
+"
+        );
     }
 }

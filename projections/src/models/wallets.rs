@@ -6,6 +6,7 @@
 //! (the aggregate's invariant) and a transaction written twice cannot
 //! count twice.
 
+use chrono::{DateTime, Utc};
 use clinicbook_domain::wallet::{TransactionKind, WalletEvent};
 use clinicbook_eventstore::FeedEvent;
 use futures::future::BoxFuture;
@@ -14,74 +15,48 @@ use sqlx::types::Json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::sql::{decode, uuid_id, Table};
+use super::sql::{decode, distinct, row, uuid_id, Table};
 use crate::{Projection, ProjectionError};
 
 /// The projection.
 pub const PROJECTION: Projection = Projection {
     name: "wallets",
-    ddl: DDL,
+    tables: &[&WALLETS.def, &TRANSACTIONS.def],
+    ddl: "",
     apply,
 };
 
-const DDL: &str = r"
--- One row per wallet (id = the patient): its balance, the sum of its
--- transactions' signed amounts.
-CREATE TABLE IF NOT EXISTS wallets_wallets (
-    patient_id    uuid PRIMARY KEY,
-    balance_cents bigint NOT NULL,
-    transactions  bigint NOT NULL
-);
-
--- Every transaction of every wallet: amounts are signed (debits and
--- refunds negative), so they sum to the balance.
-CREATE TABLE IF NOT EXISTS wallets_transactions (
-    patient_id   uuid   NOT NULL,
-    sequence     bigint NOT NULL,
-    kind         text   NOT NULL,
-    amount_cents bigint NOT NULL,
-    reference    text   NOT NULL,
-    recorded_at  timestamptz NOT NULL,
-    position     bigint NOT NULL,
-    PRIMARY KEY (patient_id, sequence)
-);
-";
-
-pub(crate) static TRANSACTIONS: Table = Table {
-    name: "wallets_transactions",
-    key: &["patient_id", "sequence"],
-    columns: &[
-        ("patient_id", "uuid"),
-        ("sequence", "bigint"),
-        ("kind", "text"),
-        ("amount_cents", "bigint"),
-        ("reference", "text"),
-        ("recorded_at", "timestamptz"),
-        ("position", "bigint"),
-    ],
-};
-
-/// A row of `wallets_transactions`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub(crate) struct TransactionRow {
-    pub patient_id: Uuid,
-    pub sequence: i64,
-    pub kind: String,
-    pub amount_cents: i64,
-    pub reference: String,
-    pub recorded_at: chrono::DateTime<chrono::Utc>,
-    pub position: i64,
-}
-
-/// The stored (and API) name of a transaction kind.
-pub(crate) fn kind_name(kind: TransactionKind) -> &'static str {
-    match kind {
-        TransactionKind::Deposit => "deposit",
-        TransactionKind::Debit => "debit",
-        TransactionKind::Credit => "credit",
-        TransactionKind::Refund => "refund",
+row! {
+    /// A row of `wallets_wallets`: one wallet (its id is the patient) and
+    /// its balance, the sum of its transactions' signed amounts.
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    pub(crate) struct WalletRow {
+        patient_id: Uuid,
+        balance_cents: i64,
+        transactions: i64,
     }
 }
+
+pub(crate) static WALLETS: Table<WalletRow> = Table::new("wallets_wallets", &["patient_id"], &[]);
+
+row! {
+    /// A row of `wallets_transactions`: one transaction of a wallet.
+    /// Amounts are signed (debits and refunds negative), so they sum to
+    /// the balance.
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    pub(crate) struct TransactionRow {
+        patient_id: Uuid,
+        sequence: i64,
+        kind: TransactionKind,
+        amount_cents: i64,
+        reference: String,
+        recorded_at: DateTime<Utc>,
+        position: i64,
+    }
+}
+
+pub(crate) static TRANSACTIONS: Table<TransactionRow> =
+    Table::new("wallets_transactions", &["patient_id", "sequence"], &[]);
 
 fn apply<'a>(
     conn: &'a mut PgConnection,
@@ -99,7 +74,7 @@ async fn apply_batch(conn: &mut PgConnection, events: &[FeedEvent]) -> Result<()
         rows.push(TransactionRow {
             patient_id,
             sequence: event.sequence,
-            kind: kind_name(change.kind()).to_owned(),
+            kind: change.kind(),
             amount_cents: change.signed_amount().cents(),
             reference: change.reference().to_owned(),
             recorded_at: event.recorded_at,
@@ -111,18 +86,22 @@ async fn apply_batch(conn: &mut PgConnection, events: &[FeedEvent]) -> Result<()
         return Ok(());
     }
     TRANSACTIONS.insert_new(conn, &rows).await?;
-    wallets.sort_unstable();
-    wallets.dedup();
-    sqlx::query(
-        "INSERT INTO wallets_wallets (patient_id, balance_cents, transactions)
-         SELECT patient_id, sum(amount_cents), count(*) FROM wallets_transactions
+    // The balance is recomputed from the transactions (written once each),
+    // so it always equals their sum.
+    let wallets: Vec<WalletRow> = sqlx::query_as::<_, (Uuid, i64, i64)>(
+        "SELECT patient_id, sum(amount_cents)::bigint, count(*) FROM wallets_transactions
           WHERE patient_id IN (SELECT value::uuid FROM json_array_elements_text($1::json))
-          GROUP BY patient_id
-         ON CONFLICT (patient_id) DO UPDATE
-            SET balance_cents = EXCLUDED.balance_cents, transactions = EXCLUDED.transactions",
+          GROUP BY patient_id",
     )
-    .bind(Json(&wallets))
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    .bind(Json(distinct(wallets)))
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .map(|(patient_id, balance_cents, transactions)| WalletRow {
+        patient_id,
+        balance_cents,
+        transactions,
+    })
+    .collect();
+    WALLETS.upsert(conn, &wallets).await
 }

@@ -6,12 +6,13 @@
 
 use chrono::{DateTime, Utc};
 use clinicbook_domain::package::PackageEvent;
-use clinicbook_domain::reservation::PaymentMethod;
+use clinicbook_domain::reservation::{PaymentKind, PaymentMethod, ReservationStatus};
+use clinicbook_domain::wallet::TransactionKind;
 use clinicbook_domain::PackageId;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::models::sql::{join, join_opt};
+use crate::models::sql::json_rows;
 use crate::models::{packages, reservations, wallets};
 use crate::{ProjectionError, ReadModels};
 
@@ -45,15 +46,15 @@ impl From<PaymentMethod> for Payment {
 }
 
 impl Payment {
-    /// The payment stored as a method name and a package.
-    fn from_columns(method: Option<&str>, package_id: Option<Uuid>) -> Option<Self> {
+    /// The payment stored as a method and a package.
+    fn from_columns(method: Option<PaymentKind>, package_id: Option<Uuid>) -> Option<Self> {
         match (method?, package_id) {
-            ("package", Some(package_id)) => Some(PaymentMethod::Package {
+            (PaymentKind::Package, Some(package_id)) => Some(PaymentMethod::Package {
                 package_id: PackageId(package_id),
             }),
-            ("wallet", _) => Some(PaymentMethod::Wallet),
-            ("at_clinic", _) => Some(PaymentMethod::AtClinic),
-            _ => None,
+            (PaymentKind::Package, None) => None,
+            (PaymentKind::Wallet, _) => Some(PaymentMethod::Wallet),
+            (PaymentKind::AtClinic, _) => Some(PaymentMethod::AtClinic),
         }
         .map(Into::into)
     }
@@ -151,6 +152,17 @@ pub enum WalletTransactionKind {
     Credit,
     /// Money paid back out to the patient.
     Refund,
+}
+
+impl From<TransactionKind> for WalletTransactionKind {
+    fn from(kind: TransactionKind) -> Self {
+        match kind {
+            TransactionKind::Deposit => Self::Deposit,
+            TransactionKind::Debit => Self::Debit,
+            TransactionKind::Credit => Self::Credit,
+            TransactionKind::Refund => Self::Refund,
+        }
+    }
 }
 
 /// One transaction of a wallet.
@@ -354,7 +366,7 @@ impl ReadModels {
     ) -> Result<ReservationView, ProjectionError> {
         let mut conn = self.read_connection().await?;
         let row = reservations::RESERVATIONS
-            .load::<reservations::Row, _>(&mut conn, "reservation_id", &[reservation_id])
+            .load(&mut conn, "reservation_id", &[reservation_id])
             .await?
             .into_iter()
             .next();
@@ -364,11 +376,11 @@ impl ReadModels {
             row.patient_id,
             row.clinic_id,
             row.treatment_id,
-            Payment::from_columns(row.payment_method.as_deref(), row.package_id),
+            Payment::from_columns(row.payment_method, row.package_id),
         ) else {
             return Err(missing());
         };
-        let history: Vec<reservations::HistoryRow> = reservations::HISTORY
+        let history = reservations::HISTORY
             .load(&mut conn, "reservation_id", &[reservation_id])
             .await?;
         let mut history: Vec<_> = history
@@ -377,8 +389,8 @@ impl ReadModels {
                 (
                     entry.sequence,
                     StatusEntry {
-                        status: entry.status,
-                        at: join(entry.at, entry.at_ns),
+                        status: entry.status.as_str().to_owned(),
+                        at: entry.at,
                         event_type: entry.event_type,
                         sequence: entry.sequence,
                     },
@@ -386,7 +398,7 @@ impl ReadModels {
             })
             .collect();
         history.sort_by_key(|(sequence, _)| *sequence);
-        let start = join_opt(row.starts_at, row.starts_ns);
+        let start = row.starts_at;
         let settlement = match (
             row.late,
             row.refund_cents,
@@ -405,15 +417,15 @@ impl ReadModels {
         };
         Ok(ReservationView {
             reservation_id,
-            status: row.status,
+            status: row.status.as_str().to_owned(),
             patient_id,
             clinic_id,
             resource_id: row.resource_id,
             treatment_id,
             start,
-            end: join_opt(row.ends_at, row.ends_ns),
-            earliest: join_opt(row.earliest, row.earliest_ns),
-            latest: join_opt(row.latest, row.latest_ns),
+            end: row.ends_at,
+            earliest: row.earliest,
+            latest: row.latest,
             price: start.map(|_| Price {
                 base_cents: row.base_cents.unwrap_or(0),
                 adjustments_cents: row.adjustments_cents.unwrap_or(0),
@@ -435,19 +447,14 @@ impl ReadModels {
     /// The database failed.
     pub async fn wallet(&self, patient_id: Uuid) -> Result<WalletView, ProjectionError> {
         let mut conn = self.read_connection().await?;
-        let mut rows: Vec<wallets::TransactionRow> = wallets::TRANSACTIONS
+        let mut rows = wallets::TRANSACTIONS
             .load(&mut conn, "patient_id", &[patient_id])
             .await?;
         rows.sort_by_key(|row| row.sequence);
         let transactions: Vec<WalletTransactionView> = rows
             .into_iter()
             .map(|row| WalletTransactionView {
-                kind: match row.kind.as_str() {
-                    "deposit" => WalletTransactionKind::Deposit,
-                    "debit" => WalletTransactionKind::Debit,
-                    "credit" => WalletTransactionKind::Credit,
-                    _ => WalletTransactionKind::Refund,
-                },
+                kind: row.kind.into(),
                 amount_cents: row.amount_cents,
                 reference: row.reference,
                 sequence: row.sequence,
@@ -469,7 +476,7 @@ impl ReadModels {
     pub async fn package(&self, package_id: Uuid) -> Result<PackageView, ProjectionError> {
         let mut conn = self.read_connection().await?;
         let row = packages::PACKAGES
-            .load::<packages::Row, _>(&mut conn, "package_id", &[package_id])
+            .load(&mut conn, "package_id", &[package_id])
             .await?
             .into_iter()
             .next();
@@ -479,11 +486,11 @@ impl ReadModels {
             row.patient_id,
             row.program_id,
             row.treatment_id,
-            join_opt(row.valid_until, row.valid_until_ns),
+            row.valid_until,
         ) else {
             return Err(missing());
         };
-        let mut history: Vec<packages::HistoryRow> = packages::HISTORY
+        let mut history = packages::HISTORY
             .load(&mut conn, "package_id", &[package_id])
             .await?;
         history.sort_by_key(|entry| entry.sequence);
@@ -524,36 +531,30 @@ impl ReadModels {
         treatment_id: Uuid,
         start: DateTime<Utc>,
     ) -> Result<Vec<WaitlistCandidate>, ProjectionError> {
-        // The stored instants are cut to the microsecond: select with a
-        // microsecond of slack, then compare the exact instants.
         let mut conn = self.read_connection().await?;
-        let rows: Vec<sqlx::types::Json<reservations::Row>> = sqlx::query_scalar(
+        let query = sqlx::query_scalar(
             "SELECT row_to_json(r) FROM reservations_reservations r
-              WHERE status = 'waitlisted' AND clinic_id = $1 AND treatment_id = $2
-                AND earliest <= $3 AND latest > $3 - interval '1 microsecond'
+              WHERE status = $4 AND clinic_id = $1 AND treatment_id = $2
+                AND earliest <= $3 AND latest >= $3
               ORDER BY waitlisted_position, reservation_id",
         )
         .bind(clinic_id)
         .bind(treatment_id)
         .bind(start)
-        .fetch_all(&mut *conn)
-        .await?;
+        .bind(ReservationStatus::Waitlisted.as_str());
+        let rows: Vec<reservations::Row> =
+            json_rows(query, &mut conn, reservations::RESERVATIONS.def.name).await?;
         Ok(rows
             .into_iter()
-            .filter_map(|sqlx::types::Json(row)| {
-                let earliest = join_opt(row.earliest, row.earliest_ns)?;
-                let latest = join_opt(row.latest, row.latest_ns)?;
-                if !(earliest <= start && start <= latest) {
-                    return None;
-                }
+            .filter_map(|row| {
                 Some(WaitlistCandidate {
                     reservation_id: row.reservation_id,
                     patient_id: row.patient_id?,
                     clinic_id: row.clinic_id?,
                     treatment_id: row.treatment_id?,
-                    earliest,
-                    latest,
-                    payment: Payment::from_columns(row.payment_method.as_deref(), row.package_id)?,
+                    earliest: row.earliest?,
+                    latest: row.latest?,
+                    payment: Payment::from_columns(row.payment_method, row.package_id)?,
                     joined_position: row.waitlisted_position?,
                 })
             })

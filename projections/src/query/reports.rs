@@ -17,19 +17,58 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::types::Json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::csv::{write, ToCsv};
+use super::csv::ToCsv;
 use super::schedule::{setups, window, Setup};
+use crate::models::reports::{RESERVATIONS, RESOURCES, SETUP};
+use crate::models::schedule::ResourceRow;
+use crate::models::sql::{invalid_row, json_rows};
 use crate::{ProjectionError, ReadModels};
+use clinicbook_domain::reservation::ReservationStatus;
+use strum::{IntoEnumIterator, VariantNames};
 
 /// The longest range a report covers, in days (both ends included).
 pub const MAX_RANGE_DAYS: i64 = 366;
 
 /// Statuses in which an appointment holds its resource.
-const HOLDING: &str = "('booked', 'checked_in', 'completed', 'no_show')";
+const HOLDING: [ReservationStatus; 4] = [
+    ReservationStatus::Booked,
+    ReservationStatus::CheckedIn,
+    ReservationStatus::Completed,
+    ReservationStatus::NoShow,
+];
+
+/// The names of `statuses`, to bind as a `text[]`.
+fn names_of(statuses: &[ReservationStatus]) -> Vec<&'static str> {
+    statuses.iter().map(|status| status.as_str()).collect()
+}
+
+/// A status column's text as its status.
+///
+/// # Errors
+/// An [`invalid_row`] of `table` for a name no status has.
+fn status_of(table: &'static str, name: &str) -> Result<ReservationStatus, ProjectionError> {
+    name.parse()
+        .map_err(|_| invalid_row(table, format!("{name:?} is not a reservation status")))
+}
+
+impl StatusCounts {
+    /// Counts one reservation in `status` (statuses without a count, `new`
+    /// and, for days, `waitlisted`, are counted elsewhere or not at all).
+    fn add(&mut self, status: ReservationStatus, n: i64) {
+        match status {
+            ReservationStatus::Booked => self.booked += n,
+            ReservationStatus::CheckedIn => self.checked_in += n,
+            ReservationStatus::Completed => self.completed += n,
+            ReservationStatus::Cancelled => self.cancelled += n,
+            ReservationStatus::NoShow => self.no_show += n,
+            ReservationStatus::Displaced => self.displaced += n,
+            ReservationStatus::New | ReservationStatus::Waitlisted => {}
+        }
+    }
+}
 
 /// A checked range of clinic-local dates, both ends included.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,8 +117,20 @@ impl DateRange {
 }
 
 /// What revenue is grouped by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    strum::EnumIter,
+    strum::IntoStaticStr,
+    strum::VariantNames,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum RevenueGrouping {
     /// The appointment's clinic-local date (`YYYY-MM-DD`).
@@ -97,16 +148,13 @@ impl std::str::FromStr for RevenueGrouping {
     type Err = ProjectionError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "day" => Ok(Self::Day),
-            "clinic" => Ok(Self::Clinic),
-            "treatment" => Ok(Self::Treatment),
-            "program" => Ok(Self::Program),
-            other => Err(ProjectionError::Invalid {
+        // The names are serde's (and strum's) `snake_case`, written once.
+        Self::iter()
+            .find(|grouping| <&'static str>::from(*grouping) == s)
+            .ok_or_else(|| ProjectionError::Invalid {
                 field: "group_by",
-                reason: format!("{other:?} is not one of day, clinic, treatment, program"),
-            }),
-        }
+                reason: format!("{s:?} is not one of {}", Self::VARIANTS.join(", ")),
+            })
     }
 }
 
@@ -125,7 +173,7 @@ pub struct RevenueReport {
 }
 
 /// Revenue of one group.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RevenueRow {
     /// The date, or the clinic's, treatment's or program's id (`none`:
@@ -158,7 +206,7 @@ pub struct ReservationsReport {
 }
 
 /// Reservations of one clinic by status.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReservationsRow {
     /// The clinic.
@@ -198,7 +246,7 @@ pub struct PackagesReport {
 }
 
 /// Packages of one program sold in the range.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PackagesRow {
     /// The program.
@@ -230,7 +278,7 @@ pub struct UtilizationReport {
 }
 
 /// One resource's day.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UtilizationRow {
     /// The clinic.
@@ -258,7 +306,7 @@ pub struct PromoReport {
 }
 
 /// One promo code's use.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PromoRow {
     /// The code.
@@ -381,13 +429,6 @@ async fn known_clinic(
     }
 }
 
-#[derive(Deserialize)]
-struct ResourceRow {
-    resource_id: Uuid,
-    clinic_id: Uuid,
-    name: String,
-}
-
 impl ReadModels {
     /// Revenue of the appointments in `range` (of one clinic, or all),
     /// grouped by day, clinic, treatment or program.
@@ -473,20 +514,13 @@ impl ReadModels {
     ) -> Result<ReservationsReport, ProjectionError> {
         let mut conn = self.read_connection().await?;
         known_clinic(&mut conn, clinic_id).await?;
-        #[allow(clippy::type_complexity)]
-        let rows: Vec<(Uuid, String, i64, i64, i64, i64, i64, i64)> = sqlx::query_as(
-            "SELECT c.clinic_id, c.name,
-                    count(*) FILTER (WHERE r.status = 'booked'),
-                    count(*) FILTER (WHERE r.status = 'checked_in'),
-                    count(*) FILTER (WHERE r.status = 'completed'),
-                    count(*) FILTER (WHERE r.status = 'cancelled'),
-                    count(*) FILTER (WHERE r.status = 'no_show'),
-                    count(*) FILTER (WHERE r.status = 'displaced')
+        let counted: Vec<(Uuid, String, Option<String>, i64)> = sqlx::query_as(
+            "SELECT c.clinic_id, c.name, r.status, count(r.reservation_id)
                FROM reports_clinics c
                LEFT JOIN reports_reservations r
                  ON r.clinic_id = c.clinic_id AND r.booked AND r.local_date BETWEEN $1 AND $2
               WHERE $3::uuid IS NULL OR c.clinic_id = $3
-              GROUP BY c.clinic_id, c.name
+              GROUP BY c.clinic_id, c.name, r.status
               ORDER BY c.name, c.clinic_id",
         )
         .bind(range.from)
@@ -494,35 +528,34 @@ impl ReadModels {
         .bind(clinic_id)
         .fetch_all(&mut *conn)
         .await?;
-        let rows = rows
+        let mut clinics: Vec<(Uuid, String, StatusCounts)> = Vec::new();
+        for (clinic_id, name, status, n) in counted {
+            if clinics.last().is_none_or(|(last, _, _)| *last != clinic_id) {
+                clinics.push((clinic_id, name, StatusCounts::default()));
+            }
+            if let (Some(status), Some((_, _, counts))) = (status, clinics.last_mut()) {
+                counts.add(status_of(RESERVATIONS.def.name, &status)?, n);
+            }
+        }
+        let rows = clinics
             .into_iter()
-            .map(
-                |(
+            .map(|(clinic_id, name, c)| {
+                let total =
+                    c.booked + c.checked_in + c.completed + c.cancelled + c.no_show + c.displaced;
+                ReservationsRow {
                     clinic_id,
                     name,
-                    booked,
-                    checked_in,
-                    completed,
-                    cancelled,
-                    no_show,
-                    displaced,
-                )| {
-                    let total = booked + checked_in + completed + cancelled + no_show + displaced;
-                    ReservationsRow {
-                        clinic_id,
-                        name,
-                        booked,
-                        checked_in,
-                        completed,
-                        cancelled,
-                        no_show,
-                        displaced,
-                        total,
-                        cancellation_rate: round(ratio(cancelled, total), 4),
-                        no_show_rate: round(ratio(no_show, total), 4),
-                    }
-                },
-            )
+                    booked: c.booked,
+                    checked_in: c.checked_in,
+                    completed: c.completed,
+                    cancelled: c.cancelled,
+                    no_show: c.no_show,
+                    displaced: c.displaced,
+                    total,
+                    cancellation_rate: round(ratio(c.cancelled, total), 4),
+                    no_show_rate: round(ratio(c.no_show, total), 4),
+                }
+            })
             .collect();
         Ok(ReservationsReport {
             from: range.from,
@@ -590,19 +623,18 @@ impl ReadModels {
         known_clinic(&mut conn, clinic_id).await?;
         let only = clinic_id.map(|id| vec![id]);
         let (from, to) = window(range.from, range.to);
-        let setups = setups(&mut conn, "reports", only.as_deref(), from, to).await?;
-        let resources: Vec<Json<ResourceRow>> = sqlx::query_scalar(
+        let setups = setups(&mut conn, &SETUP, only.as_deref(), from, to).await?;
+        let query = sqlx::query_scalar(
             "SELECT row_to_json(r) FROM reports_resources r
                JOIN reports_clinics c ON c.clinic_id = r.clinic_id
               WHERE $1::uuid IS NULL OR r.clinic_id = $1
               ORDER BY c.name, c.clinic_id, r.position",
         )
-        .bind(clinic_id)
-        .fetch_all(&mut *conn)
-        .await?;
+        .bind(clinic_id);
+        let resources: Vec<ResourceRow> = json_rows(query, &mut conn, RESOURCES.def.name).await?;
         let booked = booked_minutes(&mut conn, range.from, range.to, clinic_id).await?;
         let mut rows = Vec::new();
-        for Json(resource) in resources {
+        for resource in resources {
             let Some(setup) = setups.get(&resource.clinic_id) else {
                 continue;
             };
@@ -680,7 +712,7 @@ impl ReadModels {
     ) -> Result<Dashboard, ProjectionError> {
         let mut conn = self.read_connection().await?;
         let (from, to) = window(date, date);
-        let setup: Setup = setups(&mut conn, "reports", Some(&[clinic_id]), from, to)
+        let setup: Setup = setups(&mut conn, &SETUP, Some(&[clinic_id]), from, to)
             .await?
             .remove(&clinic_id)
             .ok_or_else(|| ProjectionError::NotFound(format!("clinic {clinic_id}")))?;
@@ -692,28 +724,28 @@ impl ReadModels {
             resource_id: Option<Uuid>,
             starts_at: Option<DateTime<Utc>>,
             ends_at: Option<DateTime<Utc>>,
-            status: String,
+            status: ReservationStatus,
             gross_cents: i64,
             discount_cents: i64,
             refund_cents: i64,
         }
-        let rows: Vec<Json<Row>> = sqlx::query_scalar(
+        let query = sqlx::query_scalar(
             "SELECT row_to_json(r) FROM reports_reservations r
               WHERE clinic_id = $1 AND local_date = $2 AND booked
               ORDER BY starts_at, reservation_id",
         )
         .bind(clinic_id)
-        .bind(date)
-        .fetch_all(&mut *conn)
-        .await?;
+        .bind(date);
+        let rows: Vec<Row> = json_rows(query, &mut conn, RESERVATIONS.def.name).await?;
         let (day_start, day_end) = setup.day_bounds(date);
         let waitlisted: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM reports_reservations
-              WHERE clinic_id = $1 AND status = 'waitlisted' AND earliest < $3 AND latest >= $2",
+              WHERE clinic_id = $1 AND status = $4 AND earliest < $3 AND latest >= $2",
         )
         .bind(clinic_id)
         .bind(day_start)
         .bind(day_end)
+        .bind(ReservationStatus::Waitlisted.as_str())
         .fetch_one(&mut *conn)
         .await?;
         let resources: i64 =
@@ -729,17 +761,9 @@ impl ReadModels {
         let mut booked_minutes = 0;
         let mut displaced = Vec::new();
         let mut next = Vec::new();
-        for Json(row) in rows {
+        for row in rows {
             revenue += row.gross_cents - row.discount_cents - row.refund_cents;
-            match row.status.as_str() {
-                "booked" => counts.booked += 1,
-                "checked_in" => counts.checked_in += 1,
-                "completed" => counts.completed += 1,
-                "cancelled" => counts.cancelled += 1,
-                "no_show" => counts.no_show += 1,
-                "displaced" => counts.displaced += 1,
-                _ => {}
-            }
+            counts.add(row.status, 1);
             let (Some(patient_id), Some(treatment_id), Some(resource_id), Some(start), Some(end)) = (
                 row.patient_id,
                 row.treatment_id,
@@ -749,10 +773,7 @@ impl ReadModels {
             ) else {
                 continue;
             };
-            if matches!(
-                row.status.as_str(),
-                "booked" | "checked_in" | "completed" | "no_show"
-            ) {
+            if HOLDING.contains(&row.status) {
                 booked_minutes += (end - start).num_minutes();
             }
             let appointment = DashboardAppointment {
@@ -762,11 +783,15 @@ impl ReadModels {
                 resource_id,
                 start,
                 end,
-                status: row.status.clone(),
+                status: row.status.as_str().to_owned(),
             };
-            match row.status.as_str() {
-                "displaced" => displaced.push(appointment),
-                "booked" | "checked_in" if end > now && next.len() < 20 => next.push(appointment),
+            match row.status {
+                ReservationStatus::Displaced => displaced.push(appointment),
+                ReservationStatus::Booked | ReservationStatus::CheckedIn
+                    if end > now && next.len() < 20 =>
+                {
+                    next.push(appointment)
+                }
                 _ => {}
             }
         }
@@ -791,163 +816,41 @@ async fn booked_minutes(
     to: NaiveDate,
     clinic_id: Option<Uuid>,
 ) -> Result<HashMap<(Uuid, NaiveDate), i64>, ProjectionError> {
-    let sql = format!(
+    let rows: Vec<(Uuid, NaiveDate, i64)> = sqlx::query_as(
         "SELECT resource_id, local_date,
                 (sum(extract(epoch FROM ends_at - starts_at)) / 60)::bigint
            FROM reports_reservations
-          WHERE local_date BETWEEN $1 AND $2 AND status IN {HOLDING}
+          WHERE local_date BETWEEN $1 AND $2 AND status = ANY($4)
             AND ($3::uuid IS NULL OR clinic_id = $3) AND resource_id IS NOT NULL
-          GROUP BY resource_id, local_date"
-    );
-    let rows: Vec<(Uuid, NaiveDate, i64)> = sqlx::query_as(&sql)
-        .bind(from)
-        .bind(to)
-        .bind(clinic_id)
-        .fetch_all(&mut *conn)
-        .await?;
+          GROUP BY resource_id, local_date",
+    )
+    .bind(from)
+    .bind(to)
+    .bind(clinic_id)
+    .bind(names_of(&HOLDING))
+    .fetch_all(&mut *conn)
+    .await?;
     Ok(rows
         .into_iter()
         .map(|(resource, date, minutes)| ((resource, date), minutes))
         .collect())
 }
 
-impl ToCsv for RevenueReport {
-    fn to_csv(&self) -> String {
-        write(
-            &[
-                "group",
-                "name",
-                "gross_cents",
-                "discount_cents",
-                "refund_cents",
-                "net_cents",
-                "reservations",
-            ],
-            self.rows.iter().map(|r| {
-                vec![
-                    r.group.clone(),
-                    r.name.clone().unwrap_or_default(),
-                    r.gross_cents.to_string(),
-                    r.discount_cents.to_string(),
-                    r.refund_cents.to_string(),
-                    r.net_cents.to_string(),
-                    r.reservations.to_string(),
-                ]
-            }),
-        )
-    }
+macro_rules! csv_rows {
+    ($($report:ty => $row:ty),+ $(,)?) => {$(
+        impl ToCsv for $report {
+            type Row = $row;
+            fn rows(&self) -> &[$row] {
+                &self.rows
+            }
+        }
+    )+};
 }
 
-impl ToCsv for ReservationsReport {
-    fn to_csv(&self) -> String {
-        write(
-            &[
-                "clinic_id",
-                "name",
-                "booked",
-                "checked_in",
-                "completed",
-                "cancelled",
-                "no_show",
-                "displaced",
-                "total",
-                "cancellation_rate",
-                "no_show_rate",
-            ],
-            self.rows.iter().map(|r| {
-                vec![
-                    r.clinic_id.to_string(),
-                    r.name.clone(),
-                    r.booked.to_string(),
-                    r.checked_in.to_string(),
-                    r.completed.to_string(),
-                    r.cancelled.to_string(),
-                    r.no_show.to_string(),
-                    r.displaced.to_string(),
-                    r.total.to_string(),
-                    r.cancellation_rate.to_string(),
-                    r.no_show_rate.to_string(),
-                ]
-            }),
-        )
-    }
-}
-
-impl ToCsv for PackagesReport {
-    fn to_csv(&self) -> String {
-        write(
-            &[
-                "program_id",
-                "name",
-                "sold",
-                "revenue_cents",
-                "sessions_total",
-                "sessions_used",
-                "sessions_left",
-            ],
-            self.rows.iter().map(|r| {
-                vec![
-                    r.program_id.to_string(),
-                    r.name.clone().unwrap_or_default(),
-                    r.sold.to_string(),
-                    r.revenue_cents.to_string(),
-                    r.sessions_total.to_string(),
-                    r.sessions_used.to_string(),
-                    r.sessions_left.to_string(),
-                ]
-            }),
-        )
-    }
-}
-
-impl ToCsv for UtilizationReport {
-    fn to_csv(&self) -> String {
-        write(
-            &[
-                "clinic_id",
-                "resource_id",
-                "resource_name",
-                "date",
-                "open_minutes",
-                "booked_minutes",
-                "percent",
-            ],
-            self.rows.iter().map(|r| {
-                vec![
-                    r.clinic_id.to_string(),
-                    r.resource_id.to_string(),
-                    r.resource_name.clone(),
-                    r.date.to_string(),
-                    r.open_minutes.to_string(),
-                    r.booked_minutes.to_string(),
-                    r.percent.to_string(),
-                ]
-            }),
-        )
-    }
-}
-
-impl ToCsv for PromoReport {
-    fn to_csv(&self) -> String {
-        write(
-            &[
-                "code",
-                "redemptions",
-                "released",
-                "discount_cents",
-                "max_redemptions",
-                "active",
-            ],
-            self.rows.iter().map(|r| {
-                vec![
-                    r.code.clone(),
-                    r.redemptions.to_string(),
-                    r.released.to_string(),
-                    r.discount_cents.to_string(),
-                    r.max_redemptions.to_string(),
-                    r.active.to_string(),
-                ]
-            }),
-        )
-    }
+csv_rows! {
+    RevenueReport => RevenueRow,
+    ReservationsReport => ReservationsRow,
+    PackagesReport => PackagesRow,
+    UtilizationReport => UtilizationRow,
+    PromoReport => PromoRow,
 }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, NaiveDate, TimeDelta, Utc};
 use chrono_tz::Tz;
-use clinicbook_domain::clinic::{Clinic, Closure};
+use clinicbook_domain::clinic::{Clinic, Closure, ResourceKind};
 use clinicbook_domain::schedule::{Interval, TimeRange};
 use clinicbook_domain::ClosureId;
 use serde::{Deserialize, Serialize};
@@ -15,7 +15,11 @@ use sqlx::types::Json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::models::schedule::{BlockRow, ReservationRow, SlotRow, TreatmentRow};
+use crate::models::schedule::{
+    BlockRow, ReservationRow, ResourceRow, SetupTables, SlotRow, TreatmentRow, BLOCKS,
+    RESERVATIONS, RESOURCES, SETUP, SLOTS, TREATMENTS,
+};
+use crate::models::sql::{json_rows, Table};
 use crate::{ProjectionError, ReadModels};
 
 /// Free start times are offered on this grid (minutes past the hour, in
@@ -119,12 +123,11 @@ pub struct FreeSlot {
     pub end: DateTime<Utc>,
 }
 
-/// A clinic as a projection keeps it: name, timezone, opening hours and
+/// A clinic as a projection keeps it: timezone, opening hours and
 /// closures, as a domain `Clinic` so the booking rules' own functions
 /// (DST-aware opening intervals, closures cut out) answer.
 #[derive(Debug, Clone)]
 pub(crate) struct Setup {
-    pub timezone: String,
     pub clinic: Clinic,
 }
 
@@ -164,100 +167,67 @@ impl Setup {
     }
 }
 
-#[derive(Deserialize)]
-struct ClinicRow {
-    clinic_id: Uuid,
-    timezone: String,
-}
-
-#[derive(Deserialize)]
-struct HoursRow {
-    clinic_id: Uuid,
-    weekday: i16,
-    opens: chrono::NaiveTime,
-    closes: chrono::NaiveTime,
-}
-
-#[derive(Deserialize)]
-struct ClosureRow {
-    closure_id: Uuid,
-    clinic_id: Uuid,
-    starts_at: DateTime<Utc>,
-    ends_at: DateTime<Utc>,
-    reason: String,
-}
-
-/// Rows of `SELECT row_to_json(t) FROM {sql}` bound to `clinic_ids` (as
-/// `$1`, a JSON array) — `None` for every clinic.
-async fn rows<T>(
+/// Rows of `table` whose `clinic_id` is one of `clinic_ids` (every row
+/// when `None`), then `more` SQL (further conditions and the order), with
+/// `$2` and `$3` bound to the ends of `during` when given.
+async fn clinic_rows<R>(
     conn: &mut PgConnection,
-    sql: &str,
+    table: &Table<R>,
     clinic_ids: Option<&[Uuid]>,
-) -> Result<Vec<T>, ProjectionError>
+    more: &str,
+    during: Option<(DateTime<Utc>, DateTime<Utc>)>,
+) -> Result<Vec<R>, ProjectionError>
 where
-    T: serde::de::DeserializeOwned + Send + Unpin + 'static,
+    R: serde::de::DeserializeOwned + Serialize + Send + Sync + Unpin + 'static,
 {
-    let rows: Vec<Json<T>> = sqlx::query_scalar(sql)
-        .bind(clinic_ids.map(Json))
-        .fetch_all(&mut *conn)
-        .await?;
-    Ok(rows.into_iter().map(|Json(row)| row).collect())
+    let sql = format!(
+        "SELECT row_to_json(t) FROM {} t
+          WHERE ($1::json IS NULL OR clinic_id IN
+                 (SELECT value::uuid FROM json_array_elements_text($1::json))) {more}",
+        table.def.name
+    );
+    let query = sqlx::query_scalar(&sql).bind(clinic_ids.map(Json));
+    let query = match during {
+        Some((from, to)) => query.bind(from).bind(to),
+        None => query,
+    };
+    json_rows(query, conn, table.def.name).await
 }
 
-/// The setup of `clinic_ids` (every clinic when `None`) from the tables
-/// `{prefix}_clinics`, `{prefix}_opening_hours` and `{prefix}_closures`,
-/// with the closures that overlap `[from, to)`.
+/// The setup of `clinic_ids` (every clinic when `None`) from one
+/// projection's copy of it, with the closures that overlap `[from, to)`.
 pub(crate) async fn setups(
     conn: &mut PgConnection,
-    prefix: &str,
+    tables: &SetupTables,
     clinic_ids: Option<&[Uuid]>,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<HashMap<Uuid, Setup>, ProjectionError> {
-    let filter = "($1::json IS NULL OR clinic_id IN
-                   (SELECT value::uuid FROM json_array_elements_text($1::json)))";
-    let clinics: Vec<ClinicRow> = rows(
+    let clinics = clinic_rows(conn, tables.clinics, clinic_ids, "", None).await?;
+    let hours = clinic_rows(
         conn,
-        &format!("SELECT row_to_json(t) FROM {prefix}_clinics t WHERE {filter}"),
+        tables.hours,
         clinic_ids,
+        "ORDER BY clinic_id, weekday, range_no",
+        None,
     )
     .await?;
-    let hours: Vec<HoursRow> = rows(
+    let closures = clinic_rows(
         conn,
-        &format!(
-            "SELECT row_to_json(t) FROM {prefix}_opening_hours t WHERE {filter}
-              ORDER BY clinic_id, weekday, range_no"
-        ),
+        tables.closures,
         clinic_ids,
+        "AND starts_at < $3 AND ends_at > $2 ORDER BY starts_at",
+        Some((from, to)),
     )
     .await?;
-    let closures: Vec<ClosureRow> = {
-        let sql = format!(
-            "SELECT row_to_json(t) FROM {prefix}_closures t
-              WHERE {filter} AND starts_at < $3 AND ends_at > $2 ORDER BY starts_at"
-        );
-        let rows: Vec<Json<ClosureRow>> = sqlx::query_scalar(&sql)
-            .bind(clinic_ids.map(Json))
-            .bind(from)
-            .bind(to)
-            .fetch_all(&mut *conn)
-            .await?;
-        rows.into_iter().map(|Json(row)| row).collect()
-    };
     let mut setups: HashMap<Uuid, Setup> = clinics
         .into_iter()
         .map(|row| {
             let clinic = Clinic {
-                timezone: Some(row.timezone.parse().unwrap_or(Tz::UTC)),
+                timezone: Some(row.timezone),
                 ..Clinic::default()
             };
-            (
-                row.clinic_id,
-                Setup {
-                    timezone: row.timezone,
-                    clinic,
-                },
-            )
+            (row.clinic_id, Setup { clinic })
         })
         .collect();
     for row in hours {
@@ -293,13 +263,6 @@ pub(crate) fn window(from: NaiveDate, to: NaiveDate) -> (DateTime<Utc>, DateTime
     (start, end)
 }
 
-#[derive(Deserialize)]
-struct ResourceRow {
-    resource_id: Uuid,
-    name: String,
-    kind: String,
-}
-
 impl ReadModels {
     /// One clinic's setup from the `schedule` tables.
     async fn schedule_setup(
@@ -308,7 +271,7 @@ impl ReadModels {
         date: NaiveDate,
     ) -> Result<Setup, ProjectionError> {
         let (from, to) = window(date, date);
-        setups(conn, "schedule", Some(&[clinic_id]), from, to)
+        setups(conn, &SETUP, Some(&[clinic_id]), from, to)
             .await?
             .remove(&clinic_id)
             .ok_or_else(|| ProjectionError::NotFound(format!("clinic {clinic_id}")))
@@ -319,18 +282,16 @@ impl ReadModels {
     async fn resources(
         conn: &mut PgConnection,
         clinic_id: Uuid,
-        kind: Option<&str>,
+        kind: Option<ResourceKind>,
     ) -> Result<Vec<ResourceRow>, ProjectionError> {
-        let rows: Vec<Json<ResourceRow>> = sqlx::query_scalar(
+        let query = sqlx::query_scalar(
             "SELECT row_to_json(t) FROM schedule_resources t
               WHERE clinic_id = $1 AND ($2::text IS NULL OR kind = $2)
               ORDER BY position",
         )
         .bind(clinic_id)
-        .bind(kind)
-        .fetch_all(&mut *conn)
-        .await?;
-        Ok(rows.into_iter().map(|Json(row)| row).collect())
+        .bind(kind.map(ResourceKind::as_str));
+        json_rows(query, conn, RESOURCES.def.name).await
     }
 
     /// The slots and blocks on the calendars of `resources` on `date`.
@@ -339,26 +300,21 @@ impl ReadModels {
         resources: &[Uuid],
         date: NaiveDate,
     ) -> Result<(Vec<SlotRow>, Vec<BlockRow>), ProjectionError> {
-        let slots: Vec<Json<SlotRow>> = sqlx::query_scalar(
+        let query = sqlx::query_scalar(
             "SELECT row_to_json(t) FROM schedule_slots t
               WHERE resource_id = ANY($1) AND local_date = $2 ORDER BY starts_at, reservation_id",
         )
         .bind(resources)
-        .bind(date)
-        .fetch_all(&mut *conn)
-        .await?;
-        let blocks: Vec<Json<BlockRow>> = sqlx::query_scalar(
+        .bind(date);
+        let slots = json_rows(query, conn, SLOTS.def.name).await?;
+        let query = sqlx::query_scalar(
             "SELECT row_to_json(t) FROM schedule_blocks t
               WHERE resource_id = ANY($1) AND local_date = $2 ORDER BY starts_at, block_id",
         )
         .bind(resources)
-        .bind(date)
-        .fetch_all(&mut *conn)
-        .await?;
-        Ok((
-            slots.into_iter().map(|Json(row)| row).collect(),
-            blocks.into_iter().map(|Json(row)| row).collect(),
-        ))
+        .bind(date);
+        let blocks = json_rows(query, conn, BLOCKS.def.name).await?;
+        Ok((slots, blocks))
     }
 
     /// A clinic's local day per resource: the appointments holding each
@@ -378,12 +334,11 @@ impl ReadModels {
         let ids: Vec<Uuid> = resources.iter().map(|r| r.resource_id).collect();
         let (slots, blocks) = Self::calendars(&mut conn, &ids, date).await?;
         let reservation_ids: Vec<Uuid> = slots.iter().map(|s| s.reservation_id).collect();
-        let reservations: HashMap<Uuid, ReservationRow> = crate::models::schedule::RESERVATIONS
-            .load::<ReservationRow, _>(&mut conn, "reservation_id", &reservation_ids)
-            .await?
-            .into_iter()
-            .map(|row| (row.reservation_id, row))
-            .collect();
+        let reservations: HashMap<Uuid, ReservationRow> = RESERVATIONS
+            .load_by(&mut conn, &reservation_ids, |row: &ReservationRow| {
+                row.reservation_id
+            })
+            .await?;
         let resources = resources
             .into_iter()
             .map(|resource| ResourceDay {
@@ -399,7 +354,7 @@ impl ReadModels {
                             start: slot.starts_at,
                             end: slot.ends_at,
                             occupied_until: slot.occupied_until,
-                            status: reservation.status.clone(),
+                            status: reservation.status.as_str().to_owned(),
                         })
                     })
                     .collect(),
@@ -416,13 +371,13 @@ impl ReadModels {
                     .collect(),
                 resource_id: resource.resource_id,
                 name: resource.name,
-                kind: resource.kind,
+                kind: resource.kind.as_str().to_owned(),
             })
             .collect();
         Ok(ScheduleDay {
             clinic_id,
             date,
-            timezone: setup.timezone,
+            timezone: setup.tz().name().to_owned(),
             resources,
         })
     }
@@ -448,21 +403,23 @@ impl ReadModels {
     ) -> Result<Availability, ProjectionError> {
         let mut conn = self.read_connection().await?;
         let setup = Self::schedule_setup(&mut conn, clinic_id, date).await?;
-        let treatment: Option<Json<TreatmentRow>> = sqlx::query_scalar(
+        let query = sqlx::query_scalar(
             "SELECT row_to_json(t) FROM schedule_treatments t
               WHERE clinic_id = $1 AND treatment_id = $2",
         )
         .bind(clinic_id)
-        .bind(treatment_id)
-        .fetch_optional(&mut *conn)
-        .await?;
-        let Some(Json(treatment)) = treatment else {
+        .bind(treatment_id);
+        let treatment: Option<TreatmentRow> = json_rows(query, &mut conn, TREATMENTS.def.name)
+            .await?
+            .into_iter()
+            .next();
+        let Some(treatment) = treatment else {
             return Err(ProjectionError::NotFound(format!(
                 "treatment {treatment_id} at clinic {clinic_id}"
             )));
         };
         let resources =
-            Self::resources(&mut conn, clinic_id, Some(&treatment.resource_kind)).await?;
+            Self::resources(&mut conn, clinic_id, Some(treatment.resource_kind)).await?;
         let ids: Vec<Uuid> = resources.iter().map(|r| r.resource_id).collect();
         let (slots, blocks) = Self::calendars(&mut conn, &ids, date).await?;
         let duration = Duration::minutes(i64::from(treatment.duration_minutes));

@@ -10,6 +10,7 @@ mod availability;
 mod common;
 mod detail;
 mod idempotence;
+mod invalid;
 mod reports;
 mod runtime;
 mod scenario;

@@ -26,6 +26,7 @@ use uuid::Uuid;
 /// often, and every event that arrived out of its stream's order.
 static TRACE: Projection = Projection {
     name: "trace",
+    tables: &[],
     ddl: "CREATE TABLE IF NOT EXISTS trace_events (
               aggregate_type text NOT NULL, aggregate_id text NOT NULL, sequence bigint NOT NULL,
               position bigint NOT NULL, seen integer NOT NULL DEFAULT 1,
