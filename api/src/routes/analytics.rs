@@ -4,8 +4,11 @@
 //! Every route takes `?min_position=N` and waits (up to 5 s) until its
 //! projection has applied the event at N.
 
-use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue};
+use std::convert::Infallible;
+
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use chrono::NaiveDate;
 use clinicbook_projections::query::csv::ToCsv;
@@ -14,6 +17,7 @@ use clinicbook_projections::query::reports::{
     RevenueReport, UtilizationReport,
 };
 use clinicbook_projections::query::schedule::{Availability, ScheduleDay};
+use clinicbook_projections::ProjectionError;
 use serde::{Deserialize, Serialize};
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
@@ -108,25 +112,66 @@ fn range(from: NaiveDate, to: NaiveDate) -> Result<DateRange, ApiError> {
     Ok(DateRange::new(from, to)?)
 }
 
-/// JSON, or CSV when the client's `Accept` asks for `text/csv`.
-fn report<T: Serialize + ToCsv>(headers: &HeaderMap, report: &T) -> Response {
-    let wants_csv = headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .any(|accept| accept.to_ascii_lowercase().contains("text/csv"));
-    if wants_csv {
-        (
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/csv; charset=utf-8"),
-            )],
-            report.to_csv(),
-        )
-            .into_response()
-    } else {
-        axum::Json(report).into_response()
+/// How the client wants a report: CSV when its `Accept` asks for
+/// `text/csv`, else JSON.
+#[derive(Debug, Clone, Copy)]
+struct Format {
+    csv: bool,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Format {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let csv = parts
+            .headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .any(|accept| accept.to_ascii_lowercase().contains("text/csv"));
+        Ok(Self { csv })
     }
+}
+
+/// A report in the format the client asked for ([`Format`]): every
+/// report route answers one, so the five of them share this one answer.
+struct Negotiated<T> {
+    format: Format,
+    report: T,
+}
+
+impl<T: Serialize + ToCsv> IntoResponse for Negotiated<T> {
+    fn into_response(self) -> Response {
+        if self.format.csv {
+            (
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/csv; charset=utf-8"),
+                )],
+                self.report.to_csv(),
+            )
+                .into_response()
+        } else {
+            axum::Json(self.report).into_response()
+        }
+    }
+}
+
+/// What every report route does once its caller and query are checked:
+/// wait for the `reports` projection to pass the consistency token, then
+/// run `read` (a future: it starts only after the wait) and answer in the
+/// asked format.
+async fn report<T>(
+    state: &AppState,
+    format: Format,
+    min_position: Option<i64>,
+    read: impl std::future::Future<Output = Result<T, ProjectionError>>,
+) -> Result<Negotiated<T>, ApiError> {
+    wait_for(state, "reports", MinPosition(min_position)).await?;
+    Ok(Negotiated {
+        format,
+        report: read.await?,
+    })
 }
 
 /// A clinic's day per resource: bookings and blocks.
@@ -198,9 +243,9 @@ async fn dashboard(
 async fn revenue(
     State(state): State<AppState>,
     caller: Caller,
-    headers: HeaderMap,
+    format: Format,
     Query(query): Query<RevenueQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<Negotiated<RevenueReport>, ApiError> {
     caller.allow(&[Role::Analyst])?;
     let range = range(query.from, query.to)?;
     let group_by: RevenueGrouping = query
@@ -209,9 +254,8 @@ async fn revenue(
         .unwrap_or("day")
         .parse()
         .map_err(ApiError::from)?;
-    wait_for(&state, "reports", MinPosition(query.min_position)).await?;
-    let answer = state.read.revenue(range, query.clinic_id, group_by).await?;
-    Ok(report(&headers, &answer))
+    let read = state.read.revenue(range, query.clinic_id, group_by);
+    report(&state, format, query.min_position, read).await
 }
 
 /// Reservations per clinic by status, with cancellation and no-show rates.
@@ -222,17 +266,14 @@ async fn revenue(
 async fn reservations_report(
     State(state): State<AppState>,
     caller: Caller,
-    headers: HeaderMap,
+    format: Format,
     Query(query): Query<ReportQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<Negotiated<ReservationsReport>, ApiError> {
     caller.allow(&[Role::Analyst])?;
-    let range = range(query.from, query.to)?;
-    wait_for(&state, "reports", MinPosition(query.min_position)).await?;
-    let answer = state
+    let read = state
         .read
-        .reservations_report(range, query.clinic_id)
-        .await?;
-    Ok(report(&headers, &answer))
+        .reservations_report(range(query.from, query.to)?, query.clinic_id);
+    report(&state, format, query.min_position, read).await
 }
 
 /// Per program: packages sold, revenue, sessions used and left (by
@@ -244,14 +285,12 @@ async fn reservations_report(
 async fn packages_report(
     State(state): State<AppState>,
     caller: Caller,
-    headers: HeaderMap,
+    format: Format,
     Query(query): Query<PackagesQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<Negotiated<PackagesReport>, ApiError> {
     caller.allow(&[Role::Analyst])?;
-    let range = range(query.from, query.to)?;
-    wait_for(&state, "reports", MinPosition(query.min_position)).await?;
-    let answer = state.read.packages_report(range).await?;
-    Ok(report(&headers, &answer))
+    let read = state.read.packages_report(range(query.from, query.to)?);
+    report(&state, format, query.min_position, read).await
 }
 
 /// Per resource and day: open minutes, booked minutes, percent.
@@ -262,14 +301,14 @@ async fn packages_report(
 async fn utilization(
     State(state): State<AppState>,
     caller: Caller,
-    headers: HeaderMap,
+    format: Format,
     Query(query): Query<ReportQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<Negotiated<UtilizationReport>, ApiError> {
     caller.allow(&[Role::Analyst])?;
-    let range = range(query.from, query.to)?;
-    wait_for(&state, "reports", MinPosition(query.min_position)).await?;
-    let answer = state.read.utilization(range, query.clinic_id).await?;
-    Ok(report(&headers, &answer))
+    let read = state
+        .read
+        .utilization(range(query.from, query.to)?, query.clinic_id);
+    report(&state, format, query.min_position, read).await
 }
 
 /// Per promo code: redemptions and discount given.
@@ -280,11 +319,10 @@ async fn utilization(
 async fn promo_codes(
     State(state): State<AppState>,
     caller: Caller,
-    headers: HeaderMap,
+    format: Format,
     Query(query): Query<PositionQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<Negotiated<PromoReport>, ApiError> {
     caller.allow(&[Role::Analyst])?;
-    wait_for(&state, "reports", MinPosition(query.min_position)).await?;
-    let answer = state.read.promo_codes().await?;
-    Ok(report(&headers, &answer))
+    let read = state.read.promo_codes();
+    report(&state, format, query.min_position, read).await
 }

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::sql::{self, decode, distinct, row, uuid_id, Index, Table};
+use super::sql::{self, decode, row, uuid_id, Index, Table};
 use crate::query::detail::PackageChange;
 use crate::{Projection, ProjectionError};
 
@@ -171,9 +171,8 @@ async fn apply_batch(conn: &mut PgConnection, events: &[FeedEvent]) -> Result<()
     if mine.is_empty() {
         return Ok(());
     }
-    let ids = distinct(mine.iter().map(|e| uuid_id(e)).collect::<Result<_, _>>()?);
     let mut rows: HashMap<Uuid, Row> = PACKAGES
-        .load_by(conn, &ids, |row: &Row| row.package_id)
+        .load_streams(conn, &mine, |row: &Row| row.package_id)
         .await?;
     let mut history = Vec::with_capacity(mine.len());
     for event in mine {
@@ -194,9 +193,7 @@ async fn apply_batch(conn: &mut PgConnection, events: &[FeedEvent]) -> Result<()
             position: event.position,
         });
     }
-    let mut rows: Vec<Row> = rows.into_values().collect();
-    rows.sort_by_key(|row| row.package_id);
-    PACKAGES.upsert(conn, &rows).await?;
+    PACKAGES.upsert_all(conn, rows).await?;
     HISTORY.insert_new(conn, &history).await?;
     Ok(())
 }

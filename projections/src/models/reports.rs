@@ -422,14 +422,8 @@ async fn apply_packages(
     if events.is_empty() {
         return Ok(());
     }
-    let ids = distinct(
-        events
-            .iter()
-            .map(|e| uuid_id(e))
-            .collect::<Result<_, _>>()?,
-    );
     let mut rows: HashMap<Uuid, PackageRow> = PACKAGES
-        .load_by(conn, &ids, |row: &PackageRow| row.package_id)
+        .load_streams(conn, events, |row: &PackageRow| row.package_id)
         .await?;
     let mut changes = Vec::with_capacity(events.len());
     let mut first_clinics = Vec::new();
@@ -477,9 +471,7 @@ async fn apply_packages(
         }
         row.sessions_used = i32::try_from(row.consumed_by.len()).unwrap_or(i32::MAX);
     }
-    let mut rows: Vec<PackageRow> = rows.into_values().collect();
-    rows.sort_by_key(|row| row.package_id);
-    PACKAGES.upsert(conn, &rows).await
+    PACKAGES.upsert_all(conn, rows).await
 }
 
 impl ReservationRow {
@@ -623,9 +615,7 @@ async fn apply_reservations(
             row.program_id = row.package_id.and_then(|id| programs.get(&id).copied());
         }
     }
-    let mut rows: Vec<ReservationRow> = rows.into_values().collect();
-    rows.sort_by_key(|row| row.reservation_id);
-    RESERVATIONS.upsert(conn, &rows).await
+    RESERVATIONS.upsert_all(conn, rows).await
 }
 
 /// The program of each of `packages`.

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::sql::{decode, distinct, row, uuid_id, Index, Table};
+use super::sql::{decode, row, uuid_id, Index, Table};
 use crate::{Projection, ProjectionError};
 
 /// The projection.
@@ -223,9 +223,8 @@ async fn apply_batch(conn: &mut PgConnection, events: &[FeedEvent]) -> Result<()
     if mine.is_empty() {
         return Ok(());
     }
-    let ids = distinct(mine.iter().map(|e| uuid_id(e)).collect::<Result<_, _>>()?);
     let mut rows: HashMap<Uuid, Row> = RESERVATIONS
-        .load_by(conn, &ids, |row: &Row| row.reservation_id)
+        .load_streams(conn, &mine, |row: &Row| row.reservation_id)
         .await?;
     let mut history = Vec::with_capacity(mine.len());
     for event in mine {
@@ -244,9 +243,7 @@ async fn apply_batch(conn: &mut PgConnection, events: &[FeedEvent]) -> Result<()
             position: event.position,
         });
     }
-    let mut rows: Vec<Row> = rows.into_values().collect();
-    rows.sort_by_key(|row| row.reservation_id);
-    RESERVATIONS.upsert(conn, &rows).await?;
+    RESERVATIONS.upsert_all(conn, rows).await?;
     HISTORY.insert_new(conn, &history).await?;
     Ok(())
 }

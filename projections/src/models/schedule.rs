@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::sql::{self, decode, distinct, row, uuid_id, Index, Table};
+use super::sql::{self, decode, row, uuid_id, Index, Table};
 use crate::{Projection, ProjectionError};
 
 /// The projection.
@@ -401,14 +401,8 @@ async fn apply_reservations(
     if events.is_empty() {
         return Ok(());
     }
-    let ids = distinct(
-        events
-            .iter()
-            .map(|e| uuid_id(e))
-            .collect::<Result<_, _>>()?,
-    );
     let mut rows: HashMap<Uuid, ReservationRow> = RESERVATIONS
-        .load_by(conn, &ids, |row: &ReservationRow| row.reservation_id)
+        .load_streams(conn, events, |row: &ReservationRow| row.reservation_id)
         .await?;
     for event in events {
         let id = uuid_id(event)?;
@@ -444,9 +438,7 @@ async fn apply_reservations(
             row.status = status;
         }
     }
-    let mut rows: Vec<ReservationRow> = rows.into_values().collect();
-    rows.sort_by_key(|row| row.reservation_id);
-    RESERVATIONS.upsert(conn, &rows).await
+    RESERVATIONS.upsert_all(conn, rows).await
 }
 
 fn apply<'a>(

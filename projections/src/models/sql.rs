@@ -394,6 +394,42 @@ where
         Ok(rows.into_iter().map(|row| (key(&row), row)).collect())
     }
 
+    /// The rows of the streams `events` are of (aggregates keyed by a
+    /// UUID, the table's first key column), by id: where a projection's
+    /// batch starts, before it folds the events into them.
+    ///
+    /// # Errors
+    /// An event's id is not a UUID, the database failed, or a row does not
+    /// decode.
+    pub async fn load_streams(
+        &self,
+        conn: &mut PgConnection,
+        events: &[&FeedEvent],
+        key: impl Fn(&R) -> Uuid + Send,
+    ) -> Result<HashMap<Uuid, R>, ProjectionError> {
+        let ids: Vec<Uuid> = events
+            .iter()
+            .map(|e| uuid_id(e))
+            .collect::<Result<_, _>>()?;
+        self.load_by(conn, &distinct(ids), key).await
+    }
+
+    /// Writes back the rows a batch folded (as [`Table::upsert`]), in key
+    /// order so concurrent writers lock rows in one order.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn upsert_all(
+        &self,
+        conn: &mut PgConnection,
+        rows: HashMap<Uuid, R>,
+    ) -> Result<(), ProjectionError> {
+        let mut rows: Vec<(Uuid, R)> = rows.into_iter().collect();
+        rows.sort_by_key(|(id, _)| *id);
+        let rows: Vec<R> = rows.into_iter().map(|(_, row)| row).collect();
+        self.upsert(conn, &rows).await
+    }
+
     /// Inserts `rows`, replacing the rows with the same key.
     ///
     /// # Errors
