@@ -12,29 +12,16 @@ use crate::pricing::{self, Discount, PriceBreakdown, PricingRules};
 use crate::schedule::{self, Interval, OpeningHours};
 use crate::{ClinicId, ClosureId, DomainError, Money, ResourceId, TreatmentId};
 
-/// What kind of thing a resource is; a treatment needs one kind.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    Serialize,
-    Deserialize,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::VariantNames,
-)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum ResourceKind {
-    /// A treatment room.
-    Room,
-    /// A device, e.g. a laser.
-    Device,
-    /// A practitioner.
-    Practitioner,
+named! {
+    /// What kind of thing a resource is; a treatment needs one kind.
+    pub enum ResourceKind {
+        /// A treatment room.
+        Room,
+        /// A device, e.g. a laser.
+        Device,
+        /// A practitioner.
+        Practitioner,
+    }
 }
 
 impl ResourceKind {

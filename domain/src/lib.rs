@@ -6,6 +6,33 @@
 //! chrono, chrono-tz, uuid and thiserror. Time is always passed in (`now`
 //! fields on commands), so every rule is deterministic and testable.
 
+/// Declares an enum whose variants are named in `snake_case` wherever a
+/// name is written: by serde (JSON answers, stored events, read-model
+/// columns) and by strum (`&'static str` through `Into`, parsing through
+/// `FromStr`, the list `VARIANTS`). The naming rule is written once, here;
+/// further derives (`Default`, `Ord`) go on the enum as usual.
+macro_rules! named {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident $body:tt) => {
+        $(#[$meta])*
+        #[derive(
+            Clone,
+            Copy,
+            Debug,
+            PartialEq,
+            Eq,
+            Hash,
+            serde::Serialize,
+            serde::Deserialize,
+            strum::IntoStaticStr,
+            strum::EnumString,
+            strum::VariantNames,
+        )]
+        #[serde(rename_all = "snake_case")]
+        #[strum(serialize_all = "snake_case")]
+        $vis enum $name $body
+    };
+}
+
 pub mod calendar;
 pub mod clinic;
 pub mod error;

@@ -57,41 +57,28 @@ pub enum PaymentMethod {
     AtClinic,
 }
 
-/// Status of a reservation.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    Hash,
-    Serialize,
-    Deserialize,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::VariantNames,
-)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum ReservationStatus {
-    /// Not created yet.
-    #[default]
-    New,
-    /// Waiting for a slot in a wanted window.
-    Waitlisted,
-    /// Holds a slot.
-    Booked,
-    /// The patient arrived.
-    CheckedIn,
-    /// The treatment was given.
-    Completed,
-    /// Cancelled by staff.
-    Cancelled,
-    /// The patient did not come.
-    NoShow,
-    /// Removed by an emergency block or a closure.
-    Displaced,
+named! {
+    /// Status of a reservation.
+    #[derive(Default)]
+    pub enum ReservationStatus {
+        /// Not created yet.
+        #[default]
+        New,
+        /// Waiting for a slot in a wanted window.
+        Waitlisted,
+        /// Holds a slot.
+        Booked,
+        /// The patient arrived.
+        CheckedIn,
+        /// The treatment was given.
+        Completed,
+        /// Cancelled by staff.
+        Cancelled,
+        /// The patient did not come.
+        NoShow,
+        /// Removed by an emergency block or a closure.
+        Displaced,
+    }
 }
 
 impl ReservationStatus {

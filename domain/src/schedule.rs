@@ -16,38 +16,25 @@ pub struct Interval {
     pub end: DateTime<Utc>,
 }
 
-/// A day of the week, serialised as `mon` … `sun` like the API.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Serialize,
-    Deserialize,
-    strum::IntoStaticStr,
-    strum::EnumString,
-)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum Weekday {
-    /// Monday.
-    Mon,
-    /// Tuesday.
-    Tue,
-    /// Wednesday.
-    Wed,
-    /// Thursday.
-    Thu,
-    /// Friday.
-    Fri,
-    /// Saturday.
-    Sat,
-    /// Sunday.
-    Sun,
+named! {
+    /// A day of the week, serialised as `mon` … `sun` like the API.
+    #[derive(PartialOrd, Ord)]
+    pub enum Weekday {
+        /// Monday.
+        Mon,
+        /// Tuesday.
+        Tue,
+        /// Wednesday.
+        Wed,
+        /// Thursday.
+        Thu,
+        /// Friday.
+        Fri,
+        /// Saturday.
+        Sat,
+        /// Sunday.
+        Sun,
+    }
 }
 
 /// A clinic-local time range `[from, to)` within one day.

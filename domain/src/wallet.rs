@@ -9,30 +9,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::{DomainError, Money};
 
-/// Kind of a wallet transaction.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::VariantNames,
-)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum TransactionKind {
-    /// Money paid in.
-    Deposit,
-    /// Payment for a reservation or package.
-    Debit,
-    /// A booking's payment given back to the wallet.
-    Credit,
-    /// Money paid back out to the patient.
-    Refund,
+named! {
+    /// Kind of a wallet transaction.
+    pub enum TransactionKind {
+        /// Money paid in.
+        Deposit,
+        /// Payment for a reservation or package.
+        Debit,
+        /// A booking's payment given back to the wallet.
+        Credit,
+        /// Money paid back out to the patient.
+        Refund,
+    }
 }
 
 impl TransactionKind {

@@ -11,12 +11,11 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use clinicbook_domain::package::{PackageEvent, PackagePayment, PackagePaymentKind};
 use clinicbook_eventstore::FeedEvent;
-use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::sql::{self, decode, row, uuid_id, Index, Table};
+use super::sql::{self, apply_fn, decode, row, uuid_id, Index, Table};
 use crate::query::detail::PackageChange;
 use crate::{Projection, ProjectionError};
 
@@ -25,7 +24,7 @@ pub const PROJECTION: Projection = Projection {
     name: "packages",
     tables: &[&PACKAGES.def, &HISTORY.def],
     ddl: "",
-    apply,
+    apply: apply_fn!(apply_batch),
 };
 
 row! {
@@ -154,13 +153,6 @@ fn event_columns(
         .map(str::to_owned)
         .ok_or_else(|| sql::invalid(event, "a package change without its event tag"))?;
     Ok((name, reservation_id))
-}
-
-fn apply<'a>(
-    conn: &'a mut PgConnection,
-    events: &'a [FeedEvent],
-) -> BoxFuture<'a, Result<(), ProjectionError>> {
-    Box::pin(apply_batch(conn, events))
 }
 
 async fn apply_batch(conn: &mut PgConnection, events: &[FeedEvent]) -> Result<(), ProjectionError> {

@@ -37,7 +37,6 @@ use clinicbook_domain::program::ProgramEvent;
 use clinicbook_domain::promo::PromoEvent;
 use clinicbook_domain::reservation::{PaymentKind, ReservationEvent, ReservationStatus, Slot};
 use clinicbook_eventstore::FeedEvent;
-use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use sqlx::types::Json;
 use sqlx::PgConnection;
@@ -45,7 +44,7 @@ use uuid::Uuid;
 
 use super::reservations::payment_columns;
 use super::schedule::{ClinicRow, ClosureRow, HoursRow, ResourceRow, SetupTables};
-use super::sql::{self, decode, distinct, row, uuid_id, Index, Table};
+use super::sql::{self, apply_fn, decode, distinct, row, uuid_id, Index, Table};
 use crate::{Projection, ProjectionError};
 
 /// The projection.
@@ -64,7 +63,7 @@ pub const PROJECTION: Projection = Projection {
         &REDEMPTIONS.def,
     ],
     ddl: "",
-    apply,
+    apply: apply_fn!(apply_batch),
 };
 
 /// `reports_clinics`: the clinics' names and IANA timezones.
@@ -628,13 +627,6 @@ async fn programs_of(
         .into_iter()
         .filter_map(|row| Some((row.package_id, row.program_id?)))
         .collect())
-}
-
-fn apply<'a>(
-    conn: &'a mut PgConnection,
-    events: &'a [FeedEvent],
-) -> BoxFuture<'a, Result<(), ProjectionError>> {
-    Box::pin(apply_batch(conn, events))
 }
 
 async fn apply_batch(conn: &mut PgConnection, events: &[FeedEvent]) -> Result<(), ProjectionError> {

@@ -15,12 +15,11 @@ use clinicbook_domain::reservation::{
     PaymentKind, PaymentMethod, ReservationEvent, ReservationStatus, Slot,
 };
 use clinicbook_eventstore::FeedEvent;
-use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::sql::{decode, row, uuid_id, Index, Table};
+use super::sql::{apply_fn, decode, row, uuid_id, Index, Table};
 use crate::{Projection, ProjectionError};
 
 /// The projection.
@@ -28,7 +27,7 @@ pub const PROJECTION: Projection = Projection {
     name: "reservations",
     tables: &[&RESERVATIONS.def, &HISTORY.def],
     ddl: "",
-    apply,
+    apply: apply_fn!(apply_batch),
 };
 
 row! {
@@ -206,13 +205,6 @@ impl Row {
             }
         }
     }
-}
-
-fn apply<'a>(
-    conn: &'a mut PgConnection,
-    events: &'a [FeedEvent],
-) -> BoxFuture<'a, Result<(), ProjectionError>> {
-    Box::pin(apply_batch(conn, events))
 }
 
 async fn apply_batch(conn: &mut PgConnection, events: &[FeedEvent]) -> Result<(), ProjectionError> {

@@ -22,12 +22,11 @@ use clinicbook_domain::reservation::{ReservationEvent, ReservationStatus};
 use clinicbook_domain::schedule::Weekday;
 use clinicbook_domain::CalendarId;
 use clinicbook_eventstore::FeedEvent;
-use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::sql::{self, decode, row, uuid_id, Index, Table};
+use super::sql::{self, apply_fn, decode, row, uuid_id, Index, Table};
 use crate::{Projection, ProjectionError};
 
 /// The projection.
@@ -44,7 +43,7 @@ pub const PROJECTION: Projection = Projection {
         &RESERVATIONS.def,
     ],
     ddl: "",
-    apply,
+    apply: apply_fn!(apply_batch),
 };
 
 row! {
@@ -439,13 +438,6 @@ async fn apply_reservations(
         }
     }
     RESERVATIONS.upsert_all(conn, rows).await
-}
-
-fn apply<'a>(
-    conn: &'a mut PgConnection,
-    events: &'a [FeedEvent],
-) -> BoxFuture<'a, Result<(), ProjectionError>> {
-    Box::pin(apply_batch(conn, events))
 }
 
 async fn apply_batch(conn: &mut PgConnection, events: &[FeedEvent]) -> Result<(), ProjectionError> {

@@ -117,6 +117,22 @@ pub(crate) fn distinct<K: Ord>(mut ids: Vec<K>) -> Vec<K> {
     ids
 }
 
+/// The [`crate::ApplyFn`] of an `async fn(&mut PgConnection, &[FeedEvent])`
+/// that applies a projection's batch: the boxing every projection needs,
+/// written once.
+macro_rules! apply_fn {
+    ($batch:path) => {{
+        fn apply<'a>(
+            conn: &'a mut sqlx::PgConnection,
+            events: &'a [clinicbook_eventstore::FeedEvent],
+        ) -> futures::future::BoxFuture<'a, Result<(), $crate::ProjectionError>> {
+            Box::pin($batch(conn, events))
+        }
+        apply
+    }};
+}
+pub(crate) use apply_fn;
+
 /// How a field's Rust type is stored: the SQL type of its column, and
 /// whether the column may be NULL (`Option` fields only).
 pub trait SqlType {

@@ -9,13 +9,12 @@
 use chrono::{DateTime, Utc};
 use clinicbook_domain::wallet::{TransactionKind, WalletEvent};
 use clinicbook_eventstore::FeedEvent;
-use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use sqlx::types::Json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::sql::{decode, distinct, row, uuid_id, Table};
+use super::sql::{apply_fn, decode, distinct, row, uuid_id, Table};
 use crate::{Projection, ProjectionError};
 
 /// The projection.
@@ -23,7 +22,7 @@ pub const PROJECTION: Projection = Projection {
     name: "wallets",
     tables: &[&WALLETS.def, &TRANSACTIONS.def],
     ddl: "",
-    apply,
+    apply: apply_fn!(apply_batch),
 };
 
 row! {
@@ -57,13 +56,6 @@ row! {
 
 pub(crate) static TRANSACTIONS: Table<TransactionRow> =
     Table::new("wallets_transactions", &["patient_id", "sequence"], &[]);
-
-fn apply<'a>(
-    conn: &'a mut PgConnection,
-    events: &'a [FeedEvent],
-) -> BoxFuture<'a, Result<(), ProjectionError>> {
-    Box::pin(apply_batch(conn, events))
-}
 
 async fn apply_batch(conn: &mut PgConnection, events: &[FeedEvent]) -> Result<(), ProjectionError> {
     let mut rows = Vec::new();
