@@ -1,17 +1,15 @@
 //! The work `serve` does besides answering HTTP: the relay, the
 //! projectors and the waitlist matcher, by role.
 
-use std::sync::Arc;
+use std::time::Duration;
 
-use clinicbook_commands::booking::BookTreatment;
-use clinicbook_commands::{CommandError, Commands, Ctx};
-use clinicbook_domain::DomainError;
+use backon::{ExponentialBuilder, Retryable};
+use clinicbook_commands::{CommandError, Commands};
 use clinicbook_eventstore::relay::Topology;
-use clinicbook_eventstore::{Actor, CommandMetadata, IdempotencyKey};
 use clinicbook_projections::service::{self, Background, Batches};
-use clinicbook_projections::waitlist::{BookOutcome, WaitlistBooker, WaitlistBooking};
 use clinicbook_projections::{ProjectionError, ReadModels};
-use futures::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, info_span, warn};
 
 /// What one process does; `serve` runs them all by default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -49,7 +47,7 @@ pub async fn start(
     topology: &Topology,
     batches: Batches,
 ) -> Result<Background, ProjectionError> {
-    let mut background = Background::new();
+    let background = Background::new();
     if role == ServeRole::Api {
         return Ok(background);
     }
@@ -63,61 +61,71 @@ pub async fn start(
         );
     }
     if matches!(role, ServeRole::All | ServeRole::Projector) {
-        let booker: Arc<dyn WaitlistBooker> = Arc::new(CommandBooker {
-            commands: commands.clone(),
-        });
-        background.projectors(read, &js, topology, batches.projector, Some(booker));
+        background.projectors(read, &js, topology, batches.projector, true);
+        background.spawn(
+            info_span!("waitlist_matcher"),
+            match_waitlist(read.clone(), commands.clone(), background.stop_token()),
+        );
     }
     Ok(background)
 }
 
-/// Books for the waitlist matcher through the staff's booking use case.
-struct CommandBooker {
-    commands: Commands,
-}
+/// Pause when no freed slot waits.
+const MATCHER_IDLE: Duration = Duration::from_millis(200);
 
-impl WaitlistBooker for CommandBooker {
-    fn book<'a>(
-        &'a self,
-        booking: &'a WaitlistBooking,
-    ) -> BoxFuture<'a, Result<BookOutcome, String>> {
-        Box::pin(async move {
-            let input = BookTreatment {
-                reservation_id: Some(booking.reservation_id.0),
-                patient_id: booking.patient_id.0,
-                clinic_id: booking.clinic_id.0,
-                resource_id: booking.resource_id.0,
-                treatment_id: booking.treatment_id.0,
-                start: booking.start,
-                payment: booking.payment.into(),
-                promo_code: None,
-            };
-            let request = serde_json::to_vec(&input).map_err(|e| e.to_string())?;
-            let mut ctx = Ctx::new(CommandMetadata::new(
-                Actor {
-                    subject: "waitlist-matcher".into(),
-                    role: "engine".into(),
-                },
-                "book_treatment",
-                booking.idempotency_key.clone(),
-            ));
-            ctx.idempotency = Some(IdempotencyKey::new(
-                "waitlist",
-                booking.idempotency_key.clone(),
-                &request,
-            ));
-            match self.commands.book(&ctx, input).await {
-                Ok(_) => Ok(BookOutcome::Booked),
-                Err(CommandError::Domain(error)) => Ok(BookOutcome::Refused(refusal(&error))),
-                Err(CommandError::IdempotencyKeyReused) => Ok(BookOutcome::Refused(
-                    "attempted before with another request".into(),
-                )),
-                Err(other) => Err(other.to_string()),
-            }
-        })
+/// The waitlist matcher: takes each slot the read side saw free and offers
+/// it to the waiting list through [`Commands::fill_freed_slot`], until
+/// `stop` is cancelled. A failure (the database away, conflicts through
+/// every retry) leaves the slot unhandled and is retried with backoff.
+async fn match_waitlist(read: ReadModels, commands: Commands, stop: CancellationToken) {
+    let retry = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(10))
+        .with_jitter()
+        .without_max_times();
+    loop {
+        let next = (|| fill_next(&read, &commands))
+            .retry(retry)
+            .notify(|error, pause| {
+                warn!(%error, ?pause, "waitlist matcher failed; retrying");
+            });
+        let pause = tokio::select! {
+            () = stop.cancelled() => return,
+            filled = next => match filled {
+                Ok(true) => Duration::ZERO,
+                Ok(false) | Err(_) => MATCHER_IDLE,
+            },
+        };
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(pause) => {}
+        }
     }
 }
 
-fn refusal(error: &DomainError) -> String {
-    format!("{}: {error}", error.code())
+/// Why the matcher could not finish a freed slot.
+#[derive(Debug, thiserror::Error)]
+enum MatchError {
+    /// Reading or marking the freed slot failed.
+    #[error("waitlist read model: {0}")]
+    Read(#[from] ProjectionError),
+    /// Booking a candidate failed in a way worth retrying.
+    #[error("waitlist booking: {0}")]
+    Book(#[from] CommandError),
+}
+
+/// Handles one freed slot, if one waits; answers whether it did.
+async fn fill_next(read: &ReadModels, commands: &Commands) -> Result<bool, MatchError> {
+    let Some(claim) = read.claim_freed_slot(commands.now()).await? else {
+        return Ok(false);
+    };
+    let booked = commands
+        .fill_freed_slot(&claim.slot, &claim.candidates)
+        .await?;
+    if let Some(reservation) = booked {
+        info!(reservation = %reservation.0, start = %claim.slot.start, "waitlisted reservation booked into a freed slot");
+        metrics::counter!("clinicbook_waitlist_booked_total").increment(1);
+    }
+    claim.finish(booked).await?;
+    Ok(true)
 }

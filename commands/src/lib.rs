@@ -11,10 +11,9 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, SubsecRound, Utc};
-use clinicbook_domain::DomainError;
+use chrono::{DateTime, Utc};
 use clinicbook_eventstore::{
-    CommandMetadata, EventStore, ExecuteError, IdempotencyKey, StoreError, UseCase,
+    CommandMetadata, Committed, EventStore, ExecuteError, IdempotencyKey, UseCase,
 };
 
 pub mod admin;
@@ -52,12 +51,9 @@ impl Clock {
     }
 }
 
-/// `at` cut (not rounded) to the microsecond: the precision of every
-/// instant clinicbook records. Instants enter through [`Clock::now`] and
-/// [`instant::deserialize`], which both apply it.
-pub fn micros(at: DateTime<Utc>) -> DateTime<Utc> {
-    at.trunc_subsecs(6)
-}
+/// Instants enter through [`Clock::now`] and [`instant::deserialize`],
+/// which both cut them to the microsecond with [`micros`].
+pub use clinicbook_domain::micros;
 
 impl std::fmt::Debug for Clock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -84,63 +80,14 @@ impl Ctx {
     }
 }
 
-/// A command that was carried out (or replayed from its idempotency key).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Done<T> {
-    /// The answer.
-    pub output: T,
-    /// Global position of the last event written (the first answer's for a
-    /// replay); `None` if the command wrote nothing.
-    pub position: Option<i64>,
-    /// True when replayed from an idempotency key.
-    pub replayed: bool,
-    /// How many times the command ran (more than 1 after conflicts).
-    pub attempts: u32,
-}
+/// A command that was carried out (or replayed from its idempotency key):
+/// the store's [`Committed`], named for the use cases.
+pub type Done<T> = Committed<T>;
 
-impl<T> Done<T> {
-    /// The same outcome with another answer (e.g. a view read back after
-    /// the commit).
-    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Done<U> {
-        Done {
-            output: f(self.output),
-            position: self.position,
-            replayed: self.replayed,
-            attempts: self.attempts,
-        }
-    }
-}
-
-/// Why a command was not carried out. Nothing was written in every case.
-#[derive(Debug, thiserror::Error)]
-pub enum CommandError {
-    /// The domain refused (its `code()` is the API's error code).
-    #[error(transparent)]
-    Domain(#[from] DomainError),
-    /// Concurrent writers kept winning through every retry.
-    #[error("concurrency conflict after {attempts} attempts")]
-    Conflict {
-        /// Attempts made.
-        attempts: u32,
-    },
-    /// The idempotency key was used before with another request.
-    #[error("idempotency key reused with a different request")]
-    IdempotencyKeyReused,
-    /// Storage failed (not the client's fault).
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-impl From<ExecuteError> for CommandError {
-    fn from(e: ExecuteError) -> Self {
-        match e {
-            ExecuteError::Domain(d) => CommandError::Domain(d),
-            ExecuteError::Conflict { attempts } => CommandError::Conflict { attempts },
-            ExecuteError::IdempotencyKeyReused => CommandError::IdempotencyKeyReused,
-            ExecuteError::Store(s) => CommandError::Store(s),
-        }
-    }
-}
+/// Why a command was not carried out (nothing was written in every case):
+/// the store's [`ExecuteError`], whose `Domain` refusal carries the API's
+/// error code.
+pub type CommandError = ExecuteError;
 
 /// The use cases, over one event store and one clock. Cheap to clone.
 #[derive(Clone)]
@@ -174,15 +121,8 @@ impl Commands {
         ctx: &Ctx,
         use_case: &U,
     ) -> Result<Done<U::Output>, CommandError> {
-        let committed = self
-            .store
+        self.store
             .execute(&ctx.metadata, ctx.idempotency.as_ref(), use_case)
-            .await?;
-        Ok(Done {
-            output: committed.output,
-            position: committed.position,
-            replayed: committed.replayed,
-            attempts: committed.attempts,
-        })
+            .await
     }
 }

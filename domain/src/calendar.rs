@@ -295,7 +295,7 @@ impl Calendar {
 }
 
 impl Aggregate for Calendar {
-    const TYPE: &'static str = "Calendar";
+    const TYPE: &'static str = crate::AggregateKind::Calendar.name();
     type Command = CalendarCommand;
     type Event = CalendarEvent;
     type Error = DomainError;

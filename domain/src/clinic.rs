@@ -486,7 +486,7 @@ impl Clinic {
 }
 
 impl Aggregate for Clinic {
-    const TYPE: &'static str = "Clinic";
+    const TYPE: &'static str = crate::AggregateKind::Clinic.name();
     type Command = ClinicCommand;
     type Event = ClinicEvent;
     type Error = DomainError;

@@ -33,6 +33,7 @@ macro_rules! named {
     };
 }
 
+pub mod aggregate;
 pub mod calendar;
 pub mod clinic;
 pub mod error;
@@ -46,11 +47,23 @@ pub mod promo;
 pub mod reservation;
 pub mod schedule;
 pub mod upcast;
+pub mod waitlist;
 pub mod wallet;
 
+pub use aggregate::{AggregateKind, UnknownAggregateType};
 pub use error::DomainError;
 pub use ids::*;
 pub use money::Money;
+
+/// `at` cut (not rounded) to the microsecond: the precision of every
+/// instant clinicbook records (PostgreSQL keeps microseconds), so what an
+/// event records, what its metadata says, what a command answers and what
+/// a read model stores are the same instant.
+#[must_use]
+pub fn micros(at: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    use chrono::SubsecRound;
+    at.trunc_subsecs(6)
+}
 
 /// Version string written with every event of the current schema, except
 /// those that changed shape since (see [`upcast::current_version`]).

@@ -241,7 +241,7 @@ fn check_purchase(
 }
 
 impl Aggregate for Package {
-    const TYPE: &'static str = "Package";
+    const TYPE: &'static str = crate::AggregateKind::Package.name();
     type Command = PackageCommand;
     type Event = PackageEvent;
     type Error = DomainError;

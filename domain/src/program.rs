@@ -143,7 +143,7 @@ impl Program {
 }
 
 impl Aggregate for Program {
-    const TYPE: &'static str = "Program";
+    const TYPE: &'static str = crate::AggregateKind::Program.name();
     type Command = ProgramCommand;
     type Event = ProgramEvent;
     type Error = DomainError;

@@ -238,7 +238,7 @@ fn check_creation(
 }
 
 impl Aggregate for PromoCode {
-    const TYPE: &'static str = "PromoCode";
+    const TYPE: &'static str = crate::AggregateKind::PromoCode.name();
     type Command = PromoCommand;
     type Event = PromoEvent;
     type Error = DomainError;

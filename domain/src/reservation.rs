@@ -539,7 +539,7 @@ impl Reservation {
 }
 
 impl Aggregate for Reservation {
-    const TYPE: &'static str = "Reservation";
+    const TYPE: &'static str = crate::AggregateKind::Reservation.name();
     type Command = ReservationCommand;
     type Event = ReservationEvent;
     type Error = DomainError;

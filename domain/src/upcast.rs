@@ -17,6 +17,8 @@
 use serde_json::{Map, Value};
 use thiserror::Error;
 
+use crate::AggregateKind;
+
 /// The version of `ReservationBooked` written by this release.
 pub const RESERVATION_BOOKED_VERSION: &str = "2.0.0";
 
@@ -39,11 +41,14 @@ pub enum UpcastError {
 }
 
 /// The version this release writes for `event_type` of `aggregate_type`.
+/// Every event's version starts at [`crate::EVENT_VERSION`]; an event that
+/// changed shape is written at the version its newest upcaster reads it as.
 pub fn current_version(aggregate_type: &str, event_type: &str) -> &'static str {
-    match (aggregate_type, event_type) {
-        ("Reservation", "ReservationBooked") => RESERVATION_BOOKED_VERSION,
-        _ => crate::EVENT_VERSION,
-    }
+    STEPS
+        .iter()
+        .rev()
+        .find(|s| s.aggregate.name() == aggregate_type && s.event_type == event_type)
+        .map_or(crate::EVENT_VERSION, |s| s.to)
 }
 
 /// An event body (the object inside `{"Variant": ...}`).
@@ -52,7 +57,7 @@ type Body = Map<String, Value>;
 /// One step: events of a type whose major version is `from_major` become
 /// version `to` by `apply`.
 struct Step {
-    aggregate_type: &'static str,
+    aggregate: AggregateKind,
     event_type: &'static str,
     from_major: u64,
     to: &'static str,
@@ -61,7 +66,7 @@ struct Step {
 
 /// Every upcaster, oldest first.
 const STEPS: &[Step] = &[Step {
-    aggregate_type: "Reservation",
+    aggregate: AggregateKind::Reservation,
     event_type: "ReservationBooked",
     from_major: 1,
     to: RESERVATION_BOOKED_VERSION,
@@ -106,7 +111,7 @@ fn major(version: &str) -> Result<u64, UpcastError> {
 
 fn step_for(aggregate_type: &str, event_type: &str, major: u64) -> Option<&'static Step> {
     STEPS.iter().find(|s| {
-        s.aggregate_type == aggregate_type && s.event_type == event_type && s.from_major == major
+        s.aggregate.name() == aggregate_type && s.event_type == event_type && s.from_major == major
     })
 }
 

@@ -248,7 +248,7 @@ impl Wallet {
 }
 
 impl Aggregate for Wallet {
-    const TYPE: &'static str = "Wallet";
+    const TYPE: &'static str = crate::AggregateKind::Wallet.name();
     type Command = WalletCommand;
     type Event = WalletEvent;
     type Error = DomainError;

@@ -4,11 +4,11 @@
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
 use serde::Serialize;
-use sqlx::postgres::PgRow;
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 
 use crate::error::StoreError;
-use crate::hash::{self, EventFields, Hash, GENESIS};
+use crate::hash::{self, Hash, GENESIS};
+use crate::row::{EventRow, COLUMNS};
 
 /// One stored event, as auditors see it: in its current version (older
 /// stored versions are upcast, `upcast_from` then names the stored one; the
@@ -39,45 +39,41 @@ pub struct StoredEvent {
     pub hash: String,
 }
 
-const COLUMNS: &str = "aggregate_type, aggregate_id, sequence, position, event_type, event_version,
-    payload::text AS payload, metadata::text AS metadata, recorded_at, hash";
+impl TryFrom<EventRow> for StoredEvent {
+    type Error = StoreError;
 
-fn decode(row: &PgRow) -> Result<StoredEvent, StoreError> {
-    let text = |column: &str| -> Result<serde_json::Value, StoreError> {
-        let raw: String = row.try_get(column)?;
-        serde_json::from_str(&raw).map_err(|source| StoreError::Serde {
-            what: format!("stored {column}"),
-            source,
+    fn try_from(row: EventRow) -> Result<Self, StoreError> {
+        let (event_version, payload, upcast_from) = row.current()?;
+        Ok(StoredEvent {
+            metadata: row.json("metadata", &row.metadata)?,
+            hash: hex::encode(&row.hash),
+            aggregate_type: row.aggregate_type,
+            aggregate_id: row.aggregate_id,
+            sequence: row.sequence,
+            position: row.position,
+            event_type: row.event_type,
+            event_version,
+            upcast_from,
+            payload,
+            recorded_at: row.recorded_at,
         })
-    };
-    let aggregate_type: String = row.try_get("aggregate_type")?;
-    let aggregate_id: String = row.try_get("aggregate_id")?;
-    let event_type: String = row.try_get("event_type")?;
-    let (event_version, payload, upcast_from) = crate::upcasting::current(
-        &aggregate_type,
-        &event_type,
-        row.try_get("event_version")?,
-        text("payload")?,
-    )
-    .map_err(|e| StoreError::Corrupt {
-        aggregate_type: aggregate_type.clone(),
-        aggregate_id: aggregate_id.clone(),
-        reason: e.to_string(),
-    })?;
-    let hash: Vec<u8> = row.try_get("hash")?;
-    Ok(StoredEvent {
-        aggregate_type,
-        aggregate_id,
-        sequence: row.try_get("sequence")?,
-        position: row.try_get("position")?,
-        event_type,
-        event_version,
-        upcast_from,
-        payload,
-        metadata: text("metadata")?,
-        recorded_at: row.try_get("recorded_at")?,
-        hash: hex::encode(hash),
-    })
+    }
+}
+
+/// The stored rows of one stream in sequence order.
+pub(crate) async fn stream_rows(
+    pool: &PgPool,
+    aggregate_type: &str,
+    aggregate_id: &str,
+) -> Result<Vec<EventRow>, StoreError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence"
+    );
+    Ok(sqlx::query_as(&sql)
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .fetch_all(pool)
+        .await?)
 }
 
 /// The events of one stream in sequence order, in their current version.
@@ -90,15 +86,11 @@ pub async fn stream_events(
     aggregate_type: &str,
     aggregate_id: &str,
 ) -> Result<Vec<StoredEvent>, StoreError> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence"
-    );
-    let rows = sqlx::query(&sql)
-        .bind(aggregate_type)
-        .bind(aggregate_id)
-        .fetch_all(pool)
-        .await?;
-    rows.iter().map(decode).collect()
+    stream_rows(pool, aggregate_type, aggregate_id)
+        .await?
+        .into_iter()
+        .map(StoredEvent::try_from)
+        .collect()
 }
 
 /// Filters of [`events_after`].
@@ -136,14 +128,14 @@ pub async fn events_after(
           ORDER BY position
           LIMIT $4"
     );
-    let rows = sqlx::query(&sql)
+    let rows: Vec<EventRow> = sqlx::query_as(&sql)
         .bind(after)
         .bind(filter.aggregate_type.as_deref())
         .bind(filter.actor.as_deref())
         .bind(limit)
         .fetch_all(pool)
         .await?;
-    rows.iter().map(decode).collect()
+    rows.into_iter().map(StoredEvent::try_from).collect()
 }
 
 /// A place where a hash chain does not hold.
@@ -183,17 +175,16 @@ pub async fn verify(
     aggregate_type: Option<&str>,
     aggregate_id: Option<&str>,
 ) -> Result<VerifyReport, StoreError> {
-    let mut rows = sqlx::query(
-        "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version,
-                payload::text AS payload, metadata::text AS metadata, hash
-           FROM events
+    let sql = format!(
+        "SELECT {COLUMNS} FROM events
           WHERE ($1::text IS NULL OR aggregate_type = $1)
             AND ($2::text IS NULL OR aggregate_id = $2)
-          ORDER BY aggregate_type, aggregate_id, sequence",
-    )
-    .bind(aggregate_type)
-    .bind(aggregate_id)
-    .fetch(pool);
+          ORDER BY aggregate_type, aggregate_id, sequence"
+    );
+    let mut rows = sqlx::query_as::<_, EventRow>(&sql)
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .fetch(pool);
 
     let mut report = VerifyReport::default();
     let mut current: Option<(String, String)> = None;
@@ -201,11 +192,9 @@ pub async fn verify(
     let mut expected_sequence = 1i64;
     let mut stream_broken = false;
     while let Some(row) = rows.try_next().await? {
-        let ty: String = row.try_get("aggregate_type")?;
-        let id: String = row.try_get("aggregate_id")?;
-        let sequence: i64 = row.try_get("sequence")?;
-        if current.as_ref() != Some(&(ty.clone(), id.clone())) {
-            current = Some((ty.clone(), id.clone()));
+        let stream = (row.aggregate_type.clone(), row.aggregate_id.clone());
+        if current.as_ref() != Some(&stream) {
+            current = Some(stream);
             report.streams_checked += 1;
             previous = GENESIS;
             expected_sequence = 1;
@@ -215,39 +204,30 @@ pub async fn verify(
         if stream_broken {
             continue;
         }
-        let event_type: String = row.try_get("event_type")?;
-        let event_version: String = row.try_get("event_version")?;
-        let payload: String = row.try_get("payload")?;
-        let metadata: String = row.try_get("metadata")?;
-        let stored: Vec<u8> = row.try_get("hash")?;
         let mut fail = |reason: String| {
             report.broken.push(BrokenLink {
-                aggregate_type: ty.clone(),
-                aggregate_id: id.clone(),
-                sequence,
+                aggregate_type: row.aggregate_type.clone(),
+                aggregate_id: row.aggregate_id.clone(),
+                sequence: row.sequence,
                 reason,
             });
             stream_broken = true;
         };
-        if sequence != expected_sequence {
+        if row.sequence != expected_sequence {
             fail(format!(
-                "expected sequence {expected_sequence}, found {sequence}"
+                "expected sequence {expected_sequence}, found {}",
+                row.sequence
             ));
             continue;
         }
-        let computed = hash::chain(
-            &previous,
-            &EventFields {
-                aggregate_type: &ty,
-                aggregate_id: &id,
-                sequence: u64::try_from(sequence).unwrap_or(0),
-                event_type: &event_type,
-                event_version: &event_version,
-                payload: &payload,
-                metadata: &metadata,
-            },
-        );
-        if stored.as_slice() != computed.as_slice() {
+        let computed = match row.fields() {
+            Ok(fields) => hash::chain(&previous, &fields),
+            Err(e) => {
+                fail(e.to_string());
+                continue;
+            }
+        };
+        if row.hash.as_slice() != computed.as_slice() {
             fail("stored hash does not match the event's contents and predecessor".to_string());
             continue;
         }

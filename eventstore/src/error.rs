@@ -3,6 +3,19 @@
 use clinicbook_domain::DomainError;
 use thiserror::Error;
 
+/// An error of the NATS client (each of its operations has its own type).
+pub type NatsError = Box<dyn std::error::Error + Send + Sync>;
+
+impl StoreError {
+    /// A NATS failure while doing `what`.
+    pub fn nats(what: &'static str, source: impl Into<NatsError>) -> Self {
+        Self::Nats {
+            what,
+            source: source.into(),
+        }
+    }
+}
+
 /// A failure of the storage itself (not a refused command).
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -33,11 +46,17 @@ pub enum StoreError {
     },
     /// The task committing a command failed (it panicked or the runtime is
     /// shutting down); the transaction was rolled back.
-    #[error("the commit was interrupted: {0}")]
-    Interrupted(String),
+    #[error("a task of the store was interrupted: {0}")]
+    Interrupted(#[from] tokio::task::JoinError),
     /// NATS failed or could not be reached (the relay).
-    #[error("NATS error: {0}")]
-    Nats(String),
+    #[error("NATS failed to {what}: {source}")]
+    Nats {
+        /// What the relay was doing.
+        what: &'static str,
+        /// The client's error.
+        #[source]
+        source: NatsError,
+    },
     /// An event's version is not a semantic version (cqrs-es upcasters
     /// would silently skip it), so it is refused before it is stored.
     #[error("event {event_type} has version {version:?}, which is not a semantic version")]
@@ -65,7 +84,7 @@ pub enum UowError {
 pub enum ExecuteError {
     /// An aggregate refused the command.
     #[error(transparent)]
-    Domain(DomainError),
+    Domain(#[from] DomainError),
     /// Other writers kept changing the same streams through every attempt.
     #[error("concurrency conflict after {attempts} attempts")]
     Conflict {

@@ -13,11 +13,12 @@
 use std::cmp::Ordering;
 
 use chrono::{DateTime, Utc};
+use clinicbook_domain::AggregateKind;
 use serde::{Deserialize, Serialize};
-use sqlx::postgres::PgRow;
 use sqlx::{PgExecutor, Row};
 
 use crate::error::StoreError;
+use crate::row::{EventRow, COLUMNS};
 
 /// A place in the feed: the pair of the last event read.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -84,6 +85,13 @@ impl FeedEvent {
         }
     }
 
+    /// The aggregate type it belongs to (`None` for a type this release
+    /// does not know).
+    #[must_use]
+    pub fn kind(&self) -> Option<AggregateKind> {
+        self.aggregate_type.parse().ok()
+    }
+
     /// The body of the event's variant: `payload[event_type]`, or the whole
     /// payload when it is not wrapped in its variant name.
     #[must_use]
@@ -92,9 +100,31 @@ impl FeedEvent {
     }
 }
 
-const COLUMNS: &str = "position, transaction_id::text::bigint AS transaction_id, aggregate_type,
-    aggregate_id, sequence, event_type, event_version, payload::text AS payload,
-    metadata::text AS metadata, recorded_at";
+impl TryFrom<EventRow> for FeedEvent {
+    type Error = StoreError;
+
+    /// Projectors only ever see the current version of an event.
+    fn try_from(row: EventRow) -> Result<Self, StoreError> {
+        let (event_version, payload, _) = row.current()?;
+        Ok(FeedEvent {
+            metadata: row.json("metadata", &row.metadata)?,
+            position: row.position,
+            transaction_id: row.transaction_id,
+            aggregate_type: row.aggregate_type,
+            aggregate_id: row.aggregate_id,
+            sequence: row.sequence,
+            event_type: row.event_type,
+            event_version,
+            payload,
+            recorded_at: row.recorded_at,
+        })
+    }
+}
+
+/// Rows in feed order, as feed events.
+fn decode(rows: Vec<EventRow>) -> Result<Vec<FeedEvent>, StoreError> {
+    rows.into_iter().map(FeedEvent::try_from).collect()
+}
 
 /// Up to `limit` committed events after `after`, in feed order.
 ///
@@ -112,13 +142,13 @@ pub async fn read_after<'e>(
           ORDER BY transaction_id, position
           LIMIT $3"
     );
-    let rows = sqlx::query(&sql)
+    let rows = sqlx::query_as(&sql)
         .bind(after.transaction_id)
         .bind(after.position)
         .bind(limit)
         .fetch_all(executor)
         .await?;
-    rows.iter().map(decode).collect()
+    decode(rows)
 }
 
 /// The committed events strictly between `after` and `before`, in feed order:
@@ -139,14 +169,14 @@ pub async fn read_between<'e>(
             AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
           ORDER BY transaction_id, position"
     );
-    let rows = sqlx::query(&sql)
+    let rows = sqlx::query_as(&sql)
         .bind(after.transaction_id)
         .bind(after.position)
         .bind(before.transaction_id)
         .bind(before.position)
         .fetch_all(executor)
         .await?;
-    rows.iter().map(decode).collect()
+    decode(rows)
 }
 
 /// The feed point of the event at `position`, if it is committed and below
@@ -194,41 +224,4 @@ pub async fn head<'e>(executor: impl PgExecutor<'e>) -> Result<FeedPoint, StoreE
         }),
         None => Ok(FeedPoint::START),
     }
-}
-
-fn decode(row: &PgRow) -> Result<FeedEvent, StoreError> {
-    let json = |column: &str| -> Result<serde_json::Value, StoreError> {
-        let raw: String = row.try_get(column)?;
-        serde_json::from_str(&raw).map_err(|source| StoreError::Serde {
-            what: format!("stored {column}"),
-            source,
-        })
-    };
-    let aggregate_type: String = row.try_get("aggregate_type")?;
-    let aggregate_id: String = row.try_get("aggregate_id")?;
-    let event_type: String = row.try_get("event_type")?;
-    // Projectors only ever see the current version of an event.
-    let (event_version, payload, _) = crate::upcasting::current(
-        &aggregate_type,
-        &event_type,
-        row.try_get("event_version")?,
-        json("payload")?,
-    )
-    .map_err(|e| StoreError::Corrupt {
-        aggregate_type: aggregate_type.clone(),
-        aggregate_id: aggregate_id.clone(),
-        reason: e.to_string(),
-    })?;
-    Ok(FeedEvent {
-        position: row.try_get("position")?,
-        transaction_id: row.try_get("transaction_id")?,
-        aggregate_type,
-        aggregate_id,
-        sequence: row.try_get("sequence")?,
-        event_type,
-        event_version,
-        payload,
-        metadata: json("metadata")?,
-        recorded_at: row.try_get("recorded_at")?,
-    })
 }

@@ -17,6 +17,7 @@ pub mod hash;
 pub mod metadata;
 pub mod relay;
 pub mod replay;
+mod row;
 mod store;
 mod uow;
 mod upcasting;

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 use async_nats::HeaderMap;
+use backon::{ConstantBuilder, Retryable};
 use sqlx::postgres::PgListener;
 use sqlx::{Acquire, PgConnection, PgPool, Row};
 use tokio::time::sleep;
@@ -114,7 +115,7 @@ impl Topology {
             ..Default::default()
         })
         .await
-        .map_err(|e| StoreError::Nats(e.to_string()))
+        .map_err(|e| StoreError::nats("create the events stream", e))
     }
 }
 
@@ -221,22 +222,16 @@ impl Relay {
     /// publishes; on any failure it lets leadership go, pauses and starts
     /// again, so NATS or the database being away only delays the feed.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                () = &mut shutdown => return,
-                outcome = self.lead() => match outcome {
-                    Ok(()) => return,
-                    Err(error) => {
-                        metrics::counter!("clinicbook_relay_failures_total").increment(1);
-                        warn!(%error, "relay failed; retrying");
-                    }
-                },
-            }
-            tokio::select! {
-                () = &mut shutdown => return,
-                () = sleep(self.config.retry) => {}
-            }
+        let retry = ConstantBuilder::default()
+            .with_delay(self.config.retry)
+            .without_max_times();
+        let relay = (|| self.lead()).retry(retry).notify(|error, _| {
+            metrics::counter!("clinicbook_relay_failures_total").increment(1);
+            warn!(%error, "relay failed; retrying");
+        });
+        tokio::select! {
+            () = shutdown => {}
+            _ = relay => {}
         }
     }
 
@@ -327,12 +322,13 @@ impl Relay {
                     payload.into(),
                 )
                 .await
-                .map_err(|e| StoreError::Nats(e.to_string()))?;
+                .map_err(|e| StoreError::nats("publish an event", e))?;
             acks.push(ack);
             previous = event.point();
         }
         for ack in acks {
-            ack.await.map_err(|e| StoreError::Nats(e.to_string()))?;
+            ack.await
+                .map_err(|e| StoreError::nats("have an event acknowledged", e))?;
         }
         // Moved on the leader's session: if it was lost, so is the lock,
         // and the update fails instead of racing a new leader.

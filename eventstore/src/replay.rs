@@ -4,134 +4,22 @@
 //! agree with a full replay.
 
 use std::collections::HashMap;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use clinicbook_domain::calendar::Calendar;
-use clinicbook_domain::clinic::Clinic;
-use clinicbook_domain::package::Package;
-use clinicbook_domain::program::Program;
-use clinicbook_domain::promo::PromoCode;
-use clinicbook_domain::reservation::Reservation;
-use clinicbook_domain::wallet::Wallet;
-use cqrs_es::Aggregate;
+use clinicbook_domain::with_aggregate;
 use serde::Serialize;
 use sqlx::{PgPool, Row};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
-use crate::audit::{stream_events, StoredEvent};
+use crate::audit::{stream_rows, StoredEvent};
 use crate::error::StoreError;
+use crate::row::{fold, EventRow, FoldError, Folded, COLUMNS};
 use crate::store::{EventStore, StoredAggregate};
 
-/// The aggregate types of clinicbook, by their stored names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum AggregateKind {
-    /// `Clinic`.
-    Clinic,
-    /// `Calendar`.
-    Calendar,
-    /// `Reservation`.
-    Reservation,
-    /// `Package`.
-    Package,
-    /// `Wallet`.
-    Wallet,
-    /// `PromoCode`.
-    PromoCode,
-    /// `Program`.
-    Program,
-}
-
-impl AggregateKind {
-    /// Every kind, in the order the API lists them.
-    pub const ALL: [AggregateKind; 7] = [
-        AggregateKind::Clinic,
-        AggregateKind::Calendar,
-        AggregateKind::Reservation,
-        AggregateKind::Package,
-        AggregateKind::Wallet,
-        AggregateKind::PromoCode,
-        AggregateKind::Program,
-    ];
-
-    /// The stored type name (`Aggregate::TYPE`).
-    pub fn name(self) -> &'static str {
-        match self {
-            AggregateKind::Clinic => Clinic::TYPE,
-            AggregateKind::Calendar => Calendar::TYPE,
-            AggregateKind::Reservation => Reservation::TYPE,
-            AggregateKind::Package => Package::TYPE,
-            AggregateKind::Wallet => Wallet::TYPE,
-            AggregateKind::PromoCode => PromoCode::TYPE,
-            AggregateKind::Program => Program::TYPE,
-        }
-    }
-
-    /// The stored names, comma-separated, for messages.
-    pub fn names() -> String {
-        Self::ALL.map(Self::name).join(", ")
-    }
-}
-
-impl std::fmt::Display for AggregateKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// A name that is not an aggregate type.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("unknown aggregate type {0:?}; the aggregate types are {names}", names = AggregateKind::names())]
-pub struct UnknownAggregateType(pub String);
-
-impl FromStr for AggregateKind {
-    type Err = UnknownAggregateType;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|k| k.name() == s)
-            .ok_or_else(|| UnknownAggregateType(s.to_string()))
-    }
-}
-
-/// Runs `$body` with `$A` bound to the aggregate type of `$kind`.
-macro_rules! with_aggregate {
-    ($kind:expr, $A:ident => $body:expr) => {
-        match $kind {
-            AggregateKind::Clinic => {
-                type $A = Clinic;
-                $body
-            }
-            AggregateKind::Calendar => {
-                type $A = Calendar;
-                $body
-            }
-            AggregateKind::Reservation => {
-                type $A = Reservation;
-                $body
-            }
-            AggregateKind::Package => {
-                type $A = Package;
-                $body
-            }
-            AggregateKind::Wallet => {
-                type $A = Wallet;
-                $body
-            }
-            AggregateKind::PromoCode => {
-                type $A = PromoCode;
-                $body
-            }
-            AggregateKind::Program => {
-                type $A = Program;
-                $body
-            }
-        }
-    };
-}
+pub use clinicbook_domain::aggregate::{AggregateKind, UnknownAggregateType};
 
 /// How far to replay a stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -174,59 +62,40 @@ pub async fn stream_at(
     aggregate_id: &str,
     until: Until,
 ) -> Result<Option<StreamAt>, StoreError> {
-    let mut events = stream_events(pool, kind.name(), aggregate_id).await?;
-    let Some(last_sequence) = events.last().map(|e| e.sequence) else {
+    let mut rows = stream_rows(pool, kind.name(), aggregate_id).await?;
+    let Some(last_sequence) = rows.last().map(|row| row.sequence) else {
         return Ok(None);
     };
-    events.retain(|e| match until {
+    rows.retain(|row| match until {
         Until::End => true,
-        Until::Sequence(n) => e.sequence <= n,
-        Until::Instant(t) => e.recorded_at <= t,
+        Until::Sequence(n) => row.sequence <= n,
+        Until::Instant(t) => row.recorded_at <= t,
     });
-    let (state, sequence) = with_aggregate!(kind, A => fold::<A>(aggregate_id, &events)?);
+    let (state, sequence) = with_aggregate!(kind, A => state_after::<A>(aggregate_id, &rows)?);
     Ok(Some(StreamAt {
         aggregate_type: kind.name().to_string(),
         aggregate_id: aggregate_id.to_string(),
-        events,
+        events: rows
+            .into_iter()
+            .map(StoredEvent::try_from)
+            .collect::<Result<_, _>>()?,
         state,
         sequence,
         last_sequence,
     }))
 }
 
-/// Applies `events` (a prefix of the stream) to a new aggregate.
-fn fold<A: StoredAggregate>(
+/// The state of `A` after `rows` (a prefix of the stream), serialised.
+fn state_after<A: StoredAggregate>(
     id: &str,
-    events: &[StoredEvent],
+    rows: &[EventRow],
 ) -> Result<(serde_json::Value, i64), StoreError> {
-    let corrupt = |reason: String| StoreError::Corrupt {
-        aggregate_type: A::TYPE.to_string(),
-        aggregate_id: id.to_string(),
-        reason,
-    };
-    let mut state = A::default();
-    let mut sequence = 0;
-    for stored in events {
-        if stored.sequence != sequence + 1 {
-            return Err(corrupt(format!(
-                "event {} follows event {sequence}",
-                stored.sequence
-            )));
-        }
-        let event: A::Event = serde_json::from_value(stored.payload.clone()).map_err(|e| {
-            corrupt(format!(
-                "event {} ({}) does not deserialise: {e}",
-                stored.sequence, stored.event_type
-            ))
-        })?;
-        state.apply(event);
-        sequence = stored.sequence;
-    }
-    let state = serde_json::to_value(&state).map_err(|source| StoreError::Serde {
+    let folded = fold(Folded::<A>::default(), id, rows)?;
+    let state = serde_json::to_value(&folded.state).map_err(|source| StoreError::Serde {
         what: format!("state of {}", A::TYPE),
         source,
     })?;
-    Ok((state, sequence))
+    Ok((state, i64::try_from(folded.sequence).unwrap_or(i64::MAX)))
 }
 
 /// Tuning of [`check_all`].
@@ -282,38 +151,17 @@ pub struct CheckReport {
     pub mismatches: Vec<Mismatch>,
 }
 
-/// One event as the check reads it.
-struct EventRow {
-    aggregate_type: String,
-    aggregate_id: String,
-    sequence: i64,
-    event_type: String,
-    event_version: String,
-    payload: String,
-}
-
 /// A stream being replayed, its aggregate type erased.
 trait Replaying: Send {
-    /// Applies the next event.
-    fn apply(&mut self, row: &EventRow) -> Result<(), String>;
+    /// Applies the next event (the one fold: gap check, upcast, decode).
+    fn apply(&mut self, row: &EventRow) -> Result<(), FoldError>;
     /// The state now.
     fn state(&self) -> Result<serde_json::Value, String>;
 }
 
-struct Replay<A: StoredAggregate> {
-    state: A,
-}
-
-impl<A: StoredAggregate> Replaying for Replay<A> {
-    fn apply(&mut self, row: &EventRow) -> Result<(), String> {
-        let event: A::Event = crate::upcasting::event_from_text(
-            A::TYPE,
-            &row.event_type,
-            &row.event_version,
-            &row.payload,
-        )?;
-        self.state.apply(event);
-        Ok(())
+impl<A: StoredAggregate> Replaying for Folded<A> {
+    fn apply(&mut self, row: &EventRow) -> Result<(), FoldError> {
+        Folded::apply(self, row).map(drop)
     }
 
     fn state(&self) -> Result<serde_json::Value, String> {
@@ -322,7 +170,7 @@ impl<A: StoredAggregate> Replaying for Replay<A> {
 }
 
 fn replaying(kind: AggregateKind) -> Box<dyn Replaying> {
-    with_aggregate!(kind, A => Box::new(Replay::<A> { state: A::default() }))
+    with_aggregate!(kind, A => Box::new(Folded::<A>::default()))
 }
 
 /// The stream being replayed by [`check_all`].
@@ -390,7 +238,10 @@ pub async fn check_all(
 
     // A reader task keeps the next batch coming while this one is replayed.
     let (batches, mut incoming) = mpsc::channel::<Result<Vec<EventRow>, StoreError>>(2);
-    let reader = tokio::spawn(read_batches(pool.clone(), options.batch.max(1), batches));
+    let reader = tokio::spawn(
+        read_batches(pool.clone(), options.batch.max(1), batches)
+            .instrument(tracing::info_span!("replay_reader")),
+    );
 
     let mut report = CheckReport::default();
     let limit = Arc::new(Semaphore::new(options.concurrency.max(1)));
@@ -435,9 +286,7 @@ pub async fn check_all(
     while let Some(done) = comparing.join_next().await {
         record(done, &mut report)?;
     }
-    reader
-        .await
-        .map_err(|e| StoreError::Interrupted(e.to_string()))??;
+    reader.await.map_err(StoreError::from)??;
     report.mismatches.sort_by(|a, b| {
         (&a.aggregate_type, &a.aggregate_id).cmp(&(&b.aggregate_type, &b.aggregate_id))
     });
@@ -466,18 +315,8 @@ fn step(stream: &mut Current, row: &EventRow, report: &mut CheckReport) {
         ));
         return;
     };
-    if row.sequence != stream.sequence + 1 {
-        stream.failed = fail(format!(
-            "event {} follows event {}",
-            row.sequence, stream.sequence
-        ));
-        return;
-    }
     if let Err(e) = replay.apply(row) {
-        stream.failed = fail(format!(
-            "event {} ({} {}) does not deserialise: {e}",
-            row.sequence, row.event_type, row.event_version
-        ));
+        stream.failed = fail(e.to_string());
         return;
     }
     stream.sequence = row.sequence;
@@ -541,18 +380,26 @@ async fn finish(
         return;
     };
     let store = store.clone();
-    comparing.spawn(async move {
-        let compared = compare(&store, finished).await;
-        drop(permit);
-        compared
-    });
+    let span = tracing::debug_span!(
+        "replay_compare",
+        aggregate_type = %finished.aggregate_type,
+        aggregate_id = %finished.aggregate_id
+    );
+    comparing.spawn(
+        async move {
+            let compared = compare(&store, finished).await;
+            drop(permit);
+            compared
+        }
+        .instrument(span),
+    );
 }
 
 fn record(
     joined: Result<Result<Compared, StoreError>, tokio::task::JoinError>,
     report: &mut CheckReport,
 ) -> Result<(), StoreError> {
-    let compared = joined.map_err(|e| StoreError::Interrupted(e.to_string()))??;
+    let compared = joined.map_err(StoreError::from)??;
     report.snapshots_checked += u64::from(compared.snapshot_checked);
     report.snapshots_unreadable += u64::from(compared.snapshot_unreadable);
     report.changed_during_check += u64::from(compared.changed);
@@ -696,40 +543,23 @@ async fn read_batches(
     batch: i64,
     out: mpsc::Sender<Result<Vec<EventRow>, StoreError>>,
 ) -> Result<(), StoreError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM events
+          WHERE (aggregate_type, aggregate_id, sequence) > ($1, $2, $3)
+          ORDER BY aggregate_type, aggregate_id, sequence
+          LIMIT $4"
+    );
     // The empty type sorts before every stored one.
     let mut after = (String::new(), String::new(), 0i64);
     loop {
-        let rows = sqlx::query(
-            "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version,
-                    payload::text AS payload
-               FROM events
-              WHERE (aggregate_type, aggregate_id, sequence) > ($1, $2, $3)
-              ORDER BY aggregate_type, aggregate_id, sequence
-              LIMIT $4",
-        )
-        .bind(&after.0)
-        .bind(&after.1)
-        .bind(after.2)
-        .bind(batch)
-        .fetch_all(&pool)
-        .await;
-        let rows = match rows {
-            Ok(rows) => rows
-                .iter()
-                .map(|row| {
-                    Ok(EventRow {
-                        aggregate_type: row.try_get("aggregate_type")?,
-                        aggregate_id: row.try_get("aggregate_id")?,
-                        sequence: row.try_get("sequence")?,
-                        event_type: row.try_get("event_type")?,
-                        event_version: row.try_get("event_version")?,
-                        payload: row.try_get("payload")?,
-                    })
-                })
-                .collect::<Result<Vec<EventRow>, sqlx::Error>>()
-                .map_err(StoreError::from),
-            Err(e) => Err(StoreError::from(e)),
-        };
+        let rows = sqlx::query_as::<_, EventRow>(&sql)
+            .bind(&after.0)
+            .bind(&after.1)
+            .bind(after.2)
+            .bind(batch)
+            .fetch_all(&pool)
+            .await
+            .map_err(StoreError::from);
         let rows = match rows {
             Ok(rows) => rows,
             Err(e) => {

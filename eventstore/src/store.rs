@@ -3,22 +3,26 @@
 
 use std::any::Any;
 use std::future::Future;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable};
+
 use chrono::Utc;
-use clinicbook_domain::DomainError;
+use clinicbook_domain::{AggregateKind, DomainError};
 use cqrs_es::Aggregate;
 use moka::future::Cache;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Row};
-use tracing::{debug, warn};
+use tracing::{debug, warn, Instrument};
 
 use crate::error::{ExecuteError, StoreError};
-use crate::hash::{self, EventFields, Hash, GENESIS};
+use crate::hash::{self, EventFields, Hash};
 use crate::metadata::CommandMetadata;
+use crate::row::{fold, EventRow, Folded, COLUMNS};
 use crate::uow::{Mode, Tracked, UnitOfWork};
 
 /// An aggregate the store can hold: a cqrs-es aggregate of the domain (no
@@ -103,58 +107,13 @@ struct CachedStream {
     last_hash: Hash,
 }
 
-/// An aggregate as loaded: its state, sequence and last hash.
-pub(crate) struct Loaded<A> {
-    pub state: A,
-    pub sequence: u64,
-    pub last_hash: Hash,
-}
-
-/// A row of [`EventStore::read_stream`]: a snapshot or an event.
+/// A stream's snapshot or one of its events, as [`EventStore::load`] reads
+/// them in one query.
+#[derive(sqlx::FromRow)]
 struct StreamRow {
     is_snapshot: bool,
-    sequence: u64,
-    event_type: String,
-    event_version: String,
-    payload: String,
-    hash: Vec<u8>,
-}
-
-/// Applies one stored event to a loaded aggregate, checking that the
-/// stream has no gap.
-fn apply_row<A: StoredAggregate>(
-    loaded: &mut Loaded<A>,
-    id: &str,
-    row: StreamRow,
-) -> Result<(), StoreError> {
-    let corrupt = |reason: String| StoreError::Corrupt {
-        aggregate_type: A::TYPE.to_string(),
-        aggregate_id: id.to_string(),
-        reason,
-    };
-    if row.sequence != loaded.sequence + 1 {
-        return Err(corrupt(format!(
-            "event {} follows event {}",
-            row.sequence, loaded.sequence
-        )));
-    }
-    let event: A::Event = crate::upcasting::event_from_text(
-        A::TYPE,
-        &row.event_type,
-        &row.event_version,
-        &row.payload,
-    )
-    .map_err(|e| {
-        corrupt(format!(
-            "event {} ({} {}) does not deserialise: {e}",
-            row.sequence, row.event_type, row.event_version
-        ))
-    })?;
-    loaded.last_hash = hash::from_bytes(&row.hash)
-        .ok_or_else(|| corrupt(format!("event {} has a malformed hash", row.sequence)))?;
-    loaded.state.apply(event);
-    loaded.sequence = row.sequence;
-    Ok(())
+    #[sqlx(flatten)]
+    row: EventRow,
 }
 
 /// An idempotency key with the fingerprint of the request it came with.
@@ -195,6 +154,20 @@ pub struct Committed<T> {
     pub attempts: u32,
 }
 
+impl<T> Committed<T> {
+    /// The same outcome with another answer (e.g. a view read back after
+    /// the commit).
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Committed<U> {
+        Committed {
+            output: f(self.output),
+            position: self.position,
+            events_written: self.events_written,
+            replayed: self.replayed,
+            attempts: self.attempts,
+        }
+    }
+}
+
 /// Why a commit attempt did not commit.
 enum CommitError {
     /// Another writer got there first: retry.
@@ -220,6 +193,45 @@ impl From<sqlx::Error> for CommitError {
 impl From<StoreError> for CommitError {
     fn from(e: StoreError) -> Self {
         CommitError::Store(e)
+    }
+}
+
+/// Why an attempt of a command did not answer.
+enum Failed {
+    /// Worth another attempt on fresh state (a conflict, or a refusal on
+    /// state that moved meanwhile).
+    Retry(&'static str),
+    /// Final: the command's answer is this error.
+    Stop(ExecuteError),
+}
+
+impl<E: Into<ExecuteError>> From<E> for Failed {
+    fn from(e: E) -> Self {
+        Failed::Stop(e.into())
+    }
+}
+
+/// How commands are retried: how many attempts, and the jittered
+/// exponential pause between two (1–2, 2–4, 4–8 … at most 32–64 ms).
+#[derive(Clone, Copy, Debug)]
+struct RetryPolicy {
+    max_attempts: u32,
+}
+
+impl RetryPolicy {
+    fn commands(max_attempts: u32) -> Self {
+        Self {
+            max_attempts: max_attempts.max(1),
+        }
+    }
+
+    fn backoff(self) -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(1))
+            .with_max_delay(Duration::from_millis(32))
+            .with_factor(2.0)
+            .with_jitter()
+            .with_max_times(usize::try_from(self.max_attempts - 1).unwrap_or(usize::MAX))
     }
 }
 
@@ -276,16 +288,16 @@ impl EventStore {
         Ok((loaded.state, loaded.sequence))
     }
 
-    /// The ids of the `aggregate_type` streams having an `event_type` event
-    /// whose payload holds `value` at `path` (JSON keys from the root),
-    /// e.g. the clinic that added a resource:
-    /// `lookup("Clinic", "ResourceAdded", &["ResourceAdded", "resource", "resource_id"], id)`.
+    /// The ids of the `kind` streams having an `event_type` event whose
+    /// payload holds `value` at `path` (JSON keys from the root), e.g. the
+    /// clinic that added a resource:
+    /// `lookup(AggregateKind::Clinic, "ResourceAdded", &["ResourceAdded", "resource", "resource_id"], id)`.
     ///
     /// # Errors
     /// The database failed.
     pub async fn lookup(
         &self,
-        aggregate_type: &str,
+        kind: AggregateKind,
         event_type: &str,
         path: &[&str],
         value: &str,
@@ -294,7 +306,7 @@ impl EventStore {
             "SELECT DISTINCT aggregate_id FROM events
               WHERE aggregate_type = $1 AND event_type = $2 AND payload::jsonb #>> $3 = $4",
         )
-        .bind(aggregate_type)
+        .bind(kind.name())
         .bind(event_type)
         .bind(path)
         .bind(value)
@@ -306,39 +318,31 @@ impl EventStore {
     /// Loads an aggregate: the cached state if any, else the snapshot if
     /// any, then every newer event. A cache hit costs one query (the newer
     /// events); a miss also one (snapshot and events together).
-    pub(crate) async fn load<A: StoredAggregate>(&self, id: &str) -> Result<Loaded<A>, StoreError> {
+    pub(crate) async fn load<A: StoredAggregate>(&self, id: &str) -> Result<Folded<A>, StoreError> {
         let key = StreamKey::of::<A>(id);
         let cached = self.inner.cache.get(&key).await.and_then(|c| {
-            c.state
-                .downcast_ref::<A>()
-                .map(|a| (a.clone(), c.sequence, c.last_hash))
+            c.state.downcast_ref::<A>().map(|a| Folded {
+                state: a.clone(),
+                sequence: c.sequence,
+                last_hash: c.last_hash,
+            })
         });
         let was_cached = cached.is_some();
-        let mut loaded = match cached {
-            Some((state, sequence, last_hash)) => Loaded {
-                state,
-                sequence,
-                last_hash,
-            },
-            None => Loaded {
-                state: A::default(),
-                sequence: 0,
-                last_hash: GENESIS,
-            },
-        };
+        let mut from = cached.unwrap_or_default();
         let mut rows = self
-            .read_stream(A::TYPE, id, loaded.sequence, !was_cached)
+            .read_stream(A::TYPE, id, from.sequence, !was_cached)
             .await?;
         if rows.first().is_some_and(|row| row.is_snapshot) {
-            let snapshot = rows.remove(0);
+            let snapshot = rows.remove(0).row;
             match (
                 serde_json::from_str::<A>(&snapshot.payload),
                 hash::from_bytes(&snapshot.hash),
+                u64::try_from(snapshot.sequence),
             ) {
-                (Ok(state), Some(last_hash)) => {
-                    loaded = Loaded {
+                (Ok(state), Some(last_hash), Ok(sequence)) => {
+                    from = Folded {
                         state,
-                        sequence: snapshot.sequence,
+                        sequence,
                         last_hash,
                     };
                 }
@@ -354,9 +358,7 @@ impl EventStore {
             }
         }
         let read_any = !rows.is_empty();
-        for row in rows {
-            apply_row(&mut loaded, id, row)?;
-        }
+        let loaded = fold(from, id, rows.iter().map(|r| &r.row))?;
         if read_any || !was_cached {
             self.cache_put(
                 key,
@@ -370,7 +372,8 @@ impl EventStore {
     }
 
     /// The events of a stream after `after`; with `snapshot`, the stream's
-    /// snapshot first (if any) and only the events after it.
+    /// snapshot first (if any, as a row of its own) and only the events
+    /// after it.
     async fn read_stream(
         &self,
         aggregate_type: &str,
@@ -378,37 +381,29 @@ impl EventStore {
         after: u64,
         snapshot: bool,
     ) -> Result<Vec<StreamRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT true AS is_snapshot, last_sequence AS sequence, '' AS event_type,
-                    '' AS event_version, payload::text AS payload, last_hash AS hash
+        let sql = format!(
+            "SELECT true AS is_snapshot, aggregate_type, aggregate_id, last_sequence AS sequence,
+                    0::int8 AS position, 0::int8 AS transaction_id, '' AS event_type,
+                    '' AS event_version, payload::text AS payload, '{{}}' AS metadata,
+                    taken_at AS recorded_at, last_hash AS hash
                FROM snapshots
               WHERE $4 AND aggregate_type = $1 AND aggregate_id = $2
              UNION ALL
-             SELECT false, sequence, event_type, event_version, payload::text, hash
+             SELECT false, {COLUMNS}
                FROM events
               WHERE aggregate_type = $1 AND aggregate_id = $2
                 AND sequence > GREATEST($3, COALESCE((SELECT last_sequence FROM snapshots
                         WHERE $4 AND aggregate_type = $1 AND aggregate_id = $2), 0))
-              ORDER BY is_snapshot DESC, sequence",
-        )
-        .bind(aggregate_type)
-        .bind(id)
-        .bind(to_i64(after))
-        .bind(snapshot)
-        .fetch_all(&self.inner.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(StreamRow {
-                    is_snapshot: row.try_get("is_snapshot")?,
-                    sequence: u64::try_from(row.try_get::<i64, _>("sequence")?).unwrap_or(0),
-                    event_type: row.try_get("event_type")?,
-                    event_version: row.try_get("event_version")?,
-                    payload: row.try_get("payload")?,
-                    hash: row.try_get("hash")?,
-                })
-            })
-            .collect()
+              ORDER BY is_snapshot DESC, sequence"
+        );
+        let rows = sqlx::query_as(&sql)
+            .bind(aggregate_type)
+            .bind(id)
+            .bind(to_i64(after))
+            .bind(snapshot)
+            .fetch_all(&self.inner.pool)
+            .await?;
+        Ok(rows)
     }
 
     async fn cache_put(
@@ -428,7 +423,7 @@ impl EventStore {
 
     /// Runs `use_case` and commits everything it changed in one
     /// transaction; on a conflict with a concurrent writer it runs again
-    /// from fresh state (bounded, with jittered backoff).
+    /// from fresh state (bounded, with jittered backoff: [`RetryPolicy`]).
     ///
     /// With an idempotency key, a key seen before with the same request
     /// returns the first answer and writes nothing.
@@ -444,87 +439,112 @@ impl EventStore {
         idempotency: Option<&IdempotencyKey>,
         use_case: &U,
     ) -> Result<Committed<U::Output>, ExecuteError> {
-        let max_attempts = self.inner.config.max_attempts.max(1);
-        for attempt in 1..=max_attempts {
-            if let Some(key) = idempotency {
-                if let Some(replay) = self.replay::<U::Output>(key, attempt).await? {
-                    return Ok(replay);
-                }
+        let policy = RetryPolicy::commands(self.inner.config.max_attempts);
+        let attempts = AtomicU32::new(0);
+        let outcome = (|| async {
+            let attempt = attempts.fetch_add(1, Ordering::Relaxed) + 1;
+            let last = attempt >= policy.max_attempts;
+            self.attempt(metadata, idempotency, use_case, attempt, last)
+                .await
+        })
+        .retry(policy.backoff())
+        .when(|failed| matches!(failed, Failed::Retry(_)))
+        .notify(|failed, pause| {
+            if let Failed::Retry(why) = failed {
+                debug!(why, ?pause, "retrying on fresh state");
             }
-            let mut uow = UnitOfWork::new(self.clone());
-            let output = match use_case.run(&mut uow).await {
-                Ok(output) => output,
-                Err(refused) => {
-                    // A concurrent request with the same key may have committed
-                    // between the look-up and the load; its answer wins.
-                    if let Some(key) = idempotency {
-                        if let Some(replay) = self.replay::<U::Output>(key, attempt).await? {
-                            return Ok(replay);
-                        }
+        })
+        .await;
+        match outcome {
+            Ok(committed) => Ok(committed),
+            Err(Failed::Stop(e)) => Err(e),
+            Err(Failed::Retry(_)) => {
+                let attempts = attempts.load(Ordering::Relaxed);
+                warn!(attempts, "giving up after repeated conflicts");
+                Err(ExecuteError::Conflict { attempts })
+            }
+        }
+    }
+
+    /// One attempt of [`EventStore::execute`]: the idempotency look-up, the
+    /// use case on a fresh unit of work, and the commit. `last` tells it
+    /// whether another attempt may follow (a refusal on state that moved is
+    /// worth another only then).
+    async fn attempt<U: UseCase>(
+        &self,
+        metadata: &CommandMetadata,
+        idempotency: Option<&IdempotencyKey>,
+        use_case: &U,
+        attempt: u32,
+        last: bool,
+    ) -> Result<Committed<U::Output>, Failed> {
+        if let Some(key) = idempotency {
+            if let Some(replay) = self.replay::<U::Output>(key, attempt).await? {
+                return Ok(replay);
+            }
+        }
+        let mut uow = UnitOfWork::new(self.clone());
+        let output = match use_case.run(&mut uow).await {
+            Ok(output) => output,
+            Err(refused) => {
+                // A concurrent request with the same key may have committed
+                // between the look-up and the load; its answer wins.
+                if let Some(key) = idempotency {
+                    if let Some(replay) = self.replay::<U::Output>(key, attempt).await? {
+                        return Ok(replay);
                     }
-                    // A refusal must rest on one consistent state: if a stream
-                    // it read moved meanwhile, decide again on fresh state.
-                    let stale = matches!(refused, crate::UowError::Domain(_))
-                        && attempt < max_attempts
-                        && self.read_streams_moved(&uow).await?;
-                    if !stale {
-                        return Err(refused.into());
-                    }
-                    debug!(attempt, "refused on state that moved meanwhile, retrying");
-                    tokio::time::sleep(backoff(attempt)).await;
-                    continue;
                 }
-            };
-            let response =
-                match idempotency {
-                    Some(_) => Some(serde_json::to_string(&output).map_err(|source| {
-                        StoreError::Serde {
-                            what: "command answer".to_string(),
-                            source,
-                        }
-                    })?),
-                    None => None,
-                };
-            // The commit runs in its own task: a caller that goes away (a
-            // client hanging up cancels its request) must not stop it half-way
-            // and leave a transaction open with its stream locks held.
-            let store = self.clone();
-            let commit_metadata = metadata.clone();
-            let commit_idempotency = idempotency.cloned().zip(response);
-            let committed = tokio::spawn(async move {
+                // A refusal must rest on one consistent state: if a stream
+                // it read moved meanwhile, decide again on fresh state.
+                let stale = matches!(refused, crate::UowError::Domain(_))
+                    && !last
+                    && self.read_streams_moved(&uow).await?;
+                return Err(if stale {
+                    Failed::Retry("refused on state that moved meanwhile")
+                } else {
+                    Failed::Stop(refused.into())
+                });
+            }
+        };
+        let response = match idempotency {
+            Some(_) => {
+                Some(
+                    serde_json::to_string(&output).map_err(|source| StoreError::Serde {
+                        what: "command answer".to_string(),
+                        source,
+                    })?,
+                )
+            }
+            None => None,
+        };
+        // The commit runs in its own task: a caller that goes away (a
+        // client hanging up cancels its request) must not stop it half-way
+        // and leave a transaction open with its stream locks held.
+        let store = self.clone();
+        let commit_metadata = metadata.clone();
+        let commit_idempotency = idempotency.cloned().zip(response);
+        let committed = tokio::spawn(
+            async move {
                 let idempotency = commit_idempotency
                     .as_ref()
                     .map(|(key, response)| (key, response.as_str()));
                 store.commit(uow, &commit_metadata, idempotency).await
-            })
-            .await
-            .unwrap_or_else(|e| Err(CommitError::Store(StoreError::Interrupted(e.to_string()))));
-            match committed {
-                Ok((position, events_written)) => {
-                    return Ok(Committed {
-                        output,
-                        position,
-                        events_written,
-                        replayed: false,
-                        attempts: attempt,
-                    })
-                }
-                Err(CommitError::Conflict(why)) => {
-                    debug!(attempt, why, "conflict, retrying");
-                    if attempt < max_attempts {
-                        tokio::time::sleep(backoff(attempt)).await;
-                    }
-                }
-                Err(CommitError::Store(e)) => return Err(ExecuteError::Store(e)),
             }
+            .in_current_span(),
+        )
+        .await
+        .map_err(StoreError::from)?;
+        match committed {
+            Ok((position, events_written)) => Ok(Committed {
+                output,
+                position,
+                events_written,
+                replayed: false,
+                attempts: attempt,
+            }),
+            Err(CommitError::Conflict(why)) => Err(Failed::Retry(why)),
+            Err(CommitError::Store(e)) => Err(Failed::Stop(ExecuteError::Store(e))),
         }
-        warn!(
-            attempts = max_attempts,
-            "giving up after repeated conflicts"
-        );
-        Err(ExecuteError::Conflict {
-            attempts: max_attempts,
-        })
     }
 
     async fn replay<T: DeserializeOwned>(
@@ -572,7 +592,7 @@ impl EventStore {
         metadata: &CommandMetadata,
         idempotency: Option<(&IdempotencyKey, &str)>,
     ) -> Result<(Option<i64>, usize), CommitError> {
-        let metadata_json = metadata.to_json(Utc::now());
+        let metadata_json = metadata.to_json(clinicbook_domain::micros(Utc::now()));
         let rows = EventRows::build(&uow.tracked, &metadata_json)?;
         // A command that writes nothing (a retry that finds its work done)
         // answers the newest position of what it read, so its answer is
@@ -586,33 +606,15 @@ impl EventStore {
             return Ok((read_position, 0));
         }
         let snapshots = SnapshotRows::build(&uow.tracked, &rows, self.inner.config.snapshot_every)?;
-        let (lock_keys, exclusive): (Vec<i64>, Vec<bool>) = uow
-            .tracked
-            .iter()
-            .filter(|t| t.mode != Mode::Read)
-            .map(|t| (t.key.lock_key(), t.mode == Mode::Write))
-            .unzip();
-        let append = sqlx::query_scalar::<_, Option<i64>>(APPEND)
-            .bind(&rows.types)
-            .bind(&rows.ids)
-            .bind(&rows.sequences)
-            .bind(&rows.event_types)
-            .bind(&rows.versions)
-            .bind(&rows.payloads)
-            .bind(&rows.metadata)
-            .bind(&rows.hashes)
-            .bind(&lock_keys)
-            .bind(&exclusive)
-            .bind(idempotency.map(|(k, _)| k.scope.as_str()))
-            .bind(idempotency.map(|(k, _)| k.key.as_str()))
-            .bind(idempotency.map(|(k, _)| k.request_hash.as_slice()))
-            .bind(idempotency.map(|(_, response)| response))
-            .bind(&snapshots.types)
-            .bind(&snapshots.ids)
-            .bind(&snapshots.sequences)
-            .bind(&snapshots.payloads)
-            .bind(&snapshots.hashes)
-            .bind(read_position);
+        let locks = StreamLocks::of(&uow.tracked);
+        let append = Append {
+            events: &rows,
+            locks: &locks,
+            idempotency,
+            snapshots: &snapshots,
+            read_position,
+        }
+        .query();
 
         let guarded: Vec<&Tracked> = uow
             .tracked
@@ -676,6 +678,13 @@ impl EventStore {
 /// The commit statement. Data-modifying CTEs run as one statement, so all
 /// of it is atomic even without an explicit transaction; `locks` is
 /// evaluated once, before the first event row is produced.
+///
+/// Its parameters come in groups, each bound by one `bind` below in the
+/// order of its placeholders: `$1`–`$8` the events ([`EventRows::bind`]),
+/// `$9`–`$10` the stream locks ([`StreamLocks::bind`]), `$11`–`$14` the
+/// idempotency answer ([`bind_idempotency`]), `$15`–`$19` the snapshots
+/// ([`SnapshotRows::bind`]) and `$20` the position answered when nothing
+/// is written.
 const APPEND: &str = "
 WITH locks AS MATERIALIZED (
     SELECT clinicbook_lock_streams($9::int8[], $10::bool[]) AS locked
@@ -706,6 +715,67 @@ WITH locks AS MATERIALIZED (
 )
 SELECT COALESCE(max(position), $20) FROM ins";
 
+/// [`APPEND`] as a query being bound.
+type AppendQuery<'q> =
+    sqlx::query::QueryScalar<'q, sqlx::Postgres, Option<i64>, sqlx::postgres::PgArguments>;
+
+/// Everything one commit binds to [`APPEND`], group by group.
+struct Append<'q> {
+    events: &'q EventRows,
+    locks: &'q StreamLocks,
+    idempotency: Option<(&'q IdempotencyKey, &'q str)>,
+    snapshots: &'q SnapshotRows,
+    read_position: Option<i64>,
+}
+
+impl<'q> Append<'q> {
+    /// The statement with its twenty parameters bound, in placeholder order.
+    fn query(self) -> AppendQuery<'q> {
+        let query = sqlx::query_scalar(APPEND);
+        let query = self.events.bind(query); // $1-$8
+        let query = self.locks.bind(query); // $9-$10
+        let query = bind_idempotency(query, self.idempotency); // $11-$14
+        let query = self.snapshots.bind(query); // $15-$19
+        query.bind(self.read_position) // $20
+    }
+}
+
+/// `$11` scope, `$12` key, `$13` request hash, `$14` answer: all null
+/// without a key (then nothing is stored).
+fn bind_idempotency<'q>(
+    query: AppendQuery<'q>,
+    idempotency: Option<(&'q IdempotencyKey, &'q str)>,
+) -> AppendQuery<'q> {
+    query
+        .bind(idempotency.map(|(k, _)| k.scope.as_str()))
+        .bind(idempotency.map(|(k, _)| k.key.as_str()))
+        .bind(idempotency.map(|(k, _)| k.request_hash.as_slice()))
+        .bind(idempotency.map(|(_, response)| response))
+}
+
+/// The advisory locks a commit takes: every stream it writes (exclusive)
+/// or guards (shared).
+struct StreamLocks {
+    keys: Vec<i64>,
+    exclusive: Vec<bool>,
+}
+
+impl StreamLocks {
+    fn of(tracked: &[Tracked]) -> Self {
+        let (keys, exclusive) = tracked
+            .iter()
+            .filter(|t| t.mode != Mode::Read)
+            .map(|t| (t.key.lock_key(), t.mode == Mode::Write))
+            .unzip();
+        Self { keys, exclusive }
+    }
+
+    /// `$9` lock keys, `$10` whether each is exclusive.
+    fn bind<'q>(&'q self, query: AppendQuery<'q>) -> AppendQuery<'q> {
+        query.bind(&self.keys).bind(&self.exclusive)
+    }
+}
+
 /// The snapshots due in one commit: every written stream whose sequence
 /// passes a multiple of `every`.
 struct SnapshotRows {
@@ -717,6 +787,16 @@ struct SnapshotRows {
 }
 
 impl SnapshotRows {
+    /// `$15` ty, `$16` id, `$17` seq, `$18` p (state), `$19` h (last hash).
+    fn bind<'q>(&'q self, query: AppendQuery<'q>) -> AppendQuery<'q> {
+        query
+            .bind(&self.types)
+            .bind(&self.ids)
+            .bind(&self.sequences)
+            .bind(&self.payloads)
+            .bind(&self.hashes)
+    }
+
     fn build(tracked: &[Tracked], rows: &EventRows, every: u64) -> Result<Self, StoreError> {
         let every = every.max(1);
         let mut snapshots = SnapshotRows {
@@ -763,6 +843,20 @@ struct EventRows {
 }
 
 impl EventRows {
+    /// `$1` ty, `$2` id, `$3` seq, `$4` et (type), `$5` ev (version),
+    /// `$6` p (payload), `$7` m (metadata), `$8` h (hash).
+    fn bind<'q>(&'q self, query: AppendQuery<'q>) -> AppendQuery<'q> {
+        query
+            .bind(&self.types)
+            .bind(&self.ids)
+            .bind(&self.sequences)
+            .bind(&self.event_types)
+            .bind(&self.versions)
+            .bind(&self.payloads)
+            .bind(&self.metadata)
+            .bind(&self.hashes)
+    }
+
     fn build(tracked: &[Tracked], metadata: &str) -> Result<Self, StoreError> {
         let count: usize = tracked.iter().map(|t| t.pending.len()).sum();
         let mut rows = EventRows {
@@ -855,12 +949,6 @@ async fn heads_unchanged(
     .fetch_one(conn)
     .await?;
     Ok(changed == 0)
-}
-
-/// Jittered exponential backoff: up to 1, 2, 4 … 64 ms.
-fn backoff(attempt: u32) -> Duration {
-    let cap_us = 1_000u64 << attempt.min(6);
-    Duration::from_micros(fastrand::u64(cap_us / 4..=cap_us))
 }
 
 /// Sequences are u64 in memory and bigint in the table.

@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable};
 use clinicbook_eventstore::feed;
 use clinicbook_eventstore::{FeedEvent, FeedPoint};
 use futures::future::BoxFuture;
 use sha2::{Digest, Sha256};
 use sqlx::{Executor, PgConnection, PgPool, Row};
-use tokio::time::Instant;
 
 use crate::{Projection, ProjectionError};
 
@@ -218,27 +218,52 @@ impl ReadModels {
         if position <= 0 {
             return Ok(());
         }
-        let deadline = Instant::now() + timeout;
-        let mut pause = Duration::from_millis(2);
-        loop {
-            // The event's feed point is known once its transaction is below
-            // the horizon; the projection has it when its checkpoint is at or
-            // past that point.
-            if let Some(point) = feed::point_of(&self.pool, position).await? {
-                if self.checkpoint(projection).await?.point >= point {
-                    return Ok(());
-                }
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(ProjectionError::Lagging {
-                    projection: projection.to_owned(),
-                    position,
-                });
-            }
-            tokio::time::sleep(pause.min(deadline - now)).await;
-            pause = (pause * 2).min(Duration::from_millis(50));
+        // Polled with a growing pause (2, 4, 8 … 50 ms), for `timeout` of
+        // pauses in all.
+        let poll = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(2))
+            .with_max_delay(Duration::from_millis(50))
+            .without_max_times()
+            .with_total_delay(Some(timeout));
+        let reached = (|| self.reached(projection, position))
+            .retry(poll)
+            .when(|waiting| matches!(waiting, Waiting::NotYet))
+            .await;
+        match reached {
+            Ok(()) => Ok(()),
+            Err(Waiting::NotYet) => Err(ProjectionError::Lagging {
+                projection: projection.to_owned(),
+                position,
+            }),
+            Err(Waiting::Failed(e)) => Err(e),
         }
+    }
+
+    /// Whether `projection` has applied the event at `position`.
+    async fn reached(&self, projection: &str, position: i64) -> Result<(), Waiting> {
+        // The event's feed point is known once its transaction is below
+        // the horizon; the projection has it when its checkpoint is at or
+        // past that point.
+        if let Some(point) = feed::point_of(&self.pool, position).await? {
+            if self.checkpoint(projection).await?.point >= point {
+                return Ok(());
+            }
+        }
+        Err(Waiting::NotYet)
+    }
+}
+
+/// Why [`ReadModels::wait_for`] goes on waiting, or stops.
+enum Waiting {
+    /// The projection has not reached the position yet.
+    NotYet,
+    /// The database failed.
+    Failed(ProjectionError),
+}
+
+impl<E: Into<ProjectionError>> From<E> for Waiting {
+    fn from(e: E) -> Self {
+        Waiting::Failed(e.into())
     }
 }
 

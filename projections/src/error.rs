@@ -1,5 +1,6 @@
 //! Errors of the read side.
 
+use clinicbook_eventstore::error::NatsError;
 use clinicbook_eventstore::StoreError;
 
 /// What can go wrong while projecting or reading a read model.
@@ -32,11 +33,14 @@ pub enum ProjectionError {
         reason: String,
     },
     /// NATS failed or could not be reached.
-    #[error("NATS error: {0}")]
-    Nats(String),
-    /// The waitlist matcher's booking failed in a way worth retrying.
-    #[error("booking failed: {0}")]
-    Booking(String),
+    #[error("NATS failed to {what}: {source}")]
+    Nats {
+        /// What the projector was doing.
+        what: &'static str,
+        /// The client's error.
+        #[source]
+        source: NatsError,
+    },
     /// No projection has that name.
     #[error("no projection is called {0:?}")]
     UnknownProjection(String),
@@ -64,6 +68,14 @@ pub enum ProjectionError {
 }
 
 impl ProjectionError {
+    /// A NATS failure while doing `what`.
+    pub fn nats(what: &'static str, source: impl Into<NatsError>) -> Self {
+        Self::Nats {
+            what,
+            source: source.into(),
+        }
+    }
+
     /// A decode error for `event`.
     pub fn decode(
         event: &clinicbook_eventstore::FeedEvent,

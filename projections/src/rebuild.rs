@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, RetryableWithContext};
 use clinicbook_eventstore::{feed, FeedPoint};
 use sqlx::{Connection, PgConnection, Row};
 
@@ -177,86 +178,124 @@ async fn replay_batch(
     Ok(events.len())
 }
 
-async fn swap(
+async fn swap<'c>(
+    conn: &'c mut PgConnection,
+    projection: &Projection,
+    schema: &str,
+    built: Rebuilt,
+) -> Result<Rebuilt, ProjectionError> {
+    // A reader holds a live table: let go and try again shortly.
+    let retry = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(5))
+        .with_max_delay(Duration::from_millis(200))
+        .without_max_times();
+    let attempt = |conn: &'c mut PgConnection| async move {
+        let swapped = try_swap(&mut *conn, projection, schema, built).await;
+        (conn, swapped)
+    };
+    let (_, swapped) = attempt
+        .retry(retry)
+        .context(conn)
+        .when(|failed| matches!(failed, SwapFailed::Busy))
+        .await;
+    swapped.map_err(|failed| match failed {
+        SwapFailed::Failed(e) => e,
+        // Never retried to the end: the policy has no limit.
+        SwapFailed::Busy => ProjectionError::Invalid {
+            field: "rebuild",
+            reason: "the live tables stayed locked".to_owned(),
+        },
+    })
+}
+
+/// Why one try of [`swap`] did not swap.
+enum SwapFailed {
+    /// A reader holds a live table: worth another try.
+    Busy,
+    /// Final.
+    Failed(ProjectionError),
+}
+
+impl<E: Into<ProjectionError>> From<E> for SwapFailed {
+    fn from(e: E) -> Self {
+        SwapFailed::Failed(e.into())
+    }
+}
+
+/// One try of [`swap`], in one transaction.
+async fn try_swap(
     conn: &mut PgConnection,
     projection: &Projection,
     schema: &str,
     mut built: Rebuilt,
-) -> Result<Rebuilt, ProjectionError> {
-    let mut pause = Duration::from_millis(5);
-    loop {
-        let mut tx = conn.begin().await?;
-        sqlx::query(
-            "INSERT INTO read.checkpoints (projection) VALUES ($1) ON CONFLICT (projection) DO NOTHING",
-        )
+) -> Result<Rebuilt, SwapFailed> {
+    let mut tx = conn.begin().await?;
+    sqlx::query(
+        "INSERT INTO read.checkpoints (projection) VALUES ($1) ON CONFLICT (projection) DO NOTHING",
+    )
+    .bind(projection.name)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("SELECT 1 FROM read.checkpoints WHERE projection = $1 FOR UPDATE")
         .bind(projection.name)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("SELECT 1 FROM read.checkpoints WHERE projection = $1 FOR UPDATE")
-            .bind(projection.name)
-            .execute(&mut *tx)
-            .await?;
-        // Every live table at once, without waiting: a reader's transaction
-        // holds its tables until it ends, so waiting for them one by one
-        // could deadlock with a reader that reads them in another order.
-        // When a reader holds one, let go and try again shortly.
-        let new_tables = tables(&mut tx, schema).await?;
-        let live: Vec<String> = tables(&mut tx, READ_SCHEMA)
-            .await?
-            .into_iter()
-            .filter(|table| new_tables.contains(table))
-            .map(|table| format!("{READ_SCHEMA}.{}", quote(&table)))
-            .collect();
-        if !live.is_empty() {
-            let locked = sqlx::raw_sql(&format!(
-                "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE NOWAIT",
-                live.join(", ")
-            ))
-            .execute(&mut *tx)
-            .await;
-            match locked {
-                Ok(_) => {}
-                Err(sqlx::Error::Database(e))
-                    if e.code().as_deref() == Some(LOCK_NOT_AVAILABLE) =>
-                {
-                    tx.rollback().await?;
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(200));
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
+    // Every live table at once, without waiting: a reader's transaction
+    // holds its tables until it ends, so waiting for them one by one
+    // could deadlock with a reader that reads them in another order.
+    // When a reader holds one, let go and try again shortly.
+    let new_tables = tables(&mut tx, schema).await?;
+    let live: Vec<String> = tables(&mut tx, READ_SCHEMA)
+        .await?
+        .into_iter()
+        .filter(|table| new_tables.contains(table))
+        .map(|table| format!("{READ_SCHEMA}.{}", quote(&table)))
+        .collect();
+    if !live.is_empty() {
+        let locked = sqlx::raw_sql(&format!(
+            "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE NOWAIT",
+            live.join(", ")
+        ))
+        .execute(&mut *tx)
+        .await;
+        match locked {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(LOCK_NOT_AVAILABLE) => {
+                tx.rollback().await?;
+                return Err(SwapFailed::Busy);
             }
+            Err(e) => return Err(ProjectionError::from(e).into()),
         }
-        // The live projector is held: bring the new tables to the head.
-        while replay_batch(&mut tx, projection, schema, None, &mut built).await? > 0 {}
-        for table in &new_tables {
-            let table = quote(table);
-            sqlx::raw_sql(&format!(
-                "DROP TABLE IF EXISTS {READ_SCHEMA}.{table} CASCADE;
-                 ALTER TABLE {}.{table} SET SCHEMA {READ_SCHEMA};",
-                quote(schema)
-            ))
-            .execute(&mut *tx)
-            .await?;
-        }
-        sqlx::query(
-            "UPDATE read.checkpoints
-                SET transaction_id = $2, position = $3, applied = $4, ddl_hash = $5, updated_at = now()
-              WHERE projection = $1",
-        )
-        .bind(projection.name)
-        .bind(built.point.transaction_id)
-        .bind(built.point.position)
-        .bind(i64::try_from(built.events).unwrap_or(i64::MAX))
-        .bind(ddl_hash(projection))
+    }
+    // The live projector is held: bring the new tables to the head.
+    while replay_batch(&mut tx, projection, schema, None, &mut built).await? > 0 {}
+    for table in &new_tables {
+        let table = quote(table);
+        sqlx::raw_sql(&format!(
+            "DROP TABLE IF EXISTS {READ_SCHEMA}.{table} CASCADE;
+             ALTER TABLE {}.{table} SET SCHEMA {READ_SCHEMA};",
+            quote(schema)
+        ))
         .execute(&mut *tx)
         .await?;
-        sqlx::raw_sql(&format!("DROP SCHEMA {} CASCADE", quote(schema)))
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        return Ok(built);
     }
+    sqlx::query(
+        "UPDATE read.checkpoints
+            SET transaction_id = $2, position = $3, applied = $4, ddl_hash = $5, updated_at = now()
+          WHERE projection = $1",
+    )
+    .bind(projection.name)
+    .bind(built.point.transaction_id)
+    .bind(built.point.position)
+    .bind(i64::try_from(built.events).unwrap_or(i64::MAX))
+    .bind(ddl_hash(projection))
+    .execute(&mut *tx)
+    .await?;
+    sqlx::raw_sql(&format!("DROP SCHEMA {} CASCADE", quote(schema)))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(built)
 }
 
 /// The tables of `schema`, by name.

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use async_nats::jetstream::{self, Message};
+use backon::{ConstantBuilder, Retryable};
 use chrono::Utc;
 use clinicbook_eventstore::relay::{previous_point, Topology};
 use clinicbook_eventstore::{feed, FeedEvent};
@@ -79,7 +80,7 @@ pub async fn consumer(
             },
         )
         .await
-        .map_err(|e| ProjectionError::Nats(e.to_string()))?;
+        .map_err(|e| ProjectionError::nats("create a consumer", e))?;
     Ok((created, true))
 }
 
@@ -119,23 +120,18 @@ impl Projector {
     /// Runs until `shutdown` completes; failures (NATS or the database
     /// away) pause it and start it again.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        tokio::pin!(shutdown);
         let name = self.projection.name;
-        loop {
-            tokio::select! {
-                () = &mut shutdown => return,
-                outcome = self.consume() => {
-                    if let Err(error) = outcome {
-                        metrics::counter!("clinicbook_projector_failures_total", "projection" => name)
-                            .increment(1);
-                        warn!(projection = name, %error, "projector failed; retrying");
-                    }
-                }
-            }
-            tokio::select! {
-                () = &mut shutdown => return,
-                () = sleep(self.config.retry) => {}
-            }
+        let retry = ConstantBuilder::default()
+            .with_delay(self.config.retry)
+            .without_max_times();
+        let consume = (|| self.consume()).retry(retry).notify(|error, _| {
+            metrics::counter!("clinicbook_projector_failures_total", "projection" => name)
+                .increment(1);
+            warn!(projection = name, %error, "projector failed; retrying");
+        });
+        tokio::select! {
+            () = shutdown => {}
+            _ = consume => {}
         }
     }
 
@@ -171,22 +167,29 @@ impl Projector {
             .expires(Duration::from_secs(30))
             .messages()
             .await
-            .map_err(|e| ProjectionError::Nats(e.to_string()))?;
+            .map_err(|e| ProjectionError::nats("pull messages", e))?;
         loop {
             let first = match timeout(self.config.idle, messages.next()).await {
                 Err(_) => {
                     self.catch_up().await?;
                     continue;
                 }
-                Ok(None) => return Err(ProjectionError::Nats("message stream ended".into())),
-                Ok(Some(Err(e))) => return Err(ProjectionError::Nats(e.to_string())),
+                Ok(None) => {
+                    return Err(ProjectionError::nats(
+                        "keep the message stream open",
+                        "the message stream ended",
+                    ))
+                }
+                Ok(Some(Err(e))) => return Err(ProjectionError::nats("receive a message", e)),
                 Ok(Some(Ok(message))) => message,
             };
             let mut batch = vec![first];
             while batch.len() < self.config.batch {
                 match messages.next().now_or_never() {
                     Some(Some(Ok(message))) => batch.push(message),
-                    Some(Some(Err(e))) => return Err(ProjectionError::Nats(e.to_string())),
+                    Some(Some(Err(e))) => {
+                        return Err(ProjectionError::nats("receive a message", e))
+                    }
                     _ => break,
                 }
             }

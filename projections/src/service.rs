@@ -1,17 +1,19 @@
-//! Starting the read side's background work: the relay, the projectors
-//! and the waitlist matcher, each a task that stops when asked.
+//! Starting the read side's background work: the relay and the
+//! projectors, each a task that stops when asked (and, spawned by the API,
+//! the waitlist matcher).
 
-use std::sync::Arc;
+use std::future::Future;
 use std::time::Duration;
 
 use async_nats::jetstream;
 use clinicbook_eventstore::relay::{Relay, RelayConfig, Topology};
 use sqlx::PgPool;
-use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info_span, Instrument, Span};
 
 use crate::runtime::{Projector, ProjectorConfig};
-use crate::waitlist::{Matcher, WaitlistBooker, WAITLIST};
+use crate::waitlist::WAITLIST;
 use crate::{projections, ProjectionError, ReadModels};
 
 /// Connects to NATS at `url` and answers its JetStream context. The client
@@ -27,7 +29,7 @@ pub async fn connect(url: &str) -> Result<jetstream::Context, ProjectionError> {
         .name("clinicbook")
         .connect(url)
         .await
-        .map_err(|e| ProjectionError::Nats(e.to_string()))?;
+        .map_err(|e| ProjectionError::nats("connect", e))?;
     Ok(jetstream::new(client))
 }
 
@@ -49,20 +51,13 @@ impl Default for Batches {
     }
 }
 
-/// Background tasks of the read side, stopped together.
-#[derive(Debug)]
+/// Background tasks of the read side, stopped together: each runs in a
+/// span of its own, and [`Background::shutdown`] cancels them and waits
+/// until every one has ended.
+#[derive(Debug, Default)]
 pub struct Background {
-    stop: watch::Sender<bool>,
-    tasks: JoinSet<()>,
-}
-
-impl Default for Background {
-    fn default() -> Self {
-        Self {
-            stop: watch::channel(false).0,
-            tasks: JoinSet::new(),
-        }
-    }
+    stop: CancellationToken,
+    tasks: TaskTracker,
 }
 
 impl Background {
@@ -72,16 +67,23 @@ impl Background {
         Self::default()
     }
 
-    fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let mut stop = self.stop.subscribe();
-        async move {
-            // An error means the sender is gone: stop as well.
-            let _ = stop.wait_for(|stop| *stop).await;
-        }
+    /// Cancelled when the tasks are asked to stop: a task spawned with
+    /// [`Background::spawn`] watches it to end at a point of its choosing.
+    #[must_use]
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    /// Spawns `task` inside `span`; [`Background::shutdown`] waits for it.
+    pub fn spawn<F>(&self, span: Span, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.spawn(task.instrument(span));
     }
 
     /// Starts the relay.
-    pub fn relay(&mut self, pool: PgPool, js: jetstream::Context, topology: Topology, batch: i64) {
+    pub fn relay(&self, pool: PgPool, js: jetstream::Context, topology: Topology, batch: i64) {
         let relay = Relay::new(
             pool,
             js,
@@ -91,19 +93,20 @@ impl Background {
                 ..RelayConfig::default()
             },
         );
-        let stopped = self.stopped();
-        self.tasks.spawn(relay.run(stopped));
+        let stopped = self.stop.clone().cancelled_owned();
+        self.spawn(info_span!("relay"), relay.run(stopped));
     }
 
-    /// Starts one projector per projection, and the waitlist matcher when a
-    /// booker is given.
+    /// Starts one projector per projection, and one for the waitlist
+    /// matcher's tables when `waitlist` (the matcher itself is a use case:
+    /// it is spawned by whoever runs the use cases).
     pub fn projectors(
-        &mut self,
+        &self,
         read: &ReadModels,
         js: &jetstream::Context,
         topology: &Topology,
         batch: usize,
-        booker: Option<Arc<dyn WaitlistBooker>>,
+        waitlist: bool,
     ) {
         let config = ProjectorConfig {
             topology: topology.clone(),
@@ -111,24 +114,23 @@ impl Background {
             ..ProjectorConfig::default()
         };
         let mut all: Vec<&'static crate::Projection> = projections().iter().collect();
-        if booker.is_some() {
+        if waitlist {
             all.push(&WAITLIST);
         }
         for projection in all {
             let projector = Projector::new(read.clone(), js.clone(), projection, config.clone());
-            let stopped = self.stopped();
-            self.tasks.spawn(projector.run(stopped));
-        }
-        if let Some(booker) = booker {
-            let matcher = Matcher::new(read.clone(), booker, Duration::from_millis(200));
-            let stopped = self.stopped();
-            self.tasks.spawn(matcher.run(stopped));
+            let stopped = self.stop.clone().cancelled_owned();
+            self.spawn(
+                info_span!("projector", projection = projection.name),
+                projector.run(stopped),
+            );
         }
     }
 
     /// Asks every task to stop and waits for them.
-    pub async fn shutdown(mut self) {
-        let _ = self.stop.send(true);
-        while self.tasks.join_next().await.is_some() {}
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
     }
 }

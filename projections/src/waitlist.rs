@@ -1,30 +1,28 @@
-//! The waitlist matcher: when a booked slot frees (a cancellation, or a
-//! reschedule leaving it), it books the first waitlisted reservation that
-//! fits, through the same use case staff use.
+//! The read side of the waitlist matcher: it sees booked slots free (a
+//! cancellation, or a reschedule leaving one) and tells the matcher, which
+//! books the first waitlisted reservation that fits through the same use
+//! case staff use (`clinicbook_commands`' `fill_freed_slot`).
 //!
 //! It keeps tables of its own in `read` (the `waitlist` projection, applied
 //! by a projector like the others but never rebuilt: its `waitlist_freed`
 //! rows are work to do, not a view): the waiting entries with their wanted
 //! window, the slot each booked reservation holds, and one row per freed
-//! slot. A worker claims unhandled freed slots with `FOR UPDATE SKIP
-//! LOCKED`, so two matcher processes never work on the same one, and tries
-//! the candidates oldest first; each attempt carries an idempotency key
-//! made of the freed slot and the candidate, so an attempt repeated after a
-//! crash books nothing twice. A slot that starts in the past, or that no
-//! candidate fits, is marked handled.
-
-use std::future::Future;
-use std::sync::Arc;
-use std::time::Duration;
+//! slot. [`ReadModels::claim_freed_slot`] claims an unhandled freed slot
+//! with an advisory lock, so two matcher processes never work on the same
+//! one, and answers its candidates oldest first; [`FreedClaim::finish`]
+//! marks it handled. A slot that starts in the past, or that no candidate
+//! fits, is marked handled too.
 
 use chrono::{DateTime, Utc};
 use clinicbook_domain::reservation::{PaymentMethod, ReservationEvent, Slot};
-use clinicbook_domain::{ClinicId, PatientId, ReservationId, ResourceId, TreatmentId};
+use clinicbook_domain::waitlist::{FreedSlot, WaitlistCandidate};
+use clinicbook_domain::{
+    AggregateKind, ClinicId, PatientId, ReservationId, ResourceId, TreatmentId,
+};
 use clinicbook_eventstore::FeedEvent;
 use futures::future::BoxFuture;
 use sqlx::{PgConnection, Row};
-use tokio::time::sleep;
-use tracing::{debug, info, warn};
+use tracing::warn;
 use uuid::Uuid;
 
 use crate::{Projection, ProjectionError, ReadModels};
@@ -81,7 +79,7 @@ fn apply<'a>(
 ) -> BoxFuture<'a, Result<(), ProjectionError>> {
     Box::pin(async move {
         for event in events {
-            if event.aggregate_type != "Reservation" {
+            if event.kind() != Some(AggregateKind::Reservation) {
                 continue;
             }
             let parsed: ReservationEvent = serde_json::from_value(event.payload.clone())
@@ -229,104 +227,66 @@ async fn freed(
     Ok(())
 }
 
-/// A booking the matcher asks for: a waitlisted reservation into a freed
-/// slot.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WaitlistBooking {
-    /// Made of the freed slot and the candidate: the same attempt twice
-    /// writes once.
-    pub idempotency_key: String,
-    /// The waitlisted reservation.
-    pub reservation_id: ReservationId,
-    /// Its patient.
-    pub patient_id: PatientId,
-    /// Its clinic.
-    pub clinic_id: ClinicId,
-    /// Its treatment.
-    pub treatment_id: TreatmentId,
-    /// The freed slot's resource.
-    pub resource_id: ResourceId,
-    /// The freed slot's start.
-    pub start: DateTime<Utc>,
-    /// The payment it chose when it joined.
-    pub payment: PaymentMethod,
+/// A freed slot claimed by this process, with the candidates that could
+/// take it, oldest first. The claim is a transaction-scoped advisory lock:
+/// no other matcher works on the slot until [`FreedClaim::finish`] (or the
+/// claim is dropped, which lets the slot go unhandled, for a later try).
+pub struct FreedClaim {
+    tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    /// The slot.
+    pub slot: FreedSlot,
+    /// The waitlisted reservations whose window holds its start, in the
+    /// order they joined (empty when the slot starts in the past).
+    pub candidates: Vec<WaitlistCandidate>,
 }
 
-/// What became of an attempt.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum BookOutcome {
-    /// Booked (or booked before by the same attempt).
-    Booked,
-    /// The booking's rules refused it (the slot does not fit this
-    /// treatment, the package ran out, ...): try the next candidate.
-    Refused(String),
-}
-
-/// Books for the matcher; the API wires it to the staff's booking use case.
-pub trait WaitlistBooker: Send + Sync + 'static {
-    /// Books `booking`.
-    ///
-    /// # Errors
-    /// A failure worth trying again later (the database away).
-    fn book<'a>(
-        &'a self,
-        booking: &'a WaitlistBooking,
-    ) -> BoxFuture<'a, Result<BookOutcome, String>>;
-}
-
-/// The matcher's worker.
-pub struct Matcher {
-    read: ReadModels,
-    booker: Arc<dyn WaitlistBooker>,
-    poll: Duration,
-}
-
-impl std::fmt::Debug for Matcher {
+impl std::fmt::Debug for FreedClaim {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Matcher").field("poll", &self.poll).finish()
+        f.debug_struct("FreedClaim")
+            .field("slot", &self.slot)
+            .field("candidates", &self.candidates.len())
+            .finish()
     }
 }
 
-impl Matcher {
-    /// A matcher reading `read` and booking through `booker`.
-    #[must_use]
-    pub fn new(read: ReadModels, booker: Arc<dyn WaitlistBooker>, poll: Duration) -> Self {
-        Self { read, booker, poll }
-    }
-
-    /// Handles freed slots until `shutdown` completes.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        tokio::pin!(shutdown);
-        loop {
-            let pause = match self.handle_next().await {
-                Ok(true) => Duration::ZERO,
-                Ok(false) => self.poll,
-                Err(error) => {
-                    warn!(%error, "waitlist matcher failed; retrying");
-                    self.poll.max(Duration::from_millis(500))
-                }
-            };
-            tokio::select! {
-                () = &mut shutdown => return,
-                () = sleep(pause) => {}
-            }
-        }
-    }
-
-    /// Handles one freed slot, if any is waiting; answers whether it did.
+impl FreedClaim {
+    /// Marks the slot handled, naming the reservation booked into it (if
+    /// one was), and lets the claim go.
     ///
     /// # Errors
-    /// The database failed or the booker failed in a way worth retrying;
-    /// the slot stays unhandled.
-    pub async fn handle_next(&self) -> Result<bool, ProjectionError> {
-        let mut tx = self.read.pool().begin().await?;
+    /// The database failed; the slot stays unhandled.
+    pub async fn finish(mut self, booked: Option<ReservationId>) -> Result<(), ProjectionError> {
+        sqlx::query(
+            "UPDATE read.waitlist_freed SET handled = true, booked = $2 WHERE position = $1",
+        )
+        .bind(self.slot.position)
+        .bind(booked.map(|id| id.0))
+        .execute(&mut *self.tx)
+        .await?;
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+impl ReadModels {
+    /// Claims the oldest freed slot no other matcher holds, if any, with
+    /// its candidates. A slot handled meanwhile by a matcher that let its
+    /// claim go is skipped.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn claim_freed_slot(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Option<FreedClaim>, ProjectionError> {
+        let mut tx = self.pool().begin().await?;
         let exists: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = 'read' AND tablename = 'waitlist_freed')",
         )
         .fetch_one(&mut *tx)
         .await?;
         if !exists {
-            return Ok(false);
+            return Ok(None);
         }
         // Claimed with an advisory lock, not a row lock: a row lock would
         // give this transaction an id while it books, and hold the relay's
@@ -348,72 +308,59 @@ impl Matcher {
             }
         }
         let Some(position) = claimed else {
-            return Ok(false);
+            return Ok(None);
         };
-        let slot = sqlx::query(
-            "SELECT position, clinic_id, resource_id, start_at, handled FROM read.waitlist_freed
+        let row = sqlx::query(
+            "SELECT clinic_id, resource_id, start_at, handled FROM read.waitlist_freed
               WHERE position = $1",
         )
         .bind(position)
         .fetch_one(&mut *tx)
         .await?;
-        // Handled meanwhile by another matcher that let its claim go?
-        let handled: bool = slot.try_get("handled")?;
-        if handled {
-            return Ok(true);
-        }
-        let clinic: Uuid = slot.try_get("clinic_id")?;
-        let resource: Uuid = slot.try_get("resource_id")?;
-        let start: DateTime<Utc> = slot.try_get("start_at")?;
-        let mut booked = None;
-        if start > Utc::now() {
-            let candidates = sqlx::query(
+        let slot = FreedSlot {
+            position,
+            clinic_id: ClinicId(row.try_get("clinic_id")?),
+            resource_id: ResourceId(row.try_get("resource_id")?),
+            start: row.try_get("start_at")?,
+        };
+        let handled: bool = row.try_get("handled")?;
+        let mut candidates = Vec::new();
+        if !handled && slot.start > now {
+            let rows = sqlx::query(
                 "SELECT reservation_id, patient_id, treatment_id, payment FROM read.waitlist_entries
                   WHERE clinic_id = $1 AND earliest <= $2 AND latest >= $2
                   ORDER BY joined_position",
             )
-            .bind(clinic)
-            .bind(start)
+            .bind(slot.clinic_id.0)
+            .bind(slot.start)
             .fetch_all(&mut *tx)
             .await?;
-            for candidate in candidates {
-                let reservation: Uuid = candidate.try_get("reservation_id")?;
-                let payment: serde_json::Value = candidate.try_get("payment")?;
-                let Ok(payment) = serde_json::from_value::<PaymentMethod>(payment) else {
-                    continue;
+            for row in rows {
+                let reservation_id = ReservationId(row.try_get("reservation_id")?);
+                let payment: serde_json::Value = row.try_get("payment")?;
+                let payment = match serde_json::from_value::<PaymentMethod>(payment) {
+                    Ok(payment) => payment,
+                    Err(error) => {
+                        // Written by this projection from a stored event, so
+                        // unreadable only if the table is not ours: counted.
+                        metrics::counter!("clinicbook_read_model_invalid_rows_total", "table" => "waitlist_entries")
+                            .increment(1);
+                        warn!(reservation = %reservation_id.0, %error, "unreadable waitlist payment; candidate skipped");
+                        continue;
+                    }
                 };
-                let booking = WaitlistBooking {
-                    idempotency_key: format!("waitlist:{position}:{reservation}"),
-                    reservation_id: ReservationId(reservation),
-                    patient_id: PatientId(candidate.try_get("patient_id")?),
-                    clinic_id: ClinicId(clinic),
-                    treatment_id: TreatmentId(candidate.try_get("treatment_id")?),
-                    resource_id: ResourceId(resource),
-                    start,
+                candidates.push(WaitlistCandidate {
+                    reservation_id,
+                    patient_id: PatientId(row.try_get("patient_id")?),
+                    treatment_id: TreatmentId(row.try_get("treatment_id")?),
                     payment,
-                };
-                match self.booker.book(&booking).await {
-                    Ok(BookOutcome::Booked) => {
-                        info!(%reservation, %start, "waitlisted reservation booked into a freed slot");
-                        metrics::counter!("clinicbook_waitlist_booked_total").increment(1);
-                        booked = Some(reservation);
-                        break;
-                    }
-                    Ok(BookOutcome::Refused(reason)) => {
-                        debug!(%reservation, reason, "waitlisted reservation does not fit the freed slot");
-                    }
-                    Err(error) => return Err(ProjectionError::Booking(error)),
-                }
+                });
             }
         }
-        sqlx::query(
-            "UPDATE read.waitlist_freed SET handled = true, booked = $2 WHERE position = $1",
-        )
-        .bind(position)
-        .bind(booked)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(true)
+        Ok(Some(FreedClaim {
+            tx,
+            slot,
+            candidates,
+        }))
     }
 }

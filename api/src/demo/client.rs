@@ -7,6 +7,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable};
 use futures::{StreamExt, TryStreamExt};
 use reqwest::header::RETRY_AFTER;
 use reqwest::{Method, StatusCode};
@@ -180,56 +181,78 @@ impl Api {
         key: Option<&str>,
     ) -> Result<Reply, DemoError> {
         let what = format!("{method} {path}");
-        let mut rate_limited = 0;
-        let mut failed = 0;
-        loop {
-            self.requests.fetch_add(1, Ordering::Relaxed);
-            match self
-                .request(who, &method, path, body.as_ref(), key)
-                .send()
-                .await
-            {
-                Ok(response) if response.status() == StatusCode::TOO_MANY_REQUESTS => {
+        let (mut rate_limited, mut failed) = (0, 0);
+        let retry = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(5))
+            .with_jitter()
+            .without_max_times();
+        let sent = (|| self.attempt(who, &method, path, body.as_ref(), key, &what))
+            .retry(retry)
+            .when(|transient| match transient {
+                Transient::RateLimited { .. } => {
                     self.rate_limited.fetch_add(1, Ordering::Relaxed);
                     rate_limited += 1;
-                    if rate_limited >= RATE_LIMITED_TRIES {
-                        return Ok(read(response, what).await);
-                    }
-                    tokio::time::sleep(retry_after(&response)).await;
+                    rate_limited < RATE_LIMITED_TRIES
                 }
-                Ok(response) if response.status() == StatusCode::SERVICE_UNAVAILABLE => {
+                Transient::Unavailable(_) | Transient::Failed(_) => {
                     failed += 1;
-                    if failed >= FAILED_TRIES {
-                        return Ok(read(response, what).await);
-                    }
-                    tokio::time::sleep(backoff(failed)).await;
+                    failed < FAILED_TRIES
                 }
-                Ok(response) if response.status() == StatusCode::UNAUTHORIZED => {
-                    let reply = read(response, what).await;
-                    return Err(DemoError::Unauthorized {
-                        url: self.base.clone(),
-                        detail: reply.detail(),
-                    });
-                }
-                Ok(response) => return Ok(read(response, what).await),
-                Err(error) => {
-                    failed += 1;
-                    if failed >= FAILED_TRIES {
-                        return Err(if error.is_connect() {
-                            DemoError::Unreachable {
-                                url: self.base.clone(),
-                            }
-                        } else {
-                            DemoError::Transport {
-                                what,
-                                detail: error.to_string(),
-                            }
-                        });
-                    }
-                    tokio::time::sleep(backoff(failed)).await;
-                }
-            }
+            })
+            .adjust(|transient, pause| match transient {
+                Transient::RateLimited { wait, .. } => Some(*wait),
+                _ => pause,
+            })
+            .await;
+        match sent {
+            Ok(answer) => answer,
+            // Still refused after every try: the answer is the last refusal.
+            Err(Transient::RateLimited { reply, .. } | Transient::Unavailable(reply)) => Ok(reply),
+            Err(Transient::Failed(error)) if error.is_connect() => Err(DemoError::Unreachable {
+                url: self.base.clone(),
+            }),
+            Err(Transient::Failed(error)) => Err(DemoError::Transport {
+                what,
+                detail: error.to_string(),
+            }),
         }
+    }
+
+    /// One try of [`Api::send`]: the answer (or a refused token), or what
+    /// makes another try worth it.
+    async fn attempt(
+        &self,
+        who: As,
+        method: &Method,
+        path: &str,
+        body: Option<&Vec<u8>>,
+        key: Option<&str>,
+        what: &str,
+    ) -> Result<Result<Reply, DemoError>, Transient> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let response = self
+            .request(who, method, path, body, key)
+            .send()
+            .await
+            .map_err(Transient::Failed)?;
+        let status = response.status();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            let wait = retry_after(&response);
+            let reply = read(response, what.to_owned()).await;
+            return Err(Transient::RateLimited { reply, wait });
+        }
+        let reply = read(response, what.to_owned()).await;
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            return Err(Transient::Unavailable(reply));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            return Ok(Err(DemoError::Unauthorized {
+                url: self.base.clone(),
+                detail: reply.detail(),
+            }));
+        }
+        Ok(Ok(reply))
     }
 
     fn request(
@@ -366,8 +389,17 @@ fn retry_after(response: &reqwest::Response) -> Duration {
     Duration::from_secs(seconds) + Duration::from_millis(50 + fastrand::u64(..100))
 }
 
-/// Exponential backoff with jitter: about 0.2 s, 0.4 s, 0.8 s … at most 5 s.
-fn backoff(failures: u32) -> Duration {
-    let base = 100_u64.saturating_mul(1 << failures.min(6)).min(5_000);
-    Duration::from_millis(base + fastrand::u64(..base / 2 + 1))
+/// An answer worth asking again for.
+enum Transient {
+    /// 429: asked to wait `wait`.
+    RateLimited {
+        /// The refusal.
+        reply: Reply,
+        /// Its `Retry-After`, with jitter.
+        wait: Duration,
+    },
+    /// 503.
+    Unavailable(Reply),
+    /// No answer (timeout, connection refused or reset).
+    Failed(reqwest::Error),
 }

@@ -276,7 +276,7 @@ impl Commands {
             let clinics = self
                 .store()
                 .lookup(
-                    "Clinic",
+                    clinicbook_domain::AggregateKind::Clinic,
                     "TreatmentAdded",
                     &["TreatmentAdded", "treatment", "treatment_id"],
                     &id.to_string(),

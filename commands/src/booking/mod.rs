@@ -55,6 +55,7 @@ mod payment;
 mod read;
 mod slot;
 mod types;
+mod waitlist;
 
 use clinicbook_domain::{
     BlockId, ClinicId, ClosureId, DomainError, PromoCodeKey, ReservationId, ResourceId,
@@ -336,7 +337,7 @@ impl Commands {
         let clinics = self
             .store()
             .lookup(
-                "Clinic",
+                clinicbook_domain::AggregateKind::Clinic,
                 "ResourceAdded",
                 &["ResourceAdded", "resource", "resource_id"],
                 &id,

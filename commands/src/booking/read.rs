@@ -7,7 +7,7 @@ use clinicbook_domain::clinic::Clinic;
 use clinicbook_domain::promo::{PromoCode, PromoCommand};
 use clinicbook_domain::reservation::{Reservation, ReservationEvent};
 use clinicbook_domain::{
-    DomainError, PatientId, PromoCodeKey, ReservationId, ResourceId, TreatmentId,
+    AggregateKind, DomainError, PatientId, PromoCodeKey, ReservationId, ResourceId, TreatmentId,
 };
 use clinicbook_eventstore::audit::stream_events;
 use clinicbook_eventstore::{EventStore, StoreError, StoredAggregate};
@@ -81,7 +81,12 @@ pub(super) async fn reservation(
     store: &EventStore,
     reservation_id: ReservationId,
 ) -> Result<ReservationView, CommandError> {
-    let events = stream_events(store.pool(), "Reservation", &reservation_id.to_string()).await?;
+    let events = stream_events(
+        store.pool(),
+        AggregateKind::Reservation.name(),
+        &reservation_id.to_string(),
+    )
+    .await?;
     let mut state = Reservation::default();
     let mut history = Vec::with_capacity(events.len());
     for stored in events {

@@ -2,6 +2,7 @@
 //! by the test harness: atomic multi-aggregate commits under concurrency,
 //! the cqrs-es traps, snapshots and the cache, and tamper evidence.
 
+mod append;
 mod common;
 mod concurrency;
 mod history;

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use clinicbook_domain::package::{PackageEvent, PackagePayment, PackagePaymentKind};
+use clinicbook_domain::AggregateKind;
 use clinicbook_eventstore::FeedEvent;
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
@@ -158,7 +159,7 @@ fn event_columns(
 async fn apply_batch(conn: &mut PgConnection, events: &[FeedEvent]) -> Result<(), ProjectionError> {
     let mine: Vec<&FeedEvent> = events
         .iter()
-        .filter(|event| event.aggregate_type == "Package")
+        .filter(|event| event.kind() == Some(AggregateKind::Package))
         .collect();
     if mine.is_empty() {
         return Ok(());

@@ -36,6 +36,7 @@ use clinicbook_domain::pricing::Discount;
 use clinicbook_domain::program::ProgramEvent;
 use clinicbook_domain::promo::PromoEvent;
 use clinicbook_domain::reservation::{PaymentKind, ReservationEvent, ReservationStatus, Slot};
+use clinicbook_domain::AggregateKind;
 use clinicbook_eventstore::FeedEvent;
 use serde::{Deserialize, Serialize};
 use sqlx::types::Json;
@@ -637,16 +638,16 @@ async fn apply_batch(conn: &mut PgConnection, events: &[FeedEvent]) -> Result<()
     let mut reservations = Vec::new();
     let mut redemptions = Redemptions::default();
     for event in events {
-        match event.aggregate_type.as_str() {
-            "Clinic" => apply_clinic(conn, event).await?,
-            "Program" => apply_program(conn, event).await?,
-            "PromoCode" => {
+        match event.kind() {
+            Some(AggregateKind::Clinic) => apply_clinic(conn, event).await?,
+            Some(AggregateKind::Program) => apply_program(conn, event).await?,
+            Some(AggregateKind::PromoCode) => {
                 let change: PromoEvent = decode(event)?;
                 redemptions.apply(&event.aggregate_id, &change);
                 apply_promo_code(conn, event, change).await?;
             }
-            "Package" => packages.push(event),
-            "Reservation" => reservations.push(event),
+            Some(AggregateKind::Package) => packages.push(event),
+            Some(AggregateKind::Reservation) => reservations.push(event),
             _ => {}
         }
     }

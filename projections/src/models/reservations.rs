@@ -14,6 +14,7 @@ use clinicbook_domain::policy::CancellationOutcome;
 use clinicbook_domain::reservation::{
     PaymentKind, PaymentMethod, ReservationEvent, ReservationStatus, Slot,
 };
+use clinicbook_domain::AggregateKind;
 use clinicbook_eventstore::FeedEvent;
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
@@ -210,7 +211,7 @@ impl Row {
 async fn apply_batch(conn: &mut PgConnection, events: &[FeedEvent]) -> Result<(), ProjectionError> {
     let mine: Vec<&FeedEvent> = events
         .iter()
-        .filter(|event| event.aggregate_type == "Reservation")
+        .filter(|event| event.kind() == Some(AggregateKind::Reservation))
         .collect();
     if mine.is_empty() {
         return Ok(());

@@ -20,6 +20,7 @@ use clinicbook_domain::clinic::ClinicEvent;
 use clinicbook_domain::clinic::{ResourceKind, Treatment};
 use clinicbook_domain::reservation::{ReservationEvent, ReservationStatus};
 use clinicbook_domain::schedule::Weekday;
+use clinicbook_domain::AggregateKind;
 use clinicbook_domain::CalendarId;
 use clinicbook_eventstore::FeedEvent;
 use serde::{Deserialize, Serialize};
@@ -444,10 +445,10 @@ async fn apply_batch(conn: &mut PgConnection, events: &[FeedEvent]) -> Result<()
     let mut calendars = Calendars::default();
     let mut reservations = Vec::new();
     for event in events {
-        match event.aggregate_type.as_str() {
-            "Clinic" => apply_clinic(conn, event).await?,
-            "Calendar" => calendars.apply(event)?,
-            "Reservation" => reservations.push(event),
+        match event.kind() {
+            Some(AggregateKind::Clinic) => apply_clinic(conn, event).await?,
+            Some(AggregateKind::Calendar) => calendars.apply(event)?,
+            Some(AggregateKind::Reservation) => reservations.push(event),
             _ => {}
         }
     }

@@ -8,6 +8,7 @@
 
 use chrono::{DateTime, Utc};
 use clinicbook_domain::wallet::{TransactionKind, WalletEvent};
+use clinicbook_domain::AggregateKind;
 use clinicbook_eventstore::FeedEvent;
 use serde::{Deserialize, Serialize};
 use sqlx::types::Json;
@@ -60,7 +61,10 @@ pub(crate) static TRANSACTIONS: Table<TransactionRow> =
 async fn apply_batch(conn: &mut PgConnection, events: &[FeedEvent]) -> Result<(), ProjectionError> {
     let mut rows = Vec::new();
     let mut wallets = Vec::new();
-    for event in events.iter().filter(|e| e.aggregate_type == "Wallet") {
+    for event in events
+        .iter()
+        .filter(|e| e.kind() == Some(AggregateKind::Wallet))
+    {
         let patient_id = uuid_id(event)?;
         let change: WalletEvent = decode(event)?;
         rows.push(TransactionRow {
