@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
@@ -139,7 +140,11 @@ pub async fn run(args: BookArgs) -> anyhow::Result<()> {
             patient: Uuid::new_v4(),
             slots,
         };
-        tasks.push(tokio::spawn(client.run(deadline)));
+        tasks.push(tokio::spawn(
+            client
+                .run(deadline)
+                .instrument(tracing::info_span!("http_client")),
+        ));
     }
     let mut tally = Tally::default();
     for task in tasks {

@@ -11,6 +11,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 use anyhow::{bail, Context};
 use reqwest::StatusCode;
@@ -114,7 +115,9 @@ pub async fn run(args: LagArgs) -> anyhow::Result<()> {
     while started.elapsed() < Duration::from_secs(args.seconds) {
         ticks.tick().await;
         let (api, clinic) = (api.clone(), clinic.clone());
-        tasks.spawn(measure(api, clinic, slot, poll));
+        tasks.spawn(
+            measure(api, clinic, slot, poll).instrument(tracing::info_span!("lag_probe", slot)),
+        );
         slot += 1;
     }
     let (mut bookings, mut lags) = (Vec::new(), Vec::new());

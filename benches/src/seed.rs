@@ -16,6 +16,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 use anyhow::Context;
 use chrono::{DateTime, TimeZone, Utc};
@@ -498,28 +499,28 @@ pub async fn run(args: SeedArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(clients);
     for (index, written) in counters.iter().enumerate() {
-        tasks.push(tokio::spawn(client(
-            store.clone(),
-            index,
-            share,
-            args.seed,
-            written.clone(),
-        )));
+        tasks.push(tokio::spawn(
+            client(store.clone(), index, share, args.seed, written.clone())
+                .instrument(tracing::info_span!("seed_client", index)),
+        ));
     }
     let progress = {
         let counters = counters.clone();
         let target = share * clients as u64;
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(10)).await;
-                let done: u64 = counters.iter().map(|c| c.load(Ordering::Relaxed)).sum();
-                let seconds = started.elapsed().as_secs_f64();
-                eprintln!(
-                    "{done} / {target} events, {:.0} events/s",
-                    report::per_second(done, seconds)
-                );
+        tokio::spawn(
+            async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                    let done: u64 = counters.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+                    let seconds = started.elapsed().as_secs_f64();
+                    eprintln!(
+                        "{done} / {target} events, {:.0} events/s",
+                        report::per_second(done, seconds)
+                    );
+                }
             }
-        })
+            .instrument(tracing::info_span!("seed_progress")),
+        )
     };
     for task in tasks {
         task.await??;

@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 use anyhow::Context;
 use chrono::{DateTime, TimeZone, Utc};
@@ -197,47 +198,50 @@ pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
     for patient in patients {
         let (store, counters, next_hot) = (store.clone(), counters.clone(), next_hot.clone());
         let mode = args.mode;
-        tasks.push(tokio::spawn(async move {
-            let own_resource = ResourceId::new();
-            let mut latencies = Vec::new();
-            let mut n = 0u64;
-            while Instant::now() < deadline {
-                let book = match mode {
-                    Mode::Distinct => Book {
-                        resource: own_resource,
-                        patient,
-                        n,
-                    },
-                    Mode::Hot => Book {
-                        resource: hot_resource,
-                        patient,
-                        n: next_hot.fetch_add(1, Ordering::Relaxed) / clients as u64,
-                    },
-                };
-                n += 1;
-                let t = Instant::now();
-                let result = store
-                    .execute(&CommandMetadata::system("bench_book"), None, &book)
-                    .await;
-                latencies.push(t.elapsed());
-                match result {
-                    Ok(c) => {
-                        counters.booked.fetch_add(1, Ordering::Relaxed);
-                        counters
-                            .retries
-                            .fetch_add(u64::from(c.attempts - 1), Ordering::Relaxed);
+        tasks.push(tokio::spawn(
+            async move {
+                let own_resource = ResourceId::new();
+                let mut latencies = Vec::new();
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    let book = match mode {
+                        Mode::Distinct => Book {
+                            resource: own_resource,
+                            patient,
+                            n,
+                        },
+                        Mode::Hot => Book {
+                            resource: hot_resource,
+                            patient,
+                            n: next_hot.fetch_add(1, Ordering::Relaxed) / clients as u64,
+                        },
+                    };
+                    n += 1;
+                    let t = Instant::now();
+                    let result = store
+                        .execute(&CommandMetadata::system("bench_book"), None, &book)
+                        .await;
+                    latencies.push(t.elapsed());
+                    match result {
+                        Ok(c) => {
+                            counters.booked.fetch_add(1, Ordering::Relaxed);
+                            counters
+                                .retries
+                                .fetch_add(u64::from(c.attempts - 1), Ordering::Relaxed);
+                        }
+                        Err(ExecuteError::Domain(DomainError::SlotUnavailable)) => {
+                            counters.refused.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(ExecuteError::Conflict { .. }) => {
+                            counters.conflicts.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => return Err(e),
                     }
-                    Err(ExecuteError::Domain(DomainError::SlotUnavailable)) => {
-                        counters.refused.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(ExecuteError::Conflict { .. }) => {
-                        counters.conflicts.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(e) => return Err(e),
                 }
+                Ok(latencies)
             }
-            Ok(latencies)
-        }));
+            .instrument(tracing::info_span!("store_client")),
+        ));
     }
     let mut latencies = Vec::new();
     for task in tasks {

@@ -10,7 +10,7 @@
 //! (each event with its sequence, position and `recorded_at`), so a view's
 //! state and its history always agree.
 
-use clinicbook_eventstore::audit::{self, StoredEvent};
+use clinicbook_eventstore::replay::{history, History};
 use clinicbook_eventstore::{EventStore, StoreError, StoredAggregate};
 
 mod package;
@@ -24,43 +24,18 @@ pub use wallet::{
     Balance, Deposit, WalletRefund, WalletTransactionKind, WalletTransactionView, WalletView,
 };
 
-/// An aggregate folded from its stored events, with each event beside its
-/// stored record.
-struct Replayed<A: StoredAggregate> {
-    state: A,
-    events: Vec<(StoredEvent, A::Event)>,
-}
-
-/// Reads the stream `id` of `A` and folds it, up to and including global
-/// position `up_to` when given (the state right after a given command).
+/// Reads the stream `id` of `A` and folds it (the store's one fold), up to
+/// and including global position `up_to` when given (the state right after
+/// a given command).
 ///
 /// # Errors
-/// The database failed, or a stored payload no longer deserialises.
+/// The database failed, or a stored event no longer reads as `A`'s.
 async fn replay<A: StoredAggregate>(
     store: &EventStore,
     id: &str,
     up_to: Option<i64>,
-) -> Result<Replayed<A>, StoreError> {
-    let stored = audit::stream_events(store.pool(), A::TYPE, id).await?;
-    let mut state = A::default();
-    let mut events = Vec::with_capacity(stored.len());
-    for record in stored
-        .into_iter()
-        .filter(|e| up_to.is_none_or(|last| e.position <= last))
-    {
-        let event: A::Event =
-            serde_json::from_value(record.payload.clone()).map_err(|e| StoreError::Corrupt {
-                aggregate_type: A::TYPE.to_string(),
-                aggregate_id: id.to_string(),
-                reason: format!(
-                    "event {} ({}) does not deserialise: {e}",
-                    record.sequence, record.event_type
-                ),
-            })?;
-        state.apply(event.clone());
-        events.push((record, event));
-    }
-    Ok(Replayed { state, events })
+) -> Result<History<A>, StoreError> {
+    history::<A>(store.pool(), id, up_to).await
 }
 
 /// A free-text field as stored: trimmed, so `" card-1"` and `"card-1"` are

@@ -163,6 +163,17 @@ pub enum ClinicCommand {
     },
 }
 
+/// An IANA timezone name that chrono-tz knows, as it is written.
+fn timezone_name<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let name = String::deserialize(deserializer)?;
+    match name.parse::<Tz>() {
+        Ok(_) => Ok(name),
+        Err(_) => Err(serde::de::Error::custom(format!(
+            "{name:?} is not an IANA timezone"
+        ))),
+    }
+}
+
 /// Events of the `Clinic` aggregate. Variant names are stored event types: frozen.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, strum::IntoStaticStr)]
 pub enum ClinicEvent {
@@ -172,7 +183,10 @@ pub enum ClinicEvent {
         clinic_id: ClinicId,
         /// Name.
         name: String,
-        /// IANA timezone name.
+        /// IANA timezone name. A stored name chrono-tz cannot read does not
+        /// deserialise: the clinic's stream is then corrupt (an error every
+        /// reader reports), never a clinic silently in UTC.
+        #[serde(deserialize_with = "timezone_name")]
         timezone: String,
         /// Currency.
         currency: String,
@@ -256,7 +270,9 @@ impl Clinic {
         self.clinic_id.is_some()
     }
 
-    /// The clinic's timezone (UTC before registration).
+    /// The clinic's timezone. Before registration (no event yet) it is
+    /// UTC, which nothing can observe: an unregistered clinic has no
+    /// opening hours, and every use case refuses it first (`not_found`).
     pub fn timezone(&self) -> Tz {
         self.timezone.unwrap_or(Tz::UTC)
     }
@@ -514,6 +530,8 @@ impl Aggregate for Clinic {
             } => {
                 self.clinic_id = Some(clinic_id);
                 self.name = name;
+                // Read back only if it parses (see `timezone_name`), and
+                // written only after `decide` parsed it.
                 self.timezone = timezone.parse().ok();
                 self.currency = currency;
                 self.policy = policy;
@@ -716,6 +734,21 @@ mod tests {
             .then_expect_error(DomainError::AlreadyExists {
                 what: format!("clinic {}", clinic_id()),
             });
+    }
+
+    #[test]
+    fn a_stored_registration_with_an_unknown_timezone_does_not_deserialise() {
+        let stored = serde_json::to_value(registered()).unwrap();
+        let mut bad = stored.clone();
+        bad["ClinicRegistered"]["timezone"] = "Mars/Olympus".into();
+        let error = serde_json::from_value::<ClinicEvent>(bad).unwrap_err();
+        assert!(error
+            .to_string()
+            .contains("\"Mars/Olympus\" is not an IANA timezone"));
+        assert_eq!(
+            serde_json::from_value::<ClinicEvent>(stored).unwrap(),
+            registered()
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use tracing::Instrument;
 
 use crate::audit::{stream_rows, StoredEvent};
 use crate::error::StoreError;
-use crate::row::{fold, EventRow, FoldError, Folded, COLUMNS};
+use crate::row::{fold, fold_one, EventRow, FoldError, Folded, COLUMNS};
 use crate::store::{EventStore, StoredAggregate};
 
 pub use clinicbook_domain::aggregate::{AggregateKind, UnknownAggregateType};
@@ -96,6 +96,44 @@ fn state_after<A: StoredAggregate>(
         source,
     })?;
     Ok((state, i64::try_from(folded.sequence).unwrap_or(i64::MAX)))
+}
+
+/// A stream replayed through its aggregate, each stored event beside the
+/// event the aggregate read it as.
+#[derive(Clone, Debug)]
+pub struct History<A: StoredAggregate> {
+    /// The state after the events.
+    pub state: A,
+    /// The events, in sequence order.
+    pub events: Vec<(StoredEvent, A::Event)>,
+}
+
+/// The stream `id` of `A` replayed through the store's one fold, up to and
+/// including global position `up_to` when given (the state right after a
+/// given command). A stream with no events is the aggregate's default.
+///
+/// # Errors
+/// The database failed, or the stream is corrupt (a gap, or an event that
+/// does not read as `A`'s).
+pub async fn history<A: StoredAggregate>(
+    pool: &PgPool,
+    id: &str,
+    up_to: Option<i64>,
+) -> Result<History<A>, StoreError> {
+    let rows = stream_rows(pool, A::TYPE, id).await?;
+    let mut folded = Folded::<A>::default();
+    let mut events = Vec::with_capacity(rows.len());
+    for row in rows
+        .into_iter()
+        .filter(|row| up_to.is_none_or(|last| row.position <= last))
+    {
+        let event = fold_one(&mut folded, id, &row)?;
+        events.push((StoredEvent::try_from(row)?, event));
+    }
+    Ok(History {
+        state: folded.state,
+        events,
+    })
 }
 
 /// Tuning of [`check_all`].

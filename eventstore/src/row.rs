@@ -192,18 +192,37 @@ impl<A: StoredAggregate> Folded<A> {
 /// `from`.
 ///
 /// # Errors
-/// `Corrupt` naming the stream and the first row that does not fold.
+/// `Corrupt` naming the stream and the first row that does not fold
+/// (logged, and counted in `clinicbook_store_unreadable_events_total`).
 pub(crate) fn fold<'r, A: StoredAggregate>(
     mut from: Folded<A>,
     id: &str,
     rows: impl IntoIterator<Item = &'r EventRow>,
 ) -> Result<Folded<A>, StoreError> {
     for row in rows {
-        from.apply(row).map_err(|e| StoreError::Corrupt {
+        fold_one(&mut from, id, row)?;
+    }
+    Ok(from)
+}
+
+/// Applies one row of the stream `id` (see [`Folded::apply`]).
+///
+/// # Errors
+/// `Corrupt` naming the stream and the row (logged, and counted in
+/// `clinicbook_store_unreadable_events_total`).
+pub(crate) fn fold_one<A: StoredAggregate>(
+    folded: &mut Folded<A>,
+    id: &str,
+    row: &EventRow,
+) -> Result<A::Event, StoreError> {
+    folded.apply(row).map_err(|e| {
+        tracing::error!(aggregate_type = A::TYPE, aggregate_id = id, error = %e, "a stored event does not fold onto its stream");
+        metrics::counter!("clinicbook_store_unreadable_events_total", "aggregate_type" => A::TYPE)
+            .increment(1);
+        StoreError::Corrupt {
             aggregate_type: A::TYPE.to_string(),
             aggregate_id: id.to_string(),
             reason: e.to_string(),
-        })?;
-    }
-    Ok(from)
+        }
+    })
 }
