@@ -165,7 +165,7 @@ struct DemoArgs {
     #[arg(long, env = "CLINICBOOK_URL", default_value = "http://127.0.0.1:8080")]
     url: String,
     #[command(flatten)]
-    options: clinicbook_api::demo::DemoOptions,
+    options: clinicbook_demo::DemoOptions,
     #[command(flatten)]
     secret: SecretArgs,
 }
@@ -267,7 +267,7 @@ fn token(args: &TokenArgs) -> anyhow::Result<()> {
 /// Signs its tokens with the secret `serve` uses; never makes up a new
 /// one, which the server would not accept.
 async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
-    clinicbook_api::demo::check_server(&args.url).await?;
+    clinicbook_demo::check_server(&args.url).await?;
     let secret_file = args.secret.var_dir.join("jwt-secret");
     anyhow::ensure!(
         args.secret.jwt_secret.is_some() || secret_file.exists(),
@@ -276,7 +276,14 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
         secret_file.display()
     );
     let keys = AuthKeys::new(&secret(&args.secret)?);
-    let report = clinicbook_api::demo::run(&args.url, &keys, &args.options).await?;
+    // Long enough for the largest demo load and for pasting its curl commands.
+    let ttl = 12 * 3600;
+    let tokens = clinicbook_demo::DemoTokens {
+        admin: keys.issue("demo-admin", Role::Admin, ttl)?,
+        staff: keys.issue("demo-staff", Role::Staff, ttl)?,
+        curl: keys.issue("demo-curl", Role::Staff, ttl)?,
+    };
+    let report = clinicbook_demo::run(&args.url, &tokens, &args.options).await?;
     println!("{report}");
     Ok(())
 }
