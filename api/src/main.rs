@@ -299,6 +299,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 "No DATABASE_URL or NATS_URL given: running local services (kept between runs)\n{}",
                 local.describe()
             );
+            // For the CLI's database tools in another terminal:
+            // `export DATABASE_URL=$(cat var/database-url)`.
+            for (file, url) in [
+                ("database-url", local.database_url()),
+                ("nats-url", local.nats_url()),
+            ] {
+                let path = args.secret.var_dir.join(file);
+                std::fs::write(&path, format!("{url}\n"))
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
             Some(local)
         }
         (None, Some(_)) => {
