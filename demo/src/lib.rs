@@ -54,6 +54,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, NaiveDate, Utc};
 use clinicbook_commands::admin::ClinicView;
 use clinicbook_commands::booking::BookTreatment;
+use clinicbook_domain::reservation::ReservationStatus;
 use reqwest::StatusCode;
 use uuid::Uuid;
 
@@ -507,9 +508,12 @@ impl Loaded<'_> {
     ) -> DemoSummary {
         let reservations = self.by_status();
         let wallet_patient = self.wallet_patient();
-        let reservation = ["completed", "booked"]
-            .iter()
-            .find_map(|s| reservations.get(*s).and_then(|ids| ids.first().copied()));
+        let reservation = [ReservationStatus::Completed, ReservationStatus::Booked]
+            .into_iter()
+            .find_map(|status| {
+                let ids = reservations.get(<&str>::from(status))?;
+                ids.first().copied()
+            });
         let mut summary = base_summary(api, chain, options, self.patients, dates, now);
         summary.funded_wallets = self.funding.wallets;
         summary.deposited_cents = self.funding.deposited_cents;
@@ -555,17 +559,20 @@ impl Loaded<'_> {
         let mut by_status: BTreeMap<String, Vec<Uuid>> = BTreeMap::new();
         for outcome in self.outcomes {
             let status = if displaced.contains(&outcome.id) {
-                "displaced"
+                ReservationStatus::Displaced
             } else {
                 outcome.status
             };
             by_status
-                .entry(status.to_string())
+                .entry(<&str>::from(status).to_owned())
                 .or_default()
                 .push(outcome.id);
         }
         if !self.waitlisted.is_empty() {
-            by_status.insert("waitlisted".to_string(), self.waitlisted.clone());
+            by_status.insert(
+                <&str>::from(ReservationStatus::Waitlisted).to_owned(),
+                self.waitlisted.clone(),
+            );
         }
         by_status
     }
