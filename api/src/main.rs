@@ -100,7 +100,8 @@ struct ServeArgs {
     /// its own PostgreSQL and nats-server under --var-dir.
     #[arg(long, env = "DATABASE_URL")]
     database_url: Option<String>,
-    /// NATS URL (nats://host:port).
+    /// NATS URL (nats://host:port), or a comma-separated list of a
+    /// cluster's servers.
     #[arg(long, env = "NATS_URL")]
     nats_url: Option<String>,
     #[command(flatten)]
@@ -125,6 +126,11 @@ struct ServeArgs {
     /// several deployments sharing one nats-server (empty: the defaults).
     #[arg(long, env = "CLINICBOOK_NATS_NAMESPACE", default_value = "")]
     nats_namespace: String,
+    /// Copies of the events stream a JetStream cluster keeps, when this
+    /// process creates it (3 survives the loss of one node of three).
+    #[arg(long, env = "CLINICBOOK_NATS_REPLICAS", default_value_t = 1,
+          value_parser = clap::value_parser!(u8).range(1..=5))]
+    nats_replicas: u8,
     /// Events the relay publishes per batch (its checkpoint moves per batch).
     #[arg(long, env = "CLINICBOOK_RELAY_BATCH", default_value_t = 1000)]
     relay_batch: i64,
@@ -363,7 +369,8 @@ async fn run_server(
                 Topology::default()
             } else {
                 Topology::namespaced(&args.nats_namespace)
-            };
+            }
+            .with_replicas(usize::from(args.nats_replicas));
             let batches = Batches {
                 relay: args.relay_batch,
                 projector: args.projector_batch,

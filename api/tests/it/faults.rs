@@ -311,3 +311,157 @@ async fn jetstream_wiped_under_load_is_rebuilt_and_the_read_models_equal_a_rebui
     assert!(info.state.messages >= 100, "{:?}", info.state);
     drop(server);
 }
+
+/// One node of a nats-server cluster on loopback; killed (as a crash
+/// would) and its store removed when dropped.
+struct Node {
+    child: std::process::Child,
+    name: String,
+    url: String,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+/// Starts `n` nats-servers with JetStream as one cluster and waits until it
+/// can keep a stream with `n` replicas.
+async fn nats_cluster(n: usize) -> Vec<Node> {
+    let binary = clinicbook_localsvc::find_nats_server().unwrap_or_else(|e| panic!("{e}"));
+    let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+    let routes: Vec<String> = ports
+        .iter()
+        .map(|(_, cluster)| format!("nats://127.0.0.1:{cluster}"))
+        .collect();
+    let nodes: Vec<Node> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (client, cluster))| {
+            let dir = std::env::temp_dir()
+                .join(format!("clinicbook-nats-{i}-{}", Uuid::new_v4().simple()));
+            std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+            let log = std::fs::File::create(dir.join("nats.log"))
+                .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+            let name = format!("node-{i}");
+            let child = std::process::Command::new(&binary)
+                .args(["-a", "127.0.0.1", "-p", &client.to_string()])
+                .args(["-n", &name, "-js", "-sd"])
+                .arg(dir.join("store"))
+                .args(["--cluster_name", "clinicbook-test"])
+                .args(["--cluster", &format!("nats://127.0.0.1:{cluster}")])
+                .args(["--routes", &routes.join(",")])
+                .stdin(std::process::Stdio::null())
+                .stdout(log.try_clone().unwrap_or_else(|e| panic!("{e}")))
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start nats-server: {e}"));
+            Node {
+                child,
+                name,
+                url: format!("nats://127.0.0.1:{client}"),
+                dir,
+            }
+        })
+        .collect();
+    // Ready once a replicated stream can be made (a meta leader is elected
+    // and every node has joined).
+    let js = clinicbook_projections::service::connect(&urls(&nodes))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let probe = clinicbook_eventstore::relay::Topology::namespaced("probe").with_replicas(n);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match probe.ensure_stream(&js).await {
+            Ok(_) => break,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "the cluster did not form: {e}");
+                sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    js.delete_stream(&probe.stream)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    nodes
+}
+
+fn urls(nodes: &[Node]) -> String {
+    nodes
+        .iter()
+        .map(|node| node.url.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_nats_node_of_three_stopped_under_load_loses_nothing() {
+    let services = Services::start().await.unwrap_or_else(|e| panic!("{e}"));
+    let mut nodes = nats_cluster(3).await;
+    let db = services.database(&clinicbook_eventstore::MIGRATOR).await;
+    let nats = urls(&nodes);
+    let server = Server::start_with(
+        &db.url.clone(),
+        &[
+            ("NATS_URL", nats.as_str()),
+            ("CLINICBOOK_NATS_REPLICAS", "3"),
+        ],
+    )
+    .await;
+    let app = app_at(server.base.clone(), db);
+    let ids = app.clinic().await;
+    let load = Load::start(&app, &ids);
+    load.until_booked(100, "bookings with three nodes").await;
+
+    // The node that leads the stream goes.
+    let js = clinicbook_projections::service::connect(&urls(&nodes))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut stream = js
+        .get_stream(clinicbook_eventstore::relay::STREAM)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let info = stream.info().await.unwrap_or_else(|e| panic!("{e}"));
+    let leader = info
+        .cluster
+        .as_ref()
+        .and_then(|cluster| cluster.leader.clone())
+        .unwrap_or_else(|| panic!("no stream leader: {:?}", info.cluster));
+    let index = nodes
+        .iter()
+        .position(|node| node.name == leader)
+        .unwrap_or_else(|| panic!("leader {leader} is not a node"));
+    drop(nodes.remove(index));
+    load.until_booked(100, "bookings with two nodes").await;
+    let seen = load.stop().await;
+    eprintln!("a nats node stopped, clients saw: {:?}", seen.counts());
+
+    assert!(
+        seen.refused.is_empty() && seen.unanswered == 0,
+        "{:?}",
+        seen.counts()
+    );
+    assert_all_stored(&app, &seen.booked).await;
+    assert_read_models_equal_a_rebuild(&app).await;
+    // Every event is in the stream, which is kept on three nodes.
+    let info = stream.info().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(info.config.num_replicas, 3);
+    assert_eq!(
+        i64::try_from(info.state.messages).unwrap_or(i64::MAX),
+        app.events().await,
+        "{:?}",
+        info.state
+    );
+    drop(server);
+}
