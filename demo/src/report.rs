@@ -11,17 +11,8 @@ use super::catalog::{Chain, CONSULTATION, LASER_LARGE, PROMO_LASER, TIMEZONE};
 use super::patients::Patient;
 use super::plan::{instant, TZ};
 use super::{DemoSummary, Sample};
-
-/// Statuses in the order a reservation lives through them.
-const STATUSES: [&str; 7] = [
-    "booked",
-    "checked_in",
-    "completed",
-    "cancelled",
-    "no_show",
-    "displaced",
-    "waitlisted",
-];
+use clinicbook_domain::reservation::ReservationStatus;
+use strum::VariantNames;
 
 /// The values of the curl commands: a Friday-evening quote with the laser
 /// promo code, and a consultation after the demo's days.
@@ -165,9 +156,14 @@ impl DemoSummary {
             paid("at_clinic"),
             self.bookings_with_promo
         )?;
-        let counts: Vec<String> = STATUSES
+        // Every status a reservation can be in, in the domain's order.
+        let counts: Vec<String> = ReservationStatus::VARIANTS
             .iter()
-            .map(|s| format!("{s} {}", self.reservations.get(*s).map_or(0, Vec::len)))
+            .filter(|&&name| name != <&str>::from(ReservationStatus::New))
+            .map(|&name| {
+                let count = self.reservations.get(name).map_or(0, Vec::len);
+                format!("{name} {count}")
+            })
             .collect();
         writeln!(f, "Reservations now: {}", counts.join(", "))?;
         writeln!(
@@ -215,7 +211,7 @@ pub fn curl_commands(summary: &DemoSummary, token: &str) -> String {
     if let Some(id) = sample.reservation_id {
         let completed = summary
             .reservations
-            .get("completed")
+            .get(<&str>::from(ReservationStatus::Completed))
             .is_some_and(|ids| ids.contains(&id));
         let what = if completed {
             "A completed reservation"
