@@ -41,6 +41,15 @@ pub enum ProjectionError {
         #[source]
         source: NatsError,
     },
+    /// The NATS URL does not name NATS servers.
+    #[error("invalid NATS URL {url:?}: {source}")]
+    InvalidNatsUrl {
+        /// The URL as given.
+        url: String,
+        /// Why it does not parse.
+        #[source]
+        source: NatsError,
+    },
     /// No projection has that name.
     #[error("no projection is called {0:?}")]
     UnknownProjection(String),

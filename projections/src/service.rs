@@ -28,7 +28,10 @@ pub async fn connect(url: &str) -> Result<jetstream::Context, ProjectionError> {
         .split(',')
         .map(|server| server.trim().parse::<async_nats::ServerAddr>())
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ProjectionError::Nats(format!("invalid NATS URL {url:?}: {e}")))?;
+        .map_err(|e| ProjectionError::InvalidNatsUrl {
+            url: url.to_owned(),
+            source: e.into(),
+        })?;
     let client = async_nats::ConnectOptions::new()
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(2))
