@@ -32,6 +32,7 @@ pub mod call;
 pub mod demo;
 pub mod error;
 pub mod extract;
+pub mod keys;
 pub mod middleware;
 pub mod openapi;
 pub mod ops;

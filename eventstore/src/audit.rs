@@ -8,7 +8,8 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 
 use crate::error::StoreError;
-use crate::hash::{self, EventFields, Hash, GENESIS};
+use crate::feed::FeedPoint;
+use crate::hash::{self, ChainVersion, EventFields, Hash, GENESIS};
 
 /// One stored event, as auditors see it: in its current version (older
 /// stored versions are upcast, `upcast_from` then names the stored one; the
@@ -110,40 +111,102 @@ pub struct EventFilter {
     pub actor: Option<String>,
 }
 
-/// Up to `limit` events with a position above `after`, in position order,
-/// matching `filter`: the global history, a page at a time.
+/// Up to `limit` events after the feed point `after`, in feed order
+/// (`(transaction_id, position)`), matching `filter`: the global history, a
+/// page at a time.
 ///
 /// Only events of transactions below the horizon of running transactions
-/// are returned (identity values are taken before commit, so a running
-/// transaction may still commit a lower position); they appear on a later
-/// page once it ends, never behind a page already read.
+/// are returned, in the relay's order: identity values are taken before
+/// commit, so paging by position alone would skip a transaction that drew a
+/// lower position and committed after a page was read. In feed order such
+/// an event always comes after every page already read.
 ///
 /// # Errors
 /// The database failed, a stored text is not JSON, or an old event cannot
 /// be upcast.
 pub async fn events_after(
     pool: &PgPool,
-    after: i64,
+    after: FeedPoint,
     limit: i64,
     filter: &EventFilter,
-) -> Result<Vec<StoredEvent>, StoreError> {
+) -> Result<Vec<AuditedEvent>, StoreError> {
     let sql = format!(
-        "SELECT {COLUMNS} FROM events
-          WHERE position > $1
+        "SELECT {COLUMNS}, transaction_id::text::bigint AS transaction_id FROM events
+          WHERE (transaction_id, position) > ($1::text::xid8, $2)
             AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-            AND ($2::text IS NULL OR aggregate_type = $2)
-            AND ($3::text IS NULL OR metadata->>'actor' = $3)
-          ORDER BY position
-          LIMIT $4"
+            AND ($3::text IS NULL OR aggregate_type = $3)
+            AND ($4::text IS NULL OR metadata->>'actor' = $4)
+          ORDER BY transaction_id, position
+          LIMIT $5"
     );
     let rows = sqlx::query(&sql)
-        .bind(after)
+        .bind(after.transaction_id)
+        .bind(after.position)
         .bind(filter.aggregate_type.as_deref())
         .bind(filter.actor.as_deref())
         .bind(limit)
         .fetch_all(pool)
         .await?;
-    rows.iter().map(decode).collect()
+    rows.iter()
+        .map(|row| {
+            Ok(AuditedEvent {
+                event: decode(row)?,
+                point: FeedPoint {
+                    transaction_id: row.try_get("transaction_id")?,
+                    position: row.try_get("position")?,
+                },
+            })
+        })
+        .collect()
+}
+
+/// An event of the global history with its place in the feed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuditedEvent {
+    /// The event.
+    pub event: StoredEvent,
+    /// Where it is in the feed: pass the last one as `after` for the next page.
+    pub point: FeedPoint,
+}
+
+/// The feed point to resume from for a client that paged by position alone
+/// and has read up to `position`: just before the first event above it in
+/// feed order, and never past a running transaction. Nothing the client has
+/// not seen is skipped; events of its last pages may come again.
+///
+/// # Errors
+/// The database failed.
+pub async fn resume_after_position(pool: &PgPool, position: i64) -> Result<FeedPoint, StoreError> {
+    let row = sqlx::query(
+        "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon,
+                f.transaction_id, f.position
+           FROM (SELECT 1) AS one
+           LEFT JOIN LATERAL (
+                SELECT transaction_id::text::bigint AS transaction_id, position FROM events
+                 WHERE position > $1
+                   AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+                 ORDER BY transaction_id, position LIMIT 1) AS f ON true",
+    )
+    .bind(position)
+    .fetch_one(pool)
+    .await?;
+    // Any transaction still running or yet to come has an id at or above
+    // the horizon: just before all of its events.
+    let horizon = FeedPoint {
+        transaction_id: row.try_get("horizon")?,
+        position: 0,
+    };
+    let first: Option<i64> = row.try_get("transaction_id")?;
+    Ok(match first {
+        Some(transaction_id) => {
+            let first_position: i64 = row.try_get("position")?;
+            horizon.min(FeedPoint {
+                transaction_id,
+                position: first_position - 1,
+            })
+        }
+        None => horizon,
+    })
 }
 
 /// A place where a hash chain does not hold.
@@ -185,7 +248,8 @@ pub async fn verify(
 ) -> Result<VerifyReport, StoreError> {
     let mut rows = sqlx::query(
         "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version,
-                payload::text AS payload, metadata::text AS metadata, hash
+                payload::text AS payload, metadata::text AS metadata, hash,
+                recorded_at, chain_version
            FROM events
           WHERE ($1::text IS NULL OR aggregate_type = $1)
             AND ($2::text IS NULL OR aggregate_id = $2)
@@ -199,6 +263,7 @@ pub async fn verify(
     let mut current: Option<(String, String)> = None;
     let mut previous: Hash = GENESIS;
     let mut expected_sequence = 1i64;
+    let mut stream_version = ChainVersion::V1;
     let mut stream_broken = false;
     while let Some(row) = rows.try_next().await? {
         let ty: String = row.try_get("aggregate_type")?;
@@ -209,6 +274,7 @@ pub async fn verify(
             report.streams_checked += 1;
             previous = GENESIS;
             expected_sequence = 1;
+            stream_version = ChainVersion::V1;
             stream_broken = false;
         }
         report.events_checked += 1;
@@ -220,6 +286,8 @@ pub async fn verify(
         let payload: String = row.try_get("payload")?;
         let metadata: String = row.try_get("metadata")?;
         let stored: Vec<u8> = row.try_get("hash")?;
+        let recorded_at: DateTime<Utc> = row.try_get("recorded_at")?;
+        let version_number: i16 = row.try_get("chain_version")?;
         let mut fail = |reason: String| {
             report.broken.push(BrokenLink {
                 aggregate_type: ty.clone(),
@@ -235,7 +303,22 @@ pub async fn verify(
             ));
             continue;
         }
-        let computed = hash::chain(
+        let Some(version) = ChainVersion::from_number(version_number) else {
+            fail(format!("unknown chain version {version_number}"));
+            continue;
+        };
+        // Once a stream's events cover their time, a later one cannot stop
+        // doing so: that would let an edited time pass as an old event.
+        if version < stream_version {
+            fail(format!(
+                "chain version {} follows version {}",
+                version.number(),
+                stream_version.number()
+            ));
+            continue;
+        }
+        let computed = hash::link(
+            version,
             &previous,
             &EventFields {
                 aggregate_type: &ty,
@@ -246,12 +329,22 @@ pub async fn verify(
                 payload: &payload,
                 metadata: &metadata,
             },
+            recorded_at,
         );
         if stored.as_slice() != computed.as_slice() {
-            fail("stored hash does not match the event's contents and predecessor".to_string());
+            fail(match version {
+                ChainVersion::V1 => {
+                    "stored hash does not match the event's contents and predecessor".to_string()
+                }
+                ChainVersion::V2 => {
+                    "stored hash does not match the event's contents, recorded_at and predecessor"
+                        .to_string()
+                }
+            });
             continue;
         }
         previous = computed;
+        stream_version = version;
         expected_sequence += 1;
     }
     report.ok = report.broken.is_empty();

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use clinicbook_domain::DomainError;
 use cqrs_es::Aggregate;
 use moka::future::Cache;
@@ -17,7 +17,7 @@ use sqlx::{PgPool, Row};
 use tracing::{debug, warn};
 
 use crate::error::{ExecuteError, StoreError};
-use crate::hash::{self, EventFields, Hash, GENESIS};
+use crate::hash::{self, ChainVersion, EventFields, Hash, GENESIS};
 use crate::metadata::CommandMetadata;
 use crate::uow::{Mode, Tracked, UnitOfWork};
 
@@ -572,8 +572,11 @@ impl EventStore {
         metadata: &CommandMetadata,
         idempotency: Option<(&IdempotencyKey, &str)>,
     ) -> Result<(Option<i64>, usize), CommitError> {
-        let metadata_json = metadata.to_json(Utc::now());
-        let rows = EventRows::build(&uow.tracked, &metadata_json)?;
+        // The application records the time (to the microsecond) so the
+        // hash can cover it; the metadata carries the same instant.
+        let recorded_at = hash::recorded_instant(Utc::now());
+        let metadata_json = metadata.to_json(recorded_at);
+        let rows = EventRows::build(&uow.tracked, &metadata_json, recorded_at)?;
         // A command that writes nothing (a retry that finds its work done)
         // answers the newest position of what it read, so its answer is
         // still a usable consistency token.
@@ -612,7 +615,9 @@ impl EventStore {
             .bind(&snapshots.sequences)
             .bind(&snapshots.payloads)
             .bind(&snapshots.hashes)
-            .bind(read_position);
+            .bind(read_position)
+            .bind(recorded_at)
+            .bind(ChainVersion::CURRENT.number());
 
         let guarded: Vec<&Tracked> = uow
             .tracked
@@ -680,8 +685,9 @@ const APPEND: &str = "
 WITH locks AS MATERIALIZED (
     SELECT clinicbook_lock_streams($9::int8[], $10::bool[]) AS locked
 ), ins AS (
-    INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, hash)
-    SELECT t.ty, t.id, t.seq, t.et, t.ev, t.p::json, t.m::json, t.h
+    INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, hash,
+                        recorded_at, chain_version)
+    SELECT t.ty, t.id, t.seq, t.et, t.ev, t.p::json, t.m::json, t.h, $21::timestamptz, $22::int2
       FROM locks,
            unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bytea[])
            WITH ORDINALITY AS t(ty, id, seq, et, ev, p, m, h, ord)
@@ -763,7 +769,11 @@ struct EventRows {
 }
 
 impl EventRows {
-    fn build(tracked: &[Tracked], metadata: &str) -> Result<Self, StoreError> {
+    fn build(
+        tracked: &[Tracked],
+        metadata: &str,
+        recorded_at: DateTime<Utc>,
+    ) -> Result<Self, StoreError> {
         let count: usize = tracked.iter().map(|t| t.pending.len()).sum();
         let mut rows = EventRows {
             types: Vec::with_capacity(count),
@@ -790,7 +800,8 @@ impl EventRows {
                     });
                 }
                 let sequence = t.expected + 1 + i as u64;
-                previous = hash::chain(
+                previous = hash::link(
+                    ChainVersion::CURRENT,
                     &previous,
                     &EventFields {
                         aggregate_type: t.key.aggregate_type,
@@ -801,6 +812,7 @@ impl EventRows {
                         payload: &event.payload,
                         metadata,
                     },
+                    recorded_at,
                 );
                 rows.types.push(t.key.aggregate_type);
                 rows.ids.push(t.key.aggregate_id.clone());
