@@ -8,7 +8,7 @@
 //! refusing altered ones.
 
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
-use clinicbook_api::demo::{self, DemoOptions};
+use clinicbook_demo::{self as demo, DemoOptions};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use uuid::Uuid;
