@@ -465,3 +465,100 @@ async fn a_nats_node_of_three_stopped_under_load_loses_nothing() {
     );
     drop(server);
 }
+
+/// Sends every request at once (after a barrier), alternating between the
+/// two processes, and answers each status and body.
+async fn storm(app: &App, bases: &[String; 2], bodies: Vec<Value>) -> Vec<(StatusCode, Value)> {
+    let barrier = Arc::new(tokio::sync::Barrier::new(bodies.len()));
+    let tasks: Vec<_> = bodies
+        .into_iter()
+        .enumerate()
+        .map(|(i, body)| {
+            let request = app
+                .client
+                .post(format!("{}/v1/reservations", bases[i % 2]))
+                .bearer_auth(&app.staff)
+                .json(&body);
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let (status, _, body) = crate::processes::send(request).await;
+                (status, body)
+            })
+        })
+        .collect();
+    let mut answers = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        answers.push(task.await.unwrap_or_else(|e| panic!("{e}")));
+    }
+    answers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn storms_across_two_processes_book_each_hot_slot_once_and_keep_wallet_limits() {
+    let (app, first, second, ids) = crate::processes::two_processes().await;
+    let bases = [first.base.clone(), second.base.clone()];
+
+    // 1,000 requests over 20 hot slots: one booking each, no 5xx.
+    let hot: Vec<String> = (0..20)
+        .map(|n| format!("2030-01-{:02}T{:02}:00:00Z", 8 + n / 5, 8 + 2 * (n % 5)))
+        .collect();
+    let bodies = (0..1000)
+        .map(|n| {
+            json!({"patient_id": Uuid::new_v4(), "clinic_id": ids.clinic, "resource_id": ids.laser,
+                   "treatment_id": ids.laser_treatment, "start": hot[n % hot.len()],
+                   "payment": {"method": "at_clinic"}})
+        })
+        .collect();
+    let answers = storm(&app, &bases, bodies).await;
+    let mut won: BTreeMap<String, usize> = BTreeMap::new();
+    for (status, body) in &answers {
+        match (status.as_u16(), body["code"].as_str()) {
+            (201, _) => {
+                let start = body["start"].as_str().unwrap_or_default();
+                *won.entry(start.to_owned()).or_default() += 1;
+            }
+            (409, Some("slot_unavailable" | "concurrency_conflict")) => {}
+            _ => panic!("unexpected answer {status}: {body}"),
+        }
+    }
+    assert_eq!(won.len(), 20, "every hot slot booked: {won:?}");
+    assert!(
+        won.values().all(|n| *n == 1),
+        "a slot booked twice: {won:?}"
+    );
+
+    // A wallet that covers three bookings, and forty bookings paid from it
+    // at once, each of another slot: exactly three are paid.
+    let patient = Uuid::new_v4();
+    let deposit = app
+        .post(
+            &format!("/v1/wallets/{patient}/deposits"),
+            &app.staff,
+            json!({"amount_cents": 36_000, "reference": "storm"}),
+        )
+        .await;
+    assert_eq!(deposit.status, StatusCode::CREATED, "{:?}", deposit.body);
+    let bodies = (0..40)
+        .map(|n| {
+            json!({"patient_id": patient, "clinic_id": ids.clinic, "resource_id": ids.laser_b,
+                   "treatment_id": ids.laser_treatment,
+                   "start": format!("2030-02-{:02}T{:02}:00:00Z", 4 + n / 8, 8 + n % 8),
+                   "payment": {"method": "wallet"}})
+        })
+        .collect();
+    let answers = storm(&app, &bases, bodies).await;
+    let mut paid = 0;
+    for (status, body) in &answers {
+        match (status.as_u16(), body["code"].as_str()) {
+            (201, _) => paid += 1,
+            (422, Some("insufficient_funds")) | (409, Some("concurrency_conflict")) => {}
+            _ => panic!("unexpected answer {status}: {body}"),
+        }
+    }
+    assert_eq!(paid, 3, "the wallet pays exactly what it holds");
+    app.read_own_writes().await;
+    let wallet = app.get(&format!("/v1/wallets/{patient}"), &app.staff).await;
+    assert_eq!(wallet.status, StatusCode::OK, "{:?}", wallet.body);
+    assert_eq!(wallet.body["balance_cents"], 0, "{:?}", wallet.body);
+}

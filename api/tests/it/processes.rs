@@ -129,7 +129,7 @@ impl Server {
 
 /// A fresh database, two processes on it, the Berlin fixture clinic set up
 /// through the first, and an [`App`] whose requests go to the first.
-async fn two_processes() -> (App, Server, Server, ClinicIds) {
+pub(crate) async fn two_processes() -> (App, Server, Server, ClinicIds) {
     let db = services()
         .await
         .database(&clinicbook_eventstore::MIGRATOR)
