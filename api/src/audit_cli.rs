@@ -1,18 +1,22 @@
 //! The auditor's commands of the `clinicbook` binary, straight against the
 //! database (no server): `replay` (one stream's events and state, or every
 //! stream re-run through its aggregate with `--all --check`) and `verify`
-//! (every hash chain); `replay --all --check --projections` also rebuilds
-//! every projection into a scratch schema and diffs it with the live one.
-//! They fail (non-zero exit) when history does not
-//! hold, naming each stream and sequence.
+//! (every hash chain, and with `--against FILE` every stream a signed
+//! checkpoint names), and `checkpoint` (print one);
+//! `replay --all --check --projections` also rebuilds every projection into
+//! a scratch schema and diffs it with the live one. They fail (non-zero
+//! exit) when history does not hold, naming each stream and sequence.
 
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use clinicbook_eventstore::checkpoint::{self, Checkpoint, PublicKey};
 use clinicbook_eventstore::replay::{self, CheckOptions, CheckReport};
 use clinicbook_eventstore::{audit, EventStore, StoreConfig};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
+use secrecy::SecretString;
 
 use crate::routes::audit::{aggregate_kind, until, StreamHistory, StreamQuery, Verification};
 
@@ -60,14 +64,57 @@ pub struct ReplayArgs {
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
     /// Only streams of this aggregate type.
-    #[arg(long = "type")]
+    #[arg(long = "type", conflicts_with = "against")]
     pub aggregate_type: Option<String>,
     /// Only streams with this id.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "against")]
     pub id: Option<String>,
+    /// A checkpoint (`clinicbook checkpoint > FILE`, or
+    /// `GET /v1/audit/checkpoint`): also name every stream it lists that
+    /// is missing, shorter, or holds another event at its sequence.
+    #[arg(long, value_name = "FILE")]
+    pub against: Option<PathBuf>,
+    /// With --against: the public key (hex, as `GET /v1/audit/public-key`
+    /// answers) the checkpoint must be signed with; without it, the public
+    /// half of the configured audit key.
+    #[arg(long, requires = "against")]
+    pub public_key: Option<String>,
+    /// The audit key.
+    #[command(flatten)]
+    pub key: AuditKeyArgs,
     /// PostgreSQL URL, e.g. postgres://user@127.0.0.1:5432/clinicbook
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: String,
+}
+
+/// Where the audit signing key comes from, as for `serve`.
+#[derive(Debug, clap::Args)]
+pub struct AuditKeyArgs {
+    /// Ed25519 key checkpoints are signed with (64 hex digits); without it,
+    /// the one kept in <var-dir>/audit-key.
+    #[arg(long, env = "CLINICBOOK_AUDIT_KEY", hide_env_values = true)]
+    pub audit_key: Option<SecretString>,
+    /// Where local state lives (the key file), as for `serve`.
+    #[arg(long, env = "CLINICBOOK_VAR_DIR", default_value = "var")]
+    pub var_dir: PathBuf,
+}
+
+/// Arguments of `clinicbook checkpoint`.
+#[derive(Debug, clap::Args)]
+pub struct CheckpointArgs {
+    /// Print only the public key (hex) checkpoints are signed with.
+    #[arg(long)]
+    pub print_public_key: bool,
+    /// The audit key.
+    #[command(flatten)]
+    pub key: AuditKeyArgs,
+    /// PostgreSQL URL, e.g. postgres://user@127.0.0.1:5432/clinicbook
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        required_unless_present = "print_public_key"
+    )]
+    pub database_url: Option<String>,
 }
 
 /// `clinicbook replay`: one stream printed as JSON, or `--all --check`.
@@ -248,10 +295,12 @@ async fn check_projections(read: &clinicbook_projections::ReadModels) -> anyhow:
 }
 
 /// `clinicbook verify`: recomputes every hash chain (or those matching the
-/// filters) and names each broken stream.
+/// filters) and names each broken stream; with `--against FILE`, also each
+/// stream the checkpoint names that is missing or shorter than it says.
 ///
 /// # Errors
-/// Bad arguments, the database failed, or a chain is broken.
+/// Bad arguments, the database failed, the checkpoint is refused, or a
+/// stream does not verify.
 pub async fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
     let kind = args
         .aggregate_type
@@ -259,13 +308,21 @@ pub async fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
         .map(aggregate_kind)
         .transpose()
         .map_err(|e| anyhow::anyhow!(e.problem().detail))?;
+    let against = match &args.against {
+        Some(path) => Some((read_checkpoint(path)?, verifying_key(args)?)),
+        None => None,
+    };
     let pool = clinicbook_eventstore::connect(&args.database_url, 2)
         .await
         .context("cannot connect to the database (check DATABASE_URL)")?;
     let started = Instant::now();
-    let report: Verification = audit::verify(&pool, kind.map(|k| k.name()), args.id.as_deref())
-        .await?
-        .into();
+    let report = match &against {
+        Some((taken, key)) => checkpoint::verify_against(&pool, taken, key)
+            .await
+            .map_err(|e| anyhow::anyhow!("checkpoint refused: {e}"))?,
+        None => audit::verify(&pool, kind.map(|k| k.name()), args.id.as_deref()).await?,
+    };
+    let report: Verification = report.into();
     let elapsed = started.elapsed();
     for b in &report.broken {
         println!(
@@ -280,12 +337,69 @@ pub async fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
         elapsed.as_secs_f64(),
         rate(report.events_checked, elapsed),
     );
+    if let Some((taken, _)) = &against {
+        println!(
+            "against the checkpoint of {} at position {}: {} streams",
+            taken.taken_at.to_rfc3339(),
+            taken.position,
+            taken.streams.len()
+        );
+    }
     anyhow::ensure!(
         report.ok,
-        "{} of {} streams have a broken hash chain",
+        "{} of {} streams have a broken hash chain{}",
         report.broken.len(),
-        report.streams_checked
+        report.streams_checked,
+        if against.is_some() {
+            ", or are missing or shorter than the checkpoint says"
+        } else {
+            ""
+        }
     );
     println!("OK: every hash chain holds");
+    Ok(())
+}
+
+/// A checkpoint file, naming the file and the field when it is not one.
+fn read_checkpoint(path: &std::path::Path) -> anyhow::Result<Checkpoint> {
+    let text = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    crate::extract::parse::<Checkpoint>(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is not a checkpoint: {}",
+            path.display(),
+            e.problem().detail
+        )
+    })
+}
+
+/// The key a checkpoint must verify with: `--public-key`, else the public
+/// half of the configured audit key (never a new one).
+fn verifying_key(args: &VerifyArgs) -> anyhow::Result<PublicKey> {
+    if let Some(text) = &args.public_key {
+        return PublicKey::from_hex(text).context("--public-key");
+    }
+    let key = crate::keys::audit_key(args.key.audit_key.as_ref(), &args.key.var_dir, false)?;
+    Ok(key.public_key())
+}
+
+/// `clinicbook checkpoint`: prints a signed checkpoint of every stream's
+/// head as JSON (or, with `--print-public-key`, the key's public half).
+///
+/// # Errors
+/// The audit key is malformed or cannot be kept, or the database failed.
+pub async fn checkpoint(args: &CheckpointArgs) -> anyhow::Result<()> {
+    let key = crate::keys::audit_key(args.key.audit_key.as_ref(), &args.key.var_dir, true)?;
+    if args.print_public_key {
+        println!("{}", key.public_key().to_hex());
+        return Ok(());
+    }
+    let Some(database_url) = &args.database_url else {
+        anyhow::bail!("give --database-url or DATABASE_URL");
+    };
+    let pool = clinicbook_eventstore::connect(database_url, 2)
+        .await
+        .context("cannot connect to the database (check DATABASE_URL)")?;
+    let taken = checkpoint::take(&pool, &key).await?;
+    println!("{}", serde_json::to_string_pretty(&taken)?);
     Ok(())
 }

@@ -15,6 +15,7 @@
 //! | body over 64 KiB | 413 | `payload_too_large` |
 //! | wrong content type | 415 | `unsupported_media_type` |
 //! | other business rules (`insufficient_funds`, `no_sessions_left`, …) and `idempotency_key_reused` | 422 | as named |
+//! | a checkpoint posted to `/v1/audit/verify` whose contents or signature were altered | 422 | `checkpoint_refused` |
 //! | rate limit | 429 | `rate_limited` |
 //! | storage unavailable, timeout | 503 | `unavailable` |
 //! | read model behind the asked `min_position` after 5 s | 503 | `projection_lagging` |

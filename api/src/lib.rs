@@ -31,6 +31,7 @@ pub mod background;
 pub mod call;
 pub mod error;
 pub mod extract;
+pub mod keys;
 pub mod middleware;
 pub mod openapi;
 pub mod ops;

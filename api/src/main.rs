@@ -1,9 +1,9 @@
 //! `clinicbook`: the command-line entry point of the booking engine:
 //! `serve` (the HTTP API), `migrate`, `token` (a JWT for trying it),
-//! `demo`, `rebuild` and `projections status`, and the auditor's `replay`
-//! and `verify`.
+//! `demo`, `rebuild` and `projections status`, and the auditor's `replay`,
+//! `verify` and `checkpoint`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,9 +75,13 @@ enum Command {
     /// (as of an instant or a version) as JSON, or every stream re-run
     /// through its aggregate with --all --check.
     Replay(clinicbook_api::audit_cli::ReplayArgs),
-    /// Verify every hash chain (or one type's, or one stream's); exits
-    /// non-zero naming each broken stream and its first bad sequence.
+    /// Verify every hash chain (or one type's, or one stream's), and with
+    /// --against FILE every stream a checkpoint names; exits non-zero
+    /// naming each broken stream and its first bad sequence.
     Verify(clinicbook_api::audit_cli::VerifyArgs),
+    /// Print a signed checkpoint of every stream's head as JSON (keep it
+    /// outside the database; `verify --against` takes it).
+    Checkpoint(clinicbook_api::audit_cli::CheckpointArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -137,6 +141,10 @@ struct ServeArgs {
     /// Messages a projector applies per transaction.
     #[arg(long, env = "CLINICBOOK_PROJECTOR_BATCH", default_value_t = 500)]
     projector_batch: usize,
+    /// Ed25519 key audit checkpoints are signed with (64 hex digits).
+    /// Without it, a random key is kept in <var-dir>/audit-key.
+    #[arg(long, env = "CLINICBOOK_AUDIT_KEY", hide_env_values = true)]
+    audit_key: Option<SecretString>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -194,6 +202,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Replay(args) => clinicbook_api::audit_cli::replay(&args).await,
         Command::Verify(args) => clinicbook_api::audit_cli::verify(&args).await,
+        Command::Checkpoint(args) => clinicbook_api::audit_cli::checkpoint(&args).await,
     }
 }
 
@@ -243,24 +252,9 @@ fn secret(args: &SecretArgs) -> anyhow::Result<SecretString> {
     let fresh: String = (0..4)
         .map(|_| uuid::Uuid::new_v4().simple().to_string())
         .collect();
-    write_private(&path, &fresh)?;
+    clinicbook_api::keys::write_private(&path, &fresh)?;
     tracing::info!(path = %path.display(), "no CLINICBOOK_JWT_SECRET given: created a random token secret");
     Ok(SecretString::from(fresh))
-}
-
-fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    #[cfg(unix)]
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    options.mode(0o600);
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    file.write_all(contents.as_bytes())?;
-    Ok(())
 }
 
 fn token(args: &TokenArgs) -> anyhow::Result<()> {
@@ -391,6 +385,11 @@ async fn run_server(
         auth: Arc::new(AuthKeys::new(&secret(&args.secret)?)),
         metrics: clinicbook_api::metrics_handle(),
         nats_addr: nats_url.map(host_port),
+        audit_key: Arc::new(clinicbook_api::keys::audit_key(
+            args.audit_key.as_ref(),
+            &args.secret.var_dir,
+            true,
+        )?),
     };
     let limits = Limits {
         rate_per_second: args.rate_limit,

@@ -21,7 +21,7 @@ use crate::error::Problem;
         (name = "admin", description = "Clinics and catalog (role admin)"),
         (name = "staff", description = "Booking, wallets and packages (role staff)"),
         (name = "analysts", description = "Read models: schedules, availability, dashboard and reports (role analyst; staff may read schedule and availability). Every read takes ?min_position=N"),
-        (name = "audit", description = "History, as-of state and hash-chain verification (role auditor)"),
+        (name = "audit", description = "History, as-of state, hash-chain verification and signed checkpoints (role auditor)"),
         (name = "operations", description = "Health, readiness and metrics (no token)")
     )
 )]

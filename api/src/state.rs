@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use clinicbook_commands::Commands;
+use clinicbook_eventstore::checkpoint::AuditKey;
 use clinicbook_projections::ReadModels;
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -21,4 +22,6 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// `host:port` of NATS, checked by `/readyz` when set.
     pub nats_addr: Option<String>,
+    /// Signs audit checkpoints; only its public half is ever answered.
+    pub audit_key: Arc<AuditKey>,
 }

@@ -4,10 +4,11 @@
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
 use serde::Serialize;
-use sqlx::PgPool;
+use sqlx::{PgPool, Row};
 
 use crate::error::StoreError;
-use crate::hash::{self, Hash, GENESIS};
+use crate::feed::FeedPoint;
+use crate::hash::{self, ChainVersion, Hash, GENESIS};
 use crate::row::{EventRow, COLUMNS};
 
 /// One stored event, as auditors see it: in its current version (older
@@ -102,40 +103,102 @@ pub struct EventFilter {
     pub actor: Option<String>,
 }
 
-/// Up to `limit` events with a position above `after`, in position order,
-/// matching `filter`: the global history, a page at a time.
+/// Up to `limit` events after the feed point `after`, in feed order
+/// (`(transaction_id, position)`), matching `filter`: the global history, a
+/// page at a time.
 ///
 /// Only events of transactions below the horizon of running transactions
-/// are returned (identity values are taken before commit, so a running
-/// transaction may still commit a lower position); they appear on a later
-/// page once it ends, never behind a page already read.
+/// are returned, in the relay's order: identity values are taken before
+/// commit, so paging by position alone would skip a transaction that drew a
+/// lower position and committed after a page was read. In feed order such
+/// an event always comes after every page already read.
 ///
 /// # Errors
 /// The database failed, a stored text is not JSON, or an old event cannot
 /// be upcast.
 pub async fn events_after(
     pool: &PgPool,
-    after: i64,
+    after: FeedPoint,
     limit: i64,
     filter: &EventFilter,
-) -> Result<Vec<StoredEvent>, StoreError> {
+) -> Result<Vec<AuditedEvent>, StoreError> {
     let sql = format!(
         "SELECT {COLUMNS} FROM events
-          WHERE position > $1
+          WHERE (transaction_id, position) > ($1::text::xid8, $2)
             AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-            AND ($2::text IS NULL OR aggregate_type = $2)
-            AND ($3::text IS NULL OR metadata->>'actor' = $3)
-          ORDER BY position
-          LIMIT $4"
+            AND ($3::text IS NULL OR aggregate_type = $3)
+            AND ($4::text IS NULL OR metadata->>'actor' = $4)
+          ORDER BY transaction_id, position
+          LIMIT $5"
     );
     let rows: Vec<EventRow> = sqlx::query_as(&sql)
-        .bind(after)
+        .bind(after.transaction_id)
+        .bind(after.position)
         .bind(filter.aggregate_type.as_deref())
         .bind(filter.actor.as_deref())
         .bind(limit)
         .fetch_all(pool)
         .await?;
-    rows.into_iter().map(StoredEvent::try_from).collect()
+    rows.into_iter()
+        .map(|row| {
+            Ok(AuditedEvent {
+                point: FeedPoint {
+                    transaction_id: row.transaction_id,
+                    position: row.position,
+                },
+                event: StoredEvent::try_from(row)?,
+            })
+        })
+        .collect()
+}
+
+/// An event of the global history with its place in the feed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuditedEvent {
+    /// The event.
+    pub event: StoredEvent,
+    /// Where it is in the feed: pass the last one as `after` for the next page.
+    pub point: FeedPoint,
+}
+
+/// The feed point to resume from for a client that paged by position alone
+/// and has read up to `position`: just before the first event above it in
+/// feed order, and never past a running transaction. Nothing the client has
+/// not seen is skipped; events of its last pages may come again.
+///
+/// # Errors
+/// The database failed.
+pub async fn resume_after_position(pool: &PgPool, position: i64) -> Result<FeedPoint, StoreError> {
+    let row = sqlx::query(
+        "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon,
+                f.transaction_id, f.position
+           FROM (SELECT 1) AS one
+           LEFT JOIN LATERAL (
+                SELECT transaction_id::text::bigint AS transaction_id, position FROM events
+                 WHERE position > $1
+                   AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+                 ORDER BY transaction_id, position LIMIT 1) AS f ON true",
+    )
+    .bind(position)
+    .fetch_one(pool)
+    .await?;
+    // Any transaction still running or yet to come has an id at or above
+    // the horizon: just before all of its events.
+    let horizon = FeedPoint {
+        transaction_id: row.try_get("horizon")?,
+        position: 0,
+    };
+    let first: Option<i64> = row.try_get("transaction_id")?;
+    Ok(match first {
+        Some(transaction_id) => {
+            let first_position: i64 = row.try_get("position")?;
+            horizon.min(FeedPoint {
+                transaction_id,
+                position: first_position - 1,
+            })
+        }
+        None => horizon,
+    })
 }
 
 /// A place where a hash chain does not hold.
@@ -190,6 +253,7 @@ pub async fn verify(
     let mut current: Option<(String, String)> = None;
     let mut previous: Hash = GENESIS;
     let mut expected_sequence = 1i64;
+    let mut stream_version = ChainVersion::V1;
     let mut stream_broken = false;
     while let Some(row) = rows.try_next().await? {
         let stream = (row.aggregate_type.clone(), row.aggregate_id.clone());
@@ -198,6 +262,7 @@ pub async fn verify(
             report.streams_checked += 1;
             previous = GENESIS;
             expected_sequence = 1;
+            stream_version = ChainVersion::V1;
             stream_broken = false;
         }
         report.events_checked += 1;
@@ -220,18 +285,41 @@ pub async fn verify(
             ));
             continue;
         }
+        let Some(version) = ChainVersion::from_number(row.chain_version) else {
+            fail(format!("unknown chain version {}", row.chain_version));
+            continue;
+        };
+        // Once a stream's events cover their time, a later one cannot stop
+        // doing so: that would let an edited time pass as an old event.
+        if version < stream_version {
+            fail(format!(
+                "chain version {} follows version {}",
+                version.number(),
+                stream_version.number()
+            ));
+            continue;
+        }
         let computed = match row.fields() {
-            Ok(fields) => hash::chain(&previous, &fields),
+            Ok(fields) => hash::link(version, &previous, &fields, row.recorded_at),
             Err(e) => {
                 fail(e.to_string());
                 continue;
             }
         };
         if row.hash.as_slice() != computed.as_slice() {
-            fail("stored hash does not match the event's contents and predecessor".to_string());
+            fail(match version {
+                ChainVersion::V1 => {
+                    "stored hash does not match the event's contents and predecessor".to_string()
+                }
+                ChainVersion::V2 => {
+                    "stored hash does not match the event's contents, recorded_at and predecessor"
+                        .to_string()
+                }
+            });
             continue;
         }
         previous = computed;
+        stream_version = version;
         expected_sequence += 1;
     }
     report.ok = report.broken.is_empty();

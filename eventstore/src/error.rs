@@ -119,3 +119,30 @@ impl From<sqlx::Error> for ExecuteError {
         ExecuteError::Store(StoreError::Database(e))
     }
 }
+
+/// Why a checkpoint could not be taken or verified against.
+#[derive(Debug, Error)]
+pub enum CheckpointError {
+    /// A field of the checkpoint is not what it must be (hex of the right
+    /// length).
+    #[error("{field}: {reason}")]
+    Malformed {
+        /// The field, e.g. `signature` or `streams[3].hash`.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The contents were changed after signing: they no longer match the
+    /// digest.
+    #[error("the checkpoint's contents do not match its digest")]
+    DigestMismatch,
+    /// The signature is not the audit key's over the digest.
+    #[error("the checkpoint's signature does not verify with the audit key")]
+    BadSignature,
+    /// An audit key (configured or given) is malformed.
+    #[error("{0}")]
+    InvalidKey(String),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

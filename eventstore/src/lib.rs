@@ -11,6 +11,7 @@
 //! sqlx; it knows nothing of HTTP.
 
 pub mod audit;
+pub mod checkpoint;
 pub mod error;
 pub mod feed;
 pub mod hash;
@@ -22,7 +23,7 @@ mod store;
 mod uow;
 mod upcasting;
 
-pub use error::{ExecuteError, StoreError, UowError};
+pub use error::{CheckpointError, ExecuteError, StoreError, UowError};
 pub use feed::{FeedEvent, FeedPoint};
 pub use metadata::{Actor, CommandMetadata};
 pub use store::{Committed, EventStore, IdempotencyKey, StoreConfig, StoredAggregate, UseCase};

@@ -18,7 +18,7 @@ use crate::store::StoredAggregate;
 /// uses (`SELECT {COLUMNS} FROM events ...`).
 pub(crate) const COLUMNS: &str = "aggregate_type, aggregate_id, sequence, position,
     transaction_id::text::bigint AS transaction_id, event_type, event_version,
-    payload::text AS payload, metadata::text AS metadata, recorded_at, hash";
+    payload::text AS payload, metadata::text AS metadata, recorded_at, hash, chain_version";
 
 /// A stored event as it is in the table: payload and metadata are the
 /// exact stored JSON texts (the hash covers them), the version is the
@@ -37,6 +37,8 @@ pub(crate) struct EventRow {
     pub metadata: String,
     pub recorded_at: DateTime<Utc>,
     pub hash: Vec<u8>,
+    /// The rule its hash follows ([`crate::hash::ChainVersion`]).
+    pub chain_version: i16,
 }
 
 impl EventRow {

@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
-
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use clinicbook_domain::{AggregateKind, DomainError};
 use cqrs_es::Aggregate;
 use moka::future::Cache;
@@ -20,7 +19,7 @@ use sqlx::{PgPool, Row};
 use tracing::{debug, warn, Instrument};
 
 use crate::error::{ExecuteError, StoreError};
-use crate::hash::{self, EventFields, Hash};
+use crate::hash::{self, ChainVersion, EventFields, Hash};
 use crate::metadata::CommandMetadata;
 use crate::row::{fold, EventRow, Folded, COLUMNS};
 use crate::uow::{Mode, Tracked, UnitOfWork};
@@ -385,7 +384,7 @@ impl EventStore {
             "SELECT true AS is_snapshot, aggregate_type, aggregate_id, last_sequence AS sequence,
                     0::int8 AS position, 0::int8 AS transaction_id, '' AS event_type,
                     '' AS event_version, payload::text AS payload, '{{}}' AS metadata,
-                    taken_at AS recorded_at, last_hash AS hash
+                    taken_at AS recorded_at, last_hash AS hash, 0::int2 AS chain_version
                FROM snapshots
               WHERE $4 AND aggregate_type = $1 AND aggregate_id = $2
              UNION ALL
@@ -592,8 +591,11 @@ impl EventStore {
         metadata: &CommandMetadata,
         idempotency: Option<(&IdempotencyKey, &str)>,
     ) -> Result<(Option<i64>, usize), CommitError> {
-        let metadata_json = metadata.to_json(clinicbook_domain::micros(Utc::now()));
-        let rows = EventRows::build(&uow.tracked, &metadata_json)?;
+        // The application records the time (to the microsecond) so the
+        // hash can cover it; the metadata carries the same instant.
+        let recorded_at = hash::recorded_instant(Utc::now());
+        let metadata_json = metadata.to_json(recorded_at);
+        let rows = EventRows::build(&uow.tracked, &metadata_json, recorded_at)?;
         // A command that writes nothing (a retry that finds its work done)
         // answers the newest position of what it read, so its answer is
         // still a usable consistency token.
@@ -613,6 +615,7 @@ impl EventStore {
             idempotency,
             snapshots: &snapshots,
             read_position,
+            recorded_at,
         }
         .query();
 
@@ -683,14 +686,16 @@ impl EventStore {
 /// order of its placeholders: `$1`–`$8` the events ([`EventRows::bind`]),
 /// `$9`–`$10` the stream locks ([`StreamLocks::bind`]), `$11`–`$14` the
 /// idempotency answer ([`bind_idempotency`]), `$15`–`$19` the snapshots
-/// ([`SnapshotRows::bind`]) and `$20` the position answered when nothing
-/// is written.
+/// ([`SnapshotRows::bind`]), `$20` the position answered when nothing
+/// is written, `$21` the instant every event records (the hash covers it)
+/// and `$22` the hash chain's version.
 const APPEND: &str = "
 WITH locks AS MATERIALIZED (
     SELECT clinicbook_lock_streams($9::int8[], $10::bool[]) AS locked
 ), ins AS (
-    INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, hash)
-    SELECT t.ty, t.id, t.seq, t.et, t.ev, t.p::json, t.m::json, t.h
+    INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, hash,
+                        recorded_at, chain_version)
+    SELECT t.ty, t.id, t.seq, t.et, t.ev, t.p::json, t.m::json, t.h, $21::timestamptz, $22::int2
       FROM locks,
            unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bytea[])
            WITH ORDINALITY AS t(ty, id, seq, et, ev, p, m, h, ord)
@@ -726,17 +731,21 @@ struct Append<'q> {
     idempotency: Option<(&'q IdempotencyKey, &'q str)>,
     snapshots: &'q SnapshotRows,
     read_position: Option<i64>,
+    recorded_at: DateTime<Utc>,
 }
 
 impl<'q> Append<'q> {
-    /// The statement with its twenty parameters bound, in placeholder order.
+    /// The statement with its parameters bound, in placeholder order.
     fn query(self) -> AppendQuery<'q> {
         let query = sqlx::query_scalar(APPEND);
         let query = self.events.bind(query); // $1-$8
         let query = self.locks.bind(query); // $9-$10
         let query = bind_idempotency(query, self.idempotency); // $11-$14
         let query = self.snapshots.bind(query); // $15-$19
-        query.bind(self.read_position) // $20
+        query
+            .bind(self.read_position) // $20
+            .bind(self.recorded_at) // $21
+            .bind(ChainVersion::CURRENT.number()) // $22
     }
 }
 
@@ -857,7 +866,11 @@ impl EventRows {
             .bind(&self.hashes)
     }
 
-    fn build(tracked: &[Tracked], metadata: &str) -> Result<Self, StoreError> {
+    fn build(
+        tracked: &[Tracked],
+        metadata: &str,
+        recorded_at: DateTime<Utc>,
+    ) -> Result<Self, StoreError> {
         let count: usize = tracked.iter().map(|t| t.pending.len()).sum();
         let mut rows = EventRows {
             types: Vec::with_capacity(count),
@@ -884,7 +897,8 @@ impl EventRows {
                     });
                 }
                 let sequence = t.expected + 1 + i as u64;
-                previous = hash::chain(
+                previous = hash::link(
+                    ChainVersion::CURRENT,
                     &previous,
                     &EventFields {
                         aggregate_type: t.key.aggregate_type,
@@ -895,6 +909,7 @@ impl EventRows {
                         payload: &event.payload,
                         metadata,
                     },
+                    recorded_at,
                 );
                 rows.types.push(t.key.aggregate_type);
                 rows.ids.push(t.key.aggregate_id.clone());

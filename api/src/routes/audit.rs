@@ -1,16 +1,18 @@
 //! Audit routes (role `auditor`, or `admin`): a stream's history and its
 //! state as of an instant or a version, the global history a page at a
-//! time, and verification of the hash chains. Thin: the event store's
-//! `audit` and `replay` modules do the work.
+//! time, verification of the hash chains, and signed checkpoints of every
+//! stream's head to verify the store against later. Thin: the event
+//! store's `audit`, `checkpoint` and `replay` modules do the work.
 
-use axum::extract::{FromRequestParts, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use chrono::{DateTime, Timelike, Utc};
 use clinicbook_commands::CommandError;
 use clinicbook_eventstore::audit::{self, BrokenLink, EventFilter, StoredEvent, VerifyReport};
+use clinicbook_eventstore::checkpoint::{self, Checkpoint};
 use clinicbook_eventstore::replay::{self, AggregateKind, StreamAt, Until};
-use clinicbook_eventstore::StoreError;
+use clinicbook_eventstore::{CheckpointError, FeedPoint, StoreError};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -18,7 +20,7 @@ use utoipa_axum::routes;
 
 use crate::auth::{Caller, Role};
 use crate::error::{ApiError, Problem};
-use crate::extract::{Path, Query};
+use crate::extract::{Json, Path, Query};
 use crate::state::AppState;
 
 /// The audit routes with their OpenAPI descriptions.
@@ -27,7 +29,22 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(stream))
         .routes(routes!(events))
         .routes(routes!(verify))
+        .routes(routes!(checkpoint_now))
+        .routes(routes!(public_key))
+        .routes({
+            // A checkpoint lists every stream: allow it more than other bodies.
+            let (schemas, paths, method) = routes!(verify_against);
+            (
+                schemas,
+                paths,
+                method.layer(DefaultBodyLimit::max(CHECKPOINT_BODY_LIMIT)),
+            )
+        })
 }
+
+/// Largest checkpoint `POST /v1/audit/verify` accepts (about 200,000
+/// streams).
+pub const CHECKPOINT_BODY_LIMIT: usize = 32 * 1024 * 1024;
 
 /// Default page size of `GET /v1/audit/events`.
 pub const DEFAULT_LIMIT: i64 = 100;
@@ -133,11 +150,20 @@ impl From<StreamAt> for StreamHistory {
 /// A page of the global history.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct EventPage {
-    /// Events in position order.
+    /// Events in feed order: by writing transaction, then position.
     pub events: Vec<AuditEvent>,
-    /// Pass as `after` for the next page (the last position returned, or
-    /// the `after` asked for when the page is empty).
-    pub next_after: i64,
+    /// An opaque cursor: pass it as `after` for the next page (the place
+    /// of the last event returned, or of `after` when the page is empty).
+    pub next_after: String,
+}
+
+/// The public half of the audit signing key.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditPublicKey {
+    /// Always `Ed25519`.
+    pub algorithm: String,
+    /// The 32-byte public key, hex: checkpoints' signatures verify with it.
+    pub public_key: String,
 }
 
 /// A stream whose hash chain breaks.
@@ -203,8 +229,11 @@ pub struct StreamQuery {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
-    /// Events after this position (default 0, the beginning).
-    pub after: Option<i64>,
+    /// The `next_after` of the page before (default: the beginning). A
+    /// bare position (the older form) is still taken: the page starts at
+    /// the first event above it in feed order, so nothing is skipped but
+    /// the last events read may come again.
+    pub after: Option<String>,
     /// Page size, 1 to 1000 (default 100).
     pub limit: Option<i64>,
     /// Only events of this aggregate type.
@@ -322,9 +351,54 @@ async fn stream(
     Ok(axum::Json(at.into()))
 }
 
-/// The global history in position order, a page at a time, optionally
-/// only one aggregate type's or one actor's events. Events of transactions
-/// still running appear on a later page, never behind one already read.
+/// Where `GET /v1/audit/events` starts: after a cursor it answered, or
+/// (the older form) after a position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum After {
+    /// After this place in the feed.
+    Cursor(FeedPoint),
+    /// After this position, as pages were once asked for.
+    Position(i64),
+}
+
+/// Reads `after`: a cursor `next_after` answered, or a position.
+///
+/// # Errors
+/// 400 naming `after` for anything else.
+pub fn parse_after(text: &str) -> Result<After, ApiError> {
+    let number = |t: &str| t.parse::<i64>().ok().filter(|n| *n >= 0);
+    let parsed = match text.split_once('.') {
+        Some((transaction, position)) => {
+            number(transaction)
+                .zip(number(position))
+                .map(|(transaction_id, position)| {
+                    After::Cursor(FeedPoint {
+                        transaction_id,
+                        position,
+                    })
+                })
+        }
+        None => number(text).map(After::Position),
+    };
+    parsed.ok_or_else(|| {
+        ApiError::bad_request(
+            "after: expected the next_after of an earlier page (or a position, 0 or more)",
+        )
+    })
+}
+
+/// The cursor `next_after` answers for a place in the feed.
+#[must_use]
+pub fn cursor(point: FeedPoint) -> String {
+    format!("{}.{}", point.transaction_id, point.position)
+}
+
+/// The global history in feed order (by writing transaction, then
+/// position: the relay's order), a page at a time, optionally only one
+/// aggregate type's or one actor's events. Only transactions below the
+/// horizon of running ones are read, so an event committed later always
+/// comes after the pages already read: following `next_after` skips
+/// nothing.
 #[utoipa::path(get, path = "/v1/audit/events", tag = "audit", params(EventsQuery),
     responses((status = 200, body = EventPage),
         (status = 400, body = Problem, description = "bad after, limit or aggregate type"),
@@ -334,10 +408,12 @@ async fn events(
     _auditor: AuditorCall,
     Query(query): Query<EventsQuery>,
 ) -> Result<axum::Json<EventPage>, ApiError> {
-    let after = query.after.unwrap_or(0);
-    if after < 0 {
-        return Err(ApiError::bad_request("after: must be 0 or more"));
-    }
+    let after = query
+        .after
+        .as_deref()
+        .map(parse_after)
+        .transpose()?
+        .unwrap_or(After::Cursor(FeedPoint::START));
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError::bad_request(format!(
@@ -352,12 +428,23 @@ async fn events(
             .transpose()?,
         actor: query.actor,
     };
-    let events = audit::events_after(state.commands.store().pool(), after, limit, &filter)
+    let pool = state.commands.store().pool();
+    let after = match after {
+        After::Cursor(point) => point,
+        After::Position(0) => FeedPoint::START,
+        After::Position(position) => audit::resume_after_position(pool, position)
+            .await
+            .map_err(store_error)?,
+    };
+    let events = audit::events_after(pool, after, limit, &filter)
         .await
         .map_err(store_error)?;
-    let next_after = events.last().map_or(after, |e| e.position);
+    let next_after = cursor(events.last().map_or(after, |e| e.point));
     Ok(axum::Json(EventPage {
-        events: events.into_iter().map(AuditEvent::from).collect(),
+        events: events
+            .into_iter()
+            .map(|e| AuditEvent::from(e.event))
+            .collect(),
         next_after,
     }))
 }
@@ -386,5 +473,77 @@ async fn verify(
     )
     .await
     .map_err(store_error)?;
+    Ok(axum::Json(report.into()))
+}
+
+/// A checkpoint refused or failing, as an answer.
+fn checkpoint_error(e: CheckpointError) -> ApiError {
+    match e {
+        CheckpointError::Malformed { .. } => ApiError::bad_request(e.to_string()),
+        CheckpointError::DigestMismatch | CheckpointError::BadSignature => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "checkpoint_refused",
+            format!("{e}: it is not a checkpoint this server signed, unchanged"),
+        ),
+        CheckpointError::InvalidKey(_) => ApiError::internal(&e),
+        CheckpointError::Store(e) => store_error(e),
+    }
+}
+
+/// A signed checkpoint of every stream's head now (type, id, sequence and
+/// hash): keep it outside the database, and later `POST` it to
+/// `/v1/audit/verify` to find streams deleted or cut short since.
+#[utoipa::path(get, path = "/v1/audit/checkpoint", tag = "audit",
+    responses((status = 200, body = Checkpoint),
+        (status = 401, body = Problem), (status = 403, body = Problem)))]
+async fn checkpoint_now(
+    State(state): State<AppState>,
+    _auditor: AuditorCall,
+) -> Result<axum::Json<Checkpoint>, ApiError> {
+    let taken = checkpoint::take(state.commands.store().pool(), &state.audit_key)
+        .await
+        .map_err(store_error)?;
+    Ok(axum::Json(taken))
+}
+
+/// The public half of the key checkpoints are signed with (keep a copy
+/// with the checkpoints, to verify them without trusting the server).
+#[utoipa::path(get, path = "/v1/audit/public-key", tag = "audit",
+    responses((status = 200, body = AuditPublicKey),
+        (status = 401, body = Problem), (status = 403, body = Problem)))]
+async fn public_key(
+    State(state): State<AppState>,
+    _auditor: AuditorCall,
+) -> axum::Json<AuditPublicKey> {
+    axum::Json(AuditPublicKey {
+        algorithm: "Ed25519".to_owned(),
+        public_key: state.audit_key.public_key().to_hex(),
+    })
+}
+
+/// Verifies the store against a checkpoint this server signed: every hash
+/// chain, and every stream the checkpoint names, which must still exist,
+/// be at least as long, and hold the same event at the checkpoint's
+/// sequence. `broken` names each stream that does not, at its first bad
+/// sequence.
+#[utoipa::path(post, path = "/v1/audit/verify", tag = "audit", request_body = Checkpoint,
+    responses((status = 200, body = Verification, description = "ok is false when a chain breaks or a stream is missing or shorter than the checkpoint says"),
+        (status = 400, body = Problem, description = "not a checkpoint: malformed JSON, a missing or unknown field, a field not hex of the right length"),
+        (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 413, body = Problem, description = "a checkpoint over 32 MiB"),
+        (status = 415, body = Problem),
+        (status = 422, body = Problem, description = "checkpoint_refused: its contents do not match its digest, or its signature is not this server's")))]
+async fn verify_against(
+    State(state): State<AppState>,
+    _auditor: AuditorCall,
+    Json(against): Json<Checkpoint>,
+) -> Result<axum::Json<Verification>, ApiError> {
+    let report = checkpoint::verify_against(
+        state.commands.store().pool(),
+        &against,
+        &state.audit_key.public_key(),
+    )
+    .await
+    .map_err(checkpoint_error)?;
     Ok(axum::Json(report.into()))
 }

@@ -3,7 +3,9 @@
 //! global history pages and filters; roles; bad input; and the built
 //! `clinicbook verify` and `clinicbook replay` binaries against the test
 //! database, finding tampered, deleted and swapped events and failing on a
-//! stream that no longer replays.
+//! stream that no longer replays; signed checkpoints over HTTP and from
+//! `clinicbook checkpoint`, naming streams cut short or deleted since and
+//! refusing altered ones.
 
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use clinicbook_demo::{self as demo, DemoOptions};
@@ -234,6 +236,8 @@ async fn audit_routes_need_a_token_and_the_auditor_or_admin_role() {
         format!("/v1/audit/streams/Wallet/{patient}"),
         "/v1/audit/events".to_string(),
         "/v1/audit/verify".to_string(),
+        "/v1/audit/checkpoint".to_string(),
+        "/v1/audit/public-key".to_string(),
     ];
     for route in &routes {
         app.send(Method::GET, route, None, None)
@@ -283,6 +287,7 @@ async fn bad_audit_requests_are_400_and_unknown_streams_and_versions_404() {
         ("/v1/audit/events?limit=0".to_string(), "limit"),
         ("/v1/audit/events?limit=1001".to_string(), "limit"),
         ("/v1/audit/events?after=-5".to_string(), "after"),
+        ("/v1/audit/events?after=12.x".to_string(), "after"),
         (
             "/v1/audit/events?aggregate_type=wallet".to_string(),
             "Wallet",
@@ -328,34 +333,13 @@ async fn bad_audit_requests_are_400_and_unknown_streams_and_versions_404() {
     assert_eq!(plus.body["state"]["balance"], json!(2_000));
 }
 
-/// Pages of `GET /v1/audit/events` until one is empty, polling a moment for
-/// transactions of other tests that hold the horizon back.
+/// Pages of `GET /v1/audit/events` from the beginning, following
+/// `next_after`, until one is empty; polling a moment for transactions of
+/// other tests that hold the horizon back.
 async fn all_events(app: &App, query: &str, limit: usize, expected: usize) -> Vec<Value> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let mut events = Vec::new();
-        let mut after = 0;
-        loop {
-            let page = app
-                .get(
-                    &format!("/v1/audit/events?after={after}&limit={limit}{query}"),
-                    &app.auditor,
-                )
-                .await;
-            assert_eq!(page.status, StatusCode::OK, "{:?}", page.body);
-            let got = page.body["events"].as_array().cloned().unwrap_or_default();
-            assert!(got.len() <= limit);
-            let next = page.body["next_after"].as_i64().unwrap_or(-1);
-            match got.last() {
-                Some(last) => assert_eq!(last["position"], json!(next)),
-                None => assert_eq!(next, after),
-            }
-            if got.is_empty() {
-                break;
-            }
-            events.extend(got);
-            after = next;
-        }
+        let (events, _) = pages_after(app, None, query, limit).await;
         if events.len() >= expected || std::time::Instant::now() > deadline {
             return events;
         }
@@ -363,8 +347,46 @@ async fn all_events(app: &App, query: &str, limit: usize, expected: usize) -> Ve
     }
 }
 
+/// Every page after `after` (the beginning when `None`) until an empty
+/// one; answers the events and the cursor to go on from.
+async fn pages_after(
+    app: &App,
+    after: Option<&str>,
+    query: &str,
+    limit: usize,
+) -> (Vec<Value>, String) {
+    let mut events = Vec::new();
+    let mut after = after.map(str::to_owned);
+    loop {
+        let from = after
+            .as_deref()
+            .map(|a| format!("&after={a}"))
+            .unwrap_or_default();
+        let page = app
+            .get(
+                &format!("/v1/audit/events?limit={limit}{from}{query}"),
+                &app.auditor,
+            )
+            .await;
+        assert_eq!(page.status, StatusCode::OK, "{:?}", page.body);
+        let got = page.body["events"].as_array().cloned().unwrap_or_default();
+        assert!(got.len() <= limit);
+        let next = text(&page, "next_after");
+        if got.is_empty() {
+            if let Some(after) = &after {
+                if after.contains('.') {
+                    assert_eq!(&next, after, "an empty page keeps the cursor");
+                }
+            }
+            return (events, next);
+        }
+        events.extend(got);
+        after = Some(next);
+    }
+}
+
 #[tokio::test]
-async fn the_global_history_pages_in_position_order_and_filters_by_type_and_actor() {
+async fn the_global_history_pages_in_feed_order_and_filters_by_type_and_actor() {
     let app = app().await;
     app.clinic().await;
     let patient = Uuid::new_v4().to_string();
@@ -381,6 +403,7 @@ async fn the_global_history_pages_in_position_order_and_filters_by_type_and_acto
     let total = usize::try_from(app.events().await).unwrap_or_default();
     let everything = all_events(&app, "", 4, total).await;
     assert_eq!(everything.len(), total);
+    // Each event once; a quiet store's feed order is position order.
     let positions: Vec<i64> = everything
         .iter()
         .map(|e| e["position"].as_i64().unwrap_or_default())
@@ -689,4 +712,348 @@ async fn clinicbook_replay_check_passes_on_the_demo_data_and_fails_on_corrupted_
         "{}",
         failed.stderr
     );
+}
+
+// ---------------------------------------------------------------------------
+// Cursors, checkpoints and verification against them.
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn next_after_is_a_cursor_and_the_older_position_form_still_pages() {
+    let app = app().await;
+    let patient = wallet_with_deposits(&app, 3).await;
+    let everything = all_events(&app, "", 10, 3).await;
+    assert_eq!(everything.len(), 3);
+    let first = app.get("/v1/audit/events?limit=1", &app.auditor).await;
+    let cursor = text(&first, "next_after");
+    assert_eq!(first.body["events"][0]["aggregate_id"], json!(patient));
+    let (rest, end) = pages_after(&app, Some(&cursor), "", 1).await;
+    assert_eq!(rest.len(), 2);
+    assert_eq!(rest[0]["sequence"], json!(2));
+    let (none, same) = pages_after(&app, Some(&end), "", 5).await;
+    assert!(none.is_empty());
+    assert_eq!(same, end);
+
+    // An integer is read as a position, as before: nothing above it is skipped.
+    let position = everything[0]["position"].as_i64().unwrap_or_default();
+    let (from_position, _) = pages_after(&app, Some(&position.to_string()), "", 5).await;
+    let sequences: Vec<i64> = from_position
+        .iter()
+        .map(|e| e["sequence"].as_i64().unwrap_or_default())
+        .collect();
+    assert_eq!(sequences, vec![2, 3]);
+    let (from_zero, _) = pages_after(&app, Some("0"), "", 5).await;
+    assert_eq!(from_zero.len(), 3);
+
+    for bad in ["abc", "1.x", "-1.2", "3.-4", "1.2.3", "9223372036854775808"] {
+        let answer = app
+            .get(&format!("/v1/audit/events?after={bad}"), &app.auditor)
+            .await;
+        answer.assert_problem(400, "invalid_request");
+        assert!(
+            answer.body["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("after")),
+            "{bad}: {:?}",
+            answer.body
+        );
+    }
+}
+
+fn broken_of(body: &Value) -> Vec<(String, i64)> {
+    let mut found: Vec<(String, i64)> = body["broken"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|b| {
+            (
+                b["aggregate_id"].as_str().unwrap_or_default().to_string(),
+                b["sequence"].as_i64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+#[tokio::test]
+async fn a_checkpoint_over_http_names_streams_cut_short_or_deleted_and_refuses_forgeries() {
+    let app = app().await;
+    let cut = wallet_with_deposits(&app, 3).await;
+    let gone = wallet_with_deposits(&app, 1).await;
+    let kept = wallet_with_deposits(&app, 2).await;
+
+    for route in ["/v1/audit/checkpoint", "/v1/audit/public-key"] {
+        app.send(Method::GET, route, None, None)
+            .await
+            .assert_problem(401, "unauthorized");
+        app.get(route, &app.staff)
+            .await
+            .assert_problem(403, "forbidden");
+    }
+    let key = app.get("/v1/audit/public-key", &app.auditor).await;
+    assert_eq!(key.status, StatusCode::OK, "{:?}", key.body);
+    assert_eq!(key.body["algorithm"], json!("Ed25519"));
+    let public = text(&key, "public_key");
+    assert_eq!(public.len(), 64);
+    assert!(!key.body.to_string().contains(&app.audit_secret));
+
+    let taken = app.get("/v1/audit/checkpoint", &app.auditor).await;
+    assert_eq!(taken.status, StatusCode::OK, "{:?}", taken.body);
+    let checkpoint = taken.body.clone();
+    assert!(!checkpoint.to_string().contains(&app.audit_secret));
+    let heads: Vec<(String, i64)> = checkpoint["streams"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            (
+                s["aggregate_id"].as_str().unwrap_or_default().to_owned(),
+                s["sequence"].as_i64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let mut expected_heads = vec![(cut.clone(), 3), (gone.clone(), 1), (kept.clone(), 2)];
+    expected_heads.sort();
+    let mut sorted_heads = heads.clone();
+    sorted_heads.sort();
+    assert_eq!(sorted_heads, expected_heads);
+
+    let sound = app
+        .post("/v1/audit/verify", &app.auditor, checkpoint.clone())
+        .await;
+    assert_eq!(sound.status, StatusCode::OK, "{:?}", sound.body);
+    assert_eq!(sound.body["ok"], json!(true));
+    app.post("/v1/audit/verify", &app.staff, checkpoint.clone())
+        .await
+        .assert_problem(403, "forbidden");
+
+    tamper(
+        &app,
+        "DELETE FROM events WHERE aggregate_id = $1 AND sequence = 3",
+        &cut,
+    )
+    .await;
+    tamper(&app, "DELETE FROM events WHERE aggregate_id = $1", &gone).await;
+    let chains = app.get("/v1/audit/verify", &app.auditor).await;
+    assert_eq!(chains.body["ok"], json!(true), "the chains alone hold");
+    let report = app
+        .post("/v1/audit/verify", &app.auditor, checkpoint.clone())
+        .await;
+    assert_eq!(report.status, StatusCode::OK, "{:?}", report.body);
+    assert_eq!(report.body["ok"], json!(false));
+    let mut expected = vec![(cut.clone(), 3), (gone.clone(), 1)];
+    expected.sort();
+    assert_eq!(broken_of(&report.body), expected);
+
+    // An altered signature, or contents that no longer match the digest.
+    let mut forged = checkpoint.clone();
+    let signature = forged["signature"].as_str().unwrap_or_default().to_owned();
+    let flipped = if signature.starts_with('0') { "1" } else { "0" };
+    forged["signature"] = json!(format!("{flipped}{}", &signature[1..]));
+    app.post("/v1/audit/verify", &app.auditor, forged)
+        .await
+        .assert_problem(422, "checkpoint_refused");
+    let mut shortened = checkpoint.clone();
+    shortened["streams"] = json!(checkpoint["streams"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["aggregate_id"] != json!(gone))
+        .cloned()
+        .collect::<Vec<_>>());
+    app.post("/v1/audit/verify", &app.auditor, shortened)
+        .await
+        .assert_problem(422, "checkpoint_refused");
+
+    // A checkpoint of many streams is larger than other bodies may be
+    // (64 KiB): it is read, and refused only for its signature.
+    let mut large = checkpoint.clone();
+    large["streams"] = json!((0..1_000)
+        .map(
+            |i| json!({"aggregate_type": "Wallet", "aggregate_id": format!("{i:036}"),
+                        "sequence": 1, "hash": "00".repeat(32)})
+        )
+        .collect::<Vec<_>>());
+    assert!(large.to_string().len() > 64 * 1024);
+    app.post("/v1/audit/verify", &app.auditor, large)
+        .await
+        .assert_problem(422, "checkpoint_refused");
+
+    // Bad input: 4xx problem+json, naming what is wrong.
+    let mut bad_hash = checkpoint.clone();
+    bad_hash["streams"][0]["hash"] = json!("not-hex");
+    let mut no_digest = checkpoint.clone();
+    if let Some(map) = no_digest.as_object_mut() {
+        map.remove("digest");
+    }
+    let mut extra = checkpoint.clone();
+    extra["surprise"] = json!(1);
+    let mut short_signature = checkpoint.clone();
+    short_signature["signature"] = json!("abcd");
+    for (body, named) in [
+        (bad_hash, "streams[0].hash"),
+        (no_digest, "digest"),
+        (extra, "surprise"),
+        (short_signature, "signature"),
+        (json!({"position": "ten"}), "position"),
+        (json!([1, 2]), ""),
+    ] {
+        let answer = app.post("/v1/audit/verify", &app.auditor, body).await;
+        answer.assert_problem(400, "invalid_request");
+        assert!(
+            answer.body["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains(named)),
+            "{named}: {:?}",
+            answer.body
+        );
+    }
+    app.raw(
+        Method::POST,
+        "/v1/audit/verify",
+        &app.auditor,
+        "text/plain",
+        b"{}".to_vec(),
+    )
+    .await
+    .assert_problem(415, "unsupported_media_type");
+    app.raw(
+        Method::POST,
+        "/v1/audit/verify",
+        &app.auditor,
+        "application/json",
+        b"{\"position\":".to_vec(),
+    )
+    .await
+    .assert_problem(400, "invalid_request");
+}
+
+/// Runs the built `clinicbook` with the test servers' audit key and `dir` as
+/// its var dir.
+async fn keyed(app: &App, dir: &std::path::Path, args: &[&str]) -> Run {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_clinicbook"))
+        .args(args)
+        .arg("--var-dir")
+        .arg(dir)
+        .env("DATABASE_URL", &app.db.url)
+        .env("CLINICBOOK_AUDIT_KEY", &app.audit_secret)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run clinicbook: {e}"));
+    Run {
+        ok: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+#[tokio::test]
+async fn clinicbook_checkpoint_and_verify_against_name_a_deleted_tail_and_refuse_an_altered_signature(
+) {
+    let app = app().await;
+    let cut = wallet_with_deposits(&app, 3).await;
+    let kept = wallet_with_deposits(&app, 2).await;
+    let dir = std::env::temp_dir().join(format!("clinicbook-checkpoint-{}", Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let taken = keyed(&app, &dir, &["checkpoint"]).await;
+    assert!(taken.ok, "{}", taken.stderr);
+    assert!(!taken.stdout.contains(&app.audit_secret));
+    assert!(!taken.stderr.contains(&app.audit_secret));
+    let file = dir.join("checkpoint.json");
+    std::fs::write(&file, &taken.stdout).unwrap_or_else(|e| panic!("{e}"));
+    let file_arg = file.to_str().unwrap_or_default().to_owned();
+    // The server's public key verifies what the CLI signed with the same key.
+    let public = text(
+        &app.get("/v1/audit/public-key", &app.auditor).await,
+        "public_key",
+    );
+    let printed = keyed(&app, &dir, &["checkpoint", "--print-public-key"]).await;
+    assert_eq!(printed.stdout.trim(), public);
+    let body: Value = serde_json::from_str(&taken.stdout).unwrap_or(Value::Null);
+    let over_http = app
+        .post("/v1/audit/verify", &app.auditor, body.clone())
+        .await;
+    assert_eq!(over_http.body["ok"], json!(true), "{:?}", over_http.body);
+
+    let sound = keyed(
+        &app,
+        &dir,
+        &["verify", "--against", &file_arg, "--public-key", &public],
+    )
+    .await;
+    assert!(sound.ok, "{}{}", sound.stdout, sound.stderr);
+    assert!(sound.stdout.contains("2 streams"), "{}", sound.stdout);
+
+    tamper(
+        &app,
+        "DELETE FROM events WHERE aggregate_id = $1 AND sequence = 3",
+        &cut,
+    )
+    .await;
+    let plain = keyed(&app, &dir, &["verify"]).await;
+    assert!(plain.ok, "the chains alone hold: {}", plain.stdout);
+    let against = keyed(&app, &dir, &["verify", "--against", &file_arg]).await;
+    assert!(!against.ok, "{}", against.stdout);
+    let line = format!("BROKEN Wallet/{cut} at sequence 3:");
+    assert!(
+        against.stdout.contains(&line),
+        "{line} not in\n{}",
+        against.stdout
+    );
+    assert!(!against.stdout.contains(&kept), "{}", against.stdout);
+
+    // An altered signature is refused, and so is another key's.
+    let mut forged = body.clone();
+    let signature = forged["signature"].as_str().unwrap_or_default().to_owned();
+    let flipped = if signature.ends_with('0') { "1" } else { "0" };
+    forged["signature"] = json!(format!("{}{flipped}", &signature[..signature.len() - 1]));
+    let forged_file = dir.join("forged.json");
+    std::fs::write(&forged_file, forged.to_string()).unwrap_or_else(|e| panic!("{e}"));
+    let refused = keyed(
+        &app,
+        &dir,
+        &[
+            "verify",
+            "--against",
+            forged_file.to_str().unwrap_or_default(),
+        ],
+    )
+    .await;
+    assert!(!refused.ok);
+    assert!(
+        refused.stderr.contains("checkpoint refused"),
+        "{}",
+        refused.stderr
+    );
+    // RFC 8032 test 2's public key; the test servers sign with test 1's secret.
+    let other_key = "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c";
+    let other = keyed(
+        &app,
+        &dir,
+        &["verify", "--against", &file_arg, "--public-key", other_key],
+    )
+    .await;
+    assert!(
+        !other.ok
+            && other.stderr.contains("checkpoint refused")
+            && other.stderr.contains("signature"),
+        "{}",
+        other.stderr
+    );
+    let not_json = dir.join("not.json");
+    std::fs::write(&not_json, "{\"position\": 1").unwrap_or_else(|e| panic!("{e}"));
+    let unreadable = keyed(
+        &app,
+        &dir,
+        &["verify", "--against", not_json.to_str().unwrap_or_default()],
+    )
+    .await;
+    assert!(
+        !unreadable.ok && unreadable.stderr.contains("is not a checkpoint"),
+        "{}",
+        unreadable.stderr
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -11,6 +11,7 @@ use clinicbook_api::auth::{AuthKeys, Role};
 use clinicbook_api::background::ServeRole;
 use clinicbook_api::{AppState, Limits};
 use clinicbook_commands::{Clock, Commands};
+use clinicbook_eventstore::checkpoint::AuditKey;
 use clinicbook_eventstore::relay::Topology;
 use clinicbook_eventstore::{EventStore, StoreConfig, MIGRATOR};
 use clinicbook_projections::service::Background;
@@ -24,6 +25,9 @@ use serde_json::{json, Value};
 /// The secret the test servers sign with.
 pub const SECRET: &str = "test-secret-test-secret-test-secret";
 
+/// The audit key the test servers sign checkpoints with.
+pub const AUDIT_SECRET: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
+
 /// A server under test.
 pub struct App {
     pub base: String,
@@ -33,6 +37,9 @@ pub struct App {
     pub analyst: String,
     pub auditor: String,
     pub keys: Arc<AuthKeys>,
+    /// The audit signing key's secret (hex), for the CLI's
+    /// `CLINICBOOK_AUDIT_KEY`.
+    pub audit_secret: String,
     pub db: TestDatabase,
     /// The read models, when the server runs in this process.
     pub read: Option<ReadModels>,
@@ -94,6 +101,7 @@ pub async fn app_with(limits: Limits, clock: Clock) -> App {
         auth: keys.clone(),
         metrics: clinicbook_api::metrics_handle(),
         nats_addr: None,
+        audit_key: Arc::new(AuditKey::from_hex(AUDIT_SECRET).unwrap_or_else(|e| panic!("{e}"))),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -120,6 +128,7 @@ pub async fn app_with(limits: Limits, clock: Clock) -> App {
         analyst: token(Role::Analyst, "ana"),
         auditor: token(Role::Auditor, "audrey"),
         keys,
+        audit_secret: AUDIT_SECRET.to_owned(),
         db,
         read: Some(read),
         background: Some(background),
@@ -146,6 +155,7 @@ pub fn app_at(base: String, db: TestDatabase) -> App {
         analyst: token(Role::Analyst, "ana"),
         auditor: token(Role::Auditor, "audrey"),
         keys: keys.clone(),
+        audit_secret: AUDIT_SECRET.to_owned(),
         db,
         read: None,
         background: None,

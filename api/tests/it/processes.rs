@@ -18,7 +18,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::common::{app_at, App, ClinicIds, SECRET};
+use crate::common::{app_at, App, ClinicIds, AUDIT_SECRET, SECRET};
 
 /// How long a process may take to answer `/healthz`.
 const START_DEADLINE: Duration = Duration::from_secs(60);
@@ -79,6 +79,7 @@ impl Server {
             .arg("serve")
             .env("DATABASE_URL", database_url)
             .env("CLINICBOOK_JWT_SECRET", SECRET)
+            .env("CLINICBOOK_AUDIT_KEY", AUDIT_SECRET)
             .env("CLINICBOOK_BIND", &addr)
             .env("CLINICBOOK_RATE_LIMIT", "0")
             .env("CLINICBOOK_VAR_DIR", &dir)

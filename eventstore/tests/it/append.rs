@@ -3,9 +3,10 @@
 //! compared with what the command gave, so a parameter bound to the wrong
 //! placeholder fails this test.
 
+use chrono::{DateTime, Utc};
 use clinicbook_domain::wallet::{Wallet, WalletCommand, WalletEvent};
 use clinicbook_domain::{Money, PatientId};
-use clinicbook_eventstore::hash::{self, EventFields, GENESIS};
+use clinicbook_eventstore::hash::{self, ChainVersion, EventFields, GENESIS};
 use clinicbook_eventstore::{audit, IdempotencyKey, StoreConfig, UnitOfWork, UowError, UseCase};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -47,7 +48,15 @@ type EventColumns = (
     String,
     Vec<u8>,
     i64,
+    DateTime<Utc>,
+    i16,
 );
+
+/// The `recorded_at` the metadata carries.
+fn meta_at(metadata: &str) -> String {
+    let value: Value = serde_json::from_str(metadata).unwrap_or_default();
+    value["recorded_at"].as_str().unwrap_or_default().to_owned()
+}
 
 #[tokio::test]
 async fn every_column_of_a_commit_holds_what_the_command_gave() {
@@ -70,7 +79,7 @@ async fn every_column_of_a_commit_holds_what_the_command_gave() {
 
     let events: Vec<EventColumns> = sqlx::query_as(
         "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version,
-                payload::text, metadata::text, hash, position
+                payload::text, metadata::text, hash, position, recorded_at, chain_version
            FROM events ORDER BY position",
     )
     .fetch_all(&db.pool)
@@ -84,8 +93,24 @@ async fn every_column_of_a_commit_holds_what_the_command_gave() {
     assert_eq!(events.len(), expected.len());
     let mut previous = [GENESIS, GENESIS];
     for (row, (id, sequence, cents, reference)) in events.iter().zip(expected) {
-        let (ty, stored_id, seq, event_type, version, payload, stored_metadata, stored_hash, _) =
-            row;
+        let (
+            ty,
+            stored_id,
+            seq,
+            event_type,
+            version,
+            payload,
+            stored_metadata,
+            stored_hash,
+            _,
+            recorded_at,
+            chain_version,
+        ) = row;
+        assert_eq!(*chain_version, ChainVersion::CURRENT.number());
+        assert_eq!(
+            meta_at(stored_metadata),
+            recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        );
         assert_eq!(ty, "Wallet");
         assert_eq!(stored_id, id);
         assert_eq!(*seq, sequence);
@@ -104,7 +129,8 @@ async fn every_column_of_a_commit_holds_what_the_command_gave() {
         assert_eq!(meta_json["command_id"], metadata.command_id.to_string());
         assert_eq!(meta_json["command"], "deposit_twice");
         let stream = usize::from(id == &use_case.second);
-        let chained = hash::chain(
+        let chained = hash::link(
+            ChainVersion::CURRENT,
             &previous[stream],
             &EventFields {
                 aggregate_type: ty,
@@ -115,6 +141,7 @@ async fn every_column_of_a_commit_holds_what_the_command_gave() {
                 payload,
                 metadata: stored_metadata,
             },
+            *recorded_at,
         );
         assert_eq!(stored_hash.as_slice(), chained.as_slice());
         previous[stream] = chained;
