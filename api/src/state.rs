@@ -21,4 +21,6 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// `host:port` of NATS, checked by `/readyz` when set.
     pub nats_addr: Option<String>,
+    /// What `/readyz` last measured.
+    pub readiness: Arc<crate::ops::ReadinessCache>,
 }

@@ -94,6 +94,7 @@ pub async fn app_with(limits: Limits, clock: Clock) -> App {
         auth: keys.clone(),
         metrics: clinicbook_api::metrics_handle(),
         nats_addr: None,
+        readiness: Arc::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

@@ -7,6 +7,7 @@ mod audit;
 mod booking;
 mod common;
 mod demo;
+mod limits;
 mod money;
 mod platform;
 mod processes;

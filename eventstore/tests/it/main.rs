@@ -5,6 +5,7 @@
 mod common;
 mod concurrency;
 mod history;
+mod retention;
 mod snapshots;
 mod tamper;
 mod traps;
