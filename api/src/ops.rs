@@ -28,8 +28,8 @@ pub struct Readiness {
     /// `ok`, `not_configured`, or `degraded` when NATS is not reachable.
     pub nats: &'static str,
     /// Committed events the most lagging projection (or the relay) has not
-    /// applied yet, counted up to [`LAG_COUNT_CAP`]; absent when it could
-    /// not be read.
+    /// applied yet, counted up to 10,000; absent when it could not be
+    /// read.
     pub projection_lag_events: Option<i64>,
 }
 

@@ -196,7 +196,7 @@ pub struct WalletView {
     /// The transactions after the page's `after` sequence, oldest first, at
     /// most `limit` of them.
     pub transactions: Vec<WalletTransactionView>,
-    /// Pass as `after` for the next page; absent on the last page.
+    /// Pass as `after` for the next page; null on the last page.
     pub next_after: Option<i64>,
 }
 
