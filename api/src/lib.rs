@@ -29,7 +29,6 @@ pub mod audit_cli;
 pub mod auth;
 pub mod background;
 pub mod call;
-pub mod demo;
 pub mod error;
 pub mod extract;
 pub mod limit;

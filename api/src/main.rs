@@ -100,7 +100,8 @@ struct ServeArgs {
     /// its own PostgreSQL and nats-server under --var-dir.
     #[arg(long, env = "DATABASE_URL")]
     database_url: Option<String>,
-    /// NATS URL (nats://host:port).
+    /// NATS URL (nats://host:port), or a comma-separated list of a
+    /// cluster's servers.
     #[arg(long, env = "NATS_URL")]
     nats_url: Option<String>,
     #[command(flatten)]
@@ -145,6 +146,11 @@ struct ServeArgs {
         default_value_t = 168
     )]
     idempotency_window_hours: u64,
+    /// Copies of the events stream a JetStream cluster keeps, when this
+    /// process creates it (3 survives the loss of one node of three).
+    #[arg(long, env = "CLINICBOOK_NATS_REPLICAS", default_value_t = 1,
+          value_parser = clap::value_parser!(u8).range(1..=5))]
+    nats_replicas: u8,
     /// Events the relay publishes per batch (its checkpoint moves per batch).
     #[arg(long, env = "CLINICBOOK_RELAY_BATCH", default_value_t = 1000)]
     relay_batch: i64,
@@ -185,7 +191,7 @@ struct DemoArgs {
     #[arg(long, env = "CLINICBOOK_URL", default_value = "http://127.0.0.1:8080")]
     url: String,
     #[command(flatten)]
-    options: clinicbook_api::demo::DemoOptions,
+    options: clinicbook_demo::DemoOptions,
     #[command(flatten)]
     secret: SecretArgs,
 }
@@ -287,7 +293,7 @@ fn token(args: &TokenArgs) -> anyhow::Result<()> {
 /// Signs its tokens with the secret `serve` uses; never makes up a new
 /// one, which the server would not accept.
 async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
-    clinicbook_api::demo::check_server(&args.url).await?;
+    clinicbook_demo::check_server(&args.url).await?;
     let secret_file = args.secret.var_dir.join("jwt-secret");
     anyhow::ensure!(
         args.secret.jwt_secret.is_some() || secret_file.exists(),
@@ -296,7 +302,14 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
         secret_file.display()
     );
     let keys = AuthKeys::new(&secret(&args.secret)?);
-    let report = clinicbook_api::demo::run(&args.url, &keys, &args.options).await?;
+    // Long enough for the largest demo load and for pasting its curl commands.
+    let ttl = 12 * 3600;
+    let tokens = clinicbook_demo::DemoTokens {
+        admin: keys.issue("demo-admin", Role::Admin, ttl)?,
+        staff: keys.issue("demo-staff", Role::Staff, ttl)?,
+        curl: keys.issue("demo-curl", Role::Staff, ttl)?,
+    };
+    let report = clinicbook_demo::run(&args.url, &tokens, &args.options).await?;
     println!("{report}");
     Ok(())
 }
@@ -312,6 +325,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 "No DATABASE_URL or NATS_URL given: running local services (kept between runs)\n{}",
                 local.describe()
             );
+            // For the CLI's database tools in another terminal:
+            // `export DATABASE_URL=$(cat var/database-url)`.
+            for (file, url) in [
+                ("database-url", local.database_url()),
+                ("nats-url", local.nats_url()),
+            ] {
+                let path = args.secret.var_dir.join(file);
+                std::fs::write(&path, format!("{url}\n"))
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
             Some(local)
         }
         (None, Some(_)) => {
@@ -386,7 +409,8 @@ async fn run_server(
                 Topology::default()
             } else {
                 Topology::namespaced(&args.nats_namespace)
-            };
+            }
+            .with_replicas(usize::from(args.nats_replicas));
             let batches = Batches {
                 relay: args.relay_batch,
                 projector: args.projector_batch,

@@ -44,6 +44,9 @@ pub struct Topology {
     pub subject_prefix: String,
     /// Prefixed to durable consumer names.
     pub consumer_prefix: String,
+    /// Copies of the stream a JetStream cluster keeps (1 on a single
+    /// server; 3 so that a cluster survives the loss of a node).
+    pub replicas: usize,
 }
 
 impl Default for Topology {
@@ -52,6 +55,7 @@ impl Default for Topology {
             stream: STREAM.to_owned(),
             subject_prefix: SUBJECT_PREFIX.to_owned(),
             consumer_prefix: String::new(),
+            replicas: 1,
         }
     }
 }
@@ -75,6 +79,16 @@ impl Topology {
             stream: format!("{STREAM}_{ns}"),
             subject_prefix: format!("clinicbook.{ns}.events"),
             consumer_prefix: format!("{ns}-"),
+            replicas: 1,
+        }
+    }
+
+    /// The same names, with `replicas` copies of the stream.
+    #[must_use]
+    pub fn with_replicas(self, replicas: usize) -> Self {
+        Self {
+            replicas: replicas.max(1),
+            ..self
         }
     }
 
@@ -98,7 +112,8 @@ impl Topology {
     }
 
     /// Creates the events stream if it does not exist (file storage, two
-    /// minutes of duplicate detection) and answers it.
+    /// minutes of duplicate detection, [`Topology::replicas`] copies) and
+    /// answers it. An existing stream is used as it is.
     ///
     /// # Errors
     /// NATS failed.
@@ -111,6 +126,7 @@ impl Topology {
             subjects: vec![format!("{}.>", self.subject_prefix)],
             storage: stream::StorageType::File,
             duplicate_window: Duration::from_secs(120),
+            num_replicas: self.replicas,
             ..Default::default()
         })
         .await

@@ -14,18 +14,24 @@ use crate::runtime::{Projector, ProjectorConfig};
 use crate::waitlist::{Matcher, WaitlistBooker, WAITLIST};
 use crate::{projections, ProjectionError, ReadModels};
 
-/// Connects to NATS at `url` and answers its JetStream context. The client
-/// reconnects by itself; the first connection is retried too, so a process
-/// may start before nats-server does.
+/// Connects to NATS at `url` (one URL, or a comma-separated list of a
+/// cluster's servers) and answers its JetStream context. The client
+/// reconnects by itself, to any server of a cluster; the first connection is
+/// retried too, so a process may start before nats-server does.
 ///
 /// # Errors
 /// The URL is invalid.
 pub async fn connect(url: &str) -> Result<jetstream::Context, ProjectionError> {
+    let servers = url
+        .split(',')
+        .map(|server| server.trim().parse::<async_nats::ServerAddr>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ProjectionError::Nats(format!("invalid NATS URL {url:?}: {e}")))?;
     let client = async_nats::ConnectOptions::new()
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(2))
         .name("clinicbook")
-        .connect(url)
+        .connect(servers)
         .await
         .map_err(|e| ProjectionError::Nats(e.to_string()))?;
     Ok(jetstream::new(client))

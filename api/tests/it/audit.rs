@@ -6,7 +6,7 @@
 //! stream that no longer replays.
 
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
-use clinicbook_api::demo::{self, DemoOptions};
+use clinicbook_demo::{self as demo, DemoOptions};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use uuid::Uuid;

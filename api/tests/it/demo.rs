@@ -6,9 +6,9 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use clinicbook_api::demo::{self, DemoError, DemoOptions, DemoSummary};
 use clinicbook_api::Limits;
 use clinicbook_commands::Clock;
+use clinicbook_demo::{self as demo, DemoError, DemoOptions, DemoSummary};
 use reqwest::StatusCode;
 use serde_json::Value;
 

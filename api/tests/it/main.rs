@@ -7,6 +7,7 @@ mod audit;
 mod booking;
 mod common;
 mod demo;
+mod faults;
 mod limits;
 mod money;
 mod platform;

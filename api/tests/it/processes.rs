@@ -25,9 +25,9 @@ const START_DEADLINE: Duration = Duration::from_secs(60);
 
 /// A `clinicbook serve` child process; killed (and its var dir removed)
 /// when dropped, so a failing test leaks no process.
-struct Server {
-    child: Child,
-    base: String,
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) base: String,
     dir: PathBuf,
 }
 
@@ -52,7 +52,7 @@ impl Server {
     /// waits until `/healthz` answers. A port taken between choosing and
     /// binding it makes the process exit; then another port is tried.
     /// `env` adds environment (a role, NATS).
-    async fn start_with(database_url: &str, env: &[(&str, &str)]) -> Server {
+    pub(crate) async fn start_with(database_url: &str, env: &[(&str, &str)]) -> Server {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
             .build()
@@ -121,14 +121,14 @@ impl Server {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default()
     }
 }
 
 /// A fresh database, two processes on it, the Berlin fixture clinic set up
 /// through the first, and an [`App`] whose requests go to the first.
-async fn two_processes() -> (App, Server, Server, ClinicIds) {
+pub(crate) async fn two_processes() -> (App, Server, Server, ClinicIds) {
     let db = services()
         .await
         .database(&clinicbook_eventstore::MIGRATOR)
@@ -151,7 +151,7 @@ async fn two_processes() -> (App, Server, Server, ClinicIds) {
 }
 
 /// A status, problem code and body.
-async fn send(request: reqwest::RequestBuilder) -> (StatusCode, String, Value) {
+pub(crate) async fn send(request: reqwest::RequestBuilder) -> (StatusCode, String, Value) {
     let response = request
         .send()
         .await
@@ -432,7 +432,7 @@ async fn a_promo_code_limit_holds_across_two_processes() {
 }
 
 /// Polls the read side's status until `done` holds for it.
-async fn until_status(
+pub(crate) async fn until_status(
     read: &ReadModels,
     what: &str,
     done: impl Fn(&[Status]) -> bool,

@@ -11,7 +11,7 @@ use async_nats::jetstream;
 use clinicbook_commands::money::Deposit;
 use clinicbook_commands::{Clock, Commands, Ctx};
 use clinicbook_eventstore::hash::{self, EventFields, GENESIS};
-use clinicbook_eventstore::relay::{Relay, RelayConfig, Topology};
+use clinicbook_eventstore::relay::{self, Relay, RelayConfig, Topology};
 use clinicbook_eventstore::{Actor, CommandMetadata, EventStore, FeedEvent, StoreConfig, MIGRATOR};
 use clinicbook_projections::runtime::{Projector, ProjectorConfig};
 use clinicbook_projections::{service, Projection, ProjectionError, ReadModels};
@@ -585,4 +585,61 @@ async fn a_large_gap_is_filled_a_batch_at_a_time() {
     // A batch of messages (2) plus a batch of the gap (2) at most, never
     // the whole gap of 7 at once.
     assert!(sizes.iter().all(|s| *s <= 4), "{sizes:?}");
+}
+
+/// Another client holds a transaction open for 30 s after inserting an
+/// event, while commands go on committing: the relay publishes nothing
+/// committed after that transaction began (it cannot know whether a lower
+/// position is still to come), then, once it commits, everything, the held
+/// event included, exactly once and in order. On its own servers: holding
+/// the cluster-wide horizon back would stall every other test's relay.
+#[tokio::test]
+async fn a_transaction_held_open_for_30_s_holds_the_relay_back_and_nothing_is_skipped() {
+    let services = Services::start().await.unwrap_or_else(|e| panic!("{e}"));
+    let side = read_side(&services).await;
+    let pool = &side.db.pool;
+    for n in 0..10 {
+        side.deposit(Uuid::new_v4(), n).await;
+    }
+    side.caught_up(Duration::from_secs(20)).await;
+
+    let held_patient = Uuid::new_v4();
+    let mut held = pool.begin().await.unwrap_or_else(|e| panic!("{e}"));
+    insert_wallet_event(&mut held, held_patient).await;
+    let opened = Instant::now();
+    let mut written = 0;
+    while opened.elapsed() < Duration::from_secs(30) {
+        side.deposit(Uuid::new_v4(), 100 + written).await;
+        written += 1;
+        sleep(Duration::from_millis(100)).await;
+    }
+    assert!(written >= 50, "only {written} deposits in 30 s");
+    let relay = relay::checkpoint(pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        relay.published, 10,
+        "the relay published past an open transaction"
+    );
+    let applied = side
+        .read
+        .checkpoint(TRACE.name)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        applied.applied, 10,
+        "the projector read past an open transaction"
+    );
+
+    held.commit().await.unwrap_or_else(|e| panic!("{e}"));
+    // The held event drew its position before every deposit made meanwhile.
+    let (held_position, _) = position_and_xid(pool, held_patient).await;
+    let later: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE position > $1")
+        .bind(held_position)
+        .fetch_one(pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(later, i64::try_from(written).unwrap_or(i64::MAX));
+    side.caught_up(Duration::from_secs(60)).await;
+    side.assert_exactly_once_in_order().await;
 }

@@ -54,10 +54,10 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, NaiveDate, Utc};
 use clinicbook_commands::admin::ClinicView;
 use clinicbook_commands::booking::BookTreatment;
+use clinicbook_domain::reservation::ReservationStatus;
 use reqwest::StatusCode;
 use uuid::Uuid;
 
-use crate::auth::{AuthKeys, Role};
 use bookings::{Booker, Made, Pay};
 use catalog::Chain;
 use client::{Api, As};
@@ -72,8 +72,6 @@ pub use report::curl_commands;
 pub const DEFAULT_SEED: u64 = 20_260_301;
 /// Bookings planned per patient.
 const BOOKINGS_PER_PATIENT: usize = 2;
-/// Lifetime of the tokens `run` mints.
-const TOKEN_TTL_SECONDS: u64 = 12 * 3600;
 
 /// How much demo data to load.
 #[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
@@ -192,9 +190,6 @@ pub enum DemoError {
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
-    /// A token could not be signed.
-    #[error("cannot sign a token: {0}")]
-    Token(#[from] jsonwebtoken::errors::Error),
 }
 
 /// A name with its id.
@@ -286,18 +281,33 @@ impl DemoSummary {
     }
 }
 
-/// Mints an admin and a staff token with `keys`, loads the demo into the
-/// server at `url` and returns what to print: the summary and curl
-/// commands with a fresh staff token.
+/// The bearer tokens the demo works with; the binary signs them with the
+/// secret `serve` uses (this crate is only a client of the API).
+#[derive(Clone, Debug)]
+pub struct DemoTokens {
+    /// For setup: clinics, resources, treatments, programs, promo codes.
+    pub admin: String,
+    /// For everything staff do: patients' money, bookings and their lifecycle.
+    pub staff: String,
+    /// Printed in the curl commands, for the reader to paste.
+    pub curl: String,
+}
+
+/// Loads the demo into the server at `url` and returns what to print: the
+/// summary and curl commands with the `curl` token.
 ///
 /// # Errors
-/// See [`load`]; `Token` when a token cannot be signed.
-pub async fn run(url: &str, keys: &AuthKeys, options: &DemoOptions) -> Result<String, DemoError> {
-    let admin = keys.issue("demo-admin", Role::Admin, TOKEN_TTL_SECONDS)?;
-    let staff = keys.issue("demo-staff", Role::Staff, TOKEN_TTL_SECONDS)?;
-    let summary = load(url, &admin, &staff, options).await?;
-    let token = keys.issue("demo-curl", Role::Staff, TOKEN_TTL_SECONDS)?;
-    Ok(format!("{summary}\n{}", curl_commands(&summary, &token)))
+/// See [`load`].
+pub async fn run(
+    url: &str,
+    tokens: &DemoTokens,
+    options: &DemoOptions,
+) -> Result<String, DemoError> {
+    let summary = load(url, &tokens.admin, &tokens.staff, options).await?;
+    Ok(format!(
+        "{summary}\n{}",
+        curl_commands(&summary, &tokens.curl)
+    ))
 }
 
 /// Checks that a clinicbook server answers at `url`.
@@ -498,9 +508,12 @@ impl Loaded<'_> {
     ) -> DemoSummary {
         let reservations = self.by_status();
         let wallet_patient = self.wallet_patient();
-        let reservation = ["completed", "booked"]
-            .iter()
-            .find_map(|s| reservations.get(*s).and_then(|ids| ids.first().copied()));
+        let reservation = [ReservationStatus::Completed, ReservationStatus::Booked]
+            .into_iter()
+            .find_map(|status| {
+                let ids = reservations.get(<&str>::from(status))?;
+                ids.first().copied()
+            });
         let mut summary = base_summary(api, chain, options, self.patients, dates, now);
         summary.funded_wallets = self.funding.wallets;
         summary.deposited_cents = self.funding.deposited_cents;
@@ -546,17 +559,20 @@ impl Loaded<'_> {
         let mut by_status: BTreeMap<String, Vec<Uuid>> = BTreeMap::new();
         for outcome in self.outcomes {
             let status = if displaced.contains(&outcome.id) {
-                "displaced"
+                ReservationStatus::Displaced
             } else {
                 outcome.status
             };
             by_status
-                .entry(status.to_string())
+                .entry(<&str>::from(status).to_owned())
                 .or_default()
                 .push(outcome.id);
         }
         if !self.waitlisted.is_empty() {
-            by_status.insert("waitlisted".to_string(), self.waitlisted.clone());
+            by_status.insert(
+                <&str>::from(ReservationStatus::Waitlisted).to_owned(),
+                self.waitlisted.clone(),
+            );
         }
         by_status
     }

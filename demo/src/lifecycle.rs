@@ -11,6 +11,7 @@ use std::sync::{Mutex, PoisonError};
 
 use chrono::NaiveDate;
 use clinicbook_commands::booking::{Booked, Cancel, Cancelled, Reschedule, StatusChanged};
+use clinicbook_domain::reservation::ReservationStatus;
 use reqwest::StatusCode;
 use uuid::Uuid;
 
@@ -92,7 +93,7 @@ pub(super) struct Outcome {
     /// The reservation.
     pub id: Uuid,
     /// Its status now.
-    pub status: &'static str,
+    pub status: ReservationStatus,
     /// It was moved.
     pub rescheduled: bool,
     /// Credited back to the wallet by a cancellation.
@@ -213,7 +214,7 @@ async fn act(
     let step_key = |step: &str| key(seed, &format!("life/{index}/{step}"));
     let mut outcome = Outcome {
         id,
-        status: "booked",
+        status: ReservationStatus::Booked,
         rescheduled: false,
         refund_cents: 0,
     };
@@ -230,7 +231,10 @@ async fn act(
                     .post_empty(As::Staff, &path(step), &step_key(step))
                     .await?
                     .parse(StatusCode::OK)?;
-                outcome.status = status_name(&changed.status);
+                outcome.status = changed.status.parse().map_err(|_| DemoError::BadAnswer {
+                    what: format!("POST {}", path(step)),
+                    detail: format!("unknown status {:?}", changed.status),
+                })?;
             }
         }
         Action::Cancel => {
@@ -241,7 +245,7 @@ async fn act(
                 .post(As::Staff, &path("cancel"), &body, &step_key("cancel"))
                 .await?
                 .parse(StatusCode::OK)?;
-            outcome.status = "cancelled";
+            outcome.status = ReservationStatus::Cancelled;
             outcome.refund_cents = cancelled.refund_cents;
             release(planner, &made.booking.slot);
         }
@@ -286,15 +290,4 @@ fn release(planner: &Mutex<Planner>, slot: &Slot) {
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .release(slot);
-}
-
-/// The static name of a status the server answered.
-fn status_name(status: &str) -> &'static str {
-    match status {
-        "checked_in" => "checked_in",
-        "completed" => "completed",
-        "no_show" => "no_show",
-        "cancelled" => "cancelled",
-        _ => "booked",
-    }
 }

@@ -11,16 +11,17 @@ use super::catalog::{Chain, CONSULTATION, LASER_LARGE, PROMO_LASER, TIMEZONE};
 use super::patients::Patient;
 use super::plan::{instant, TZ};
 use super::{DemoSummary, Sample};
+use clinicbook_domain::reservation::ReservationStatus;
 
 /// Statuses in the order a reservation lives through them.
-const STATUSES: [&str; 7] = [
-    "booked",
-    "checked_in",
-    "completed",
-    "cancelled",
-    "no_show",
-    "displaced",
-    "waitlisted",
+const STATUSES: [ReservationStatus; 7] = [
+    ReservationStatus::Booked,
+    ReservationStatus::CheckedIn,
+    ReservationStatus::Completed,
+    ReservationStatus::Cancelled,
+    ReservationStatus::NoShow,
+    ReservationStatus::Displaced,
+    ReservationStatus::Waitlisted,
 ];
 
 /// The values of the curl commands: a Friday-evening quote with the laser
@@ -167,7 +168,11 @@ impl DemoSummary {
         )?;
         let counts: Vec<String> = STATUSES
             .iter()
-            .map(|s| format!("{s} {}", self.reservations.get(*s).map_or(0, Vec::len)))
+            .map(|&status| {
+                let name: &str = status.into();
+                let count = self.reservations.get(name).map_or(0, Vec::len);
+                format!("{name} {count}")
+            })
             .collect();
         writeln!(f, "Reservations now: {}", counts.join(", "))?;
         writeln!(
@@ -215,7 +220,7 @@ pub fn curl_commands(summary: &DemoSummary, token: &str) -> String {
     if let Some(id) = sample.reservation_id {
         let completed = summary
             .reservations
-            .get("completed")
+            .get(<&str>::from(ReservationStatus::Completed))
             .is_some_and(|ids| ids.contains(&id));
         let what = if completed {
             "A completed reservation"
