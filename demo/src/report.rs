@@ -12,17 +12,7 @@ use super::patients::Patient;
 use super::plan::{instant, TZ};
 use super::{DemoSummary, Sample};
 use clinicbook_domain::reservation::ReservationStatus;
-
-/// Statuses in the order a reservation lives through them.
-const STATUSES: [ReservationStatus; 7] = [
-    ReservationStatus::Booked,
-    ReservationStatus::CheckedIn,
-    ReservationStatus::Completed,
-    ReservationStatus::Cancelled,
-    ReservationStatus::NoShow,
-    ReservationStatus::Displaced,
-    ReservationStatus::Waitlisted,
-];
+use strum::VariantNames;
 
 /// The values of the curl commands: a Friday-evening quote with the laser
 /// promo code, and a consultation after the demo's days.
@@ -166,10 +156,11 @@ impl DemoSummary {
             paid("at_clinic"),
             self.bookings_with_promo
         )?;
-        let counts: Vec<String> = STATUSES
+        // Every status a reservation can be in, in the domain's order.
+        let counts: Vec<String> = ReservationStatus::VARIANTS
             .iter()
-            .map(|&status| {
-                let name: &str = status.into();
+            .filter(|&&name| name != <&str>::from(ReservationStatus::New))
+            .map(|&name| {
                 let count = self.reservations.get(name).map_or(0, Vec::len);
                 format!("{name} {count}")
             })
