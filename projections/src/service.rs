@@ -132,6 +132,28 @@ impl Background {
         }
     }
 
+    /// Runs `job` every `period` (the first time after one period) until
+    /// stopped; a job in progress is let finish.
+    pub fn every(
+        &mut self,
+        period: Duration,
+        job: impl Fn() -> futures::future::BoxFuture<'static, ()> + Send + 'static,
+    ) {
+        let stopped = self.stopped();
+        self.tasks.spawn(async move {
+            tokio::pin!(stopped);
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    () = &mut stopped => return,
+                    _ = tick.tick() => job().await,
+                }
+            }
+        });
+    }
+
     /// Asks every task to stop and waits for them.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);

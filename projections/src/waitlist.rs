@@ -10,8 +10,9 @@
 //! LOCKED`, so two matcher processes never work on the same one, and tries
 //! the candidates oldest first; each attempt carries an idempotency key
 //! made of the freed slot and the candidate, so an attempt repeated after a
-//! crash books nothing twice. A slot that starts in the past, or that no
-//! candidate fits, is marked handled.
+//! crash books nothing twice. A freed slot's row is deleted once handled
+//! (booked, in the past, or fitting no candidate), so the table holds only
+//! work to do.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -355,9 +356,13 @@ impl Matcher {
               WHERE position = $1",
         )
         .bind(position)
-        .fetch_one(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
-        // Handled meanwhile by another matcher that let its claim go?
+        // Handled (and so deleted) meanwhile by another matcher that let its
+        // claim go?
+        let Some(slot) = slot else {
+            return Ok(true);
+        };
         let handled: bool = slot.try_get("handled")?;
         if handled {
             return Ok(true);
@@ -406,14 +411,36 @@ impl Matcher {
                 }
             }
         }
-        sqlx::query(
-            "UPDATE read.waitlist_freed SET handled = true, booked = $2 WHERE position = $1",
-        )
-        .bind(position)
-        .bind(booked)
-        .execute(&mut *tx)
-        .await?;
+        // Handled: the row is work done, so it goes (what was booked is in
+        // the event store, under the attempt's idempotency key).
+        sqlx::query("DELETE FROM read.waitlist_freed WHERE position = $1")
+            .bind(position)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
+        if booked.is_none() {
+            debug!(position, %start, "no waitlisted reservation took the freed slot");
+        }
         Ok(true)
+    }
+
+    /// Deletes freed slots marked handled (by versions that kept them);
+    /// answers how many.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn purge_handled(read: &ReadModels) -> Result<u64, ProjectionError> {
+        let exists: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = 'read' AND tablename = 'waitlist_freed')",
+        )
+        .fetch_one(read.pool())
+        .await?;
+        if !exists {
+            return Ok(0);
+        }
+        Ok(sqlx::query("DELETE FROM read.waitlist_freed WHERE handled")
+            .execute(read.pool())
+            .await?
+            .rows_affected())
     }
 }
