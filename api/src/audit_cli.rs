@@ -58,6 +58,10 @@ pub struct ReplayArgs {
     /// PostgreSQL URL, e.g. postgres://user@127.0.0.1:5432/clinicbook
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: String,
+    /// The timeout of the short work's sessions (the long transactions of
+    /// `--all --check` have none).
+    #[command(flatten)]
+    pub sessions: crate::SessionArgs,
 }
 
 /// Arguments of `clinicbook verify`.
@@ -186,9 +190,10 @@ async fn check_all(args: &ReplayArgs) -> anyhow::Result<()> {
     let connections = u32::try_from(args.concurrency.max(1))
         .unwrap_or(64)
         .saturating_add(2);
-    let pool = clinicbook_eventstore::connect(&args.database_url, connections)
-        .await
-        .context("cannot connect to the database (check DATABASE_URL)")?;
+    let pool =
+        clinicbook_eventstore::connect_for(&args.database_url, connections, args.sessions.api())
+            .await
+            .context("cannot connect to the database (check DATABASE_URL)")?;
     // Nothing is cached: each comparison is a fresh normal load.
     let store = EventStore::new(
         pool.clone(),
@@ -225,7 +230,15 @@ async fn check_all(args: &ReplayArgs) -> anyhow::Result<()> {
         report.changed_during_check,
     );
     let projections_differ = if args.projections {
-        check_projections(&clinicbook_projections::ReadModels::new(pool.clone())).await?
+        // Each check holds a transaction for a whole rebuild.
+        let long = clinicbook_eventstore::connect_for(
+            &args.database_url,
+            4,
+            clinicbook_eventstore::Sessions::LongRunning,
+        )
+        .await
+        .context("cannot connect to the database (check DATABASE_URL)")?;
+        check_projections(&clinicbook_projections::ReadModels::new(long)).await?
     } else {
         0
     };

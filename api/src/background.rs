@@ -73,6 +73,38 @@ pub async fn start(
 /// Pause when no freed slot waits.
 const MATCHER_IDLE: Duration = Duration::from_millis(200);
 
+/// How often [`maintain`] purges.
+pub const MAINTENANCE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Adds to `background` the purge of what is kept only for a while, every
+/// `every`: idempotency keys older than the store's window, and freed
+/// waitlist slots left marked handled by older versions.
+pub fn maintain(
+    background: &mut Background,
+    commands: &Commands,
+    read: &ReadModels,
+    every: std::time::Duration,
+) {
+    let store = commands.store().clone();
+    let read = read.clone();
+    background.every(every, move || {
+        let store = store.clone();
+        let read = read.clone();
+        Box::pin(async move {
+            match store.purge_idempotency_keys(1000).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deleted = n, "expired idempotency keys purged"),
+                Err(error) => tracing::warn!(%error, "purging idempotency keys failed; next time"),
+            }
+            match read.purge_handled().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deleted = n, "handled freed slots purged"),
+                Err(error) => tracing::warn!(%error, "purging freed slots failed; next time"),
+            }
+        })
+    });
+}
+
 /// The waitlist matcher: takes each slot the read side saw free and offers
 /// it to the waiting list through [`Commands::fill_freed_slot`], until
 /// `stop` is cancelled. A failure (the database away, conflicts through

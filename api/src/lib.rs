@@ -32,6 +32,7 @@ pub mod call;
 pub mod error;
 pub mod extract;
 pub mod keys;
+pub mod limit;
 pub mod middleware;
 pub mod openapi;
 pub mod ops;
@@ -47,14 +48,20 @@ use crate::error::ApiError;
 pub const BODY_LIMIT: usize = 64 * 1024;
 
 /// Limits applied by [`router`].
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Limits {
     /// Requests per second each client may make on average (0: no limit).
+    /// A client is a token subject, or a peer address for requests without
+    /// a valid token ([`limit`]).
     pub rate_per_second: u64,
     /// Requests a client may make in a burst.
     pub burst: u32,
     /// Time after which a request is answered 503.
     pub timeout: Duration,
+    /// Peers whose `X-Forwarded-For` names the client (reverse proxies).
+    pub trusted_proxies: limit::TrustedProxies,
+    /// Clients the limiter keeps buckets for before dropping idle ones early.
+    pub limiter_capacity: usize,
 }
 
 impl Default for Limits {
@@ -63,6 +70,43 @@ impl Default for Limits {
             rate_per_second: 0,
             burst: 200,
             timeout: Duration::from_secs(30),
+            trusted_proxies: limit::TrustedProxies::default(),
+            limiter_capacity: limit::DEFAULT_CAPACITY,
+        }
+    }
+}
+
+/// How long an API database session may sit idle inside a transaction
+/// (`serve`, and the short work of the auditor's tools); the relay,
+/// projectors, waitlist matcher, rebuilds and checks connect without it.
+#[derive(Clone, Copy, Debug, clap::Args)]
+pub struct SessionArgs {
+    /// Milliseconds an API database session may sit idle inside a
+    /// transaction before PostgreSQL ends it (it would hold stream locks
+    /// meanwhile). Long work — relay, projectors, the waitlist matcher,
+    /// rebuilds, `replay --all --check` — has no such limit.
+    #[arg(
+        long,
+        env = "CLINICBOOK_IDLE_TRANSACTION_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub idle_transaction_timeout_ms: u64,
+}
+
+impl Default for SessionArgs {
+    fn default() -> Self {
+        Self {
+            idle_transaction_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl SessionArgs {
+    /// The API's sessions.
+    #[must_use]
+    pub fn api(self) -> clinicbook_eventstore::Sessions {
+        clinicbook_eventstore::Sessions::Api {
+            idle_in_transaction: Duration::from_millis(self.idle_transaction_timeout_ms),
         }
     }
 }
@@ -111,7 +155,8 @@ pub fn ops_router(state: AppState) -> Router {
 
 /// The whole application: every route with its middleware, outer to
 /// inner: catch-panic, request id, trace, propagate request id, metrics,
-/// problem bodies, rate limit, timeout, body limit, compression.
+/// problem bodies, timeout, body limit, compression, then authentication
+/// with the rate limit ([`limit::authenticate`]).
 pub fn router(state: AppState, limits: Limits) -> Router {
     let (api, spec) = api_routes().split_for_parts();
     let app = api
@@ -124,25 +169,26 @@ pub fn router(state: AppState, limits: Limits) -> Router {
                 "this route does not take that method",
             )
         })
-        .with_state(state);
+        .with_state(state.clone());
 
-    let app = if limits.rate_per_second > 0 {
-        let period = Duration::from_nanos(1_000_000_000 / limits.rate_per_second.max(1));
-        match tower_governor::governor::GovernorConfigBuilder::default()
-            .period(period)
-            .burst_size(limits.burst.max(1))
-            .key_extractor(middleware::ClientKey)
-            .finish()
-        {
-            Some(config) => app.layer(tower_governor::GovernorLayer {
-                config: Arc::new(config),
-            }),
-            None => app,
-        }
-    } else {
-        app
+    let limiter = limit::RateLimiter::new(
+        limits.rate_per_second,
+        limits.burst,
+        limits.limiter_capacity,
+    )
+    .map(Arc::new);
+    if let Some(limiter) = &limiter {
+        limiter.sweep_in_background();
+    }
+    let gate = limit::Gate {
+        auth: state.auth.clone(),
+        limiter,
+        proxies: limits.trusted_proxies.clone(),
     };
-
+    let app = app.layer(axum::middleware::from_fn_with_state(
+        gate,
+        limit::authenticate,
+    ));
     app.layer(
         ServiceBuilder::new()
             .layer(CatchPanicLayer::custom(middleware::panic_response))

@@ -110,15 +110,27 @@ struct ServeArgs {
     nats_url: Option<String>,
     #[command(flatten)]
     secret: SecretArgs,
-    /// Database connections of this process.
+    /// Database connections of this process for requests.
     #[arg(long, env = "CLINICBOOK_POOL_SIZE", default_value_t = 16)]
     pool_size: u32,
+    /// Database connections of this process for the relay, projectors and
+    /// the waitlist matcher (sessions without an idle-transaction timeout).
+    #[arg(long, env = "CLINICBOOK_BACKGROUND_POOL_SIZE", default_value_t = 12)]
+    background_pool_size: u32,
+    #[command(flatten)]
+    sessions: clinicbook_api::SessionArgs,
     /// Requests per second each client may make on average (0: unlimited).
     #[arg(long, env = "CLINICBOOK_RATE_LIMIT", default_value_t = 100)]
     rate_limit: u64,
     /// Requests a client may make in a burst.
     #[arg(long, env = "CLINICBOOK_RATE_BURST", default_value_t = 400)]
     rate_burst: u32,
+    /// Reverse proxies (addresses or networks, comma-separated) whose
+    /// `X-Forwarded-For` names the client for the rate limit of requests
+    /// without a valid token; from any other peer the header is ignored.
+    #[arg(long, env = "CLINICBOOK_TRUSTED_PROXIES", value_delimiter = ',',
+          value_parser = clinicbook_api::limit::parse_network)]
+    trusted_proxies: Vec<ipnet::IpNet>,
     /// Seconds after which a request is answered 503.
     #[arg(long, env = "CLINICBOOK_REQUEST_TIMEOUT", default_value_t = 30)]
     request_timeout: u64,
@@ -130,6 +142,14 @@ struct ServeArgs {
     /// several deployments sharing one nats-server (empty: the defaults).
     #[arg(long, env = "CLINICBOOK_NATS_NAMESPACE", default_value = "")]
     nats_namespace: String,
+    /// Hours an idempotency key answers a retry with the first answer; a
+    /// retry later is a new command. Older keys are purged.
+    #[arg(
+        long,
+        env = "CLINICBOOK_IDEMPOTENCY_WINDOW_HOURS",
+        default_value_t = 168
+    )]
+    idempotency_window_hours: u64,
     /// Copies of the events stream a JetStream cluster keeps, when this
     /// process creates it (3 survives the loss of one node of three).
     #[arg(long, env = "CLINICBOOK_NATS_REPLICAS", default_value_t = 1,
@@ -340,10 +360,20 @@ async fn run_server(
     database_url: &str,
     nats_url: Option<&str>,
 ) -> anyhow::Result<()> {
-    let pool = clinicbook_eventstore::connect(database_url, args.pool_size)
-        .await
-        .context("cannot connect to the database (check DATABASE_URL)")?;
-    let summary = clinicbook_eventstore::migrate(&pool)
+    let pool =
+        clinicbook_eventstore::connect_for(database_url, args.pool_size, args.sessions.api())
+            .await
+            .context("cannot connect to the database (check DATABASE_URL)")?;
+    // The background's work holds sessions and transactions on purpose
+    // (the relay's leadership, a rebuild, the matcher's claim).
+    let long = clinicbook_eventstore::connect_for(
+        database_url,
+        args.background_pool_size.max(4),
+        clinicbook_eventstore::Sessions::LongRunning,
+    )
+    .await
+    .context("cannot connect to the database (check DATABASE_URL)")?;
+    let summary = clinicbook_eventstore::migrate(&long)
         .await
         .context("migration failed")?;
     tracing::info!(
@@ -351,11 +381,21 @@ async fn run_server(
         total = summary.total,
         "database schema up to date"
     );
-    let read = ReadModels::new(pool.clone());
-    read.ensure_all()
+    let background_read = ReadModels::new(long);
+    background_read
+        .ensure_all()
         .await
         .context("cannot create the read models' tables")?;
-    let store = EventStore::new(pool, StoreConfig::default());
+    let read = ReadModels::new(pool.clone());
+    let store = EventStore::new(
+        pool,
+        StoreConfig {
+            idempotency_window: Duration::from_secs(
+                args.idempotency_window_hours.saturating_mul(3600),
+            ),
+            ..StoreConfig::default()
+        },
+    );
     let commands = Commands::new(store, Clock::system());
     let background = match nats_url {
         Some(url) => {
@@ -369,15 +409,29 @@ async fn run_server(
                 relay: args.relay_batch,
                 projector: args.projector_batch,
             };
-            clinicbook_api::background::start(args.role, &commands, &read, url, &topology, batches)
-                .await
-                .context("cannot start the read side (check NATS_URL)")?
+            clinicbook_api::background::start(
+                args.role,
+                &commands,
+                &background_read,
+                url,
+                &topology,
+                batches,
+            )
+            .await
+            .context("cannot start the read side (check NATS_URL)")?
         }
         None => {
             tracing::warn!("no NATS_URL: the relay and projectors do not run");
             Background::new()
         }
     };
+    let mut background = background;
+    clinicbook_api::background::maintain(
+        &mut background,
+        &commands,
+        &background_read,
+        clinicbook_api::background::MAINTENANCE_EVERY,
+    );
     tracing::info!(role = ?args.role, "serving");
     let state = AppState {
         commands,
@@ -390,11 +444,14 @@ async fn run_server(
             &args.secret.var_dir,
             true,
         )?),
+        readiness: Arc::default(),
     };
     let limits = Limits {
         rate_per_second: args.rate_limit,
         burst: args.rate_burst,
         timeout: Duration::from_secs(args.request_timeout.max(1)),
+        trusted_proxies: clinicbook_api::limit::TrustedProxies::new(args.trusted_proxies.clone()),
+        ..Limits::default()
     };
     let listener = tokio::net::TcpListener::bind(&args.bind)
         .await

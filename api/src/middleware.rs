@@ -1,6 +1,6 @@
 //! Request middleware of our own: metrics per matched route, problem+json
 //! for error answers produced outside the handlers (timeouts, rate limits,
-//! panics, unknown methods), and the rate-limit key.
+//! panics, unknown methods).
 
 use std::time::Instant;
 
@@ -9,8 +9,6 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use tower_governor::key_extractor::KeyExtractor;
-use tower_governor::GovernorError;
 
 use crate::error::{problem, ApiError, PROBLEM_JSON};
 
@@ -37,11 +35,16 @@ pub async fn record_metrics(request: Request, next: Next) -> Response {
 pub async fn problem_bodies(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status();
-    let is_problem = response
+    // A problem already, or a JSON body a handler chose (`/readyz`'s 503
+    // says which dependency is degraded).
+    let is_json = response
         .headers()
         .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
-    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        .is_some_and(|v| {
+            v.as_bytes().starts_with(PROBLEM_JSON.as_bytes())
+                || v.as_bytes().starts_with(b"application/json")
+        });
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
         return response;
     }
     let (code, detail) = match status {
@@ -80,28 +83,4 @@ pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Respons
         .or_else(|| panic.downcast_ref::<&str>().copied())
         .unwrap_or("unknown panic");
     ApiError::internal(&format!("handler panicked: {message}")).into_response()
-}
-
-/// Rate-limit key: the bearer token when there is one (a client), else the
-/// peer address, else one shared bucket.
-#[derive(Clone, Copy, Debug)]
-pub struct ClientKey;
-
-impl KeyExtractor for ClientKey {
-    type Key = String;
-
-    fn extract<T>(&self, req: &axum::http::Request<T>) -> Result<Self::Key, GovernorError> {
-        if let Some(auth) = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-        {
-            return Ok(auth.to_string());
-        }
-        let peer = req
-            .extensions()
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|c| c.0.ip().to_string());
-        Ok(peer.unwrap_or_else(|| "anonymous".to_string()))
-    }
 }

@@ -24,4 +24,6 @@ pub struct AppState {
     pub nats_addr: Option<String>,
     /// Signs audit checkpoints; only its public half is ever answered.
     pub audit_key: Arc<AuditKey>,
+    /// What `/readyz` last measured.
+    pub readiness: Arc<crate::ops::ReadinessCache>,
 }

@@ -8,9 +8,14 @@ use clinicbook_projections::{projection, projections, rebuild, Projection, ReadM
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 async fn read_models(database_url: &str) -> anyhow::Result<ReadModels> {
-    let pool = clinicbook_eventstore::connect(database_url, 4)
-        .await
-        .context("cannot connect to the database (check DATABASE_URL)")?;
+    // A rebuild holds transactions while it replays.
+    let pool = clinicbook_eventstore::connect_for(
+        database_url,
+        4,
+        clinicbook_eventstore::Sessions::LongRunning,
+    )
+    .await
+    .context("cannot connect to the database (check DATABASE_URL)")?;
     clinicbook_eventstore::migrate(&pool)
         .await
         .context("migration failed")?;

@@ -151,9 +151,10 @@ pub async fn read_after<'e>(
     decode(rows)
 }
 
-/// The committed events strictly between `after` and `before`, in feed order:
-/// what a projector missed when a message arrives whose predecessor it has
-/// not seen.
+/// Up to `limit` of the committed events strictly between `after` and
+/// `before`, in feed order: what a projector missed when a message arrives
+/// whose predecessor it has not seen. A gap larger than `limit` is read a
+/// batch at a time, each starting after the last event of the one before.
 ///
 /// # Errors
 /// The database failed or a stored text is not JSON.
@@ -161,19 +162,22 @@ pub async fn read_between<'e>(
     executor: impl PgExecutor<'e>,
     after: FeedPoint,
     before: FeedPoint,
+    limit: i64,
 ) -> Result<Vec<FeedEvent>, StoreError> {
     let sql = format!(
         "SELECT {COLUMNS} FROM events
           WHERE (transaction_id, position) > ($1::text::xid8, $2)
             AND (transaction_id, position) < ($3::text::xid8, $4)
             AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-          ORDER BY transaction_id, position"
+          ORDER BY transaction_id, position
+          LIMIT $5"
     );
     let rows = sqlx::query_as(&sql)
         .bind(after.transaction_id)
         .bind(after.position)
         .bind(before.transaction_id)
         .bind(before.position)
+        .bind(limit.max(1))
         .fetch_all(executor)
         .await?;
     decode(rows)

@@ -26,7 +26,10 @@ mod upcasting;
 pub use error::{CheckpointError, ExecuteError, StoreError, UowError};
 pub use feed::{FeedEvent, FeedPoint};
 pub use metadata::{Actor, CommandMetadata};
-pub use store::{Committed, EventStore, IdempotencyKey, StoreConfig, StoredAggregate, UseCase};
+pub use store::{
+    Committed, EventStore, IdempotencyKey, StoreConfig, StoredAggregate, UseCase,
+    IDEMPOTENCY_WINDOW,
+};
 pub use uow::UnitOfWork;
 
 /// The schema migrations of the whole application (`migrations/` at the
@@ -70,16 +73,68 @@ async fn applied_migrations(pool: &sqlx::PgPool) -> Result<usize, StoreError> {
     Ok(usize::try_from(count).unwrap_or(0))
 }
 
-/// Connects a pool to `url` with settings suited to the event store.
+/// How long the server lets an API session sit idle inside a transaction
+/// before it ends the session, by default.
+pub const API_IDLE_IN_TRANSACTION: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What a pool's sessions are for, which decides how long one may sit idle
+/// inside a transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sessions {
+    /// Request work: short transactions. A transaction left open stalls
+    /// writers waiting on its stream locks, so the server ends a session
+    /// idle in a transaction for longer than this.
+    Api {
+        /// `idle_in_transaction_session_timeout`.
+        idle_in_transaction: std::time::Duration,
+    },
+    /// Work that holds a transaction (or a session) on purpose while it
+    /// computes: the relay, projectors, the waitlist matcher, rebuilds and
+    /// `replay --all --check`. No idle timeout, whatever the database's
+    /// default says.
+    LongRunning,
+}
+
+impl Sessions {
+    /// Request work with the default timeout.
+    pub const API: Sessions = Sessions::Api {
+        idle_in_transaction: API_IDLE_IN_TRANSACTION,
+    };
+
+    /// The value of `idle_in_transaction_session_timeout` (0: none).
+    #[must_use]
+    pub fn idle_in_transaction_setting(self) -> String {
+        match self {
+            // At least 1 ms: 0 would mean no timeout at all.
+            Sessions::Api {
+                idle_in_transaction,
+            } => format!("{}ms", idle_in_transaction.as_millis().max(1)),
+            Sessions::LongRunning => "0".to_owned(),
+        }
+    }
+}
+
+/// Connects a pool to `url` for request work ([`Sessions::API`]).
 ///
 /// # Errors
 /// The database cannot be reached or the URL is malformed.
 pub async fn connect(url: &str, max_connections: u32) -> Result<sqlx::PgPool, StoreError> {
-    // A transaction left open stalls writers waiting on its stream locks
-    // (and, later, the relay): the server ends such sessions.
-    let options = url
-        .parse::<sqlx::postgres::PgConnectOptions>()?
-        .options([("idle_in_transaction_session_timeout", "10s")]);
+    connect_for(url, max_connections, Sessions::API).await
+}
+
+/// Connects a pool to `url` whose sessions are for `sessions`.
+///
+/// # Errors
+/// The database cannot be reached or the URL is malformed.
+pub async fn connect_for(
+    url: &str,
+    max_connections: u32,
+    sessions: Sessions,
+) -> Result<sqlx::PgPool, StoreError> {
+    let options = url.parse::<sqlx::postgres::PgConnectOptions>()?.options([(
+        "idle_in_transaction_session_timeout",
+        sessions.idle_in_transaction_setting(),
+    )]);
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(std::time::Duration::from_secs(10))

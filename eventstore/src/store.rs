@@ -57,7 +57,14 @@ pub struct StoreConfig {
     pub snapshot_every: u64,
     /// Hydrated aggregates kept in memory.
     pub cache_capacity: u64,
+    /// How long an idempotency key answers a retry with the first answer.
+    /// A retry after that is a new command; keys older than this are
+    /// purged ([`EventStore::purge_idempotency_keys`]).
+    pub idempotency_window: std::time::Duration,
 }
+
+/// How long idempotency keys are kept by default: 7 days.
+pub const IDEMPOTENCY_WINDOW: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 
 impl Default for StoreConfig {
     fn default() -> Self {
@@ -65,6 +72,7 @@ impl Default for StoreConfig {
             max_attempts: 12,
             snapshot_every: 100,
             cache_capacity: 50_000,
+            idempotency_window: IDEMPOTENCY_WINDOW,
         }
     }
 }
@@ -551,12 +559,19 @@ impl EventStore {
         key: &IdempotencyKey,
         attempt: u32,
     ) -> Result<Option<Committed<T>>, ExecuteError> {
+        // A key older than the window is gone: removed here (so the new
+        // command can store it again) if the purge has not come by yet.
         let row = sqlx::query(
-            "SELECT request_hash, response::text AS response, position
-               FROM idempotency_keys WHERE scope = $1 AND key = $2",
+            "WITH expired AS (
+                 DELETE FROM idempotency_keys
+                  WHERE scope = $1 AND key = $2 AND created_at <= now() - $3 * interval '1 microsecond')
+             SELECT request_hash, response::text AS response, position
+               FROM idempotency_keys
+              WHERE scope = $1 AND key = $2 AND created_at > now() - $3 * interval '1 microsecond'",
         )
         .bind(&key.scope)
         .bind(&key.key)
+        .bind(self.idempotency_window_micros())
         .fetch_optional(&self.inner.pool)
         .await?;
         let Some(row) = row else { return Ok(None) };
@@ -664,6 +679,36 @@ impl EventStore {
         .bind(&ids)
         .fetch_one(&self.inner.pool)
         .await
+    }
+
+    fn idempotency_window_micros(&self) -> i64 {
+        i64::try_from(self.inner.config.idempotency_window.as_micros()).unwrap_or(i64::MAX)
+    }
+
+    /// Deletes idempotency keys older than the window, `batch` at a time
+    /// (short transactions); answers how many it deleted.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn purge_idempotency_keys(&self, batch: i64) -> Result<u64, StoreError> {
+        let mut deleted = 0;
+        loop {
+            let done = sqlx::query(
+                "DELETE FROM idempotency_keys WHERE (scope, key) IN (
+                     SELECT scope, key FROM idempotency_keys
+                      WHERE created_at <= now() - $1 * interval '1 microsecond'
+                      ORDER BY created_at LIMIT $2)",
+            )
+            .bind(self.idempotency_window_micros())
+            .bind(batch.max(1))
+            .execute(&self.inner.pool)
+            .await?
+            .rows_affected();
+            deleted += done;
+            if done < u64::try_from(batch.max(1)).unwrap_or(u64::MAX) {
+                return Ok(deleted);
+            }
+        }
     }
 
     /// True when a stream the attempt read has changed since: its refusal

@@ -373,8 +373,33 @@ impl ReadModels {
             .collect()
     }
 
-    /// The most events any projection is behind the event store, for
-    /// `/readyz`.
+    /// The most events the relay or any projection is behind the event
+    /// store, counted up to `cap` each: bounded work however far behind
+    /// they are, for `/readyz`.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn max_lag_capped(&self, cap: i64) -> Result<i64, ProjectionError> {
+        let lag: Option<i64> = sqlx::query_scalar(
+            "WITH points AS (
+                 SELECT transaction_id, position FROM relay_checkpoint
+                 UNION ALL
+                 SELECT transaction_id, position FROM read.checkpoints)
+             SELECT max(behind) FROM points p, LATERAL (
+                 SELECT count(*) AS behind FROM (
+                     SELECT 1 FROM events e
+                      WHERE (e.transaction_id, e.position) > (p.transaction_id::text::xid8, p.position)
+                      ORDER BY e.transaction_id, e.position
+                      LIMIT $1) ahead) counted",
+        )
+        .bind(cap.max(1))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(lag.unwrap_or(0))
+    }
+
+    /// The most events any projection is behind the event store (counted
+    /// in full: for `projections status`, not for probes).
     ///
     /// # Errors
     /// The database failed.

@@ -211,10 +211,11 @@ impl Projector {
         Ok(())
     }
 
-    /// Applies a batch of messages (filling gaps from the event store),
-    /// then acks them.
+    /// Applies a batch of messages (filling gaps from the event store, at
+    /// most a batch of events at a time), then acks them.
     async fn handle(&self, batch: &[Message]) -> Result<(), ProjectionError> {
         let name = self.projection.name;
+        let limit = i64::try_from(self.config.batch.max(1)).unwrap_or(i64::MAX);
         let mut cursor = self.read.checkpoint(name).await?.point;
         let mut events: Vec<FeedEvent> = Vec::with_capacity(batch.len());
         for message in batch {
@@ -230,8 +231,16 @@ impl Projector {
             }
             let previous = message.headers.as_ref().and_then(previous_point);
             if previous != Some(cursor) {
-                let missing = feed::read_between(self.read.pool(), cursor, event.point()).await?;
-                if !missing.is_empty() {
+                // The missing range, a batch at a time: what is gathered is
+                // applied (its checkpoint moved) before the next is read, so
+                // memory stays bounded however large the gap.
+                loop {
+                    let missing =
+                        feed::read_between(self.read.pool(), cursor, event.point(), limit).await?;
+                    let Some(last) = missing.last().map(FeedEvent::point) else {
+                        break;
+                    };
+                    let full = i64::try_from(missing.len()).unwrap_or(i64::MAX) >= limit;
                     metrics::counter!("clinicbook_projector_gap_events_total", "projection" => name)
                         .increment(missing.len() as u64);
                     warn!(
@@ -239,30 +248,44 @@ impl Projector {
                         missing = missing.len(),
                         "gap in the stream; filled from the event store"
                     );
+                    cursor = last;
+                    events.extend(missing);
+                    if !full {
+                        break;
+                    }
+                    self.apply_events(&events).await?;
+                    events.clear();
                 }
-                events.extend(missing);
             }
             cursor = event.point();
             events.push(event);
         }
-        if !events.is_empty() {
-            let point = self.read.apply(self.projection, &events).await?;
-            // Commit to visible, per event: from the time its transaction
-            // recorded to this batch's commit.
-            let now = Utc::now();
-            for event in &events {
-                let lag = (now - event.recorded_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
-                metrics::histogram!("clinicbook_projection_lag_seconds", "projection" => name)
-                    .record(lag);
-            }
-            metrics::gauge!("clinicbook_projection_position", "projection" => name)
-                .set(point.position as f64);
-        }
+        self.apply_events(&events).await?;
         for message in batch {
             if let Err(error) = message.ack().await {
                 debug!(projection = name, %error, "ack failed; the message comes again and is skipped");
             }
         }
+        Ok(())
+    }
+
+    /// Applies `events` (in feed order) and records their lag.
+    async fn apply_events(&self, events: &[FeedEvent]) -> Result<(), ProjectionError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let name = self.projection.name;
+        let point = self.read.apply(self.projection, events).await?;
+        // Commit to visible, per event: from the time its transaction
+        // recorded to this batch's commit.
+        let now = Utc::now();
+        for event in events {
+            let lag = (now - event.recorded_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
+            metrics::histogram!("clinicbook_projection_lag_seconds", "projection" => name)
+                .record(lag);
+        }
+        metrics::gauge!("clinicbook_projection_position", "projection" => name)
+            .set(point.position as f64);
         Ok(())
     }
 }

@@ -136,6 +136,27 @@ impl Background {
         }
     }
 
+    /// Runs `job` every `period` (the first time after one period) until
+    /// stopped; a job in progress is let finish.
+    pub fn every(
+        &mut self,
+        period: Duration,
+        job: impl Fn() -> futures::future::BoxFuture<'static, ()> + Send + 'static,
+    ) {
+        let stop = self.stop_token();
+        self.spawn(info_span!("every", ?period), async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    _ = tick.tick() => job().await,
+                }
+            }
+        });
+    }
+
     /// Asks every task to stop and waits for them.
     pub async fn shutdown(self) {
         self.stop.cancel();

@@ -10,8 +10,10 @@
 //! slot. [`ReadModels::claim_freed_slot`] claims an unhandled freed slot
 //! with an advisory lock, so two matcher processes never work on the same
 //! one, and answers its candidates oldest first; [`FreedClaim::finish`]
-//! marks it handled. A slot that starts in the past, or that no candidate
-//! fits, is marked handled too.
+//! deletes it, so the table holds only work to do. A slot that starts in
+//! the past, or that no candidate fits, is deleted too; each attempt carries
+//! an idempotency key made of the freed slot and the candidate, so an
+//! attempt repeated after a crash books nothing twice.
 
 use chrono::{DateTime, Utc};
 use clinicbook_domain::reservation::{PaymentMethod, ReservationEvent, Slot};
@@ -22,7 +24,7 @@ use clinicbook_domain::{
 use clinicbook_eventstore::FeedEvent;
 use futures::future::BoxFuture;
 use sqlx::{PgConnection, Row};
-use tracing::warn;
+use tracing::{debug, warn};
 use uuid::Uuid;
 
 use crate::{Projection, ProjectionError, ReadModels};
@@ -256,14 +258,17 @@ impl FreedClaim {
     /// # Errors
     /// The database failed; the slot stays unhandled.
     pub async fn finish(mut self, booked: Option<ReservationId>) -> Result<(), ProjectionError> {
-        sqlx::query(
-            "UPDATE read.waitlist_freed SET handled = true, booked = $2 WHERE position = $1",
-        )
-        .bind(self.slot.position)
-        .bind(booked.map(|id| id.0))
-        .execute(&mut *self.tx)
-        .await?;
+        // Handled: the row is work done, so it goes (what was booked is in
+        // the event store, under the attempt's idempotency key).
+        sqlx::query("DELETE FROM read.waitlist_freed WHERE position = $1")
+            .bind(self.slot.position)
+            .execute(&mut *self.tx)
+            .await?;
         self.tx.commit().await?;
+        if booked.is_none() {
+            debug!(position = self.slot.position, start = %self.slot.start,
+                   "no waitlisted reservation took the freed slot");
+        }
         Ok(())
     }
 }
@@ -315,8 +320,12 @@ impl ReadModels {
               WHERE position = $1",
         )
         .bind(position)
-        .fetch_one(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
+        // Handled (and so deleted) meanwhile by another matcher.
+        let Some(row) = row else {
+            return Ok(None);
+        };
         let slot = FreedSlot {
             position,
             clinic_id: ClinicId(row.try_get("clinic_id")?),
@@ -362,5 +371,25 @@ impl ReadModels {
             slot,
             candidates,
         }))
+    }
+
+    /// Deletes freed slots marked handled (by versions that kept them);
+    /// answers how many.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn purge_handled(&self) -> Result<u64, ProjectionError> {
+        let exists: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = 'read' AND tablename = 'waitlist_freed')",
+        )
+        .fetch_one(self.pool())
+        .await?;
+        if !exists {
+            return Ok(0);
+        }
+        Ok(sqlx::query("DELETE FROM read.waitlist_freed WHERE handled")
+            .execute(self.pool())
+            .await?
+            .rows_affected())
     }
 }

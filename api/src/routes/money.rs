@@ -6,7 +6,9 @@ use axum::response::Response;
 use clinicbook_commands::money::{
     Balance, Deposit, PackageBought, PurchasePackage, TransferPackage, WalletRefund,
 };
-use clinicbook_projections::query::detail::{PackageView, WalletView};
+use clinicbook_projections::query::detail::{PackageView, WalletPage, WalletView};
+use serde::Deserialize;
+use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -64,19 +66,53 @@ async fn refund(
     )
 }
 
-/// A wallet's balance and transactions (a never-used wallet has balance 0).
+/// A page of a wallet's history, and the consistency token.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct WalletQuery {
+    /// Transactions after this sequence (default 0: from the first); pass
+    /// the previous page's `next_after`.
+    pub after: Option<i64>,
+    /// At most this many transactions (default 100, at most 1000).
+    pub limit: Option<i64>,
+    /// Wait until the read model has applied this position (the `position`
+    /// of a command's answer).
+    pub min_position: Option<i64>,
+}
+
+/// A wallet's balance and a page of its transactions, oldest first (a
+/// never-used wallet has balance 0).
 #[utoipa::path(get, path = "/v1/wallets/{patient_id}", tag = "staff",
-    params(("patient_id" = Uuid, Path), PositionQuery),
-    responses((status = 200, body = WalletView), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 503, body = Problem)))]
+    params(("patient_id" = Uuid, Path), WalletQuery),
+    responses((status = 200, body = WalletView),
+        (status = 400, body = Problem, description = "bad after, limit or min_position"),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 503, body = Problem)))]
 async fn get_wallet(
     State(state): State<AppState>,
     _staff: StaffCall,
     Path(patient_id): Path<Uuid>,
-    Query(query): Query<PositionQuery>,
+    Query(query): Query<WalletQuery>,
 ) -> Result<axum::Json<WalletView>, ApiError> {
+    let after = query.after.unwrap_or(0);
+    if after < 0 {
+        return Err(ApiError::bad_request(
+            "after: must be a sequence (0 or more)",
+        ));
+    }
+    let limit = query.limit.unwrap_or(WalletPage::DEFAULT_LIMIT);
+    if !(1..=WalletPage::MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit: must be 1 to {}",
+            WalletPage::MAX_LIMIT
+        )));
+    }
     wait_for(&state, "wallets", MinPosition(query.min_position)).await?;
-    Ok(axum::Json(state.read.wallet(patient_id).await?))
+    Ok(axum::Json(
+        state
+            .read
+            .wallet(patient_id, WalletPage { after, limit })
+            .await?,
+    ))
 }
 
 /// Buy a program as a package, paid from the wallet or externally.

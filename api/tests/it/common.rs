@@ -102,6 +102,7 @@ pub async fn app_with(limits: Limits, clock: Clock) -> App {
         metrics: clinicbook_api::metrics_handle(),
         nats_addr: None,
         audit_key: Arc::new(AuditKey::from_hex(AUDIT_SECRET).unwrap_or_else(|e| panic!("{e}"))),
+        readiness: Arc::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

@@ -203,6 +203,7 @@ async fn the_demo_waits_out_the_rate_limit() {
         rate_per_second: 40,
         burst: 5,
         timeout: Duration::from_secs(30),
+        ..Limits::default()
     };
     let app = app_with(limits, Clock::system()).await;
     let options = DemoOptions {

@@ -269,7 +269,8 @@ async fn a_never_used_wallet_reads_as_balance_zero_with_no_transactions_and_writ
     let view = wallet_view(&app, &patient).await;
     assert_eq!(
         view,
-        json!({"patient_id": patient, "balance_cents": 0, "transactions": []})
+        json!({"patient_id": patient, "balance_cents": 0, "transactions_total": 0,
+               "transactions": [], "next_after": null})
     );
     assert_eq!(app.events().await, 0);
 }

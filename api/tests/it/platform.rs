@@ -289,6 +289,7 @@ async fn a_client_over_its_rate_limit_gets_429() {
         rate_per_second: 1,
         burst: 3,
         timeout: Duration::from_secs(30),
+        ..Limits::default()
     };
     let app = app_with(limits, Clock::system()).await;
     let mut statuses = Vec::new();

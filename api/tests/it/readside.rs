@@ -150,6 +150,13 @@ async fn a_freed_slot_goes_to_the_first_fitting_waitlisted_patient_once_with_two
     assert_eq!(times_booked(&view(&app, &second_in_line).await), 1);
     assert_eq!(view(&app, &too_late).await["status"], "waitlisted");
     assert_eq!(view(&app, &booked[2]).await["status"], "booked");
+    // Handled freed slots are deleted: the table holds only work to do.
+    assert_eq!(
+        app.db
+            .tamper("SELECT 1 FROM read.waitlist_freed", &[])
+            .await,
+        0
+    );
     second.shutdown().await;
 }
 

@@ -9,6 +9,7 @@ mod common;
 mod concurrency;
 mod history;
 mod paging;
+mod retention;
 mod snapshots;
 mod tamper;
 mod traps;

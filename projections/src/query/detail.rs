@@ -181,16 +181,49 @@ pub struct WalletTransactionView {
     pub recorded_at: DateTime<Utc>,
 }
 
-/// `GET /v1/wallets/{patient_id}`: a wallet with its history.
+/// `GET /v1/wallets/{patient_id}`: a wallet's balance and one page of its
+/// history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WalletView {
     /// The owner; also the wallet's id.
     pub patient_id: Uuid,
-    /// The balance, never negative.
+    /// The balance (of every transaction, not only this page's), never
+    /// negative.
     pub balance_cents: i64,
-    /// Every transaction, oldest first.
+    /// How many transactions the wallet has in all.
+    pub transactions_total: i64,
+    /// The transactions after the page's `after` sequence, oldest first, at
+    /// most `limit` of them.
     pub transactions: Vec<WalletTransactionView>,
+    /// Pass as `after` for the next page; null on the last page.
+    pub next_after: Option<i64>,
+}
+
+/// Which transactions of a wallet to answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalletPage {
+    /// Transactions with a sequence above this (0: from the first).
+    pub after: i64,
+    /// At most this many (at least 1).
+    pub limit: i64,
+}
+
+impl WalletPage {
+    /// Transactions a page has when the client names no limit.
+    pub const DEFAULT_LIMIT: i64 = 100;
+    /// The most transactions one page has.
+    pub const MAX_LIMIT: i64 = 1000;
+}
+
+impl Default for WalletPage {
+    /// The first page of the default size.
+    fn default() -> Self {
+        Self {
+            after: 0,
+            limit: Self::DEFAULT_LIMIT,
+        }
+    }
 }
 
 /// How a package was paid: `{"method":"wallet"}` or
@@ -439,18 +472,38 @@ impl ReadModels {
         })
     }
 
-    /// A patient's wallet (`GET /v1/wallets/{patient_id}`). Every patient
-    /// has one: a wallet never used answers a zero balance and no
-    /// transactions, as the aggregate does.
+    /// A patient's wallet (`GET /v1/wallets/{patient_id}`): its balance
+    /// and one page of transactions. Every patient has one: a wallet never
+    /// used answers a zero balance and no transactions, as the aggregate
+    /// does. The balance and the page are read in one snapshot.
     ///
     /// # Errors
     /// The database failed.
-    pub async fn wallet(&self, patient_id: Uuid) -> Result<WalletView, ProjectionError> {
+    pub async fn wallet(
+        &self,
+        patient_id: Uuid,
+        page: WalletPage,
+    ) -> Result<WalletView, ProjectionError> {
         let mut conn = self.read_connection().await?;
-        let mut rows = wallets::TRANSACTIONS
+        let wallet = wallets::WALLETS
             .load(&mut conn, "patient_id", &[patient_id])
-            .await?;
-        rows.sort_by_key(|row| row.sequence);
+            .await?
+            .into_iter()
+            .next();
+        let limit = page.limit.max(1);
+        // One more than asked: whether there is a next page.
+        let query = sqlx::query_scalar(
+            "SELECT row_to_json(t) FROM wallets_transactions t
+              WHERE patient_id = $1 AND sequence > $2
+              ORDER BY sequence LIMIT $3",
+        )
+        .bind(patient_id)
+        .bind(page.after)
+        .bind(limit.saturating_add(1));
+        let mut rows: Vec<wallets::TransactionRow> =
+            json_rows(query, &mut conn, wallets::TRANSACTIONS.def.name).await?;
+        let more = i64::try_from(rows.len()).unwrap_or(i64::MAX) > limit;
+        rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
         let transactions: Vec<WalletTransactionView> = rows
             .into_iter()
             .map(|row| WalletTransactionView {
@@ -463,7 +516,13 @@ impl ReadModels {
             .collect();
         Ok(WalletView {
             patient_id,
-            balance_cents: transactions.iter().map(|t| t.amount_cents).sum(),
+            balance_cents: wallet.as_ref().map_or(0, |w| w.balance_cents),
+            transactions_total: wallet.as_ref().map_or(0, |w| w.transactions),
+            next_after: if more {
+                transactions.last().map(|t| t.sequence)
+            } else {
+                None
+            },
             transactions,
         })
     }

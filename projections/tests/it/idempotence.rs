@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use clinicbook_eventstore::feed;
 use clinicbook_eventstore::FeedPoint;
 use clinicbook_projections::checkpoint::{apply_in, create_tables, READ_SCHEMA};
+use clinicbook_projections::query::detail::WalletPage;
 use clinicbook_projections::{projections, Projection};
 use sqlx::PgPool;
 
@@ -169,7 +170,8 @@ async fn rebuilt_and_swapped_projections_answer_the_same() {
     let answers = || async {
         (
             serde_json::to_value(w.read.reservation(s.r8).await.unwrap()).unwrap(),
-            serde_json::to_value(w.read.wallet(s.p1).await.unwrap()).unwrap(),
+            serde_json::to_value(w.read.wallet(s.p1, WalletPage::default()).await.unwrap())
+                .unwrap(),
             serde_json::to_value(w.read.package(s.package).await.unwrap()).unwrap(),
             serde_json::to_value(w.read.schedule(s.f.clinic_id.0, day).await.unwrap()).unwrap(),
             serde_json::to_value(

@@ -8,6 +8,7 @@ use clinicbook_domain::policy::CancellationPolicy;
 use clinicbook_domain::ClinicId;
 use clinicbook_eventstore::FeedEvent;
 use clinicbook_projections::checkpoint::ddl_hash;
+use clinicbook_projections::query::detail::WalletPage;
 use clinicbook_projections::{projection, ProjectionError};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -74,13 +75,17 @@ async fn unreadable_rows_are_errors_not_defaults() {
     let day = date("2030-01-08");
 
     // An unknown wallet kind was read as a refund.
-    assert!(w.read.wallet(s.p1).await.is_ok());
+    assert!(w.read.wallet(s.p1, WalletPage::default()).await.is_ok());
     sqlx::query("UPDATE read.wallets_transactions SET kind = 'bonus' WHERE patient_id = $1")
         .bind(s.p1)
         .execute(&w.db.pool)
         .await
         .unwrap();
-    let error = w.read.wallet(s.p1).await.unwrap_err();
+    let error = w
+        .read
+        .wallet(s.p1, WalletPage::default())
+        .await
+        .unwrap_err();
     assert!(
         matches!(
             error,

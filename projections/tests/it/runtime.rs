@@ -75,6 +75,39 @@ fn trace<'a>(
     })
 }
 
+/// A projection for tests that records how many events each apply got,
+/// and how often it saw each event.
+static SIZES: Projection = Projection {
+    name: "sizes",
+    tables: &[],
+    ddl: "CREATE TABLE IF NOT EXISTS sizes_events (
+              position bigint PRIMARY KEY, seen integer NOT NULL DEFAULT 1);
+          CREATE TABLE IF NOT EXISTS sizes_batches (size integer NOT NULL);",
+    apply: sizes,
+};
+
+fn sizes<'a>(
+    conn: &'a mut PgConnection,
+    events: &'a [FeedEvent],
+) -> BoxFuture<'a, Result<(), ProjectionError>> {
+    Box::pin(async move {
+        sqlx::query("INSERT INTO sizes_batches VALUES ($1)")
+            .bind(i32::try_from(events.len()).unwrap_or(i32::MAX))
+            .execute(&mut *conn)
+            .await?;
+        for event in events {
+            sqlx::query(
+                "INSERT INTO sizes_events VALUES ($1)
+                 ON CONFLICT (position) DO UPDATE SET seen = sizes_events.seen + 1",
+            )
+            .bind(event.position)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
+    })
+}
+
 /// A database with the relay and the trace projector running over NATS.
 struct ReadSide {
     db: TestDatabase,
@@ -136,6 +169,16 @@ impl ReadSide {
     /// Starts a projector that looks at the event store after `idle`
     /// without messages.
     fn start_projector(&mut self, projection: &'static Projection, idle: Duration) {
+        self.start_projector_with(projection, idle, ProjectorConfig::default().batch);
+    }
+
+    /// Starts a projector applying at most `batch` messages at a time.
+    fn start_projector_with(
+        &mut self,
+        projection: &'static Projection,
+        idle: Duration,
+        batch: usize,
+    ) {
         let projector = Projector::new(
             self.read.clone(),
             self.js.clone(),
@@ -143,8 +186,8 @@ impl ReadSide {
             ProjectorConfig {
                 topology: self.topology.clone(),
                 idle,
+                batch,
                 retry: Duration::from_millis(100),
-                ..ProjectorConfig::default()
             },
         );
         self.tasks
@@ -458,6 +501,90 @@ async fn bookings_go_on_while_nats_is_stopped_and_every_event_arrives_afterwards
     }
     side.caught_up(Duration::from_secs(60)).await;
     side.assert_exactly_once_in_order().await;
+}
+
+#[tokio::test]
+async fn a_large_gap_is_filled_a_batch_at_a_time() {
+    let mut side = read_side(services().await).await;
+    side.start_projector_with(&SIZES, Duration::from_secs(3), 2);
+    for n in 0..4 {
+        side.deposit(Uuid::new_v4(), n).await;
+    }
+    let applied = |side: &ReadSide| {
+        let read = side.read.clone();
+        async move {
+            read.checkpoint(SIZES.name)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+                .applied
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while applied(&side).await < 4 {
+        assert!(Instant::now() < deadline, "the sizes projection is stuck");
+        sleep(Duration::from_millis(20)).await;
+    }
+    // Stop it, publish 10 more, and lose 7 in a row of them.
+    let projector = side
+        .tasks
+        .pop()
+        .unwrap_or_else(|| panic!("no projector task"));
+    projector.abort();
+    let _ = projector.await;
+    for n in 4..14 {
+        side.deposit(Uuid::new_v4(), n).await;
+    }
+    let mut stream = side
+        .topology
+        .ensure_stream(&side.js)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let info = stream.info().await.unwrap_or_else(|e| panic!("{e}"));
+        if info.state.messages >= 14 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "relay did not publish");
+        sleep(Duration::from_millis(20)).await;
+    }
+    for lost in 6..=12 {
+        assert!(stream
+            .delete_message(lost)
+            .await
+            .unwrap_or_else(|e| panic!("{e}")));
+    }
+    sqlx::query("DELETE FROM read.sizes_batches")
+        .execute(&side.db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // No idle look at the event store for a minute: the message after the
+    // lost ones reveals the gap, and it is read two events at a time.
+    side.start_projector_with(&SIZES, Duration::from_secs(60), 2);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while applied(&side).await < 14 {
+        assert!(Instant::now() < deadline, "the gap was not filled");
+        sleep(Duration::from_millis(20)).await;
+    }
+    let pool = &side.db.pool;
+    let (events, once): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(*) FILTER (WHERE seen = 1) FROM read.sizes_events")
+            .fetch_one(pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((events, once), (14, 14), "every event applied exactly once");
+    let sizes: Vec<i32> = sqlx::query_scalar("SELECT size FROM read.sizes_batches")
+        .fetch_all(pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        sizes.iter().map(|s| i64::from(*s)).sum::<i64>(),
+        10,
+        "{sizes:?}"
+    );
+    // A batch of messages (2) plus a batch of the gap (2) at most, never
+    // the whole gap of 7 at once.
+    assert!(sizes.iter().all(|s| *s <= 4), "{sizes:?}");
 }
 
 /// Another client holds a transaction open for 30 s after inserting an
