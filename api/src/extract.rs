@@ -8,7 +8,7 @@ use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use serde::de::DeserializeOwned;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 
 /// A JSON request body. Unlike axum's, every rejection is problem+json
 /// and says which field is wrong (`detail: "field start: premature end of input"`).
@@ -35,8 +35,7 @@ where
             .unwrap_or(false);
         if !is_json {
             return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                Code::UnsupportedMediaType,
                 "the body must be JSON with Content-Type: application/json",
             ));
         }
@@ -65,14 +64,46 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     deserializer
         .end()
         .map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))?;
+    if has_nul_escape(bytes) {
+        return Err(ApiError::bad_request(
+            "malformed JSON body: text must not contain NUL (\\u0000)",
+        ));
+    }
     Ok(value)
+}
+
+/// Whether well-formed JSON holds a NUL character: only the escape
+/// `\u0000` can write one, and PostgreSQL text cannot hold it.
+fn has_nul_escape(json: &[u8]) -> bool {
+    let mut i = 0;
+    while i < json.len() {
+        if json[i] == b'\\' {
+            if json[i + 1..].starts_with(b"u0000") {
+                return true;
+            }
+            // Skip the escaped character (an escaped backslash included).
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    false
+}
+
+/// A NUL written into a path or query (`%00`): refused, as in bodies.
+fn refuse_nul(what: &str, text: Option<&str>) -> Result<(), ApiError> {
+    if text.is_some_and(|t| t.contains("%00")) {
+        return Err(ApiError::bad_request(format!(
+            "{what}: text must not contain NUL (%00)"
+        )));
+    }
+    Ok(())
 }
 
 fn body_rejection(rejection: BytesRejection) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            Code::PayloadTooLarge,
             "the request body is larger than 64 KiB",
         )
     } else {
@@ -92,6 +123,7 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        refuse_nul("path parameter", Some(parts.uri.path()))?;
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|p| Path(p.0))
@@ -111,9 +143,24 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        refuse_nul("query parameter", parts.uri.query())?;
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| Query(q.0))
             .map_err(|e| ApiError::bad_request(format!("query parameter: {}", e.body_text())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_nul_escape;
+
+    #[test]
+    fn only_an_escaped_nul_is_a_nul() {
+        assert!(has_nul_escape(br#"{"name":"a\u0000b"}"#));
+        assert!(has_nul_escape(br#"["\\\u0000"]"#));
+        assert!(!has_nul_escape(br#"{"name":"a\\u0000b"}"#));
+        assert!(!has_nul_escape(br#"{"name":"a\u0001b\n"}"#));
+        assert!(!has_nul_escape(br#"{"name":"\\"}"#));
     }
 }

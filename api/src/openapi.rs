@@ -1,5 +1,7 @@
 //! The OpenAPI document: routes register themselves through utoipa-axum,
-//! this adds the title, the bearer scheme and the shared schemas.
+//! this adds the title, the bearer scheme, the shared schemas and the one
+//! rule a derive cannot state (a promo code takes `percent_off` or
+//! `amount_off_cents`, exactly one).
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -15,7 +17,7 @@ use crate::error::Problem;
         description = "Event-sourced booking engine for multi-branch clinics. All errors are application/problem+json."
     ),
     components(schemas(Problem)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &OneDiscount),
     security(("bearer" = [])),
     tags(
         (name = "admin", description = "Clinics and catalog (role admin)"),
@@ -41,5 +43,34 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// `CreatePromoCode` takes exactly one of `percent_off` and
+/// `amount_off_cents` (each may also be sent as `null`, which is none).
+struct OneDiscount;
+
+impl Modify for OneDiscount {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
+        use utoipa::openapi::RefOr;
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        let Some(promo) = components.schemas.remove("CreatePromoCode") else {
+            return;
+        };
+        let given = |field: &str| {
+            ObjectBuilder::new()
+                .property(field, ObjectBuilder::new().schema_type(Type::Integer))
+                .required(field)
+        };
+        let one_of = OneOfBuilder::new()
+            .item(given("percent_off"))
+            .item(given("amount_off_cents"));
+        let strict = AllOfBuilder::new().item(promo).item(one_of).build();
+        components
+            .schemas
+            .insert("CreatePromoCode".to_string(), RefOr::T(Schema::AllOf(strict)));
     }
 }

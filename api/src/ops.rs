@@ -8,7 +8,18 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde::Serialize;
 
+use crate::error::{problems, Code, Problem, ANY};
 use crate::state::AppState;
+
+problems!(
+    /// What an operational route can answer besides its own body.
+    OpsErrors: ANY
+);
+
+problems!(
+    /// What `/readyz` can answer besides its own body (its 503 is below).
+    ReadyErrors: &[Code::RateLimited, Code::Internal]
+);
 
 /// Liveness: the process answers.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -32,15 +43,19 @@ pub struct Readiness {
 }
 
 /// The process is up.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(),
+    responses((status = 200, body = Health), OpsErrors))]
 pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
 /// The database and NATS are reachable (503 otherwise), and how many
 /// events the most lagging projection (or the relay) is behind.
-#[utoipa::path(get, path = "/readyz", tag = "operations",
-    responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(),
+    responses((status = 200, body = Readiness),
+        (status = 503, description = "not ready (a Readiness), or the request timed out (a problem)",
+            content((Readiness = "application/json"), (Problem = "application/problem+json"))),
+        ReadyErrors))]
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let database =
         match tokio::time::timeout(Duration::from_secs(2), state.commands.store().ping()).await {
@@ -89,7 +104,8 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// Prometheus metrics in the text exposition format.
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, body = String, content_type = "text/plain")))]
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(),
+    responses((status = 200, body = String, content_type = "text/plain"), OpsErrors))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

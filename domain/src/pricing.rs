@@ -89,7 +89,10 @@ impl PricingRules {
                 ));
             }
             if rule.from >= rule.to {
-                return Err(DomainError::invalid(&field("to"), "must be after from"));
+                return Err(DomainError::inconsistent(
+                    &field("to"),
+                    "must be after from",
+                ));
             }
             if rule.weekdays.is_empty() {
                 return Err(DomainError::invalid(

@@ -214,7 +214,7 @@ fn check_creation(
 ) -> Result<(), DomainError> {
     discount.validate()?;
     if valid_until <= valid_from {
-        return Err(DomainError::invalid(
+        return Err(DomainError::inconsistent(
             "valid_until",
             "must be after valid_from",
         ));

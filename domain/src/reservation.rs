@@ -346,7 +346,7 @@ fn require_same<T: PartialEq>(
     if wanted.is_some_and(|wanted| wanted == actual) {
         Ok(())
     } else {
-        Err(DomainError::invalid(
+        Err(DomainError::inconsistent(
             field,
             "does not match the waitlist entry",
         ))
@@ -400,7 +400,7 @@ impl Reservation {
         require_same("treatment_id", self.treatment_id, treatment_id)?;
         match self.wanted {
             Some((earliest, latest)) if earliest <= start && start <= latest => Ok(()),
-            _ => Err(DomainError::invalid(
+            _ => Err(DomainError::inconsistent(
                 "start",
                 "is outside the waitlist entry's wanted window",
             )),
@@ -470,7 +470,7 @@ impl Reservation {
                     return Err(self.refuse(action::JOIN_WAITLIST));
                 }
                 if latest < earliest {
-                    return Err(DomainError::invalid(
+                    return Err(DomainError::inconsistent(
                         "latest",
                         "must not be before earliest",
                     ));

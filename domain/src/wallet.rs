@@ -238,7 +238,7 @@ impl Wallet {
                 });
             }
         } else if self.balance.cents().checked_add(amount.cents()).is_none() {
-            return Err(DomainError::invalid(
+            return Err(DomainError::inconsistent(
                 "amount_cents",
                 "the balance would exceed the largest representable amount",
             ));

@@ -5,7 +5,6 @@
 
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::StatusCode;
 use chrono::{DateTime, Timelike, Utc};
 use clinicbook_commands::CommandError;
 use clinicbook_eventstore::audit::{self, BrokenLink, EventFilter, StoredEvent, VerifyReport};
@@ -17,7 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::{Caller, Role};
-use crate::error::{ApiError, Problem};
+use crate::error::{problems, ApiError, Code, ANY, AUTH, PARAMS};
 use crate::extract::{Path, Query};
 use crate::state::AppState;
 
@@ -190,38 +189,63 @@ impl From<VerifyReport> for Verification {
 
 /// Where to replay a stream to; at most one of the two.
 #[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct StreamQuery {
     /// An RFC 3339 instant: the events recorded at or before it.
-    #[param(value_type = Option<String>, example = "2026-12-01T09:00:00+01:00")]
+    #[param(value_type = Option<clinicbook_commands::schema::Instant>, example = "2026-12-01T09:00:00+01:00")]
     pub as_of: Option<String>,
     /// A sequence: the events up to and including it.
+    #[param(minimum = 0, maximum = 9223372036854775807_i64)]
     pub version: Option<i64>,
 }
 
 /// A page of the global history.
 #[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// Events after this position (default 0, the beginning).
+    #[param(minimum = 0, maximum = 9223372036854775807_i64)]
     pub after: Option<i64>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     /// Only events of this aggregate type.
+    #[param(value_type = Option<AggregateTypeName>)]
     pub aggregate_type: Option<String>,
     /// Only events written by commands of this subject (a token's `sub`).
+    #[param(value_type = Option<clinicbook_commands::schema::Text>)]
     pub actor: Option<String>,
 }
 
 /// Which streams to verify (all when both are absent).
 #[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct VerifyQuery {
     /// Only streams of this aggregate type.
+    #[param(value_type = Option<AggregateTypeName>)]
     pub aggregate_type: Option<String>,
     /// Only streams with this id.
+    #[param(value_type = Option<clinicbook_commands::schema::Text>)]
     pub aggregate_id: Option<String>,
 }
+
+/// The stored aggregate type names, as the audit routes take them.
+pub struct AggregateTypeName;
+
+impl utoipa::PartialSchema for AggregateTypeName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(AggregateKind::ALL.map(AggregateKind::name)))
+            .description(Some("An aggregate type, as stored."))
+            .into()
+    }
+}
+
+impl ToSchema for AggregateTypeName {}
 
 /// An aggregate type named by a client: 400 naming the allowed ones.
 ///
@@ -279,25 +303,26 @@ pub fn store_error(e: StoreError) -> ApiError {
             aggregate_id,
             reason,
         } => ApiError::new(
-            StatusCode::CONFLICT,
-            "stream_corrupt",
+            Code::StreamCorrupt,
             format!("stream {aggregate_type}/{aggregate_id} cannot be replayed: {reason}"),
         ),
         other => CommandError::Store(other).into(),
     }
 }
 
+problems!(
+    /// The error answers of `stream`.
+    StreamErrors: ANY, AUTH, PARAMS, &[Code::NotFound, Code::StreamCorrupt, Code::Unavailable]
+);
+
 /// A stream's events and its state, replayed up to `as_of` (events recorded
 /// at or before that instant) or `version` (a sequence); the whole stream
 /// without either.
 #[utoipa::path(get, path = "/v1/audit/streams/{aggregate_type}/{aggregate_id}", tag = "audit",
-    params(("aggregate_type" = String, Path, description = "Clinic, Calendar, Reservation, Package, Wallet, PromoCode or Program"),
-        ("aggregate_id" = String, Path), StreamQuery),
+    params(("aggregate_type" = AggregateTypeName, Path),
+        ("aggregate_id" = clinicbook_commands::schema::Text, Path), StreamQuery),
     responses((status = 200, body = StreamHistory),
-        (status = 400, body = Problem, description = "unknown aggregate type, both as_of and version, or a malformed one"),
-        (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 404, body = Problem, description = "no such stream, or no such version of it"),
-        (status = 409, body = Problem, description = "stream_corrupt: an event does not replay")))]
+        StreamErrors))]
 async fn stream(
     State(state): State<AppState>,
     _auditor: AuditorCall,
@@ -322,13 +347,17 @@ async fn stream(
     Ok(axum::Json(at.into()))
 }
 
+problems!(
+    /// The error answers of `events`.
+    EventsErrors: ANY, AUTH, PARAMS, &[Code::Unavailable]
+);
+
 /// The global history in position order, a page at a time, optionally
 /// only one aggregate type's or one actor's events. Events of transactions
 /// still running appear on a later page, never behind one already read.
 #[utoipa::path(get, path = "/v1/audit/events", tag = "audit", params(EventsQuery),
     responses((status = 200, body = EventPage),
-        (status = 400, body = Problem, description = "bad after, limit or aggregate type"),
-        (status = 401, body = Problem), (status = 403, body = Problem)))]
+        EventsErrors))]
 async fn events(
     State(state): State<AppState>,
     _auditor: AuditorCall,
@@ -362,13 +391,17 @@ async fn events(
     }))
 }
 
+problems!(
+    /// The error answers of `verify`.
+    VerifyErrors: ANY, AUTH, PARAMS, &[Code::Unavailable]
+);
+
 /// Recomputes the hash chain of every stream (or of the streams matching
 /// the filters): each must start at sequence 1, have no gap, and every
 /// stored hash must match the event and its predecessor.
 #[utoipa::path(get, path = "/v1/audit/verify", tag = "audit", params(VerifyQuery),
     responses((status = 200, body = Verification, description = "ok is false when a chain breaks"),
-        (status = 400, body = Problem, description = "unknown aggregate type"),
-        (status = 401, body = Problem), (status = 403, body = Problem)))]
+        VerifyErrors))]
 async fn verify(
     State(state): State<AppState>,
     _auditor: AuditorCall,

@@ -250,10 +250,37 @@ async fn analysts_routes_check_roles_and_input() {
 
 #[tokio::test]
 async fn a_read_asking_for_a_position_not_reached_answers_503_after_waiting() {
+    let mut app = app().await;
+    let ids = app.clinic().await;
+    // Stop the read side: what is written from now on is never projected.
+    drop(app.background.take());
+    app.post(
+        "/v1/clinics",
+        &app.admin,
+        serde_json::json!({"name": "Unprojected", "timezone": "Europe/Berlin", "currency": "EUR"}),
+    )
+    .await;
+    let head = app.events().await;
+    let started = std::time::Instant::now();
+    let answer = app
+        .get(
+            &format!(
+                "/v1/clinics/{}/schedule?date={DAY}&min_position={head}",
+                ids.clinic
+            ),
+            &app.analyst,
+        )
+        .await;
+    answer.assert_problem(503, "projection_lagging");
+    assert!(started.elapsed() >= std::time::Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn a_read_asking_for_a_position_no_event_has_answers_422_at_once() {
+    // No answer ever carried such a position, so waiting cannot help.
     let app = app().await;
     let ids = app.clinic().await;
     let head = app.events().await;
-    let started = std::time::Instant::now();
     let answer = app
         .get(
             &format!(
@@ -264,6 +291,5 @@ async fn a_read_asking_for_a_position_not_reached_answers_503_after_waiting() {
             &app.analyst,
         )
         .await;
-    answer.assert_problem(503, "projection_lagging");
-    assert!(started.elapsed() >= std::time::Duration::from_secs(5));
+    answer.assert_problem(422, "unknown_position");
 }

@@ -29,6 +29,7 @@ pub enum PackagePayment {
     /// Paid outside clinicbook (card terminal, bank transfer).
     External {
         /// The external payment's reference (not empty).
+        #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::NotBlank))]
         reference: String,
     },
 }
