@@ -48,11 +48,21 @@ where
 
 /// Parses a JSON body, naming the path of the offending field.
 ///
+/// A number written with a zero fraction (`3.0`) is the integer it equals:
+/// JSON Schema (and so the OpenAPI document) calls it an integer, so an
+/// integer field takes it.
+///
 /// # Errors
 /// 400 `invalid_request` naming the field.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))?;
+    if has_nul_escape(bytes) {
+        return Err(ApiError::bad_request(
+            "malformed JSON body: text must not contain NUL (\\u0000)",
+        ));
+    }
+    serde_path_to_error::deserialize(integral(value)).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if path == "." || path == "?" || path.is_empty() {
@@ -60,16 +70,37 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         } else {
             ApiError::bad_request(format!("field {path}: {inner}"))
         }
-    })?;
-    deserializer
-        .end()
-        .map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))?;
-    if has_nul_escape(bytes) {
-        return Err(ApiError::bad_request(
-            "malformed JSON body: text must not contain NUL (\\u0000)",
-        ));
+    })
+}
+
+/// `value` with every number that has a zero fraction and fits 64 bits
+/// written as an integer.
+fn integral(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if !n.is_i64() && !n.is_u64() => {
+            let Some(f) = n.as_f64() else {
+                return Value::Number(n);
+            };
+            // 2^63 and 2^64: the first values past i64 and u64.
+            const I64_END: f64 = 9_223_372_036_854_775_808.0;
+            const U64_END: f64 = 18_446_744_073_709_551_616.0;
+            if f.fract() != 0.0 || !f.is_finite() {
+                Value::Number(n)
+            } else if (-I64_END..I64_END).contains(&f) {
+                Value::from(f as i64)
+            } else if (0.0..U64_END).contains(&f) {
+                Value::from(f as u64)
+            } else {
+                Value::Number(n)
+            }
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(integral).collect()),
+        Value::Object(map) => {
+            Value::Object(map.into_iter().map(|(k, v)| (k, integral(v))).collect())
+        }
+        other => other,
     }
-    Ok(value)
 }
 
 /// Whether well-formed JSON holds a NUL character: only the escape
@@ -154,6 +185,33 @@ where
 #[cfg(test)]
 mod tests {
     use super::has_nul_escape;
+
+    #[test]
+    fn integral_numbers_read_as_integers() {
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        struct Counts {
+            a: u32,
+            b: i64,
+            c: f64,
+        }
+        let parsed: Counts = super::parse(br#"{"a": 192.0, "b": -5.0, "c": 1.5}"#)
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(
+            parsed,
+            Counts {
+                a: 192,
+                b: -5,
+                c: 1.5
+            }
+        );
+        for bad in [
+            &br#"{"a": 1.5, "b": 0, "c": 0}"#[..],
+            br#"{"a": 1, "b": 9223372036854775808.0, "c": 0}"#,
+            br#"{"a": 1, "b": 1e300, "c": 0}"#,
+        ] {
+            assert!(super::parse::<Counts>(bad).is_err());
+        }
+    }
 
     #[test]
     fn only_an_escaped_nul_is_a_nul() {

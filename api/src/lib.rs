@@ -83,7 +83,7 @@ pub fn metrics_handle() -> PrometheusHandle {
 
 /// The OpenAPI document of every route.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_routes().split_for_parts().1
+    openapi::finish(api_routes().split_for_parts().1)
 }
 
 fn api_routes() -> OpenApiRouter<AppState> {
@@ -113,6 +113,7 @@ pub fn ops_router(state: AppState) -> Router {
 /// problem bodies, rate limit, timeout, body limit, compression.
 pub fn router(state: AppState, limits: Limits) -> Router {
     let (api, spec) = api_routes().split_for_parts();
+    let spec = openapi::finish(spec);
     let app = api
         .merge(SwaggerUi::new("/docs").url("/openapi.json", spec))
         .fallback(|| async { ApiError::not_found("no such route") })

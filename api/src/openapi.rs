@@ -6,7 +6,10 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use clinicbook_commands::schema;
+
 use crate::error::Problem;
+use crate::routes::audit::AggregateTypeName;
 
 /// The base document.
 #[derive(OpenApi)]
@@ -16,8 +19,16 @@ use crate::error::Problem;
         version = "1",
         description = "Event-sourced booking engine for multi-branch clinics. All errors are application/problem+json."
     ),
-    components(schemas(Problem)),
-    modifiers(&BearerAuth, &OneDiscount),
+    components(schemas(
+        Problem,
+        // Named only by parameters, which do not register their schemas.
+        AggregateTypeName,
+        schema::Instant,
+        schema::Text,
+        schema::PromoCode,
+        schema::OptionalPromoCode
+    )),
+    modifiers(&BearerAuth),
     security(("bearer" = [])),
     tags(
         (name = "admin", description = "Clinics and catalog (role admin)"),
@@ -46,6 +57,39 @@ impl Modify for BearerAuth {
     }
 }
 
+/// The whole document once every route is in: the rules the derives
+/// cannot state are added.
+pub fn finish(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    OneDiscount.modify(&mut doc);
+    ClosedVariants(&["PackagePayment"]).modify(&mut doc);
+    doc
+}
+
+/// Internally tagged input enums whose variants refuse unknown fields
+/// (serde's `deny_unknown_fields`): the derive leaves each variant's object
+/// open, this closes it.
+struct ClosedVariants(&'static [&'static str]);
+
+impl Modify for ClosedVariants {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{AdditionalProperties, Schema};
+        use utoipa::openapi::RefOr;
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        for name in self.0 {
+            if let Some(RefOr::T(Schema::OneOf(one_of))) = components.schemas.get_mut(*name) {
+                for item in &mut one_of.items {
+                    if let RefOr::T(Schema::Object(object)) = item {
+                        object.additional_properties =
+                            Some(Box::new(AdditionalProperties::FreeForm(false)));
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// `CreatePromoCode` takes exactly one of `percent_off` and
 /// `amount_off_cents` (each may also be sent as `null`, which is none).
 struct OneDiscount;
@@ -69,8 +113,9 @@ impl Modify for OneDiscount {
             .item(given("percent_off"))
             .item(given("amount_off_cents"));
         let strict = AllOfBuilder::new().item(promo).item(one_of).build();
-        components
-            .schemas
-            .insert("CreatePromoCode".to_string(), RefOr::T(Schema::AllOf(strict)));
+        components.schemas.insert(
+            "CreatePromoCode".to_string(),
+            RefOr::T(Schema::AllOf(strict)),
+        );
     }
 }

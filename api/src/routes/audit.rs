@@ -281,10 +281,14 @@ pub fn instant(field: &str, text: &str) -> Result<DateTime<Utc>, ApiError> {
 /// How far to replay, from `as_of` or `version`.
 ///
 /// # Errors
-/// 400 when both are given, or either is malformed or negative.
+/// 422 `inconsistent_input` when both are given (each alone is valid);
+/// 400 when either is malformed or negative.
 pub fn until(query: &StreamQuery) -> Result<Until, ApiError> {
     match (&query.as_of, query.version) {
-        (Some(_), Some(_)) => Err(ApiError::bad_request("give as_of or version, not both")),
+        (Some(_), Some(_)) => Err(ApiError::new(
+            Code::InconsistentInput,
+            "give as_of or version, not both",
+        )),
         (Some(as_of), None) => Ok(Until::Instant(instant("as_of", as_of)?)),
         (None, Some(version)) if version < 0 => {
             Err(ApiError::bad_request("version: must be 0 or more"))
@@ -312,7 +316,7 @@ pub fn store_error(e: StoreError) -> ApiError {
 
 problems!(
     /// The error answers of `stream`.
-    StreamErrors: ANY, AUTH, PARAMS, &[Code::NotFound, Code::StreamCorrupt, Code::Unavailable]
+    StreamErrors: ANY, AUTH, PARAMS, &[Code::InconsistentInput, Code::NotFound, Code::StreamCorrupt, Code::Unavailable]
 );
 
 /// A stream's events and its state, replayed up to `as_of` (events recorded
