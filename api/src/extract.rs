@@ -55,22 +55,37 @@ where
 /// # Errors
 /// 400 `invalid_request` naming the field.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let value: serde_json::Value = serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))?;
+    let value: serde_json::Value = match serde_json::from_slice(bytes) {
+        Ok(value) => value,
+        // Read it again as `T` to name the field where the JSON breaks (a
+        // number out of range, say), when there is one.
+        Err(e) => {
+            let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+            return Err(
+                match serde_path_to_error::deserialize::<_, T>(&mut deserializer) {
+                    Err(typed) => field_error(typed),
+                    Ok(_) => ApiError::bad_request(format!("malformed JSON body: {e}")),
+                },
+            );
+        }
+    };
     if has_nul_escape(bytes) {
         return Err(ApiError::bad_request(
             "malformed JSON body: text must not contain NUL (\\u0000)",
         ));
     }
-    serde_path_to_error::deserialize(integral(value)).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path == "." || path == "?" || path.is_empty() {
-            ApiError::bad_request(format!("malformed JSON body: {inner}"))
-        } else {
-            ApiError::bad_request(format!("field {path}: {inner}"))
-        }
-    })
+    serde_path_to_error::deserialize(integral(value)).map_err(field_error)
+}
+
+/// A deserialisation error as a 400 naming the field, when there is one.
+fn field_error<E: std::fmt::Display>(e: serde_path_to_error::Error<E>) -> ApiError {
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    if path == "." || path == "?" || path.is_empty() {
+        ApiError::bad_request(format!("malformed JSON body: {inner}"))
+    } else {
+        ApiError::bad_request(format!("field {path}: {inner}"))
+    }
 }
 
 /// `value` with every number that has a zero fraction and fits 64 bits

@@ -65,8 +65,8 @@ pub struct AuditEvent {
     /// The version as stored, when an older stored version was upcast to
     /// `event_version` for reading (the hash covers the stored bytes).
     pub upcast_from: Option<String>,
-    /// The event (`{"Variant": {...}}`).
-    #[schema(value_type = Object)]
+    /// The event: `{"Variant": {...}}`, or `"Variant"` for one without
+    /// fields.
     pub payload: serde_json::Value,
     /// The command's metadata: `command_id`, `correlation_id`,
     /// `causation_id`, `actor` (the token's `sub`), `actor_role`,
