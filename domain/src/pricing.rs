@@ -455,6 +455,13 @@ mod tests {
         }
     }
 
+    fn inconsistent_field_of(err: DomainError) -> String {
+        match err {
+            DomainError::InconsistentInput { field, .. } => field,
+            other => panic!("expected InconsistentInput, got {other:?}"),
+        }
+    }
+
     #[test]
     fn validate_refuses_out_of_range_percent() {
         for percent in [-101, 1001] {
@@ -476,7 +483,10 @@ mod tests {
                 rules: vec![rule(&[Mon], from, to, 10)],
                 last_minute: None,
             };
-            assert_eq!(field_of(rules.validate().unwrap_err()), "rules[0].to");
+            assert_eq!(
+                inconsistent_field_of(rules.validate().unwrap_err()),
+                "rules[0].to"
+            );
         }
     }
 

@@ -307,12 +307,15 @@ mod tests {
     fn reversed_and_huge_ranges_are_refused() {
         let tz = chrono_tz::Europe::Berlin;
         let t = utc("2030-01-08T09:00:00Z");
-        assert_eq!(local_days(tz, t, t).unwrap_err().code(), "invalid_input");
+        assert_eq!(
+            local_days(tz, t, t).unwrap_err().code(),
+            "inconsistent_input"
+        );
         assert_eq!(
             local_days(tz, t, t + Duration::days(400))
                 .unwrap_err()
                 .code(),
-            "invalid_input"
+            "inconsistent_input"
         );
     }
 }
