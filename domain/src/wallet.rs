@@ -412,7 +412,7 @@ mod tests {
                     .when(command.clone())
                     .inspect_result();
                 assert!(
-                    matches!(&error, Err(DomainError::InconsistentInput { field, .. }) if field == "amount_cents"),
+                    matches!(&error, Err(DomainError::InvalidInput { field, .. }) if field == "amount_cents"),
                     "{command:?}: {error:?}"
                 );
             }
@@ -495,7 +495,7 @@ mod tests {
                 .when(command)
                 .inspect_result();
             assert!(
-                matches!(&error, Err(DomainError::InvalidInput { field, .. }) if field == "amount_cents"),
+                matches!(&error, Err(DomainError::InconsistentInput { field, .. }) if field == "amount_cents"),
                 "{error:?}"
             );
         }
