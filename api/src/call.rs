@@ -17,6 +17,47 @@ use crate::state::AppState;
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
+/// What an `Idempotency-Key` may be: 1 to 255 visible ASCII characters,
+/// spaces inside but not around it.
+pub const IDEMPOTENCY_KEY_PATTERN: &str = r"^[!-~](?:[ -~]{0,253}[!-~])?$";
+
+/// Whether `key` is an `Idempotency-Key` ([`IDEMPOTENCY_KEY_PATTERN`]).
+pub fn is_idempotency_key(key: &[u8]) -> bool {
+    let visible = |b: &u8| b.is_ascii_graphic();
+    (1..=255).contains(&key.len())
+        && key.iter().all(|b| visible(b) || *b == b' ')
+        && key.first().is_some_and(visible)
+        && key.last().is_some_and(visible)
+}
+
+/// The `Idempotency-Key` header of every command, for the OpenAPI document.
+pub struct IdempotencyKeyHeader;
+
+impl utoipa::IntoParams for IdempotencyKeyHeader {
+    fn into_params(
+        _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        use utoipa::openapi::Required;
+        vec![ParameterBuilder::new()
+            .name("Idempotency-Key")
+            .parameter_in(ParameterIn::Header)
+            .required(Required::False)
+            .description(Some(
+                "Makes a retry safe: the same key with the same body answers the first answer again and writes nothing; with another body 422 `idempotency_key_reused`.",
+            ))
+            .schema(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some(IDEMPOTENCY_KEY_PATTERN))
+                    .min_length(Some(1))
+                    .max_length(Some(255)),
+            ))
+            .build()]
+    }
+}
+
 /// The caller and request facts of one command request.
 #[derive(Debug, Clone)]
 pub struct Call {
@@ -76,15 +117,14 @@ impl FromRequestParts<AppState> for Call {
             .to_string();
         let idempotency_key = match parts.headers.get(&IDEMPOTENCY_KEY) {
             None => None,
-            Some(value) => {
-                let key = value.to_str().ok().map(str::trim).unwrap_or_default();
-                if key.is_empty() || key.len() > 255 {
+            Some(value) => match value.to_str() {
+                Ok(key) if is_idempotency_key(key.as_bytes()) => Some(key.to_string()),
+                _ => {
                     return Err(ApiError::bad_request(
-                        "Idempotency-Key must be 1 to 255 visible ASCII characters",
-                    ));
+                        "Idempotency-Key must be 1 to 255 visible ASCII characters (spaces only inside)",
+                    ))
                 }
-                Some(key.to_string())
-            }
+            },
         };
         Ok(Call {
             caller,
@@ -138,5 +178,29 @@ impl FromRequestParts<AppState> for StaffCall {
         let call = Call::from_request_parts(parts, state).await?;
         call.allow(&[Role::Staff])?;
         Ok(StaffCall(call))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_idempotency_key;
+
+    #[test]
+    fn idempotency_keys_are_visible_ascii_with_inner_spaces() {
+        for good in ["k", "retry-1", "a b", &"x".repeat(255), "!~"] {
+            assert!(is_idempotency_key(good.as_bytes()), "{good:?}");
+        }
+        for bad in [
+            "",
+            " a",
+            "a ",
+            "a\tb",
+            "\t",
+            "é",
+            &"x".repeat(256),
+            "a\u{7f}",
+        ] {
+            assert!(!is_idempotency_key(bad.as_bytes()), "{bad:?}");
+        }
     }
 }

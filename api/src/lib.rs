@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::{BoxError, Router};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -42,7 +41,7 @@ pub mod state;
 pub use state::AppState;
 
 use crate::call::REQUEST_ID;
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 
 /// Largest accepted request body.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -128,7 +127,7 @@ pub fn metrics_handle() -> PrometheusHandle {
 
 /// The OpenAPI document of every route.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_routes().split_for_parts().1
+    openapi::finish(api_routes().split_for_parts().1)
 }
 
 fn api_routes() -> OpenApiRouter<AppState> {
@@ -159,13 +158,13 @@ pub fn ops_router(state: AppState) -> Router {
 /// with the rate limit ([`limit::authenticate`]).
 pub fn router(state: AppState, limits: Limits) -> Router {
     let (api, spec) = api_routes().split_for_parts();
+    let spec = openapi::finish(spec);
     let app = api
         .merge(SwaggerUi::new("/docs").url("/openapi.json", spec))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+                Code::MethodNotAllowed,
                 "this route does not take that method",
             )
         })
@@ -205,7 +204,7 @@ pub fn router(state: AppState, limits: Limits) -> Router {
             .layer(axum::middleware::from_fn(middleware::record_metrics))
             .layer(axum::middleware::from_fn(middleware::problem_bodies))
             .layer(HandleErrorLayer::new(|_: BoxError| async {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", "the request took too long").into_response()
+                ApiError::new(Code::Timeout, "the request took too long").into_response()
             }))
             .timeout(limits.timeout)
             .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -25,7 +25,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
@@ -264,8 +264,7 @@ pub async fn authenticate(State(gate): State<Gate>, mut request: Request, next: 
                 "by" => if caller.is_some() { "subject" } else { "peer" })
             .increment(1);
             let mut response = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
+                crate::error::Code::RateLimited,
                 "too many requests; slow down and retry later",
             )
             .into_response();

@@ -10,7 +10,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::error::{problem, ApiError, PROBLEM_JSON};
+use crate::error::{problem, ApiError, Code, PROBLEM_JSON};
 
 /// Counts requests and records their latency, labelled by matched route.
 pub async fn record_metrics(request: Request, next: Next) -> Response {
@@ -30,44 +30,52 @@ pub async fn record_metrics(request: Request, next: Next) -> Response {
     response
 }
 
-/// Turns an error answer that is not problem+json yet (a timeout, a rate
-/// limit, a 405) into one, keeping its status and headers.
+/// Turns an error answer that is not problem+json yet (a rate limit, a
+/// 405, a 413 from a layer) into one, keeping its headers. Its status
+/// becomes its code's (a 408 or 504 is answered as the `timeout` it is,
+/// 503), so that every answer is one the OpenAPI document lists.
 pub async fn problem_bodies(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status();
-    // A problem already, or a JSON body a handler chose (`/readyz`'s 503
-    // says which dependency is degraded).
+    // A problem already, or a JSON body a route answers on purpose (the
+    // 503 of `/readyz` says what is not ready).
     let is_json = response
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| {
-            v.as_bytes().starts_with(PROBLEM_JSON.as_bytes())
-                || v.as_bytes().starts_with(b"application/json")
+            let v = v.as_bytes();
+            v.starts_with(PROBLEM_JSON.as_bytes()) || v.starts_with(b"application/json")
         });
     if !(status.is_client_error() || status.is_server_error()) || is_json {
         return response;
     }
     let (code, detail) = match status {
-        StatusCode::METHOD_NOT_ALLOWED => {
-            ("method_not_allowed", "this route does not take that method")
-        }
+        StatusCode::METHOD_NOT_ALLOWED => (
+            Code::MethodNotAllowed,
+            "this route does not take that method",
+        ),
         StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => {
-            ("timeout", "the request took too long")
+            (Code::Timeout, "the request took too long")
         }
         StatusCode::TOO_MANY_REQUESTS => (
-            "rate_limited",
+            Code::RateLimited,
             "too many requests; slow down and retry later",
         ),
         StatusCode::PAYLOAD_TOO_LARGE => (
-            "payload_too_large",
+            Code::PayloadTooLarge,
             "the request body is larger than 64 KiB",
         ),
-        StatusCode::NOT_FOUND => ("not_found", "no such route"),
-        s if s.is_server_error() => ("internal", "internal error"),
-        _ => ("invalid_request", "the request was not accepted"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            Code::UnsupportedMediaType,
+            "the body must be JSON with Content-Type: application/json",
+        ),
+        StatusCode::NOT_FOUND => (Code::NotFound, "no such route"),
+        s if s.is_server_error() => (Code::Internal, "internal error"),
+        _ => (Code::InvalidRequest, "the request was not accepted"),
     };
     let (mut parts, _) = response.into_parts();
-    let body = serde_json::to_vec(&problem(status, code, detail)).unwrap_or_default();
+    parts.status = code.status();
+    let body = serde_json::to_vec(&problem(code, detail)).unwrap_or_default();
     parts
         .headers
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));

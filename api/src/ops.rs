@@ -8,7 +8,18 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde::Serialize;
 
+use crate::error::{problems, Code, Problem, ANY};
 use crate::state::AppState;
+
+problems!(
+    /// What an operational route can answer besides its own body.
+    OpsErrors: ANY
+);
+
+problems!(
+    /// What `/readyz` can answer besides its own body (its 503 is below).
+    ReadyErrors: &[Code::RateLimited, Code::Internal]
+);
 
 /// Liveness: the process answers.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -124,16 +135,20 @@ async fn measure(state: &AppState) -> Readiness {
 }
 
 /// The process is up.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(),
+    responses((status = 200, body = Health), OpsErrors))]
 pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// Whether the database and NATS are reachable (503 otherwise), and how
-/// many events the most lagging projection (or the relay) is behind; the
+/// The database and NATS are reachable (503 otherwise), and how many
+/// events the most lagging projection (or the relay) is behind; the
 /// figures are at most a second old.
-#[utoipa::path(get, path = "/readyz", tag = "operations",
-    responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(),
+    responses((status = 200, body = Readiness),
+        (status = 503, description = "not ready (a Readiness), or the request timed out (a problem)",
+            content((Readiness = "application/json"), (Problem = "application/problem+json"))),
+        ReadyErrors))]
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let body = state.readiness.get(&state).await;
     let status = if body.status == "ok" {
@@ -145,7 +160,8 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// Prometheus metrics in the text exposition format.
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, body = String, content_type = "text/plain")))]
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(),
+    responses((status = 200, body = String, content_type = "text/plain"), OpsErrors))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

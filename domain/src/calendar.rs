@@ -205,7 +205,9 @@ impl Calendar {
                 let appointment = Interval::new(start, end)?;
                 let occupied_until = end
                     .checked_add_signed(Duration::minutes(i64::from(buffer_minutes)))
-                    .ok_or_else(|| DomainError::invalid("buffer_minutes", "is too large"))?;
+                    .ok_or_else(|| {
+                        DomainError::inconsistent("start", "is too far in the future")
+                    })?;
                 let booking = Booking {
                     reservation_id,
                     start,
@@ -510,7 +512,7 @@ mod tests {
             Given::with(())
                 .given_no_previous_events()
                 .when(reserve(1, 60, end, 0))
-                .then_expect_error(DomainError::invalid("end", "must be after start"));
+                .then_expect_error(DomainError::inconsistent("end", "must be after start"));
         }
     }
 
@@ -680,7 +682,7 @@ mod tests {
         Given::with(())
             .given_no_previous_events()
             .when(block_cmd(block(1, 100, 100, false)))
-            .then_expect_error(DomainError::invalid("end", "must be after start"));
+            .then_expect_error(DomainError::inconsistent("end", "must be after start"));
     }
 
     #[test]

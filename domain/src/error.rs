@@ -31,6 +31,17 @@ pub enum DomainError {
         /// Why it is invalid.
         reason: String,
     },
+    /// Fields that are each well-formed but disagree with each other (an
+    /// end before its start) or with the stored state (a wallet balance that
+    /// would overflow). Unlike [`DomainError::InvalidInput`], no schema of a
+    /// single field can refuse them, so the API answers 422, not 400.
+    #[error("inconsistent {field}: {reason}")]
+    InconsistentInput {
+        /// The field named in the API that disagrees.
+        field: String,
+        /// With what, and why.
+        reason: String,
+    },
     /// The slot overlaps another booking, its buffer, or a block.
     #[error("the slot is not available")]
     SlotUnavailable,
@@ -112,6 +123,7 @@ impl DomainError {
             DomainError::NotFound { .. } => "not_found",
             DomainError::AlreadyExists { .. } => "already_exists",
             DomainError::InvalidInput { .. } => "invalid_input",
+            DomainError::InconsistentInput { .. } => "inconsistent_input",
             DomainError::SlotUnavailable => "slot_unavailable",
             DomainError::InvalidTransition { .. } => "invalid_transition",
             DomainError::InsufficientFunds { .. } => "insufficient_funds",
@@ -135,6 +147,14 @@ impl DomainError {
     /// Shorthand for [`DomainError::InvalidInput`].
     pub fn invalid(field: &str, reason: impl Into<String>) -> Self {
         DomainError::InvalidInput {
+            field: field.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Shorthand for [`DomainError::InconsistentInput`].
+    pub fn inconsistent(field: &str, reason: impl Into<String>) -> Self {
+        DomainError::InconsistentInput {
             field: field.to_string(),
             reason: reason.into(),
         }

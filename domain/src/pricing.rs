@@ -89,7 +89,10 @@ impl PricingRules {
                 ));
             }
             if rule.from >= rule.to {
-                return Err(DomainError::invalid(&field("to"), "must be after from"));
+                return Err(DomainError::inconsistent(
+                    &field("to"),
+                    "must be after from",
+                ));
             }
             if rule.weekdays.is_empty() {
                 return Err(DomainError::invalid(
@@ -452,6 +455,13 @@ mod tests {
         }
     }
 
+    fn inconsistent_field_of(err: DomainError) -> String {
+        match err {
+            DomainError::InconsistentInput { field, .. } => field,
+            other => panic!("expected InconsistentInput, got {other:?}"),
+        }
+    }
+
     #[test]
     fn validate_refuses_out_of_range_percent() {
         for percent in [-101, 1001] {
@@ -473,7 +483,10 @@ mod tests {
                 rules: vec![rule(&[Mon], from, to, 10)],
                 last_minute: None,
             };
-            assert_eq!(field_of(rules.validate().unwrap_err()), "rules[0].to");
+            assert_eq!(
+                inconsistent_field_of(rules.validate().unwrap_err()),
+                "rules[0].to"
+            );
         }
     }
 

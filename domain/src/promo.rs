@@ -214,7 +214,7 @@ fn check_creation(
 ) -> Result<(), DomainError> {
     discount.validate()?;
     if valid_until <= valid_from {
-        return Err(DomainError::invalid(
+        return Err(DomainError::inconsistent(
             "valid_until",
             "must be after valid_from",
         ));
@@ -582,13 +582,17 @@ mod tests {
     #[test]
     fn create_refuses_an_empty_or_reversed_window() {
         for end in [valid_from(), valid_from() - TimeDelta::seconds(1)] {
-            expect_invalid(
-                |c| {
-                    if let PromoCommand::Create { valid_until, .. } = c {
-                        *valid_until = end;
-                    }
-                },
-                "valid_until",
+            let mut command = create();
+            if let PromoCommand::Create { valid_until, .. } = &mut command {
+                *valid_until = end;
+            }
+            let result = promo_test()
+                .given_no_previous_events()
+                .when(command)
+                .inspect_result();
+            assert!(
+                matches!(&result, Err(DomainError::InconsistentInput { field, .. }) if field == "valid_until"),
+                "expected inconsistent valid_until, got {result:?}"
             );
         }
     }

@@ -346,7 +346,7 @@ fn require_same<T: PartialEq>(
     if wanted.is_some_and(|wanted| wanted == actual) {
         Ok(())
     } else {
-        Err(DomainError::invalid(
+        Err(DomainError::inconsistent(
             field,
             "does not match the waitlist entry",
         ))
@@ -400,7 +400,7 @@ impl Reservation {
         require_same("treatment_id", self.treatment_id, treatment_id)?;
         match self.wanted {
             Some((earliest, latest)) if earliest <= start && start <= latest => Ok(()),
-            _ => Err(DomainError::invalid(
+            _ => Err(DomainError::inconsistent(
                 "start",
                 "is outside the waitlist entry's wanted window",
             )),
@@ -470,7 +470,7 @@ impl Reservation {
                     return Err(self.refuse(action::JOIN_WAITLIST));
                 }
                 if latest < earliest {
-                    return Err(DomainError::invalid(
+                    return Err(DomainError::inconsistent(
                         "latest",
                         "must not be before earliest",
                     ));
@@ -881,6 +881,15 @@ mod tests {
         }
     }
 
+    /// The field named by an `InconsistentInput` refusal: fields each valid
+    /// that disagree with each other or with the waitlist entry.
+    fn inconsistent_field_of(result: Result<Vec<ReservationEvent>, DomainError>) -> String {
+        match result {
+            Err(DomainError::InconsistentInput { field, .. }) => field,
+            other => panic!("expected InconsistentInput, got {other:?}"),
+        }
+    }
+
     /// One command of each kind, named by the action its refusal names.
     fn every_command() -> Vec<(&'static str, ReservationCommand)> {
         vec![
@@ -1107,7 +1116,7 @@ mod tests {
             .given_no_previous_events()
             .when(join_waitlist_for(now() + hours(5), now() + hours(4)))
             .inspect_result();
-        assert_eq!(field_of(result), "latest");
+        assert_eq!(inconsistent_field_of(result), "latest");
     }
 
     #[test]
@@ -1144,7 +1153,7 @@ mod tests {
                 .given(vec![waitlisted()])
                 .when(book_at(slot_in(start)))
                 .inspect_result();
-            assert_eq!(field_of(result), "start");
+            assert_eq!(inconsistent_field_of(result), "start");
         }
     }
 
@@ -1174,7 +1183,7 @@ mod tests {
                 .given(vec![waitlisted()])
                 .when(other(field))
                 .inspect_result();
-            assert_eq!(field_of(result), field);
+            assert_eq!(inconsistent_field_of(result), field);
         }
     }
 

@@ -62,7 +62,7 @@ impl Interval {
     /// after `start`: an empty or reversed interval is never meaningful here.
     pub fn new(start: DateTime<Utc>, end: DateTime<Utc>) -> Result<Self, DomainError> {
         if end <= start {
-            return Err(DomainError::invalid("end", "must be after start"));
+            return Err(DomainError::inconsistent("end", "must be after start"));
         }
         Ok(Self { start, end })
     }
@@ -167,7 +167,7 @@ impl OpeningHours {
     pub fn validate(&self) -> Result<(), DomainError> {
         for (day, ranges) in Weekday::ALL.iter().zip(&self.days) {
             let invalid = |reason: &str| {
-                DomainError::invalid("opening_hours", format!("{}: {reason}", day.as_str()))
+                DomainError::inconsistent("opening_hours", format!("{}: {reason}", day.as_str()))
             };
             if ranges.iter().any(|r| r.from >= r.to) {
                 return Err(invalid("every range must end after it starts"));
@@ -311,7 +311,7 @@ mod tests {
         assert_eq!(Interval::new(a, b).unwrap().minutes(), 60);
         assert_eq!(
             Interval::new(a, a),
-            Err(DomainError::invalid("end", "must be after start"))
+            Err(DomainError::inconsistent("end", "must be after start"))
         );
         assert!(Interval::new(b, a).is_err());
     }
@@ -381,7 +381,7 @@ mod tests {
             days[4] = ranges;
             let err = OpeningHours::new(days).unwrap_err();
             assert!(
-                matches!(&err, DomainError::InvalidInput { field, reason } if field == "opening_hours" && reason.starts_with("fri")),
+                matches!(&err, DomainError::InconsistentInput { field, reason } if field == "opening_hours" && reason.starts_with("fri")),
                 "{err:?}"
             );
         }

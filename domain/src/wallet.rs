@@ -238,7 +238,7 @@ impl Wallet {
                 });
             }
         } else if self.balance.cents().checked_add(amount.cents()).is_none() {
-            return Err(DomainError::invalid(
+            return Err(DomainError::inconsistent(
                 "amount_cents",
                 "the balance would exceed the largest representable amount",
             ));
@@ -495,7 +495,7 @@ mod tests {
                 .when(command)
                 .inspect_result();
             assert!(
-                matches!(&error, Err(DomainError::InvalidInput { field, .. }) if field == "amount_cents"),
+                matches!(&error, Err(DomainError::InconsistentInput { field, .. }) if field == "amount_cents"),
                 "{error:?}"
             );
         }

@@ -207,8 +207,14 @@ impl ReadModels {
     /// Waits until `projection` has applied the event at `position`, for at
     /// most `timeout`. Position 0 or below is always reached.
     ///
+    /// A position beyond the last committed event is refused at once: no
+    /// command answered it, and a read that waited for it would only time
+    /// out.
+    ///
     /// # Errors
-    /// [`ProjectionError::Lagging`] when the time ran out; the database failed.
+    /// [`ProjectionError::UnknownPosition`] when no committed event has a
+    /// position that high; [`ProjectionError::Lagging`] when the time ran
+    /// out; the database failed.
     pub async fn wait_for(
         &self,
         projection: &str,
@@ -217,6 +223,12 @@ impl ReadModels {
     ) -> Result<(), ProjectionError> {
         if position <= 0 {
             return Ok(());
+        }
+        let last: i64 = sqlx::query_scalar("SELECT coalesce(max(position), 0) FROM events")
+            .fetch_one(&self.pool)
+            .await?;
+        if position > last {
+            return Err(ProjectionError::UnknownPosition { position, last });
         }
         // Polled with a growing pause (2, 4, 8 … 50 ms), for `timeout` of
         // pauses in all.

@@ -61,6 +61,24 @@ pub enum ProjectionError {
         /// The position asked for.
         position: i64,
     },
+    /// A read asked to wait for a position that no committed event has
+    /// (yet): no answer ever carried it, so waiting would not help.
+    #[error("no event has position {position} yet (the last committed is {last})")]
+    UnknownPosition {
+        /// The position asked for.
+        position: i64,
+        /// The last committed position.
+        last: i64,
+    },
+    /// Parameters that are each well-formed but disagree (a range that
+    /// ends before it starts).
+    #[error("inconsistent {field}: {reason}")]
+    Inconsistent {
+        /// The parameter.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
     /// A read asked for something the read models do not have (an
     /// unknown reservation, package, clinic or treatment).
     #[error("not found: {0}")]

@@ -13,8 +13,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::call::{answer, AdminCall, StaffCall};
-use crate::error::{ApiError, Problem};
+use crate::call::{answer, AdminCall, IdempotencyKeyHeader, StaffCall};
+use crate::error::{problems, ApiError, Code, ANY, AUTH, BODY, COMMAND, PARAMS};
 use crate::extract::{Json, Path};
 use crate::state::AppState;
 
@@ -33,12 +33,16 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(deactivate_promo_code))
 }
 
+problems!(
+    /// The error answers of `register_clinic`.
+    RegisterClinicErrors: ANY, AUTH, BODY, COMMAND, &[Code::InvalidInput, Code::AlreadyExists]
+);
+
 /// Register a clinic.
 #[utoipa::path(post, path = "/v1/clinics", tag = "admin", request_body = RegisterClinic,
-    params(("Idempotency-Key" = Option<String>, Header, description = "makes a retry safe")),
+    params(IdempotencyKeyHeader),
     responses((status = 201, body = ClinicCreated, description = "created; the answer also has `position`"),
-        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 409, body = Problem, description = "already_exists"), (status = 422, body = Problem)))]
+        RegisterClinicErrors))]
 async fn register_clinic(
     State(state): State<AppState>,
     AdminCall(call): AdminCall,
@@ -51,10 +55,16 @@ async fn register_clinic(
     )
 }
 
+problems!(
+    /// The error answers of `get_clinic`.
+    GetClinicErrors: ANY, AUTH, PARAMS, &[Code::NotFound, Code::Unavailable]
+);
+
 /// A clinic with its hours, resources, treatments, pricing rules and closures.
 #[utoipa::path(get, path = "/v1/clinics/{clinic_id}", tag = "admin",
     params(("clinic_id" = Uuid, Path)),
-    responses((status = 200, body = ClinicView), (status = 401, body = Problem), (status = 404, body = Problem)))]
+    responses((status = 200, body = ClinicView),
+        GetClinicErrors))]
 async fn get_clinic(
     State(state): State<AppState>,
     _staff: StaffCall,
@@ -63,11 +73,16 @@ async fn get_clinic(
     Ok(axum::Json(state.commands.clinic(clinic_id).await?))
 }
 
+problems!(
+    /// The error answers of `set_opening_hours`.
+    SetOpeningHoursErrors: ANY, AUTH, PARAMS, BODY, COMMAND, &[Code::InvalidInput, Code::InconsistentInput, Code::NotFound]
+);
+
 /// Replace a clinic's weekly opening hours (clinic-local times).
 #[utoipa::path(put, path = "/v1/clinics/{clinic_id}/opening-hours", tag = "admin",
-    params(("clinic_id" = Uuid, Path)), request_body = OpeningHoursInput,
-    responses((status = 200, body = Updated), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 404, body = Problem)))]
+    params(IdempotencyKeyHeader, ("clinic_id" = Uuid, Path)), request_body = OpeningHoursInput,
+    responses((status = 200, body = Updated),
+        SetOpeningHoursErrors))]
 async fn set_opening_hours(
     State(state): State<AppState>,
     AdminCall(call): AdminCall,
@@ -84,11 +99,16 @@ async fn set_opening_hours(
     )
 }
 
+problems!(
+    /// The error answers of `add_resource`.
+    AddResourceErrors: ANY, AUTH, PARAMS, BODY, COMMAND, &[Code::InvalidInput, Code::NotFound, Code::AlreadyExists, Code::DuplicateName]
+);
+
 /// Add a room, device or practitioner.
 #[utoipa::path(post, path = "/v1/clinics/{clinic_id}/resources", tag = "admin",
-    params(("clinic_id" = Uuid, Path)), request_body = AddResource,
-    responses((status = 201, body = ResourceCreated), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
+    params(IdempotencyKeyHeader, ("clinic_id" = Uuid, Path)), request_body = AddResource,
+    responses((status = 201, body = ResourceCreated),
+        AddResourceErrors))]
 async fn add_resource(
     State(state): State<AppState>,
     AdminCall(call): AdminCall,
@@ -102,11 +122,16 @@ async fn add_resource(
     )
 }
 
+problems!(
+    /// The error answers of `add_treatment`.
+    AddTreatmentErrors: ANY, AUTH, PARAMS, BODY, COMMAND, &[Code::InvalidInput, Code::NotFound, Code::AlreadyExists, Code::DuplicateName]
+);
+
 /// Add a treatment.
 #[utoipa::path(post, path = "/v1/clinics/{clinic_id}/treatments", tag = "admin",
-    params(("clinic_id" = Uuid, Path)), request_body = AddTreatment,
-    responses((status = 201, body = TreatmentCreated), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
+    params(IdempotencyKeyHeader, ("clinic_id" = Uuid, Path)), request_body = AddTreatment,
+    responses((status = 201, body = TreatmentCreated),
+        AddTreatmentErrors))]
 async fn add_treatment(
     State(state): State<AppState>,
     AdminCall(call): AdminCall,
@@ -120,11 +145,16 @@ async fn add_treatment(
     )
 }
 
+problems!(
+    /// The error answers of `set_pricing_rules`.
+    SetPricingRulesErrors: ANY, AUTH, PARAMS, BODY, COMMAND, &[Code::InvalidInput, Code::InconsistentInput, Code::NotFound]
+);
+
 /// Replace a clinic's pricing rules.
 #[utoipa::path(put, path = "/v1/clinics/{clinic_id}/pricing-rules", tag = "admin",
-    params(("clinic_id" = Uuid, Path)), request_body = PricingRulesInput,
-    responses((status = 200, body = Updated), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 404, body = Problem)))]
+    params(IdempotencyKeyHeader, ("clinic_id" = Uuid, Path)), request_body = PricingRulesInput,
+    responses((status = 200, body = Updated),
+        SetPricingRulesErrors))]
 async fn set_pricing_rules(
     State(state): State<AppState>,
     AdminCall(call): AdminCall,
@@ -141,10 +171,15 @@ async fn set_pricing_rules(
     )
 }
 
+problems!(
+    /// The error answers of `create_program`.
+    CreateProgramErrors: ANY, AUTH, BODY, COMMAND, &[Code::InvalidInput, Code::NotFound, Code::AlreadyExists]
+);
+
 /// Create a program (a package offer).
 #[utoipa::path(post, path = "/v1/programs", tag = "admin", request_body = CreateProgram,
-    responses((status = 201, body = ProgramCreated), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
+    params(IdempotencyKeyHeader), responses((status = 201, body = ProgramCreated),
+        CreateProgramErrors))]
 async fn create_program(
     State(state): State<AppState>,
     AdminCall(call): AdminCall,
@@ -157,10 +192,16 @@ async fn create_program(
     )
 }
 
+problems!(
+    /// The error answers of `get_program`.
+    GetProgramErrors: ANY, AUTH, PARAMS, &[Code::NotFound, Code::Unavailable]
+);
+
 /// A program.
 #[utoipa::path(get, path = "/v1/programs/{program_id}", tag = "admin",
     params(("program_id" = Uuid, Path)),
-    responses((status = 200, body = ProgramView), (status = 401, body = Problem), (status = 404, body = Problem)))]
+    responses((status = 200, body = ProgramView),
+        GetProgramErrors))]
 async fn get_program(
     State(state): State<AppState>,
     _staff: StaffCall,
@@ -169,10 +210,15 @@ async fn get_program(
     Ok(axum::Json(state.commands.program(program_id).await?))
 }
 
+problems!(
+    /// The error answers of `create_promo_code`.
+    CreatePromoCodeErrors: ANY, AUTH, BODY, COMMAND, &[Code::InvalidInput, Code::InconsistentInput, Code::NotFound, Code::AlreadyExists]
+);
+
 /// Create a promo code.
 #[utoipa::path(post, path = "/v1/promo-codes", tag = "admin", request_body = CreatePromoCode,
-    responses((status = 201, body = PromoCreated), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
+    params(IdempotencyKeyHeader), responses((status = 201, body = PromoCreated),
+        CreatePromoCodeErrors))]
 async fn create_promo_code(
     State(state): State<AppState>,
     AdminCall(call): AdminCall,
@@ -185,11 +231,16 @@ async fn create_promo_code(
     )
 }
 
+problems!(
+    /// The error answers of `deactivate_promo_code`.
+    DeactivatePromoCodeErrors: ANY, AUTH, PARAMS, COMMAND, &[Code::InvalidInput, Code::NotFound]
+);
+
 /// Stop a promo code from being redeemed.
 #[utoipa::path(post, path = "/v1/promo-codes/{code}/deactivate", tag = "admin",
-    params(("code" = String, Path)),
-    responses((status = 200, body = PromoDeactivated), (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 404, body = Problem)))]
+    params(IdempotencyKeyHeader, ("code" = clinicbook_commands::schema::PromoCode, Path)),
+    responses((status = 200, body = PromoDeactivated),
+        DeactivatePromoCodeErrors))]
 async fn deactivate_promo_code(
     State(state): State<AppState>,
     AdminCall(call): AdminCall,

@@ -26,7 +26,7 @@ use uuid::Uuid;
 
 use super::consistency::{wait_for, MinPosition, PositionQuery};
 use crate::auth::{Caller, Role};
-use crate::error::{ApiError, Problem};
+use crate::error::{problems, ApiError, Code, ANY, AUTH, PARAMS, READ, REPORT};
 use crate::extract::{Path, Query};
 use crate::state::AppState;
 
@@ -50,6 +50,7 @@ struct DayQuery {
     /// Clinic-local date, `YYYY-MM-DD`.
     date: NaiveDate,
     /// Wait until the read model has applied this position.
+    #[param(minimum = 0, maximum = 9223372036854775807_i64)]
     min_position: Option<i64>,
 }
 
@@ -62,6 +63,7 @@ struct AvailabilityQuery {
     /// Clinic-local date, `YYYY-MM-DD`.
     date: NaiveDate,
     /// Wait until the read model has applied this position.
+    #[param(minimum = 0, maximum = 9223372036854775807_i64)]
     min_position: Option<i64>,
 }
 
@@ -77,6 +79,7 @@ struct ReportQuery {
     /// Only this clinic.
     clinic_id: Option<Uuid>,
     /// Wait until the read model has applied this position.
+    #[param(minimum = 0, maximum = 9223372036854775807_i64)]
     min_position: Option<i64>,
 }
 
@@ -91,8 +94,9 @@ struct RevenueQuery {
     /// Only this clinic.
     clinic_id: Option<Uuid>,
     /// `day` (default), `clinic`, `treatment` or `program`.
-    group_by: Option<String>,
+    group_by: Option<RevenueGrouping>,
     /// Wait until the read model has applied this position.
+    #[param(minimum = 0, maximum = 9223372036854775807_i64)]
     min_position: Option<i64>,
 }
 
@@ -105,6 +109,7 @@ struct PackagesQuery {
     /// Last day, `YYYY-MM-DD` (inclusive).
     to: NaiveDate,
     /// Wait until the read model has applied this position.
+    #[param(minimum = 0, maximum = 9223372036854775807_i64)]
     min_position: Option<i64>,
 }
 
@@ -174,11 +179,16 @@ async fn report<T>(
     })
 }
 
+problems!(
+    /// The error answers of `schedule`.
+    ScheduleErrors: ANY, AUTH, PARAMS, READ, &[Code::NotFound]
+);
+
 /// A clinic's day per resource: bookings and blocks.
 #[utoipa::path(get, path = "/v1/clinics/{clinic_id}/schedule", tag = "analysts",
     params(("clinic_id" = Uuid, Path), DayQuery),
-    responses((status = 200, body = ScheduleDay), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 404, body = Problem), (status = 503, body = Problem)))]
+    responses((status = 200, body = ScheduleDay),
+        ScheduleErrors))]
 async fn schedule(
     State(state): State<AppState>,
     caller: Caller,
@@ -192,11 +202,16 @@ async fn schedule(
     ))
 }
 
+problems!(
+    /// The error answers of `availability`.
+    AvailabilityErrors: ANY, AUTH, PARAMS, READ, &[Code::NotFound]
+);
+
 /// Free start times per resource for a treatment on a day (instants in UTC).
 #[utoipa::path(get, path = "/v1/clinics/{clinic_id}/availability", tag = "analysts",
     params(("clinic_id" = Uuid, Path), AvailabilityQuery),
-    responses((status = 200, body = Availability), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 404, body = Problem), (status = 503, body = Problem)))]
+    responses((status = 200, body = Availability),
+        AvailabilityErrors))]
 async fn availability(
     State(state): State<AppState>,
     caller: Caller,
@@ -214,12 +229,17 @@ async fn availability(
     ))
 }
 
+problems!(
+    /// The error answers of `dashboard`.
+    DashboardErrors: ANY, AUTH, PARAMS, READ, &[Code::NotFound]
+);
+
 /// A clinic's day for its manager: counts by status, occupancy, waitlist,
 /// displaced to rebook, revenue, next appointments.
 #[utoipa::path(get, path = "/v1/clinics/{clinic_id}/dashboard", tag = "analysts",
     params(("clinic_id" = Uuid, Path), DayQuery),
-    responses((status = 200, body = Dashboard), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 404, body = Problem), (status = 503, body = Problem)))]
+    responses((status = 200, body = Dashboard),
+        DashboardErrors))]
 async fn dashboard(
     State(state): State<AppState>,
     caller: Caller,
@@ -234,12 +254,16 @@ async fn dashboard(
     ))
 }
 
+problems!(
+    /// The error answers of `revenue`.
+    RevenueErrors: ANY, AUTH, PARAMS, READ, REPORT, &[Code::NotFound]
+);
+
 /// Revenue (gross, discount, refund, net cents) per day, clinic, treatment
 /// or program, by appointment date.
 #[utoipa::path(get, path = "/v1/reports/revenue", tag = "analysts", params(RevenueQuery),
     responses((status = 200, content((RevenueReport = "application/json"), (String = "text/csv"))),
-        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 404, body = Problem), (status = 503, body = Problem)))]
+        RevenueErrors))]
 async fn revenue(
     State(state): State<AppState>,
     caller: Caller,
@@ -248,21 +272,20 @@ async fn revenue(
 ) -> Result<Negotiated<RevenueReport>, ApiError> {
     caller.allow(&[Role::Analyst])?;
     let range = range(query.from, query.to)?;
-    let group_by: RevenueGrouping = query
-        .group_by
-        .as_deref()
-        .unwrap_or("day")
-        .parse()
-        .map_err(ApiError::from)?;
+    let group_by = query.group_by.unwrap_or(RevenueGrouping::Day);
     let read = state.read.revenue(range, query.clinic_id, group_by);
     report(&state, format, query.min_position, read).await
 }
 
+problems!(
+    /// The error answers of `reservations_report`.
+    ReservationsReportErrors: ANY, AUTH, PARAMS, READ, REPORT, &[Code::NotFound]
+);
+
 /// Reservations per clinic by status, with cancellation and no-show rates.
 #[utoipa::path(get, path = "/v1/reports/reservations", tag = "analysts", params(ReportQuery),
     responses((status = 200, content((ReservationsReport = "application/json"), (String = "text/csv"))),
-        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 404, body = Problem), (status = 503, body = Problem)))]
+        ReservationsReportErrors))]
 async fn reservations_report(
     State(state): State<AppState>,
     caller: Caller,
@@ -276,12 +299,16 @@ async fn reservations_report(
     report(&state, format, query.min_position, read).await
 }
 
+problems!(
+    /// The error answers of `packages_report`.
+    PackagesReportErrors: ANY, AUTH, PARAMS, READ, REPORT
+);
+
 /// Per program: packages sold, revenue, sessions used and left (by
 /// purchase date).
 #[utoipa::path(get, path = "/v1/reports/packages", tag = "analysts", params(PackagesQuery),
     responses((status = 200, content((PackagesReport = "application/json"), (String = "text/csv"))),
-        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 503, body = Problem)))]
+        PackagesReportErrors))]
 async fn packages_report(
     State(state): State<AppState>,
     caller: Caller,
@@ -293,11 +320,15 @@ async fn packages_report(
     report(&state, format, query.min_position, read).await
 }
 
+problems!(
+    /// The error answers of `utilization`.
+    UtilizationErrors: ANY, AUTH, PARAMS, READ, REPORT, &[Code::NotFound]
+);
+
 /// Per resource and day: open minutes, booked minutes, percent.
 #[utoipa::path(get, path = "/v1/reports/utilization", tag = "analysts", params(ReportQuery),
     responses((status = 200, content((UtilizationReport = "application/json"), (String = "text/csv"))),
-        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 404, body = Problem), (status = 503, body = Problem)))]
+        UtilizationErrors))]
 async fn utilization(
     State(state): State<AppState>,
     caller: Caller,
@@ -311,11 +342,15 @@ async fn utilization(
     report(&state, format, query.min_position, read).await
 }
 
+problems!(
+    /// The error answers of `promo_codes`.
+    PromoCodesReportErrors: ANY, AUTH, PARAMS, READ
+);
+
 /// Per promo code: redemptions and discount given.
 #[utoipa::path(get, path = "/v1/reports/promo-codes", tag = "analysts", params(PositionQuery),
     responses((status = 200, content((PromoReport = "application/json"), (String = "text/csv"))),
-        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 503, body = Problem)))]
+        PromoCodesReportErrors))]
 async fn promo_codes(
     State(state): State<AppState>,
     caller: Caller,

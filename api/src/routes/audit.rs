@@ -6,7 +6,6 @@
 
 use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::StatusCode;
 use chrono::{DateTime, Timelike, Utc};
 use clinicbook_commands::CommandError;
 use clinicbook_eventstore::audit::{self, BrokenLink, EventFilter, StoredEvent, VerifyReport};
@@ -19,7 +18,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::{Caller, Role};
-use crate::error::{ApiError, Problem};
+use crate::error::{problems, ApiError, Code, ANY, AUTH, BODY, PARAMS};
 use crate::extract::{Json, Path, Query};
 use crate::state::AppState;
 
@@ -83,8 +82,8 @@ pub struct AuditEvent {
     /// The version as stored, when an older stored version was upcast to
     /// `event_version` for reading (the hash covers the stored bytes).
     pub upcast_from: Option<String>,
-    /// The event (`{"Variant": {...}}`).
-    #[schema(value_type = Object)]
+    /// The event: `{"Variant": {...}}`, or `"Variant"` for one without
+    /// fields.
     pub payload: serde_json::Value,
     /// The command's metadata: `command_id`, `correlation_id`,
     /// `causation_id`, `actor` (the token's `sub`), `actor_role`,
@@ -216,41 +215,66 @@ impl From<VerifyReport> for Verification {
 
 /// Where to replay a stream to; at most one of the two.
 #[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct StreamQuery {
     /// An RFC 3339 instant: the events recorded at or before it.
-    #[param(value_type = Option<String>, example = "2026-12-01T09:00:00+01:00")]
+    #[param(value_type = Option<clinicbook_commands::schema::Instant>, example = "2026-12-01T09:00:00+01:00")]
     pub as_of: Option<String>,
     /// A sequence: the events up to and including it.
+    #[param(minimum = 0, maximum = 9223372036854775807_i64)]
     pub version: Option<i64>,
 }
 
 /// A page of the global history.
 #[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// The `next_after` of the page before (default: the beginning). A
     /// bare position (the older form) is still taken: the page starts at
     /// the first event above it in feed order, so nothing is skipped but
     /// the last events read may come again.
+    #[param(pattern = r"^[0-9]{1,18}(\.[0-9]{1,18})?$")]
     pub after: Option<String>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     /// Only events of this aggregate type.
+    #[param(value_type = Option<AggregateTypeName>)]
     pub aggregate_type: Option<String>,
     /// Only events written by commands of this subject (a token's `sub`).
+    #[param(value_type = Option<clinicbook_commands::schema::Text>)]
     pub actor: Option<String>,
 }
 
 /// Which streams to verify (all when both are absent).
 #[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct VerifyQuery {
     /// Only streams of this aggregate type.
+    #[param(value_type = Option<AggregateTypeName>)]
     pub aggregate_type: Option<String>,
     /// Only streams with this id.
+    #[param(value_type = Option<clinicbook_commands::schema::Text>)]
     pub aggregate_id: Option<String>,
 }
+
+/// The stored aggregate type names, as the audit routes take them.
+pub struct AggregateTypeName;
+
+impl utoipa::PartialSchema for AggregateTypeName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(AggregateKind::ALL.iter().map(|kind| kind.name())))
+            .description(Some("An aggregate type, as stored."))
+            .into()
+    }
+}
+
+impl ToSchema for AggregateTypeName {}
 
 /// An aggregate type named by a client: 400 naming the allowed ones.
 ///
@@ -286,10 +310,14 @@ pub fn instant(field: &str, text: &str) -> Result<DateTime<Utc>, ApiError> {
 /// How far to replay, from `as_of` or `version`.
 ///
 /// # Errors
-/// 400 when both are given, or either is malformed or negative.
+/// 422 `inconsistent_input` when both are given (each alone is valid);
+/// 400 when either is malformed or negative.
 pub fn until(query: &StreamQuery) -> Result<Until, ApiError> {
     match (&query.as_of, query.version) {
-        (Some(_), Some(_)) => Err(ApiError::bad_request("give as_of or version, not both")),
+        (Some(_), Some(_)) => Err(ApiError::new(
+            Code::InconsistentInput,
+            "give as_of or version, not both",
+        )),
         (Some(as_of), None) => Ok(Until::Instant(instant("as_of", as_of)?)),
         (None, Some(version)) if version < 0 => {
             Err(ApiError::bad_request("version: must be 0 or more"))
@@ -308,25 +336,26 @@ pub fn store_error(e: StoreError) -> ApiError {
             aggregate_id,
             reason,
         } => ApiError::new(
-            StatusCode::CONFLICT,
-            "stream_corrupt",
+            Code::StreamCorrupt,
             format!("stream {aggregate_type}/{aggregate_id} cannot be replayed: {reason}"),
         ),
         other => CommandError::Store(other).into(),
     }
 }
 
+problems!(
+    /// The error answers of `stream`.
+    StreamErrors: ANY, AUTH, PARAMS, &[Code::InconsistentInput, Code::NotFound, Code::StreamCorrupt, Code::Unavailable]
+);
+
 /// A stream's events and its state, replayed up to `as_of` (events recorded
 /// at or before that instant) or `version` (a sequence); the whole stream
 /// without either.
 #[utoipa::path(get, path = "/v1/audit/streams/{aggregate_type}/{aggregate_id}", tag = "audit",
-    params(("aggregate_type" = String, Path, description = "Clinic, Calendar, Reservation, Package, Wallet, PromoCode or Program"),
-        ("aggregate_id" = String, Path), StreamQuery),
+    params(("aggregate_type" = AggregateTypeName, Path),
+        ("aggregate_id" = clinicbook_commands::schema::Text, Path), StreamQuery),
     responses((status = 200, body = StreamHistory),
-        (status = 400, body = Problem, description = "unknown aggregate type, both as_of and version, or a malformed one"),
-        (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 404, body = Problem, description = "no such stream, or no such version of it"),
-        (status = 409, body = Problem, description = "stream_corrupt: an event does not replay")))]
+        StreamErrors))]
 async fn stream(
     State(state): State<AppState>,
     _auditor: AuditorCall,
@@ -350,6 +379,11 @@ async fn stream(
     }
     Ok(axum::Json(at.into()))
 }
+
+problems!(
+    /// The error answers of `events`.
+    EventsErrors: ANY, AUTH, PARAMS, &[Code::Unavailable]
+);
 
 /// Where `GET /v1/audit/events` starts: after a cursor it answered, or
 /// (the older form) after a position.
@@ -401,8 +435,7 @@ pub fn cursor(point: FeedPoint) -> String {
 /// nothing.
 #[utoipa::path(get, path = "/v1/audit/events", tag = "audit", params(EventsQuery),
     responses((status = 200, body = EventPage),
-        (status = 400, body = Problem, description = "bad after, limit or aggregate type"),
-        (status = 401, body = Problem), (status = 403, body = Problem)))]
+        EventsErrors))]
 async fn events(
     State(state): State<AppState>,
     _auditor: AuditorCall,
@@ -449,13 +482,17 @@ async fn events(
     }))
 }
 
+problems!(
+    /// The error answers of `verify`.
+    VerifyErrors: ANY, AUTH, PARAMS, &[Code::Unavailable]
+);
+
 /// Recomputes the hash chain of every stream (or of the streams matching
 /// the filters): each must start at sequence 1, have no gap, and every
 /// stored hash must match the event and its predecessor.
 #[utoipa::path(get, path = "/v1/audit/verify", tag = "audit", params(VerifyQuery),
     responses((status = 200, body = Verification, description = "ok is false when a chain breaks"),
-        (status = 400, body = Problem, description = "unknown aggregate type"),
-        (status = 401, body = Problem), (status = 403, body = Problem)))]
+        VerifyErrors))]
 async fn verify(
     State(state): State<AppState>,
     _auditor: AuditorCall,
@@ -481,8 +518,7 @@ fn checkpoint_error(e: CheckpointError) -> ApiError {
     match e {
         CheckpointError::Malformed { .. } => ApiError::bad_request(e.to_string()),
         CheckpointError::DigestMismatch | CheckpointError::BadSignature => ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "checkpoint_refused",
+            Code::CheckpointRefused,
             format!("{e}: it is not a checkpoint this server signed, unchanged"),
         ),
         CheckpointError::InvalidKey(_) => ApiError::internal(&e),
@@ -490,12 +526,16 @@ fn checkpoint_error(e: CheckpointError) -> ApiError {
     }
 }
 
+problems!(
+    /// The error answers of `checkpoint_now` and `public_key`.
+    CheckpointErrors: ANY, AUTH, &[Code::Unavailable]
+);
+
 /// A signed checkpoint of every stream's head now (type, id, sequence and
 /// hash): keep it outside the database, and later `POST` it to
 /// `/v1/audit/verify` to find streams deleted or cut short since.
 #[utoipa::path(get, path = "/v1/audit/checkpoint", tag = "audit",
-    responses((status = 200, body = Checkpoint),
-        (status = 401, body = Problem), (status = 403, body = Problem)))]
+    responses((status = 200, body = Checkpoint), CheckpointErrors))]
 async fn checkpoint_now(
     State(state): State<AppState>,
     _auditor: AuditorCall,
@@ -509,8 +549,7 @@ async fn checkpoint_now(
 /// The public half of the key checkpoints are signed with (keep a copy
 /// with the checkpoints, to verify them without trusting the server).
 #[utoipa::path(get, path = "/v1/audit/public-key", tag = "audit",
-    responses((status = 200, body = AuditPublicKey),
-        (status = 401, body = Problem), (status = 403, body = Problem)))]
+    responses((status = 200, body = AuditPublicKey), CheckpointErrors))]
 async fn public_key(
     State(state): State<AppState>,
     _auditor: AuditorCall,
@@ -521,6 +560,13 @@ async fn public_key(
     })
 }
 
+problems!(
+    /// The error answers of `verify_against`: a body that is not a
+    /// checkpoint (400), one over 32 MiB (413), and one whose contents do
+    /// not match its digest or whose signature is not this server's (422).
+    VerifyAgainstErrors: ANY, AUTH, BODY, &[Code::CheckpointRefused, Code::Unavailable]
+);
+
 /// Verifies the store against a checkpoint this server signed: every hash
 /// chain, and every stream the checkpoint names, which must still exist,
 /// be at least as long, and hold the same event at the checkpoint's
@@ -528,11 +574,7 @@ async fn public_key(
 /// sequence.
 #[utoipa::path(post, path = "/v1/audit/verify", tag = "audit", request_body = Checkpoint,
     responses((status = 200, body = Verification, description = "ok is false when a chain breaks or a stream is missing or shorter than the checkpoint says"),
-        (status = 400, body = Problem, description = "not a checkpoint: malformed JSON, a missing or unknown field, a field not hex of the right length"),
-        (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 413, body = Problem, description = "a checkpoint over 32 MiB"),
-        (status = 415, body = Problem),
-        (status = 422, body = Problem, description = "checkpoint_refused: its contents do not match its digest, or its signature is not this server's")))]
+        VerifyAgainstErrors))]
 async fn verify_against(
     State(state): State<AppState>,
     _auditor: AuditorCall,

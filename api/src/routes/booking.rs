@@ -14,8 +14,10 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::consistency::{wait_for, MinPosition, PositionQuery};
-use crate::call::{answer, AdminCall, StaffCall};
-use crate::error::{ApiError, Problem};
+use crate::call::{answer, AdminCall, IdempotencyKeyHeader, StaffCall};
+use crate::error::{
+    problems, ApiError, Code, ANY, AUTH, BLOCKING, BODY, BOOKING, COMMAND, PARAMS, READ,
+};
 use crate::extract::{Json, Path, Query};
 use crate::state::AppState;
 
@@ -35,14 +37,17 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(quote))
 }
 
+problems!(
+    /// The error answers of `book`.
+    BookErrors: ANY, AUTH, BODY, COMMAND, BOOKING
+);
+
 /// Book a treatment: the slot, the reservation, the payment (package
 /// session, wallet debit or at the clinic) and the promo code, all or nothing.
 #[utoipa::path(post, path = "/v1/reservations", tag = "staff", request_body = BookTreatment,
-    params(("Idempotency-Key" = Option<String>, Header, description = "makes a retry safe")),
+    params(IdempotencyKeyHeader),
     responses((status = 201, body = Booked, description = "booked; the answer also has `position`"),
-        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 404, body = Problem), (status = 409, body = Problem, description = "slot_unavailable, concurrency_conflict, invalid_transition"),
-        (status = 422, body = Problem, description = "insufficient_funds, no_sessions_left, package_expired, package_not_valid_here, promo_*, outside_opening_hours, in_the_past")))]
+        BookErrors))]
 async fn book(
     State(state): State<AppState>,
     StaffCall(call): StaffCall,
@@ -52,11 +57,16 @@ async fn book(
     answer(StatusCode::CREATED, state.commands.book(&ctx, body).await?)
 }
 
+problems!(
+    /// The error answers of `get_reservation`.
+    GetReservationErrors: ANY, AUTH, PARAMS, READ, &[Code::NotFound]
+);
+
 /// A reservation with its status history.
 #[utoipa::path(get, path = "/v1/reservations/{reservation_id}", tag = "staff",
     params(("reservation_id" = Uuid, Path), PositionQuery),
-    responses((status = 200, body = ReservationView), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 404, body = Problem), (status = 503, body = Problem)))]
+    responses((status = 200, body = ReservationView),
+        GetReservationErrors))]
 async fn get_reservation(
     State(state): State<AppState>,
     _staff: StaffCall,
@@ -67,11 +77,16 @@ async fn get_reservation(
     Ok(axum::Json(state.read.reservation(reservation_id).await?))
 }
 
+problems!(
+    /// The error answers of `reschedule`.
+    RescheduleErrors: ANY, AUTH, PARAMS, BODY, COMMAND, BOOKING
+);
+
 /// Move a booked reservation to another time and/or resource.
 #[utoipa::path(post, path = "/v1/reservations/{reservation_id}/reschedule", tag = "staff",
-    params(("reservation_id" = Uuid, Path)), request_body = Reschedule,
-    responses((status = 200, body = Booked), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+    params(IdempotencyKeyHeader, ("reservation_id" = Uuid, Path)), request_body = Reschedule,
+    responses((status = 200, body = Booked),
+        RescheduleErrors))]
 async fn reschedule(
     State(state): State<AppState>,
     StaffCall(call): StaffCall,
@@ -88,12 +103,17 @@ async fn reschedule(
     )
 }
 
+problems!(
+    /// The error answers of `cancel`.
+    CancelErrors: ANY, AUTH, PARAMS, BODY, COMMAND, &[Code::NotFound, Code::InvalidTransition, Code::InconsistentInput]
+);
+
 /// Cancel a reservation; the cancellation policy decides refund, fee and
 /// whether a package session comes back.
 #[utoipa::path(post, path = "/v1/reservations/{reservation_id}/cancel", tag = "staff",
-    params(("reservation_id" = Uuid, Path)), request_body = Cancel,
-    responses((status = 200, body = Cancelled), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
+    params(IdempotencyKeyHeader, ("reservation_id" = Uuid, Path)), request_body = Cancel,
+    responses((status = 200, body = Cancelled),
+        CancelErrors))]
 async fn cancel(
     State(state): State<AppState>,
     StaffCall(call): StaffCall,
@@ -107,11 +127,16 @@ async fn cancel(
     )
 }
 
+problems!(
+    /// The error answers of `check_in`.
+    CheckInErrors: ANY, AUTH, PARAMS, COMMAND, &[Code::NotFound, Code::InvalidTransition]
+);
+
 /// The patient arrived.
 #[utoipa::path(post, path = "/v1/reservations/{reservation_id}/check-in", tag = "staff",
-    params(("reservation_id" = Uuid, Path)),
-    responses((status = 200, body = StatusChanged), (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 404, body = Problem), (status = 409, body = Problem)))]
+    params(IdempotencyKeyHeader, ("reservation_id" = Uuid, Path)),
+    responses((status = 200, body = StatusChanged),
+        CheckInErrors))]
 async fn check_in(
     State(state): State<AppState>,
     StaffCall(call): StaffCall,
@@ -124,11 +149,16 @@ async fn check_in(
     )
 }
 
+problems!(
+    /// The error answers of `complete`.
+    CompleteErrors: ANY, AUTH, PARAMS, COMMAND, &[Code::NotFound, Code::InvalidTransition]
+);
+
 /// The treatment was given (only after check-in).
 #[utoipa::path(post, path = "/v1/reservations/{reservation_id}/complete", tag = "staff",
-    params(("reservation_id" = Uuid, Path)),
-    responses((status = 200, body = StatusChanged), (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 404, body = Problem), (status = 409, body = Problem)))]
+    params(IdempotencyKeyHeader, ("reservation_id" = Uuid, Path)),
+    responses((status = 200, body = StatusChanged),
+        CompleteErrors))]
 async fn complete(
     State(state): State<AppState>,
     StaffCall(call): StaffCall,
@@ -141,11 +171,16 @@ async fn complete(
     )
 }
 
+problems!(
+    /// The error answers of `no_show`.
+    NoShowErrors: ANY, AUTH, PARAMS, COMMAND, &[Code::NotFound, Code::InvalidTransition, Code::InconsistentInput]
+);
+
 /// The patient did not come; the payment is forfeited.
 #[utoipa::path(post, path = "/v1/reservations/{reservation_id}/no-show", tag = "staff",
-    params(("reservation_id" = Uuid, Path)),
-    responses((status = 200, body = StatusChanged), (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 404, body = Problem), (status = 409, body = Problem)))]
+    params(IdempotencyKeyHeader, ("reservation_id" = Uuid, Path)),
+    responses((status = 200, body = StatusChanged),
+        NoShowErrors))]
 async fn no_show(
     State(state): State<AppState>,
     StaffCall(call): StaffCall,
@@ -158,10 +193,15 @@ async fn no_show(
     )
 }
 
+problems!(
+    /// The error answers of `join_waitlist`.
+    JoinWaitlistErrors: ANY, AUTH, BODY, COMMAND, BOOKING
+);
+
 /// Put a patient on the waitlist for a window of start times.
 #[utoipa::path(post, path = "/v1/waitlist", tag = "staff", request_body = JoinWaitlist,
-    responses((status = 201, body = Waitlisted), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+    params(IdempotencyKeyHeader), responses((status = 201, body = Waitlisted),
+        JoinWaitlistErrors))]
 async fn join_waitlist(
     State(state): State<AppState>,
     StaffCall(call): StaffCall,
@@ -174,12 +214,17 @@ async fn join_waitlist(
     )
 }
 
+problems!(
+    /// The error answers of `add_block`.
+    AddBlockErrors: ANY, AUTH, PARAMS, BODY, COMMAND, BLOCKING
+);
+
 /// Block a resource; an emergency block displaces overlapping bookings and
 /// restores their payment.
 #[utoipa::path(post, path = "/v1/resources/{resource_id}/blocks", tag = "staff",
-    params(("resource_id" = Uuid, Path)), request_body = AddBlock,
-    responses((status = 201, body = BlockAdded), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
+    params(IdempotencyKeyHeader, ("resource_id" = Uuid, Path)), request_body = AddBlock,
+    responses((status = 201, body = BlockAdded),
+        AddBlockErrors))]
 async fn add_block(
     State(state): State<AppState>,
     StaffCall(call): StaffCall,
@@ -193,11 +238,16 @@ async fn add_block(
     )
 }
 
+problems!(
+    /// The error answers of `add_closure`.
+    AddClosureErrors: ANY, AUTH, PARAMS, BODY, COMMAND, BLOCKING
+);
+
 /// Close a whole clinic for a period, displacing every booking in it.
 #[utoipa::path(post, path = "/v1/clinics/{clinic_id}/closures", tag = "admin",
-    params(("clinic_id" = Uuid, Path)), request_body = AddClosure,
-    responses((status = 201, body = ClosureAdded), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
+    params(IdempotencyKeyHeader, ("clinic_id" = Uuid, Path)), request_body = AddClosure,
+    responses((status = 201, body = ClosureAdded),
+        AddClosureErrors))]
 async fn add_closure(
     State(state): State<AppState>,
     AdminCall(call): AdminCall,
@@ -211,11 +261,16 @@ async fn add_closure(
     )
 }
 
+problems!(
+    /// The error answers of `quote`.
+    QuoteErrors: ANY, AUTH, PARAMS, BOOKING, &[Code::Unavailable]
+);
+
 /// The price of a treatment at a time, with the clinic's rules and an
 /// optional promo code; writes nothing.
 #[utoipa::path(get, path = "/v1/quotes", tag = "staff", params(QuoteQuery),
-    responses((status = 200, body = PriceAnswer), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = PriceAnswer),
+        QuoteErrors))]
 async fn quote(
     State(state): State<AppState>,
     _staff: StaffCall,

@@ -41,5 +41,6 @@ pub async fn wait_for(
 pub struct PositionQuery {
     /// Wait until the read model has applied this position (the `position`
     /// of a command's answer).
+    #[param(minimum = 0, maximum = 9223372036854775807_i64)]
     pub min_position: Option<i64>,
 }

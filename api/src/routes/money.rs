@@ -14,8 +14,8 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::consistency::{wait_for, MinPosition, PositionQuery};
-use crate::call::{answer, StaffCall};
-use crate::error::{ApiError, Problem};
+use crate::call::{answer, IdempotencyKeyHeader, StaffCall};
+use crate::error::{problems, ApiError, Code, ANY, AUTH, BODY, COMMAND, PARAMS, READ};
 use crate::extract::{Json, Path, Query};
 use crate::state::AppState;
 
@@ -30,11 +30,16 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_package))
 }
 
+problems!(
+    /// The error answers of `deposit`.
+    DepositErrors: ANY, AUTH, PARAMS, BODY, COMMAND, &[Code::InvalidInput, Code::InconsistentInput, Code::DuplicateReference]
+);
+
 /// Pay money into a patient's wallet; each external reference is credited once.
 #[utoipa::path(post, path = "/v1/wallets/{patient_id}/deposits", tag = "staff",
-    params(("patient_id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header)), request_body = Deposit,
-    responses((status = 201, body = Balance), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 409, body = Problem, description = "duplicate_reference")))]
+    params(IdempotencyKeyHeader, ("patient_id" = Uuid, Path)), request_body = Deposit,
+    responses((status = 201, body = Balance),
+        DepositErrors))]
 async fn deposit(
     State(state): State<AppState>,
     StaffCall(call): StaffCall,
@@ -48,11 +53,16 @@ async fn deposit(
     )
 }
 
+problems!(
+    /// The error answers of `refund`.
+    RefundErrors: ANY, AUTH, PARAMS, BODY, COMMAND, &[Code::InvalidInput, Code::InconsistentInput, Code::DuplicateReference, Code::InsufficientFunds]
+);
+
 /// Pay part of a wallet's balance back out to the patient.
 #[utoipa::path(post, path = "/v1/wallets/{patient_id}/refunds", tag = "staff",
-    params(("patient_id" = Uuid, Path)), request_body = WalletRefund,
-    responses((status = 201, body = Balance), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem, description = "insufficient_funds")))]
+    params(IdempotencyKeyHeader, ("patient_id" = Uuid, Path)), request_body = WalletRefund,
+    responses((status = 201, body = Balance),
+        RefundErrors))]
 async fn refund(
     State(state): State<AppState>,
     StaffCall(call): StaffCall,
@@ -72,21 +82,28 @@ async fn refund(
 pub struct WalletQuery {
     /// Transactions after this sequence (default 0: from the first); pass
     /// the previous page's `next_after`.
+    #[param(minimum = 0, maximum = 9223372036854775807_i64)]
     pub after: Option<i64>,
     /// At most this many transactions (default 100, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     /// Wait until the read model has applied this position (the `position`
     /// of a command's answer).
+    #[param(minimum = 0, maximum = 9223372036854775807_i64)]
     pub min_position: Option<i64>,
 }
+
+problems!(
+    /// The error answers of `get_wallet`.
+    GetWalletErrors: ANY, AUTH, PARAMS, READ
+);
 
 /// A wallet's balance and a page of its transactions, oldest first (a
 /// never-used wallet has balance 0).
 #[utoipa::path(get, path = "/v1/wallets/{patient_id}", tag = "staff",
     params(("patient_id" = Uuid, Path), WalletQuery),
     responses((status = 200, body = WalletView),
-        (status = 400, body = Problem, description = "bad after, limit or min_position"),
-        (status = 401, body = Problem), (status = 403, body = Problem), (status = 503, body = Problem)))]
+        GetWalletErrors))]
 async fn get_wallet(
     State(state): State<AppState>,
     _staff: StaffCall,
@@ -115,12 +132,16 @@ async fn get_wallet(
     ))
 }
 
+problems!(
+    /// The error answers of `purchase_package`.
+    PurchasePackageErrors: ANY, AUTH, BODY, COMMAND, &[Code::InvalidInput, Code::InconsistentInput, Code::NotFound, Code::AlreadyExists, Code::InsufficientFunds, Code::DuplicateReference]
+);
+
 /// Buy a program as a package, paid from the wallet or externally.
 #[utoipa::path(post, path = "/v1/packages", tag = "staff", request_body = PurchasePackage,
-    params(("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 201, body = PackageBought), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem),
-        (status = 422, body = Problem, description = "insufficient_funds")))]
+    params(IdempotencyKeyHeader),
+    responses((status = 201, body = PackageBought),
+        PurchasePackageErrors))]
 async fn purchase_package(
     State(state): State<AppState>,
     StaffCall(call): StaffCall,
@@ -133,11 +154,16 @@ async fn purchase_package(
     )
 }
 
+problems!(
+    /// The error answers of `transfer_package`.
+    TransferPackageErrors: ANY, AUTH, PARAMS, BODY, COMMAND, &[Code::NotFound]
+);
+
 /// Make a package valid at another clinic instead.
 #[utoipa::path(post, path = "/v1/packages/{package_id}/transfer", tag = "staff",
-    params(("package_id" = Uuid, Path)), request_body = TransferPackage,
-    responses((status = 200, body = PackageView), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 404, body = Problem)))]
+    params(IdempotencyKeyHeader, ("package_id" = Uuid, Path)), request_body = TransferPackage,
+    responses((status = 200, body = PackageView),
+        TransferPackageErrors))]
 async fn transfer_package(
     State(state): State<AppState>,
     StaffCall(call): StaffCall,
@@ -154,11 +180,16 @@ async fn transfer_package(
     )
 }
 
+problems!(
+    /// The error answers of `get_package`.
+    GetPackageErrors: ANY, AUTH, PARAMS, READ, &[Code::NotFound]
+);
+
 /// A package: sessions, expiry, clinics and history.
 #[utoipa::path(get, path = "/v1/packages/{package_id}", tag = "staff",
     params(("package_id" = Uuid, Path), PositionQuery),
-    responses((status = 200, body = PackageView), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 404, body = Problem), (status = 503, body = Problem)))]
+    responses((status = 200, body = PackageView),
+        GetPackageErrors))]
 async fn get_package(
     State(state): State<AppState>,
     _staff: StaffCall,

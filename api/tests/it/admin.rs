@@ -101,7 +101,7 @@ async fn admin_routes_answer_their_error_codes() {
         json!({"mon": [["18:00", "09:00"]]}),
     )
     .await
-    .assert_problem(400, "invalid_input");
+    .assert_problem(422, "inconsistent_input");
     app.put(
         &format!("/v1/clinics/{clinic}/opening-hours"),
         &app.admin,

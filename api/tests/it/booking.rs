@@ -97,6 +97,18 @@ fn assert_bad(answer: &Answer, field: &str, what: &str) {
     );
 }
 
+/// Asserts a 422 `inconsistent_input` problem whose detail names `field`:
+/// fields each valid alone that disagree with each other or with what is
+/// stored, which no schema can refuse.
+fn assert_inconsistent(answer: &Answer, field: &str, what: &str) {
+    answer.assert_problem(422, "inconsistent_input");
+    let detail = answer.body["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains(field),
+        "{what}: detail {detail:?} should name {field}"
+    );
+}
+
 /// An instant as RFC 3339 with `Z`, as the API answers instants.
 fn z(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Secs, true)
@@ -1239,7 +1251,7 @@ async fn package_refusals_no_sessions_expired_elsewhere_other_treatment_or_patie
         ),
     )
     .await;
-    assert_bad(&stranger, "package_id", "another patient's package");
+    assert_inconsistent(&stranger, "package_id", "another patient's package");
     assert_eq!(
         app.events().await,
         before,
@@ -1392,7 +1404,7 @@ async fn a_waitlist_entry_is_booked_inside_its_window_or_cancelled() {
         ),
     )
     .await;
-    assert_bad(&outside, "start", "a start outside the wanted window");
+    assert_inconsistent(&outside, "start", "a start outside the wanted window");
     let someone_else = book(
         &app,
         with(
@@ -1402,7 +1414,7 @@ async fn a_waitlist_entry_is_booked_inside_its_window_or_cancelled() {
         ),
     )
     .await;
-    assert_bad(
+    assert_inconsistent(
         &someone_else,
         "patient_id",
         "another patient's waitlist entry",
@@ -1462,7 +1474,7 @@ async fn waitlist_refusals_write_nothing() {
     let post = |body: Value| app.post("/v1/waitlist", &app.staff, body);
     let before = app.events().await;
     let reversed = post(with(entry.clone(), "latest", json!("2030-01-08T07:00:00Z"))).await;
-    assert_bad(&reversed, "latest", "latest before earliest");
+    assert_inconsistent(&reversed, "latest", "latest before earliest");
     post(with(
         with(entry.clone(), "earliest", json!("2024-01-01T08:00:00Z")),
         "latest",
@@ -1643,7 +1655,7 @@ async fn an_emergency_block_over_a_checked_in_patient_and_bad_blocks_are_refused
         false,
     )
     .await;
-    assert_bad(&reversed, "end", "a block ending before it starts");
+    assert_inconsistent(&reversed, "end", "a block ending before it starts");
     let empty = block(
         &app,
         &ids.laser,
@@ -1652,7 +1664,7 @@ async fn an_emergency_block_over_a_checked_in_patient_and_bad_blocks_are_refused
         false,
     )
     .await;
-    assert_bad(&empty, "end", "an empty block");
+    assert_inconsistent(&empty, "end", "an empty block");
     let endless = block(
         &app,
         &ids.laser,
@@ -1661,7 +1673,7 @@ async fn an_emergency_block_over_a_checked_in_patient_and_bad_blocks_are_refused
         false,
     )
     .await;
-    assert_bad(&endless, "end", "a block over two years");
+    assert_inconsistent(&endless, "end", "a block over two years");
     block(
         &app,
         &Uuid::new_v4().to_string(),
@@ -1762,7 +1774,7 @@ async fn a_closure_displaces_a_whole_clinic_day_and_later_bookings_in_it_are_ref
             with(closure.clone(), "end", json!("2030-01-08T22:00:00Z")),
         )
         .await;
-    assert_bad(&reversed, "end", "a closure ending before it starts");
+    assert_inconsistent(&reversed, "end", "a closure ending before it starts");
     assert_eq!(app.events().await, before);
 
     let closed = app.post(&path, &app.admin, closure).await;

@@ -24,19 +24,24 @@ pub struct RegisterClinic {
     #[serde(default)]
     pub clinic_id: Option<Uuid>,
     /// Display name.
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::Name))]
     pub name: String,
     /// IANA timezone of the clinic, e.g. `Europe/Berlin`; opening hours,
     /// pricing windows and dates are in it.
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::Timezone))]
     pub timezone: String,
     /// ISO 4217 code (three upper-case letters) of all its prices.
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::Currency))]
     pub currency: String,
     /// Hours before the start until which a cancellation is free
     /// (default 24).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, format = Int64, maximum = 4294967295_u32))]
     pub cancellation_notice_hours: Option<u32>,
     /// Percent of the price kept on a late cancellation, 0 to 100
     /// (default 50).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 100))]
     pub late_cancel_fee_percent: Option<i64>,
 }
 
@@ -59,24 +64,31 @@ pub struct ClinicCreated {
 pub struct OpeningHoursInput {
     /// Monday.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::schema::TimeRange>))]
     pub mon: Vec<[String; 2]>,
     /// Tuesday.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::schema::TimeRange>))]
     pub tue: Vec<[String; 2]>,
     /// Wednesday.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::schema::TimeRange>))]
     pub wed: Vec<[String; 2]>,
     /// Thursday.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::schema::TimeRange>))]
     pub thu: Vec<[String; 2]>,
     /// Friday.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::schema::TimeRange>))]
     pub fri: Vec<[String; 2]>,
     /// Saturday.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::schema::TimeRange>))]
     pub sat: Vec<[String; 2]>,
     /// Sunday.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::schema::TimeRange>))]
     pub sun: Vec<[String; 2]>,
 }
 
@@ -98,8 +110,10 @@ pub struct AddResource {
     #[serde(default)]
     pub resource_id: Option<Uuid>,
     /// Name, unique inside the clinic (case-insensitive).
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::Name))]
     pub name: String,
     /// `room`, `device` or `practitioner`.
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::ResourceKind))]
     pub kind: String,
 }
 
@@ -122,16 +136,24 @@ pub struct AddTreatment {
     #[serde(default)]
     pub treatment_id: Option<Uuid>,
     /// Name, unique inside the clinic (case-insensitive).
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::Name))]
     pub name: String,
     /// Length of an appointment, 1 to 720 minutes.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 720))]
     pub duration_minutes: u32,
     /// Minutes the resource stays free after each booking, 0 to 240.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 240))]
     pub buffer_minutes: u32,
     /// Base price in the clinic's currency, before pricing rules and promo
     /// codes; not negative.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 0, maximum = 9223372036854775807_i64)
+    )]
     pub price_cents: i64,
     /// The kind of resource it is booked on: `room`, `device` or
     /// `practitioner`.
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::ResourceKind))]
     pub resource_kind: String,
 }
 
@@ -165,13 +187,17 @@ pub struct PricingRulesInput {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PricingRuleInput {
     /// Weekdays it applies on: `mon` … `sun`, at least one.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::schema::Weekday>, min_items = 1))]
     pub weekdays: Vec<String>,
     /// Local start of the window, `HH:MM` (inclusive).
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::LocalTime))]
     pub from: String,
     /// Local end of the window, `HH:MM` (exclusive), after `from`.
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::LocalTime))]
     pub to: String,
     /// Percent of the base price added: positive a surcharge, negative a
     /// discount; -100 to 1000.
+    #[cfg_attr(feature = "openapi", schema(minimum = -100, maximum = 1000))]
     pub percent: i64,
 }
 
@@ -182,8 +208,10 @@ pub struct PricingRuleInput {
 pub struct LastMinuteInput {
     /// Applies when the booking starts less than this many hours after it
     /// is made.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, format = Int64, maximum = 4294967295_u32))]
     pub within_hours: u32,
     /// Percent of the base price taken off, 0 to 100.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 100))]
     pub percent_off: i64,
 }
 

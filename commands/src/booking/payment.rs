@@ -94,9 +94,11 @@ pub(super) async fn check_package(
         return Err(DomainError::not_found(format!("package {package_id}")).into());
     }
     if package.patient_id != Some(patient_id) {
-        return Err(
-            DomainError::invalid("payment.package_id", "is a package of another patient").into(),
-        );
+        return Err(DomainError::inconsistent(
+            "payment.package_id",
+            "is a package of another patient",
+        )
+        .into());
     }
     Ok(())
 }

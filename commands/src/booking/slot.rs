@@ -110,7 +110,7 @@ impl Appointment {
         }
         let end = start
             .checked_add_signed(Duration::minutes(i64::from(treatment.duration_minutes)))
-            .ok_or_else(|| DomainError::invalid("start", "is too far in the future"))?;
+            .ok_or_else(|| DomainError::inconsistent("start", "is too far in the future"))?;
         let date = clinic.local_date(start);
         Ok(Self {
             price: clinic.quote(treatment, start, now, promo),
@@ -184,7 +184,7 @@ pub(super) fn local_days(
     let first = clinicbook_domain::schedule::local_date(tz, range.start);
     let last = clinicbook_domain::schedule::local_date(tz, range.end - Duration::nanoseconds(1));
     if (last - first).num_days() >= MAX_BLOCK_DAYS {
-        return Err(DomainError::invalid(
+        return Err(DomainError::inconsistent(
             "end",
             format!("a block covers at most {MAX_BLOCK_DAYS} days"),
         ));
@@ -307,12 +307,15 @@ mod tests {
     fn reversed_and_huge_ranges_are_refused() {
         let tz = chrono_tz::Europe::Berlin;
         let t = utc("2030-01-08T09:00:00Z");
-        assert_eq!(local_days(tz, t, t).unwrap_err().code(), "invalid_input");
+        assert_eq!(
+            local_days(tz, t, t).unwrap_err().code(),
+            "inconsistent_input"
+        );
         assert_eq!(
             local_days(tz, t, t + Duration::days(400))
                 .unwrap_err()
                 .code(),
-            "invalid_input"
+            "inconsistent_input"
         );
     }
 }

@@ -25,7 +25,6 @@ use uuid::Uuid;
     deny_unknown_fields,
     try_from = "PaymentFields"
 )]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum PaymentInput {
     /// One session of the patient's package.
     Package {
@@ -36,6 +35,59 @@ pub enum PaymentInput {
     Wallet,
     /// The patient pays at the clinic on the day.
     AtClinic,
+}
+
+/// The schema says what [`PaymentFields`] takes: one object per method,
+/// `package_id` required for a package and absent (or null) otherwise,
+/// nothing else.
+#[cfg(feature = "openapi")]
+mod payment_schema {
+    use utoipa::openapi::schema::{
+        KnownFormat, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, Type,
+    };
+    use utoipa::openapi::RefOr;
+
+    /// The methods and whether each carries a `package_id`.
+    pub(super) const METHODS: [(&str, bool); 3] =
+        [("package", true), ("wallet", false), ("at_clinic", false)];
+
+    impl utoipa::PartialSchema for super::PaymentInput {
+        fn schema() -> RefOr<Schema> {
+            let mut one_of = OneOfBuilder::new().description(Some(
+                "How it is paid: `{\"method\":\"package\",\"package_id\":…}`, `{\"method\":\"wallet\"}` or `{\"method\":\"at_clinic\"}`.",
+            ));
+            for (method, with_package) in METHODS {
+                let package_id = if with_package {
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)))
+                        .description(Some("The package to take the session from."))
+                } else {
+                    ObjectBuilder::new().schema_type(Type::Null)
+                };
+                let mut object = ObjectBuilder::new()
+                    .schema_type(Type::Object)
+                    .property(
+                        "method",
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .enum_values(Some([method])),
+                    )
+                    .property("package_id", package_id)
+                    .required("method")
+                    .additional_properties(Some(
+                        utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
+                    ));
+                if with_package {
+                    object = object.required("package_id");
+                }
+                one_of = one_of.item(object);
+            }
+            one_of.into()
+        }
+    }
+
+    impl utoipa::ToSchema for super::PaymentInput {}
 }
 
 /// The fields a payment may have, all checked against its method.
@@ -143,11 +195,13 @@ pub struct BookTreatment {
     /// Appointment start; it ends `duration_minutes` later, the same
     /// clinic-local day.
     #[serde(deserialize_with = "crate::instant::deserialize")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::Instant))]
     pub start: DateTime<Utc>,
     /// How it is paid.
     pub payment: PaymentInput,
     /// A promo code to redeem (any case; surrounding blanks are ignored).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::schema::OptionalPromoCode>))]
     pub promo_code: Option<String>,
 }
 
@@ -177,6 +231,7 @@ pub struct Booked {
 pub struct Reschedule {
     /// The new start.
     #[serde(deserialize_with = "crate::instant::deserialize")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::Instant))]
     pub start: DateTime<Utc>,
     /// Another resource of the same kind; the current one if left out.
     #[serde(default)]
@@ -189,6 +244,7 @@ pub struct Reschedule {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Cancel {
     /// Why it is cancelled (kept in the history).
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::Text))]
     pub reason: String,
 }
 
@@ -236,9 +292,11 @@ pub struct JoinWaitlist {
     pub treatment_id: Uuid,
     /// Earliest acceptable start.
     #[serde(deserialize_with = "crate::instant::deserialize")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::Instant))]
     pub earliest: DateTime<Utc>,
     /// Latest acceptable start (in the future, not before `earliest`).
     #[serde(deserialize_with = "crate::instant::deserialize")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::Instant))]
     pub latest: DateTime<Utc>,
     /// How it will be paid once booked (nothing is taken now).
     pub payment: PaymentInput,
@@ -261,11 +319,14 @@ pub struct Waitlisted {
 pub struct AddBlock {
     /// Start of the blocked time.
     #[serde(deserialize_with = "crate::instant::deserialize")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::Instant))]
     pub start: DateTime<Utc>,
     /// End of the blocked time (exclusive).
     #[serde(deserialize_with = "crate::instant::deserialize")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::Instant))]
     pub end: DateTime<Utc>,
     /// Why (shown in the schedule).
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::Text))]
     pub reason: String,
     /// Displace the bookings it overlaps (their payment is given back)
     /// instead of being refused with `slot_unavailable`.
@@ -289,11 +350,14 @@ pub struct BlockAdded {
 pub struct AddClosure {
     /// Start of the closure.
     #[serde(deserialize_with = "crate::instant::deserialize")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::Instant))]
     pub start: DateTime<Utc>,
     /// End of the closure (exclusive).
     #[serde(deserialize_with = "crate::instant::deserialize")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::Instant))]
     pub end: DateTime<Utc>,
     /// Why.
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::Text))]
     pub reason: String,
 }
 
@@ -319,9 +383,13 @@ pub struct QuoteQuery {
     pub treatment_id: Uuid,
     /// Appointment start.
     #[serde(deserialize_with = "crate::instant::deserialize")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::Instant))]
+    #[cfg_attr(feature = "openapi", param(value_type = crate::schema::Instant))]
     pub start: DateTime<Utc>,
     /// A promo code to apply.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::schema::OptionalPromoCode>))]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::schema::OptionalPromoCode>))]
     pub promo_code: Option<String>,
     /// The patient, to check the promo code's per-patient limit.
     #[serde(default)]
@@ -402,4 +470,38 @@ pub struct ReservationView {
     pub settlement: Option<SettlementAnswer>,
     /// Every change, oldest first.
     pub history: Vec<StatusEntry>,
+}
+
+#[cfg(all(test, feature = "openapi"))]
+mod tests {
+    use super::payment_schema::METHODS;
+    use super::PaymentInput;
+
+    #[test]
+    fn the_payment_schema_lists_the_methods_serde_takes() {
+        for (method, with_package) in METHODS {
+            let mut body = serde_json::json!({ "method": method });
+            if with_package {
+                body["package_id"] = serde_json::json!(uuid::Uuid::nil());
+            }
+            let payment: PaymentInput =
+                serde_json::from_value(body.clone()).unwrap_or_else(|e| panic!("{body}: {e}"));
+            assert_eq!(serde_json::to_value(payment).ok(), Some(body));
+            // `package_id: null` is no package_id.
+            if !with_package {
+                let null = serde_json::json!({ "method": method, "package_id": null });
+                assert!(serde_json::from_value::<PaymentInput>(null).is_ok());
+            }
+        }
+        for payment in [
+            PaymentInput::Package {
+                package_id: uuid::Uuid::nil(),
+            },
+            PaymentInput::Wallet,
+            PaymentInput::AtClinic,
+        ] {
+            let json = serde_json::to_value(payment).unwrap_or_default();
+            assert!(METHODS.iter().any(|(m, _)| json["method"] == *m), "{json}");
+        }
+    }
 }

@@ -29,17 +29,31 @@ pub enum PackagePayment {
     /// Paid outside clinicbook (card terminal, bank transfer).
     External {
         /// The external payment's reference (not empty).
+        #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::NotBlank))]
         reference: String,
     },
 }
 
 impl PackagePayment {
-    fn to_domain(&self) -> domain::PackagePayment {
+    /// The domain's payment, checked before anything is read: a retry of a
+    /// purchase with a blank reference is refused like the first attempt,
+    /// not answered with the package bought before.
+    ///
+    /// # Errors
+    /// `invalid_input` (`payment.reference`) for a blank external reference.
+    fn to_domain(&self) -> Result<domain::PackagePayment, DomainError> {
         match self {
-            Self::Wallet {} => domain::PackagePayment::Wallet,
-            Self::External { reference } => domain::PackagePayment::External {
-                reference: trimmed(reference),
-            },
+            Self::Wallet {} => Ok(domain::PackagePayment::Wallet),
+            Self::External { reference } => {
+                let reference = trimmed(reference);
+                if reference.is_empty() {
+                    return Err(DomainError::invalid(
+                        "payment.reference",
+                        "must not be empty",
+                    ));
+                }
+                Ok(domain::PackagePayment::External { reference })
+            }
         }
     }
 }
@@ -267,7 +281,7 @@ impl UseCase for Purchase {
         let valid_until = self
             .now
             .checked_add_signed(TimeDelta::days(program.validity_days.into()))
-            .ok_or_else(|| DomainError::invalid("validity_days", "expiry out of range"))?;
+            .ok_or_else(|| DomainError::inconsistent("validity_days", "expiry out of range"))?;
         uow.handle::<Package>(
             &id,
             PackageCommand::Purchase {
@@ -366,7 +380,7 @@ impl Commands {
             package_id: purchase.package_id.map_or_else(PackageId::new, PackageId),
             patient_id: PatientId(purchase.patient_id),
             program_id: ProgramId(purchase.program_id),
-            payment: purchase.payment.to_domain(),
+            payment: purchase.payment.to_domain()?,
             now: self.now(),
         };
         self.run(ctx, &use_case).await

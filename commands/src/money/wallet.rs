@@ -16,10 +16,15 @@ use crate::{CommandError, Commands, Ctx, Done};
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Deposit {
     /// Amount paid in, positive.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 1, maximum = 9223372036854775807_i64)
+    )]
     pub amount_cents: i64,
     /// The external payment's reference (card slip, bank transfer): a
     /// reference is credited at most once, so a repeated deposit is refused
     /// instead of counted twice. Leading and trailing spaces are ignored.
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::ExternalReference))]
     pub reference: String,
 }
 
@@ -29,10 +34,16 @@ pub struct Deposit {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WalletRefund {
     /// Amount paid out, positive and at most the balance.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 1, maximum = 9223372036854775807_i64)
+    )]
     pub amount_cents: i64,
     /// The payout's external reference, used at most once per wallet.
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::ExternalReference))]
     pub reference: String,
     /// Why the money goes back, for the audit trail (not empty).
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::NotBlank))]
     pub reason: String,
 }
 

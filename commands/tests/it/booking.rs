@@ -680,7 +680,7 @@ async fn package_refusals_come_from_the_package() {
         commands
             .book(&ctx("staff"), paid(at_noon(), by_package(someone_elses)))
             .await,
-        "invalid_input",
+        "inconsistent_input",
     );
     assert_eq!(event_count(&db).await, before);
     assert_eq!(
@@ -1131,7 +1131,7 @@ async fn joining_the_waitlist_checks_its_inputs() {
         commands
             .join_waitlist(&ctx("staff"), join(tuesday(12, 0), tuesday(10, 0)))
             .await,
-        "invalid_input",
+        "inconsistent_input",
     );
     assert_code(
         commands
@@ -1408,7 +1408,7 @@ async fn a_block_over_a_booking_needs_an_emergency() {
                 block(tuesday(12, 0), tuesday(11, 0), false),
             )
             .await,
-        "invalid_input",
+        "inconsistent_input",
     );
     assert_code(
         commands

@@ -353,7 +353,7 @@ async fn buying_with_an_external_reference_leaves_the_wallet_alone() {
     };
     assert_invalid(
         buy(&commands, None, patient, program, no_reference).await,
-        "reference",
+        "payment.reference",
     );
 }
 

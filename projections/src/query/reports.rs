@@ -81,17 +81,17 @@ impl DateRange {
     /// `from` to `to`, both included.
     ///
     /// # Errors
-    /// [`ProjectionError::Invalid`] (`to`) when `to` is before `from` or
+    /// [`ProjectionError::Inconsistent`] (`to`) when `to` is before `from` or
     /// the range spans more than [`MAX_RANGE_DAYS`] days.
     pub fn new(from: NaiveDate, to: NaiveDate) -> Result<Self, ProjectionError> {
         if to < from {
-            return Err(ProjectionError::Invalid {
+            return Err(ProjectionError::Inconsistent {
                 field: "to",
                 reason: format!("{to} is before from ({from})"),
             });
         }
         if (to - from).num_days() >= MAX_RANGE_DAYS {
-            return Err(ProjectionError::Invalid {
+            return Err(ProjectionError::Inconsistent {
                 field: "to",
                 reason: format!("a report spans at most {MAX_RANGE_DAYS} days"),
             });

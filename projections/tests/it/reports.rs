@@ -302,12 +302,12 @@ async fn reports_refuse_bad_ranges_groupings_and_unknown_clinics() {
     let day = date("2030-01-08");
     assert!(matches!(
         DateRange::new(day, day - Duration::days(1)),
-        Err(ProjectionError::Invalid { field: "to", .. })
+        Err(ProjectionError::Inconsistent { field: "to", .. })
     ));
     assert!(DateRange::new(day, day + Duration::days(365)).is_ok());
     assert!(matches!(
         DateRange::new(day, day + Duration::days(366)),
-        Err(ProjectionError::Invalid { field: "to", .. })
+        Err(ProjectionError::Inconsistent { field: "to", .. })
     ));
     assert!(matches!(
         "week".parse::<RevenueGrouping>(),
