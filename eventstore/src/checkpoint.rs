@@ -106,13 +106,17 @@ impl PublicKey {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct StreamHead {
-    /// Aggregate type.
+    /// Aggregate type (any text: a type this store does not have is
+    /// reported missing). No NUL, as PostgreSQL text cannot hold one.
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[^\u0000]*$"))]
     pub aggregate_type: String,
     /// Aggregate id.
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[^\u0000]*$"))]
     pub aggregate_id: String,
     /// The stream's last sequence.
     pub sequence: i64,
     /// That event's chain hash, hex.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-fA-F]{64}$"))]
     pub hash: String,
 }
 
@@ -132,8 +136,10 @@ pub struct Checkpoint {
     pub streams: Vec<StreamHead>,
     /// SHA-256 over the canonical bytes of `position`, `taken_at` and
     /// `streams`, hex.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-fA-F]{64}$"))]
     pub digest: String,
     /// Ed25519 signature of the digest's 32 bytes by the audit key, hex.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-fA-F]{128}$"))]
     pub signature: String,
 }
 
