@@ -260,8 +260,11 @@ async fn analysts_routes_check_roles_and_input() {
 async fn a_read_asking_for_a_position_not_reached_answers_503_after_waiting() {
     let mut app = app().await;
     let ids = app.clinic().await;
-    // Stop the read side: what is written from now on is never projected.
-    drop(app.background.take());
+    // Stop the read side (and wait until it has stopped): what is written
+    // from now on is never projected.
+    if let Some(background) = app.background.take() {
+        background.shutdown().await;
+    }
     app.post(
         "/v1/clinics",
         &app.admin,
