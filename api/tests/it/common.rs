@@ -380,7 +380,7 @@ pub struct ClinicIds {
     pub consultation: String,
 }
 
-async fn read(response: reqwest::Response) -> Answer {
+pub async fn read(response: reqwest::Response) -> Answer {
     let status = response.status();
     let content_type = response
         .headers()
