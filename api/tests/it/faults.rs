@@ -462,7 +462,11 @@ async fn a_nats_node_of_three_stopped_under_load_loses_nothing() {
 
 /// Sends every request at once (after a barrier), alternating between the
 /// two processes, and answers each status and body.
-async fn storm(app: &App, bases: &[String; 2], bodies: Vec<Value>) -> Vec<(StatusCode, Value)> {
+pub(crate) async fn storm(
+    app: &App,
+    bases: &[String; 2],
+    bodies: Vec<Value>,
+) -> Vec<(StatusCode, Value)> {
     let barrier = Arc::new(tokio::sync::Barrier::new(bodies.len()));
     let tasks: Vec<_> = bodies
         .into_iter()

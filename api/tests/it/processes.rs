@@ -384,26 +384,8 @@ async fn a_promo_code_limit_holds_across_two_processes() {
         }
     }
     let bases = [first.base.clone(), second.base.clone()];
-    let barrier = Arc::new(tokio::sync::Barrier::new(requests.len()));
-    let tasks: Vec<_> = requests
-        .into_iter()
-        .enumerate()
-        .map(|(i, body)| {
-            let request = app
-                .client
-                .post(format!("{}/v1/reservations", bases[i % 2]))
-                .bearer_auth(&app.staff)
-                .json(&body);
-            let barrier = barrier.clone();
-            tokio::spawn(async move {
-                barrier.wait().await;
-                send(request).await
-            })
-        })
-        .collect();
     let mut created = 0;
-    for task in tasks {
-        let (status, _, body) = task.await.unwrap_or_else(|e| panic!("{e}"));
+    for (status, body) in crate::faults::storm(&app, &bases, requests).await {
         match (status, body["code"].as_str()) {
             (StatusCode::CREATED, _) => {
                 created += 1;
