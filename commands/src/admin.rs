@@ -28,22 +28,23 @@
 
 mod catalog;
 mod clinic;
-mod parse;
-mod views;
 
-pub use catalog::{CreateProgram, CreatePromoCode, ProgramCreated, PromoCreated, PromoDeactivated};
-pub use clinic::{
-    AddResource, AddTreatment, ClinicCreated, LastMinuteInput, OpeningHoursInput, PricingRuleInput,
-    PricingRulesInput, RegisterClinic, ResourceCreated, TreatmentCreated, Updated,
-};
-pub use parse::{
+/// The requests, answers and views, defined once in the wire crate.
+pub use clinicbook_wire::admin::{
     format_local_time, parse_local_time, parse_resource_kind, parse_weekday, resource_kind_name,
+    AddResource, AddTreatment, ClinicCreated, ClinicView, ClosureView, CreateProgram,
+    CreatePromoCode, LastMinuteInput, OpeningHoursInput, PricingRuleInput, PricingRulesInput,
+    ProgramCreated, ProgramView, PromoCreated, PromoDeactivated, RegisterClinic, ResourceCreated,
+    ResourceView, TreatmentCreated, TreatmentView, Updated,
 };
-pub use views::{ClinicView, ClosureView, ProgramView, ResourceView, TreatmentView};
 
 use clinicbook_domain::clinic::Clinic;
+use clinicbook_domain::program::Program;
 use clinicbook_domain::{ClinicId, DomainError};
 use clinicbook_eventstore::{UnitOfWork, UowError};
+use uuid::Uuid;
+
+use crate::{CommandError, Commands};
 
 /// The clinic `clinic_id`, read guarded (the command is retried if the
 /// clinic changes before it commits), or `not_found` naming the clinic if
@@ -60,5 +61,36 @@ pub async fn registered_clinic(
         Ok(clinic)
     } else {
         Err(DomainError::not_found(format!("clinic {clinic_id}")).into())
+    }
+}
+
+impl Commands {
+    /// The current setup of a clinic, read from its aggregate (the cache,
+    /// then newer events), so it includes every committed change.
+    ///
+    /// # Errors
+    /// `not_found` (`clinic <id>`) for a clinic never registered;
+    /// `CommandError::Store` when loading fails.
+    pub async fn clinic(&self, clinic_id: Uuid) -> Result<ClinicView, CommandError> {
+        let (clinic, _) = self
+            .store()
+            .aggregate::<Clinic>(&clinic_id.to_string())
+            .await?;
+        ClinicView::of(&clinic)
+            .ok_or_else(|| DomainError::not_found(format!("clinic {clinic_id}")).into())
+    }
+
+    /// A catalog program as it is now, read from its aggregate.
+    ///
+    /// # Errors
+    /// `not_found` (`program <id>`) for a program never created;
+    /// `CommandError::Store` when loading fails.
+    pub async fn program(&self, program_id: Uuid) -> Result<ProgramView, CommandError> {
+        let (program, _) = self
+            .store()
+            .aggregate::<Program>(&program_id.to_string())
+            .await?;
+        ProgramView::of(&program)
+            .ok_or_else(|| DomainError::not_found(format!("program {program_id}")).into())
     }
 }

@@ -4,7 +4,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use clinicbook_commands::admin::{
+use clinicbook_wire::admin::{
     AddResource, AddTreatment, ClinicCreated, ClinicView, CreateProgram, CreatePromoCode,
     OpeningHoursInput, PricingRulesInput, ProgramCreated, ProgramView, PromoCreated,
     PromoDeactivated, RegisterClinic, ResourceCreated, TreatmentCreated, Updated,
@@ -238,7 +238,7 @@ problems!(
 
 /// Stop a promo code from being redeemed.
 #[utoipa::path(post, path = "/v1/promo-codes/{code}/deactivate", tag = "admin",
-    params(IdempotencyKeyHeader, ("code" = clinicbook_commands::schema::PromoCode, Path)),
+    params(IdempotencyKeyHeader, ("code" = clinicbook_wire::schema::PromoCode, Path)),
     responses((status = 200, body = PromoDeactivated),
         DeactivatePromoCodeErrors))]
 async fn deactivate_promo_code(

@@ -14,7 +14,11 @@ use clinicbook_eventstore::{
     Actor, CommandMetadata, EventStore, StoreConfig, StoredAggregate, UnitOfWork, UowError,
     UseCase, MIGRATOR,
 };
+use clinicbook_projections::models::reservations;
+use clinicbook_projections::{ProjectionError, ReadModels};
 use clinicbook_testkit::{services, TestDatabase};
+use clinicbook_wire::booking::ReservationView;
+use uuid::Uuid;
 
 /// A clock tests can move.
 #[derive(Clone)]
@@ -205,4 +209,34 @@ pub fn assert_code<T: std::fmt::Debug>(
 /// Shorthand used in assertions.
 pub fn not_found(e: &DomainError) -> bool {
     e.code() == "not_found"
+}
+
+/// A reservation as `GET /v1/reservations/{id}` answers it: read from the
+/// read model once the reservations projection has applied every event
+/// committed so far (the `min_position` a client sends after its write).
+/// The feed shows an event only below the horizon of running transactions
+/// (of the whole cluster, which other tests share), so this polls.
+pub async fn read_reservation(
+    commands: &Commands,
+    reservation_id: Uuid,
+) -> Result<ReservationView, ProjectionError> {
+    let pool = commands.store().pool();
+    let read = ReadModels::new(pool.clone());
+    let projection = &reservations::PROJECTION;
+    read.ensure(projection).await?;
+    let last: i64 = sqlx::query_scalar("SELECT coalesce(max(position), 0) FROM events")
+        .fetch_one(pool)
+        .await?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        read.catch_up(projection, 100).await?;
+        let waited = read
+            .wait_for(projection.name, last, std::time::Duration::from_millis(20))
+            .await;
+        match waited {
+            Err(ProjectionError::Lagging { .. }) if std::time::Instant::now() < deadline => {}
+            other => break other?,
+        }
+    }
+    read.reservation(reservation_id).await
 }

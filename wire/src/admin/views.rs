@@ -1,17 +1,14 @@
-//! Read helpers: a clinic's or a program's current state, straight from its
-//! aggregate, in the API's field names. For the other slices and for admin
-//! reads; analysts' reads go to the projections.
+//! A clinic's or a program's current state in the API's field names, and
+//! how to build it from the aggregate's state.
 
 use chrono::{DateTime, Utc};
 use clinicbook_domain::clinic::{Clinic, Closure, Resource, Treatment};
 use clinicbook_domain::program::Program;
-use clinicbook_domain::DomainError;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::clinic::{OpeningHoursInput, PricingRulesInput};
 use super::parse::resource_kind_name;
-use crate::{CommandError, Commands};
+use super::{OpeningHoursInput, PricingRulesInput};
 
 /// A clinic's setup as it is now.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -170,36 +167,5 @@ impl ProgramView {
             validity_days: program.validity_days,
             clinic_ids: program.clinic_ids.iter().map(|c| c.0).collect(),
         })
-    }
-}
-
-impl Commands {
-    /// The current setup of a clinic, read from its aggregate (the cache,
-    /// then newer events), so it includes every committed change.
-    ///
-    /// # Errors
-    /// `not_found` (`clinic <id>`) for a clinic never registered;
-    /// `CommandError::Store` when loading fails.
-    pub async fn clinic(&self, clinic_id: Uuid) -> Result<ClinicView, CommandError> {
-        let (clinic, _) = self
-            .store()
-            .aggregate::<Clinic>(&clinic_id.to_string())
-            .await?;
-        ClinicView::of(&clinic)
-            .ok_or_else(|| DomainError::not_found(format!("clinic {clinic_id}")).into())
-    }
-
-    /// A catalog program as it is now, read from its aggregate.
-    ///
-    /// # Errors
-    /// `not_found` (`program <id>`) for a program never created;
-    /// `CommandError::Store` when loading fails.
-    pub async fn program(&self, program_id: Uuid) -> Result<ProgramView, CommandError> {
-        let (program, _) = self
-            .store()
-            .aggregate::<Program>(&program_id.to_string())
-            .await?;
-        ProgramView::of(&program)
-            .ok_or_else(|| DomainError::not_found(format!("program {program_id}")).into())
     }
 }
