@@ -1,7 +1,7 @@
 //! The admin use cases: set up clinics (registration, opening hours,
 //! resources, treatments, pricing rules) and the catalog (programs, promo
-//! codes), plus read helpers that show a clinic or a program as the API
-//! does. Closures are not here: they displace bookings, so the booking
+//! codes); the clinic and program views are read from the read side
+//! (`clinicbook-projections`). Closures are not here: they displace bookings, so the booking
 //! slice owns them.
 //!
 //! Decisions a reader may ask about:
@@ -39,12 +39,8 @@ pub use clinicbook_wire::admin::{
 };
 
 use clinicbook_domain::clinic::Clinic;
-use clinicbook_domain::program::Program;
 use clinicbook_domain::{ClinicId, DomainError};
 use clinicbook_eventstore::{UnitOfWork, UowError};
-use uuid::Uuid;
-
-use crate::{CommandError, Commands};
 
 /// The clinic `clinic_id`, read guarded (the command is retried if the
 /// clinic changes before it commits), or `not_found` naming the clinic if
@@ -61,36 +57,5 @@ pub async fn registered_clinic(
         Ok(clinic)
     } else {
         Err(DomainError::not_found(format!("clinic {clinic_id}")).into())
-    }
-}
-
-impl Commands {
-    /// The current setup of a clinic, read from its aggregate (the cache,
-    /// then newer events), so it includes every committed change.
-    ///
-    /// # Errors
-    /// `not_found` (`clinic <id>`) for a clinic never registered;
-    /// `CommandError::Store` when loading fails.
-    pub async fn clinic(&self, clinic_id: Uuid) -> Result<ClinicView, CommandError> {
-        let (clinic, _) = self
-            .store()
-            .aggregate::<Clinic>(&clinic_id.to_string())
-            .await?;
-        ClinicView::of(&clinic)
-            .ok_or_else(|| DomainError::not_found(format!("clinic {clinic_id}")).into())
-    }
-
-    /// A catalog program as it is now, read from its aggregate.
-    ///
-    /// # Errors
-    /// `not_found` (`program <id>`) for a program never created;
-    /// `CommandError::Store` when loading fails.
-    pub async fn program(&self, program_id: Uuid) -> Result<ProgramView, CommandError> {
-        let (program, _) = self
-            .store()
-            .aggregate::<Program>(&program_id.to_string())
-            .await?;
-        ProgramView::of(&program)
-            .ok_or_else(|| DomainError::not_found(format!("program {program_id}")).into())
     }
 }
