@@ -2,8 +2,6 @@
 
 use std::collections::HashSet;
 
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
 use crate::clinic::checked_name;
@@ -142,25 +140,9 @@ impl Program {
     }
 }
 
-impl Aggregate for Program {
-    const TYPE: &'static str = crate::AggregateKind::Program.name();
-    type Command = ProgramCommand;
-    type Event = ProgramEvent;
-    type Error = DomainError;
-    type Services = ();
-
-    async fn handle(
-        &mut self,
-        command: ProgramCommand,
-        _service: &(),
-        sink: &EventSink<Self>,
-    ) -> Result<(), DomainError> {
-        let event = self.decide(command)?;
-        sink.write(event, self).await;
-        Ok(())
-    }
-
-    fn apply(&mut self, event: ProgramEvent) {
+impl Program {
+    /// The state after `event` (the fold of every reader).
+    fn evolve(&mut self, event: ProgramEvent) {
         match event {
             ProgramEvent::ProgramCreated {
                 program_id,
@@ -185,21 +167,14 @@ impl Aggregate for Program {
     }
 }
 
-impl DomainEvent for ProgramEvent {
-    fn event_type(&self) -> String {
-        // The variant's name (serde's tag too): written once, by the enum.
-        <&'static str>::from(self).to_owned()
-    }
-
-    fn event_version(&self) -> String {
-        crate::EVENT_VERSION.to_string()
-    }
-}
+crate::aggregate::aggregate!(Program: ProgramCommand => ProgramEvent);
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)] // a broken fixture should fail the test loudly
 mod tests {
     use cqrs_es::test::TestFramework;
+
+    use cqrs_es::{Aggregate, DomainEvent};
 
     use super::*;
 

@@ -10,8 +10,6 @@
 //! displacement) no longer counts towards either limit.
 
 use chrono::{DateTime, Utc};
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
 use crate::pricing::Discount;
@@ -237,25 +235,16 @@ fn check_creation(
     Ok(())
 }
 
-impl Aggregate for PromoCode {
-    const TYPE: &'static str = crate::AggregateKind::PromoCode.name();
-    type Command = PromoCommand;
-    type Event = PromoEvent;
-    type Error = DomainError;
-    type Services = ();
-
+impl PromoCode {
+    /// The event `command` produces.
+    ///
     /// # Errors
     /// `AlreadyExists` for a second `Create`; `InvalidInput` for a bad
     /// discount, window, limit or empty scope; `NotFound` for any other
     /// command before `Create`; `PromoInactive`, `PromoExpired`,
     /// `PromoExhausted`, `PromoLimitPerPatient`, `PromoNotApplicable` when a
     /// redemption is refused.
-    async fn handle(
-        &mut self,
-        command: PromoCommand,
-        _service: &(),
-        sink: &EventSink<Self>,
-    ) -> Result<(), DomainError> {
+    fn decide(&self, command: PromoCommand) -> Result<Option<PromoEvent>, DomainError> {
         let event = match command {
             PromoCommand::Create {
                 code,
@@ -297,7 +286,7 @@ impl Aggregate for PromoCode {
             } => {
                 self.require_created()?;
                 if self.is_redeemed_by(reservation_id) {
-                    return Ok(());
+                    return Ok(None);
                 }
                 self.check_redeemable(patient_id, treatment_id, now)?;
                 PromoEvent::PromoRedeemed {
@@ -308,23 +297,23 @@ impl Aggregate for PromoCode {
             PromoCommand::Release { reservation_id } => {
                 self.require_created()?;
                 if !self.is_redeemed_by(reservation_id) {
-                    return Ok(());
+                    return Ok(None);
                 }
                 PromoEvent::RedemptionReleased { reservation_id }
             }
             PromoCommand::Deactivate => {
                 self.require_created()?;
                 if !self.active {
-                    return Ok(());
+                    return Ok(None);
                 }
                 PromoEvent::PromoCodeDeactivated
             }
         };
-        sink.write(event, self).await;
-        Ok(())
+        Ok(Some(event))
     }
 
-    fn apply(&mut self, event: PromoEvent) {
+    /// The state after `event` (the fold of every reader).
+    fn evolve(&mut self, event: PromoEvent) {
         match event {
             PromoEvent::PromoCodeCreated {
                 code,
@@ -364,16 +353,7 @@ impl Aggregate for PromoCode {
     }
 }
 
-impl DomainEvent for PromoEvent {
-    fn event_type(&self) -> String {
-        // The variant's name (serde's tag too): written once, by the enum.
-        <&'static str>::from(self).to_owned()
-    }
-
-    fn event_version(&self) -> String {
-        crate::EVENT_VERSION.to_string()
-    }
-}
+crate::aggregate::aggregate!(PromoCode: PromoCommand => PromoEvent);
 
 #[cfg(test)]
 mod tests {
@@ -381,6 +361,8 @@ mod tests {
     use cqrs_es::test::TestFramework;
     use proptest::prelude::*;
     use uuid::Uuid;
+
+    use cqrs_es::{Aggregate, DomainEvent};
 
     use super::*;
     use crate::Money;
