@@ -31,7 +31,7 @@ pub struct Program {
 pub enum ProgramCommand {
     /// Create the program.
     Create {
-        /// Id.
+        /// Chosen by the caller, so a retried creation is recognised.
         program_id: ProgramId,
         /// Non-empty name.
         name: String,
@@ -51,21 +51,21 @@ pub enum ProgramCommand {
 /// Events of the `Program` aggregate. Variant names are stored event types: frozen.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, strum::IntoStaticStr)]
 pub enum ProgramEvent {
-    /// Created.
+    /// Created: everything a package bought from it copies at purchase.
     ProgramCreated {
-        /// Id.
+        /// The stream's id, named by packages bought from it.
         program_id: ProgramId,
-        /// Name.
+        /// Shown to staff; checked non-empty when created.
         name: String,
-        /// Treatment.
+        /// What every session of its packages books.
         treatment_id: TreatmentId,
-        /// Sessions.
+        /// How many reservations a package pays for.
         sessions: u32,
-        /// Price.
+        /// What a package costs, debited from the wallet when paid so.
         price: Money,
-        /// Validity days.
+        /// Days from purchase until a package expires.
         validity_days: u32,
-        /// Clinics.
+        /// Where its packages may be used (a transfer changes a package's).
         clinic_ids: Vec<ClinicId>,
     },
 }
@@ -142,7 +142,7 @@ impl Program {
 
 impl Program {
     /// The state after `event` (the fold of every reader).
-    fn evolve(&mut self, event: ProgramEvent) {
+    pub fn evolve(&mut self, event: ProgramEvent) {
         match event {
             ProgramEvent::ProgramCreated {
                 program_id,

@@ -90,21 +90,21 @@ pub enum PromoCommand {
 /// Events of the `PromoCode` aggregate. Variant names are stored event types: frozen.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, strum::IntoStaticStr)]
 pub enum PromoEvent {
-    /// Created.
+    /// Created, active: what every later redemption is checked against.
     PromoCodeCreated {
-        /// Code.
+        /// The normalised code, also the stream's id.
         code: PromoCodeKey,
-        /// Discount.
+        /// What a redemption takes off the price.
         discount: Discount,
-        /// Window start.
+        /// The first instant a booking may redeem it.
         valid_from: DateTime<Utc>,
-        /// Window end.
+        /// The instant from which redemptions are refused.
         valid_until: DateTime<Utc>,
-        /// Total limit.
+        /// Redemptions held at once by all patients, at most.
         max_redemptions: u32,
-        /// Per-patient limit.
+        /// Redemptions held at once by one patient, at most.
         per_patient_limit: u32,
-        /// Scope.
+        /// The treatments it applies to; `None` for every treatment.
         treatment_ids: Option<Vec<TreatmentId>>,
     },
     /// Redeemed.
