@@ -365,19 +365,11 @@ mod tests {
     use chrono::TimeDelta;
     use cqrs_es::test::TestFramework;
     use proptest::prelude::*;
-    use uuid::Uuid;
 
     use cqrs_es::{Aggregate, DomainEvent};
 
     use super::*;
-
-    fn id(n: u128) -> Uuid {
-        Uuid::from_u128(n)
-    }
-
-    fn now() -> DateTime<Utc> {
-        DateTime::UNIX_EPOCH + TimeDelta::days(20_000)
-    }
+    use crate::testing::{fold, id, now};
 
     fn valid_until() -> DateTime<Utc> {
         now() + TimeDelta::days(90)
@@ -465,11 +457,7 @@ mod tests {
     }
 
     fn replay(events: &[PackageEvent]) -> Package {
-        let mut package = Package::default();
-        for event in events {
-            package.apply(event.clone());
-        }
-        package
+        fold(events)
     }
 
     fn package_test() -> TestFramework<Package> {

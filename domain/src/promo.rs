@@ -360,16 +360,12 @@ mod tests {
     use chrono::TimeDelta;
     use cqrs_es::test::TestFramework;
     use proptest::prelude::*;
-    use uuid::Uuid;
 
     use cqrs_es::{Aggregate, DomainEvent};
 
     use super::*;
+    use crate::testing::{fold, id};
     use crate::Money;
-
-    fn id(n: u128) -> Uuid {
-        Uuid::from_u128(n)
-    }
 
     fn code() -> PromoCodeKey {
         PromoCodeKey::parse("SPRING-25").unwrap_or_else(|e| panic!("{e}"))
@@ -465,11 +461,7 @@ mod tests {
     }
 
     fn replay(events: &[PromoEvent]) -> PromoCode {
-        let mut promo = PromoCode::default();
-        for event in events {
-            promo.apply(event.clone());
-        }
-        promo
+        fold(events)
     }
 
     fn promo_test() -> TestFramework<PromoCode> {

@@ -617,20 +617,11 @@ crate::aggregate::aggregate!(Reservation: ReservationCommand => ReservationEvent
 mod tests {
     use chrono::TimeDelta;
     use cqrs_es::test::TestFramework;
-    use uuid::Uuid;
 
     use cqrs_es::{Aggregate, DomainEvent};
 
     use super::*;
-
-    fn id(n: u128) -> Uuid {
-        Uuid::from_u128(n)
-    }
-
-    /// The time commands are sent at.
-    fn now() -> DateTime<Utc> {
-        DateTime::UNIX_EPOCH + TimeDelta::days(20_000)
-    }
+    use crate::testing::{fold, id, now};
 
     fn hours(n: i64) -> TimeDelta {
         TimeDelta::hours(n)
@@ -834,11 +825,7 @@ mod tests {
     }
 
     fn replay(events: &[ReservationEvent]) -> Reservation {
-        let mut reservation = Reservation::default();
-        for event in events {
-            reservation.apply(event.clone());
-        }
-        reservation
+        fold(events)
     }
 
     fn reservation_test() -> TestFramework<Reservation> {

@@ -284,6 +284,7 @@ mod tests {
     use cqrs_es::{Aggregate, DomainEvent};
 
     use super::*;
+    use crate::testing::fold;
 
     fn deposit(cents: i64, reference: &str) -> WalletCommand {
         WalletCommand::Deposit {
@@ -329,11 +330,7 @@ mod tests {
     }
 
     fn replay(events: &[WalletEvent]) -> Wallet {
-        let mut wallet = Wallet::default();
-        for event in events {
-            wallet.apply(event.clone());
-        }
-        wallet
+        fold(events)
     }
 
     fn wallet_test() -> TestFramework<Wallet> {
