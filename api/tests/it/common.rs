@@ -59,6 +59,8 @@ fn reads_a_read_model(path: &str) -> bool {
         "/v1/wallets/",
         "/v1/packages/",
         "/v1/reports/",
+        "/v1/clinics/",
+        "/v1/programs/",
     ]
     .iter()
     .any(|prefix| path.starts_with(prefix) && path.matches('/').count() == 3)
@@ -96,6 +98,7 @@ pub async fn app_with(limits: Limits, clock: Clock) -> App {
     .await
     .unwrap_or_else(|e| panic!("read side: {e}"));
     let state = AppState {
+        audit: commands.store().audit(),
         commands,
         read: read.clone(),
         auth: keys.clone(),
