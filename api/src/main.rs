@@ -165,6 +165,11 @@ struct ServeArgs {
     /// Without it, a random key is kept in <var-dir>/audit-key.
     #[arg(long, env = "CLINICBOOK_AUDIT_KEY", hide_env_values = true)]
     audit_key: Option<SecretString>,
+    /// Key that wraps every patient's data key (64 hex digits). Without it,
+    /// a random key is kept in <var-dir>/master-key; losing it makes every
+    /// patient's personal data unreadable.
+    #[arg(long, env = "CLINICBOOK_MASTER_KEY", hide_env_values = true)]
+    master_key: Option<SecretString>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -393,6 +398,10 @@ async fn run_server(
             idempotency_window: Duration::from_secs(
                 args.idempotency_window_hours.saturating_mul(3600),
             ),
+            master_key: clinicbook_api::keys::master_key(
+                args.master_key.as_ref(),
+                &args.secret.var_dir,
+            )?,
             ..StoreConfig::default()
         },
     );

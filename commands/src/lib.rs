@@ -20,6 +20,7 @@ pub mod admin;
 pub mod booking;
 pub mod instant;
 pub mod money;
+pub mod patients;
 pub mod schema;
 
 /// Where the time comes from: the system clock in production, a fixed or

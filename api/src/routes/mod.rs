@@ -6,3 +6,4 @@ pub mod audit;
 pub mod booking;
 pub mod consistency;
 pub mod money;
+pub mod patients;

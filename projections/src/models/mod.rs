@@ -18,6 +18,7 @@
 use crate::Projection;
 
 pub mod packages;
+pub mod patients;
 pub mod reports;
 pub mod reservations;
 pub mod schedule;
@@ -30,5 +31,6 @@ pub static ALL: &[Projection] = &[
     reservations::PROJECTION,
     wallets::PROJECTION,
     packages::PROJECTION,
+    patients::PROJECTION,
     reports::PROJECTION,
 ];

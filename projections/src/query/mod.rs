@@ -7,6 +7,7 @@
 
 pub mod csv;
 pub mod detail;
+pub mod patients;
 pub mod reports;
 pub mod schedule;
 
