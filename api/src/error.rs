@@ -495,6 +495,32 @@ impl From<ProjectionError> for ApiError {
     }
 }
 
+impl From<clinicbook_notify::WebhookError> for ApiError {
+    fn from(e: clinicbook_notify::WebhookError) -> Self {
+        use clinicbook_notify::WebhookError;
+        match e {
+            WebhookError::Invalid { field, reason } => {
+                ApiError::new(Code::InvalidInput, format!("{field}: {reason}"))
+            }
+            WebhookError::Inconsistent { field, reason } => {
+                ApiError::new(Code::InconsistentInput, format!("{field}: {reason}"))
+            }
+            WebhookError::NotFound(id) => ApiError::not_found(format!("webhook {id} not found")),
+            WebhookError::IdempotencyKeyReused => ApiError::new(
+                Code::IdempotencyKeyReused,
+                "this Idempotency-Key was used before with a different request",
+            ),
+            other => {
+                tracing::error!(error = %other, "webhook storage error");
+                ApiError::new(
+                    Code::Unavailable,
+                    "the service cannot reach its storage right now; try again",
+                )
+            }
+        }
+    }
+}
+
 impl From<CommandError> for ApiError {
     fn from(e: CommandError) -> Self {
         match e {

@@ -170,6 +170,11 @@ struct ServeArgs {
     /// patient's personal data unreadable.
     #[arg(long, env = "CLINICBOOK_MASTER_KEY", hide_env_values = true)]
     master_key: Option<SecretString>,
+    /// Accept webhook URLs `http://` to loopback addresses (tests, local
+    /// tools); otherwise only `https` (`1`, `true` or `yes` to allow).
+    #[arg(long, env = "CLINICBOOK_WEBHOOK_ALLOW_LOOPBACK", default_value = "false",
+          action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    webhook_allow_loopback: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -441,7 +446,20 @@ async fn run_server(
         &background_read,
         clinicbook_api::background::MAINTENANCE_EVERY,
     );
+    // Webhook deliveries run beside the read side (one worker per
+    // subscription across every process, by advisory lock).
+    if matches!(args.role, ServeRole::All | ServeRole::Projector) {
+        clinicbook_notify::worker::spawn(
+            background_read.pool().clone(),
+            clinicbook_notify::DeliveryConfig::default(),
+            background.stop_token(),
+        );
+    }
     tracing::info!(role = ?args.role, "serving");
+    let webhooks = clinicbook_notify::Webhooks::new(
+        commands.store().pool().clone(),
+        args.webhook_allow_loopback,
+    );
     let state = AppState {
         commands,
         read,
@@ -453,6 +471,7 @@ async fn run_server(
             &args.secret.var_dir,
             true,
         )?),
+        webhooks,
         readiness: Arc::default(),
     };
     let limits = Limits {

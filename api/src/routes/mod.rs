@@ -7,3 +7,4 @@ pub mod booking;
 pub mod consistency;
 pub mod money;
 pub mod patients;
+pub mod webhooks;

@@ -96,6 +96,7 @@ pub async fn app_with(limits: Limits, clock: Clock) -> App {
     )
     .await
     .unwrap_or_else(|e| panic!("read side: {e}"));
+    let webhooks = clinicbook_notify::Webhooks::new(db.pool.clone(), true);
     let state = AppState {
         commands,
         read: read.clone(),
@@ -103,6 +104,7 @@ pub async fn app_with(limits: Limits, clock: Clock) -> App {
         metrics: clinicbook_api::metrics_handle(),
         nats_addr: None,
         audit_key: Arc::new(AuditKey::from_hex(AUDIT_SECRET).unwrap_or_else(|e| panic!("{e}"))),
+        webhooks,
         readiness: Arc::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

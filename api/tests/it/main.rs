@@ -14,3 +14,4 @@ mod patients;
 mod platform;
 mod processes;
 mod readside;
+mod webhooks;
