@@ -461,6 +461,7 @@ async fn run_server(
         args.webhook_allow_loopback,
     );
     let state = AppState {
+        audit: commands.store().audit(),
         commands,
         read,
         auth: Arc::new(AuthKeys::new(&secret(&args.secret)?)),

@@ -8,8 +8,8 @@ use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
 use axum::http::request::Parts;
 use chrono::{DateTime, Timelike, Utc};
 use clinicbook_commands::CommandError;
-use clinicbook_eventstore::audit::{self, BrokenLink, EventFilter, StoredEvent, VerifyReport};
-use clinicbook_eventstore::checkpoint::{self, Checkpoint};
+use clinicbook_eventstore::audit::{BrokenLink, EventFilter, StoredEvent, VerifyReport};
+use clinicbook_eventstore::checkpoint::Checkpoint;
 use clinicbook_eventstore::personal::Revealer;
 use clinicbook_eventstore::replay::{self, AggregateKind, StreamAt, Until};
 use clinicbook_eventstore::{CheckpointError, FeedPoint, StoreError};
@@ -220,7 +220,7 @@ impl From<VerifyReport> for Verification {
 #[into_params(parameter_in = Query)]
 pub struct StreamQuery {
     /// An RFC 3339 instant: the events recorded at or before it.
-    #[param(value_type = Option<clinicbook_commands::schema::Instant>, example = "2026-12-01T09:00:00+01:00")]
+    #[param(value_type = Option<clinicbook_wire::schema::Instant>, example = "2026-12-01T09:00:00+01:00")]
     pub as_of: Option<String>,
     /// A sequence: the events up to and including it.
     #[param(minimum = 0, maximum = 9223372036854775807_i64)]
@@ -245,7 +245,7 @@ pub struct EventsQuery {
     #[param(value_type = Option<AggregateTypeName>)]
     pub aggregate_type: Option<String>,
     /// Only events written by commands of this subject (a token's `sub`).
-    #[param(value_type = Option<clinicbook_commands::schema::Text>)]
+    #[param(value_type = Option<clinicbook_wire::schema::Text>)]
     pub actor: Option<String>,
 }
 
@@ -258,7 +258,7 @@ pub struct VerifyQuery {
     #[param(value_type = Option<AggregateTypeName>)]
     pub aggregate_type: Option<String>,
     /// Only streams with this id.
-    #[param(value_type = Option<clinicbook_commands::schema::Text>)]
+    #[param(value_type = Option<clinicbook_wire::schema::Text>)]
     pub aggregate_id: Option<String>,
 }
 
@@ -354,7 +354,7 @@ problems!(
 /// without either.
 #[utoipa::path(get, path = "/v1/audit/streams/{aggregate_type}/{aggregate_id}", tag = "audit",
     params(("aggregate_type" = AggregateTypeName, Path),
-        ("aggregate_id" = clinicbook_commands::schema::Text, Path), StreamQuery),
+        ("aggregate_id" = clinicbook_wire::schema::Text, Path), StreamQuery),
     responses((status = 200, body = StreamHistory),
         StreamErrors))]
 async fn stream(
@@ -365,8 +365,9 @@ async fn stream(
 ) -> Result<axum::Json<StreamHistory>, ApiError> {
     let kind = aggregate_kind(&aggregate_type)?;
     let until = until(&query)?;
-    let pool = state.commands.store().pool();
-    let at = replay::stream_at(pool, kind, &aggregate_id, until)
+    let at = state
+        .audit
+        .stream_at(kind, &aggregate_id, until)
         .await
         .map_err(store_error)?
         .ok_or_else(|| ApiError::not_found(format!("no stream {kind}/{aggregate_id}")))?;
@@ -482,15 +483,18 @@ async fn events(
             .transpose()?,
         actor: query.actor,
     };
-    let pool = state.commands.store().pool();
     let after = match after {
         After::Cursor(point) => point,
         After::Position(0) => FeedPoint::START,
-        After::Position(position) => audit::resume_after_position(pool, position)
+        After::Position(position) => state
+            .audit
+            .resume_after_position(position)
             .await
             .map_err(store_error)?,
     };
-    let events = audit::events_after(pool, after, limit, &filter)
+    let events = state
+        .audit
+        .events_after(after, limit, &filter)
         .await
         .map_err(store_error)?;
     let next_after = cursor(events.last().map_or(after, |e| e.point));
@@ -535,13 +539,11 @@ async fn verify(
         .as_deref()
         .map(aggregate_kind)
         .transpose()?;
-    let report = audit::verify(
-        state.commands.store().pool(),
-        kind.map(AggregateKind::name),
-        query.aggregate_id.as_deref(),
-    )
-    .await
-    .map_err(store_error)?;
+    let report = state
+        .audit
+        .verify(kind.map(AggregateKind::name), query.aggregate_id.as_deref())
+        .await
+        .map_err(store_error)?;
     Ok(axum::Json(report.into()))
 }
 
@@ -572,7 +574,9 @@ async fn checkpoint_now(
     State(state): State<AppState>,
     _auditor: AuditorCall,
 ) -> Result<axum::Json<Checkpoint>, ApiError> {
-    let taken = checkpoint::take(state.commands.store().pool(), &state.audit_key)
+    let taken = state
+        .audit
+        .checkpoint(&state.audit_key)
         .await
         .map_err(store_error)?;
     Ok(axum::Json(taken))
@@ -612,12 +616,10 @@ async fn verify_against(
     _auditor: AuditorCall,
     Json(against): Json<Checkpoint>,
 ) -> Result<axum::Json<Verification>, ApiError> {
-    let report = checkpoint::verify_against(
-        state.commands.store().pool(),
-        &against,
-        &state.audit_key.public_key(),
-    )
-    .await
-    .map_err(checkpoint_error)?;
+    let report = state
+        .audit
+        .verify_against(&against, &state.audit_key.public_key())
+        .await
+        .map_err(checkpoint_error)?;
     Ok(axum::Json(report.into()))
 }

@@ -8,11 +8,11 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use clinicbook_commands::patients::{
-    ErasePatient, PatientErased, PatientInput, PatientSaved, PatientView,
-};
 use clinicbook_commands::CommandError;
 use clinicbook_domain::{DomainError, PatientId};
+use clinicbook_wire::patients::{
+    ErasePatient, PatientErased, PatientInput, PatientSaved, PatientView,
+};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;

@@ -60,6 +60,8 @@ fn reads_a_read_model(path: &str) -> bool {
         "/v1/packages/",
         "/v1/patients/",
         "/v1/reports/",
+        "/v1/clinics/",
+        "/v1/programs/",
     ]
     .iter()
     .any(|prefix| path.starts_with(prefix) && path.matches('/').count() == 3)
@@ -98,6 +100,7 @@ pub async fn app_with(limits: Limits, clock: Clock) -> App {
     .unwrap_or_else(|e| panic!("read side: {e}"));
     let webhooks = clinicbook_notify::Webhooks::new(db.pool.clone(), true);
     let state = AppState {
+        audit: commands.store().audit(),
         commands,
         read: read.clone(),
         auth: keys.clone(),

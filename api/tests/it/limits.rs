@@ -287,6 +287,7 @@ async fn wallet_history_comes_in_pages_with_the_whole_balance_on_each() {
 async fn readyz(commands: Commands, read: ReadModels, nats_addr: Option<&str>) -> (u16, Value) {
     let webhooks = clinicbook_notify::Webhooks::new(commands.store().pool().clone(), true);
     let state = AppState {
+        audit: commands.store().audit(),
         commands,
         read,
         auth: std::sync::Arc::new(clinicbook_api::auth::AuthKeys::new(

@@ -1,6 +1,7 @@
 //! The booking use cases of staff: book, reschedule, cancel, check in,
-//! complete, no-show, waitlist, blocks and closures, plus a price quote
-//! and a reservation's detail.
+//! complete, no-show, waitlist, blocks and closures, plus a price quote.
+//! A reservation's detail is read from the read side
+//! (`clinicbook-projections`).
 //!
 //! Each command is one unit of work over every aggregate it touches,
 //! committed in one transaction (DESIGN.md §3): a booking writes the
@@ -54,7 +55,6 @@ mod lifecycle;
 mod payment;
 mod read;
 mod slot;
-mod types;
 mod waitlist;
 
 use clinicbook_domain::{
@@ -62,10 +62,11 @@ use clinicbook_domain::{
 };
 use uuid::Uuid;
 
-pub use types::{
+/// The requests and answers, defined once in the wire crate.
+pub use clinicbook_wire::booking::{
     AddBlock, AddClosure, BlockAdded, BookTreatment, Booked, Cancel, Cancelled, ClosureAdded,
-    JoinWaitlist, PaymentInput, PriceAnswer, QuoteQuery, Reschedule, ReservationView,
-    SettlementAnswer, StatusChanged, StatusEntry, Waitlisted,
+    JoinWaitlist, PaymentInput, PriceAnswer, QuoteQuery, Reschedule, ReservationView, Settlement,
+    StatusChanged, StatusEntry, Waitlisted,
 };
 
 use crate::{CommandError, Commands, Ctx, Done};
@@ -321,14 +322,6 @@ impl Commands {
             self.now(),
         )
         .await
-    }
-
-    /// A reservation with its status history, replayed from its stream.
-    ///
-    /// # Errors
-    /// `not_found`; `Store` when reading fails.
-    pub async fn reservation(&self, reservation_id: Uuid) -> Result<ReservationView, CommandError> {
-        read::reservation(self.store(), reservation_id.into()).await
     }
 
     /// The clinic that added a resource.
