@@ -16,6 +16,7 @@
 //! | `slot_unavailable`, `invalid_transition`, `already_exists`, `duplicate_name`, `duplicate_reference` | 409 | as the domain names it |
 //! | retries exhausted | 409 | `concurrency_conflict` |
 //! | a stream an auditor asks for does not replay | 409 | `stream_corrupt` |
+//! | a patient whose personal data was erased | 410 | `patient_erased` |
 //! | body over 64 KiB | 413 | `payload_too_large` |
 //! | a body without `Content-Type: application/json` | 415 | `unsupported_media_type` |
 //! | other business rules (`insufficient_funds`, `no_sessions_left`, …), `inconsistent_input` (fields that disagree with each other or with the stored state) and `idempotency_key_reused` | 422 | as named |
@@ -81,6 +82,8 @@ pub enum Code {
     ConcurrencyConflict,
     /// A stream does not replay.
     StreamCorrupt,
+    /// The patient's personal data was erased.
+    PatientErased,
     /// The body is over 64 KiB.
     PayloadTooLarge,
     /// The body is not JSON.
@@ -148,6 +151,7 @@ impl Code {
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             AlreadyExists | DuplicateName | DuplicateReference | SlotUnavailable
             | InvalidTransition | ConcurrencyConflict | StreamCorrupt => StatusCode::CONFLICT,
+            PatientErased => StatusCode::GONE,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             InsufficientFunds
@@ -197,6 +201,7 @@ impl Code {
             DomainError::InThePast => Code::InThePast,
             DomainError::DuplicateName { .. } => Code::DuplicateName,
             DomainError::ResourceKindMismatch { .. } => Code::ResourceKindMismatch,
+            DomainError::PatientErased => Code::PatientErased,
         }
     }
 }
@@ -490,6 +495,32 @@ impl From<ProjectionError> for ApiError {
     }
 }
 
+impl From<clinicbook_notify::WebhookError> for ApiError {
+    fn from(e: clinicbook_notify::WebhookError) -> Self {
+        use clinicbook_notify::WebhookError;
+        match e {
+            WebhookError::Invalid { field, reason } => {
+                ApiError::new(Code::InvalidInput, format!("{field}: {reason}"))
+            }
+            WebhookError::Inconsistent { field, reason } => {
+                ApiError::new(Code::InconsistentInput, format!("{field}: {reason}"))
+            }
+            WebhookError::NotFound(id) => ApiError::not_found(format!("webhook {id} not found")),
+            WebhookError::IdempotencyKeyReused => ApiError::new(
+                Code::IdempotencyKeyReused,
+                "this Idempotency-Key was used before with a different request",
+            ),
+            other => {
+                tracing::error!(error = %other, "webhook storage error");
+                ApiError::new(
+                    Code::Unavailable,
+                    "the service cannot reach its storage right now; try again",
+                )
+            }
+        }
+    }
+}
+
 impl From<CommandError> for ApiError {
     fn from(e: CommandError) -> Self {
         match e {
@@ -556,6 +587,7 @@ mod tests {
                 needed: s(),
                 actual: s(),
             },
+            DomainError::PatientErased,
         ];
         for e in all {
             assert_eq!(Code::of_domain(&e).as_str(), e.code(), "{e:?}");

@@ -138,6 +138,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::admin::routes())
         .merge(routes::booking::routes())
         .merge(routes::money::routes())
+        .merge(routes::patients::routes())
+        .merge(routes::webhooks::routes())
         .merge(routes::analytics::routes())
         .merge(routes::audit::routes())
 }

@@ -165,6 +165,16 @@ struct ServeArgs {
     /// Without it, a random key is kept in <var-dir>/audit-key.
     #[arg(long, env = "CLINICBOOK_AUDIT_KEY", hide_env_values = true)]
     audit_key: Option<SecretString>,
+    /// Key that wraps every patient's data key (64 hex digits). Without it,
+    /// a random key is kept in <var-dir>/master-key; losing it makes every
+    /// patient's personal data unreadable.
+    #[arg(long, env = "CLINICBOOK_MASTER_KEY", hide_env_values = true)]
+    master_key: Option<SecretString>,
+    /// Accept webhook URLs `http://` to loopback addresses (tests, local
+    /// tools); otherwise only `https` (`1`, `true` or `yes` to allow).
+    #[arg(long, env = "CLINICBOOK_WEBHOOK_ALLOW_LOOPBACK", default_value = "false",
+          action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    webhook_allow_loopback: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -393,6 +403,10 @@ async fn run_server(
             idempotency_window: Duration::from_secs(
                 args.idempotency_window_hours.saturating_mul(3600),
             ),
+            master_key: clinicbook_api::keys::master_key(
+                args.master_key.as_ref(),
+                &args.secret.var_dir,
+            )?,
             ..StoreConfig::default()
         },
     );
@@ -432,7 +446,20 @@ async fn run_server(
         &background_read,
         clinicbook_api::background::MAINTENANCE_EVERY,
     );
+    // Webhook deliveries run beside the read side (one worker per
+    // subscription across every process, by advisory lock).
+    if matches!(args.role, ServeRole::All | ServeRole::Projector) {
+        clinicbook_notify::worker::spawn(
+            background_read.pool().clone(),
+            clinicbook_notify::DeliveryConfig::default(),
+            background.stop_token(),
+        );
+    }
     tracing::info!(role = ?args.role, "serving");
+    let webhooks = clinicbook_notify::Webhooks::new(
+        commands.store().pool().clone(),
+        args.webhook_allow_loopback,
+    );
     let state = AppState {
         audit: commands.store().audit(),
         commands,
@@ -445,6 +472,7 @@ async fn run_server(
             &args.secret.var_dir,
             true,
         )?),
+        webhooks,
         readiness: Arc::default(),
     };
     let limits = Limits {

@@ -28,6 +28,8 @@ pub struct AppState {
     pub nats_addr: Option<String>,
     /// Signs audit checkpoints; only its public half is ever answered.
     pub audit_key: Arc<AuditKey>,
+    /// Webhook subscriptions and their deliveries.
+    pub webhooks: clinicbook_notify::Webhooks,
     /// What `/readyz` last measured.
     pub readiness: Arc<crate::ops::ReadinessCache>,
 }

@@ -20,6 +20,7 @@ use clinicbook_eventstore::{
 pub mod admin;
 pub mod booking;
 pub mod money;
+pub mod patients;
 
 /// Where the time comes from: the system clock in production, a fixed or
 /// controllable one in tests. Every instant it answers is cut to the

@@ -64,6 +64,7 @@ aggregates! {$
     Wallet => wallet::Wallet,
     PromoCode => promo::PromoCode,
     Program => program::Program,
+    Patient => patient::Patient,
 }
 
 impl AggregateKind {
@@ -167,7 +168,7 @@ mod tests {
         }
         assert_eq!(
             AggregateKind::names(),
-            "Clinic, Calendar, Reservation, Package, Wallet, PromoCode, Program"
+            "Clinic, Calendar, Reservation, Package, Wallet, PromoCode, Program, Patient"
         );
         let unknown = "wallet".parse::<AggregateKind>().unwrap_err();
         assert_eq!(unknown, UnknownAggregateType("wallet".to_string()));

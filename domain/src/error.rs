@@ -114,6 +114,9 @@ pub enum DomainError {
         /// The kind of the resource.
         actual: String,
     },
+    /// The patient's personal data was erased: the profile is gone for good.
+    #[error("the patient's data was erased")]
+    PatientErased,
 }
 
 impl DomainError {
@@ -141,6 +144,7 @@ impl DomainError {
             DomainError::InThePast => "in_the_past",
             DomainError::DuplicateName { .. } => "duplicate_name",
             DomainError::ResourceKindMismatch { .. } => "resource_kind_mismatch",
+            DomainError::PatientErased => "patient_erased",
         }
     }
 

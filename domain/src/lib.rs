@@ -40,6 +40,7 @@ pub mod error;
 pub mod ids;
 pub mod money;
 pub mod package;
+pub mod patient;
 pub mod policy;
 pub mod pricing;
 pub mod program;
@@ -117,6 +118,7 @@ mod names {
     fn serde_and_strum_names_agree() {
         agree(&ReservationStatus::ALL);
         agree(&Weekday::ALL);
+        agree(&crate::patient::Language::ALL);
         agree(&[
             ResourceKind::Room,
             ResourceKind::Device,

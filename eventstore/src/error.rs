@@ -57,6 +57,9 @@ pub enum StoreError {
         #[source]
         source: NatsError,
     },
+    /// The cipher of personal data failed.
+    #[error("cannot seal personal data: {0}")]
+    Crypto(&'static str),
     /// An event's version is not a semantic version (cqrs-es upcasters
     /// would silently skip it), so it is refused before it is stored.
     #[error("event {event_type} has version {version:?}, which is not a semantic version")]

@@ -16,6 +16,7 @@ pub mod error;
 pub mod feed;
 pub mod hash;
 pub mod metadata;
+pub mod personal;
 pub mod relay;
 pub mod replay;
 mod row;

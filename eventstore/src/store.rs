@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use chrono::{DateTime, Utc};
-use clinicbook_domain::{AggregateKind, DomainError};
+use clinicbook_domain::{AggregateKind, DomainError, PatientId};
 use cqrs_es::Aggregate;
 use moka::future::Cache;
 use serde::de::DeserializeOwned;
@@ -21,6 +21,7 @@ use tracing::{debug, warn, Instrument};
 use crate::error::{ExecuteError, StoreError};
 use crate::hash::{self, ChainVersion, EventFields, Hash};
 use crate::metadata::CommandMetadata;
+use crate::personal::{DataKey, MasterKey, Opener};
 use crate::row::{fold, EventRow, Folded, COLUMNS};
 use crate::uow::{Mode, Tracked, UnitOfWork};
 
@@ -61,6 +62,11 @@ pub struct StoreConfig {
     /// A retry after that is a new command; keys older than this are
     /// purged ([`EventStore::purge_idempotency_keys`]).
     pub idempotency_window: std::time::Duration,
+    /// Wraps every patient's data key ([`crate::personal`]). The default is
+    /// a random key that lives only as long as this value: right for tests
+    /// and for tools that never read personal data; `serve` passes the
+    /// configured one (`CLINICBOOK_MASTER_KEY` or `var/master-key`).
+    pub master_key: MasterKey,
 }
 
 /// How long idempotency keys are kept by default: 7 days.
@@ -73,6 +79,7 @@ impl Default for StoreConfig {
             snapshot_every: 100,
             cache_capacity: 50_000,
             idempotency_window: IDEMPOTENCY_WINDOW,
+            master_key: MasterKey::generate(),
         }
     }
 }
@@ -296,6 +303,34 @@ impl EventStore {
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.inner.pool).await?;
         Ok(())
+    }
+
+    /// The master key that wraps the patients' data keys.
+    pub(crate) fn master_key(&self) -> &MasterKey {
+        &self.inner.config.master_key
+    }
+
+    /// The data key of `patient` as stored now (`None`: never created, or
+    /// destroyed by erasure).
+    pub(crate) async fn data_key(&self, patient: PatientId) -> Result<Option<DataKey>, StoreError> {
+        let wrapped: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT wrapped FROM patient_keys WHERE patient_id = $1")
+                .bind(patient.0)
+                .fetch_optional(&self.inner.pool)
+                .await?;
+        wrapped
+            .map(|wrapped| self.master_key().unwrap_key(patient, &wrapped))
+            .transpose()
+    }
+
+    /// What opens `patient`'s sealed fields now: their key, read once
+    /// (never cached, so a key another process destroyed is gone here too).
+    ///
+    /// # Errors
+    /// The database failed, or the stored key does not unwrap with this
+    /// store's master key.
+    pub async fn opener(&self, patient: PatientId) -> Result<Opener, StoreError> {
+        Ok(Opener::new(self.data_key(patient).await?))
     }
 
     /// Forgets every cached aggregate (tests, tools).
@@ -656,13 +691,19 @@ impl EventStore {
             .iter()
             .filter(|t| t.mode == Mode::Guarded)
             .collect();
-        let position = if guarded.is_empty() {
+        let position = if guarded.is_empty() && uow.keys.is_empty() {
             append.fetch_one(&self.inner.pool).await?
         } else {
             let mut tx = self.inner.pool.begin().await?;
             let position = append.fetch_one(&mut *tx).await?;
             if !heads_unchanged(&mut tx, &guarded).await? {
                 return Err(CommitError::Conflict("a guarded stream changed"));
+            }
+            // Data keys change after the event insert, in the same
+            // transaction: a key exists exactly when its events do, and
+            // erasure destroys it together with `PatientErased`.
+            for change in &uow.keys {
+                change.execute(&mut tx).await?;
             }
             tx.commit().await?;
             position

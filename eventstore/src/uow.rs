@@ -3,11 +3,14 @@
 
 use std::any::Any;
 
+use clinicbook_domain::patient::{Contact, SealedContact};
+use clinicbook_domain::PatientId;
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::DomainEvent;
 
 use crate::error::{StoreError, UowError};
 use crate::hash::Hash;
+use crate::personal::{DataKey, KeyChange};
 use crate::store::{EventStore, StoredAggregate, StreamKey};
 
 /// How a command depends on a stream it loaded.
@@ -62,6 +65,10 @@ fn serialize_state<A: StoredAggregate>(
 pub struct UnitOfWork {
     store: EventStore,
     pub(crate) tracked: Vec<Tracked>,
+    /// Data keys created or destroyed by this attempt, committed with it.
+    pub(crate) keys: Vec<KeyChange>,
+    /// Keys this attempt sealed with (created here or read from the table).
+    sealing: Vec<DataKey>,
 }
 
 impl UnitOfWork {
@@ -69,7 +76,47 @@ impl UnitOfWork {
         Self {
             store,
             tracked: Vec::new(),
+            keys: Vec::new(),
+            sealing: Vec::new(),
         }
+    }
+
+    /// `contact` sealed with `patient`'s data key; a patient without one
+    /// gets a new key, stored with this unit of work's commit.
+    ///
+    /// # Errors
+    /// The key table cannot be read or the stored key does not unwrap.
+    pub async fn seal_contact(
+        &mut self,
+        patient: PatientId,
+        contact: &Contact,
+    ) -> Result<SealedContact, UowError> {
+        let key = match self.sealing.iter().find(|k| k.patient() == patient) {
+            Some(key) => key.clone(),
+            None => {
+                let key = match self.store.data_key(patient).await? {
+                    Some(key) => key,
+                    None => {
+                        let (key, wrapped) = self.store.master_key().new_data_key(patient)?;
+                        self.keys.push(KeyChange::Create { patient, wrapped });
+                        key
+                    }
+                };
+                self.sealing.push(key.clone());
+                key
+            }
+        };
+        Ok(contact.seal(|plain| key.seal(plain))?)
+    }
+
+    /// Destroys `patient`'s data key when this unit of work commits (in
+    /// its transaction): erasure.
+    pub fn destroy_key(&mut self, patient: PatientId) {
+        self.sealing.retain(|k| k.patient() != patient);
+        self.keys.retain(
+            |change| !matches!(change, KeyChange::Create { patient: p, .. } if *p == patient),
+        );
+        self.keys.push(KeyChange::Destroy { patient });
     }
 
     async fn track<A: StoredAggregate>(&mut self, id: &str) -> Result<usize, StoreError> {

@@ -267,6 +267,30 @@ impl TestDatabase {
             .await?)
     }
 
+    /// The whole database as `pg_dump` writes it (plain SQL: schema and
+    /// every table's rows), for tests that look for data that must not be
+    /// stored anywhere.
+    ///
+    /// # Panics
+    /// With the error if `pg_dump` cannot be found or fails.
+    pub async fn pg_dump(&self) -> String {
+        let bin = clinicbook_localsvc::find_postgres_bin()
+            .unwrap_or_else(|e| panic!("clinicbook-testkit: no pg_dump: {e}"));
+        let output = tokio::process::Command::new(bin.join("pg_dump"))
+            .arg("--no-owner")
+            .arg("--dbname")
+            .arg(&self.url)
+            .output()
+            .await
+            .unwrap_or_else(|e| panic!("clinicbook-testkit: running pg_dump: {e}"));
+        assert!(
+            output.status.success(),
+            "clinicbook-testkit: pg_dump failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
     /// Runs `sql` on this database as the superuser with triggers off
     /// (`session_replication_role = replica`), binding `binds` as text
     /// parameters `$1, $2, ...`: a change only someone with full database

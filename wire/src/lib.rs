@@ -13,4 +13,5 @@ pub mod admin;
 pub mod booking;
 pub mod instant;
 pub mod money;
+pub mod patients;
 pub mod schema;

@@ -100,6 +100,31 @@ pub const INSTANT: &str = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-
 #[cfg(feature = "openapi")]
 pub use types::*;
 
+/// An email address as `clinicbook_domain::patient::Email::parse` takes
+/// it: blanks around it ignored, at most 254 characters, a local part of
+/// ASCII letters, digits and `!#$%&'*+/=?^_`{|}~.-`, then `@` and two or
+/// more dot-separated labels of letters, digits and `-` (not at a label's
+/// ends).
+pub const EMAIL: &str = concat!(
+    r"^[",
+    blank!(),
+    r"]*(?=[^",
+    blank!(),
+    r"]{1,254}[",
+    blank!(),
+    r"]*$)",
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@",
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?",
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+",
+    r"[",
+    blank!(),
+    r"]*$"
+);
+
+/// A phone number in E.164 form (`clinicbook_domain::patient::Phone`):
+/// `+`, then 8 to 15 digits, the first not 0; blanks around it ignored.
+pub const PHONE: &str = concat!(r"^[", blank!(), r"]*\+[1-9][0-9]{7,14}[", blank!(), r"]*$");
+
 /// Schemas for `#[schema(value_type = ...)]`: one component per rule, so
 /// every field under a rule points at the same pattern or enum.
 #[cfg(feature = "openapi")]
@@ -201,6 +226,24 @@ mod types {
         Currency,
         super::CURRENCY,
         "An ISO 4217 currency code: three upper-case letters."
+    );
+    text_schema!(
+        /// [`super::EMAIL`].
+        EmailAddress,
+        super::EMAIL,
+        "An email address such as name@example.com (ASCII, at most 254 characters)."
+    );
+    text_schema!(
+        /// [`super::PHONE`].
+        PhoneNumber,
+        super::PHONE,
+        "A phone number in E.164 form: + and 8 to 15 digits, the first not 0."
+    );
+    names_schema!(
+        /// The languages of the message templates.
+        Language,
+        <clinicbook_domain::patient::Language as strum::VariantNames>::VARIANTS,
+        "A language the patient messages exist in."
     );
     names_schema!(
         /// The kinds of resources.

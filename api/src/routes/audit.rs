@@ -10,6 +10,7 @@ use chrono::{DateTime, Timelike, Utc};
 use clinicbook_commands::CommandError;
 use clinicbook_eventstore::audit::{BrokenLink, EventFilter, StoredEvent, VerifyReport};
 use clinicbook_eventstore::checkpoint::Checkpoint;
+use clinicbook_eventstore::personal::Revealer;
 use clinicbook_eventstore::replay::{self, AggregateKind, StreamAt, Until};
 use clinicbook_eventstore::{CheckpointError, FeedPoint, StoreError};
 use serde::{Deserialize, Serialize};
@@ -328,7 +329,27 @@ async fn stream(
             )));
         }
     }
-    Ok(axum::Json(at.into()))
+    let mut history: StreamHistory = at.into();
+    let mut revealer = Revealer::new(state.commands.store());
+    for event in &mut history.events {
+        revealer
+            .reveal(
+                &event.aggregate_type,
+                &event.aggregate_id,
+                &mut event.payload,
+            )
+            .await
+            .map_err(store_error)?;
+    }
+    revealer
+        .reveal(
+            &history.aggregate_type,
+            &history.aggregate_id,
+            &mut history.state,
+        )
+        .await
+        .map_err(store_error)?;
+    Ok(axum::Json(history))
 }
 
 problems!(
@@ -427,8 +448,22 @@ async fn events(
         .await
         .map_err(store_error)?;
     let next_after = cursor(events.last().map_or(after, |e| e.point));
+    let mut revealer = Revealer::new(state.commands.store());
+    let mut page = Vec::with_capacity(events.len());
+    for e in events {
+        let mut event = e.event;
+        revealer
+            .reveal(
+                &event.aggregate_type,
+                &event.aggregate_id,
+                &mut event.payload,
+            )
+            .await
+            .map_err(store_error)?;
+        page.push(event);
+    }
     Ok(axum::Json(EventPage {
-        events: events.into_iter().map(|e| e.event).collect(),
+        events: page,
         next_after,
     }))
 }

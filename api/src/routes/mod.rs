@@ -6,3 +6,5 @@ pub mod audit;
 pub mod booking;
 pub mod consistency;
 pub mod money;
+pub mod patients;
+pub mod webhooks;

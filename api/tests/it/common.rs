@@ -58,6 +58,7 @@ fn reads_a_read_model(path: &str) -> bool {
         "/v1/reservations/",
         "/v1/wallets/",
         "/v1/packages/",
+        "/v1/patients/",
         "/v1/reports/",
         "/v1/clinics/",
         "/v1/programs/",
@@ -97,6 +98,7 @@ pub async fn app_with(limits: Limits, clock: Clock) -> App {
     )
     .await
     .unwrap_or_else(|e| panic!("read side: {e}"));
+    let webhooks = clinicbook_notify::Webhooks::new(db.pool.clone(), true);
     let state = AppState {
         audit: commands.store().audit(),
         commands,
@@ -105,6 +107,7 @@ pub async fn app_with(limits: Limits, clock: Clock) -> App {
         metrics: clinicbook_api::metrics_handle(),
         nats_addr: None,
         audit_key: Arc::new(AuditKey::from_hex(AUDIT_SECRET).unwrap_or_else(|e| panic!("{e}"))),
+        webhooks,
         readiness: Arc::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

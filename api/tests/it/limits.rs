@@ -285,6 +285,7 @@ async fn wallet_history_comes_in_pages_with_the_whole_balance_on_each() {
 
 /// `/readyz` of a router over `commands` and `read` with NATS at `nats_addr`.
 async fn readyz(commands: Commands, read: ReadModels, nats_addr: Option<&str>) -> (u16, Value) {
+    let webhooks = clinicbook_notify::Webhooks::new(commands.store().pool().clone(), true);
     let state = AppState {
         audit: commands.store().audit(),
         commands,
@@ -298,6 +299,7 @@ async fn readyz(commands: Commands, read: ReadModels, nats_addr: Option<&str>) -
             clinicbook_eventstore::checkpoint::AuditKey::from_hex(crate::common::AUDIT_SECRET)
                 .unwrap_or_else(|e| panic!("{e}")),
         ),
+        webhooks,
         readiness: std::sync::Arc::default(),
     };
     let router = clinicbook_api::router(state, Limits::default());

@@ -10,6 +10,8 @@ mod demo;
 mod faults;
 mod limits;
 mod money;
+mod patients;
 mod platform;
 mod processes;
 mod readside;
+mod webhooks;

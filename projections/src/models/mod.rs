@@ -20,6 +20,7 @@ use crate::Projection;
 
 pub mod catalog;
 pub mod packages;
+pub mod patients;
 pub mod reports;
 pub mod reservations;
 pub mod schedule;
@@ -32,6 +33,7 @@ pub static ALL: &[Projection] = &[
     reservations::PROJECTION,
     wallets::PROJECTION,
     packages::PROJECTION,
+    patients::PROJECTION,
     reports::PROJECTION,
     catalog::PROJECTION,
 ];

@@ -24,6 +24,7 @@ use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use chrono_tz::Tz;
 use clinicbook_domain::clinic::ResourceKind;
 use clinicbook_domain::package::PackagePaymentKind;
+use clinicbook_domain::patient::Language;
 use clinicbook_domain::reservation::{PaymentKind, ReservationStatus};
 use clinicbook_domain::wallet::TransactionKind;
 use clinicbook_eventstore::FeedEvent;
@@ -169,6 +170,7 @@ sql_types! {
     TransactionKind => "text",
     PaymentKind => "text",
     PackagePaymentKind => "text",
+    Language => "text",
 }
 
 impl<T: SqlType> SqlType for Option<T> {

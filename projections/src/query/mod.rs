@@ -8,6 +8,7 @@
 pub mod catalog;
 pub mod csv;
 pub mod detail;
+pub mod patients;
 pub mod reports;
 pub mod schedule;
 
