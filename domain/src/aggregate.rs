@@ -64,6 +64,7 @@ aggregates! {$
     Wallet => wallet::Wallet,
     PromoCode => promo::PromoCode,
     Program => program::Program,
+    Hold => hold::Hold,
 }
 
 impl AggregateKind {
@@ -117,7 +118,7 @@ mod tests {
         }
         assert_eq!(
             AggregateKind::names(),
-            "Clinic, Calendar, Reservation, Package, Wallet, PromoCode, Program"
+            "Clinic, Calendar, Reservation, Package, Wallet, PromoCode, Program, Hold"
         );
         let unknown = "wallet".parse::<AggregateKind>().unwrap_err();
         assert_eq!(unknown, UnknownAggregateType("wallet".to_string()));

@@ -37,6 +37,7 @@ pub mod aggregate;
 pub mod calendar;
 pub mod clinic;
 pub mod error;
+pub mod hold;
 pub mod ids;
 pub mod money;
 pub mod package;
@@ -126,6 +127,12 @@ mod names {
             TransactionKind::Credit,
             TransactionKind::Refund,
         ]);
+        agree(&crate::hold::HoldStatus::ALL);
+        agree(&[
+            crate::clinic::WaitlistMode::AutoBook,
+            crate::clinic::WaitlistMode::Offer,
+        ]);
+        assert_eq!(crate::clinic::WaitlistMode::VARIANTS, ["auto_book", "offer"]);
         assert!(ReservationStatus::from_str("Booked").is_err());
     }
 
