@@ -18,6 +18,7 @@ use clinicbook_eventstore::{
 
 pub mod admin;
 pub mod booking;
+pub mod due;
 pub mod holds;
 pub mod instant;
 pub mod money;

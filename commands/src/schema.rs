@@ -221,12 +221,6 @@ mod types {
         "`auto_book` books the first fitting waitlisted patient; `offer` holds the slot for them to confirm."
     );
     names_schema!(
-        /// The statuses of a hold.
-        HoldStatus,
-        &["held", "confirmed", "released", "expired"],
-        "The status of a hold."
-    );
-    names_schema!(
         /// The weekdays.
         Weekday,
         <clinicbook_domain::schedule::Weekday as strum::VariantNames>::VARIANTS,

@@ -377,8 +377,8 @@ impl Calendar {
             } => {
                 self.check_id(calendar_id)?;
                 if let Some(held) = self.hold(hold_id) {
-                    let occupied_until = end
-                        .checked_add_signed(Duration::minutes(i64::from(buffer_minutes)));
+                    let occupied_until =
+                        end.checked_add_signed(Duration::minutes(i64::from(buffer_minutes)));
                     return if held.start == start
                         && held.end == end
                         && Some(held.occupied_until) == occupied_until
@@ -1318,10 +1318,7 @@ mod tests {
                 start: a.start,
                 end: a.end,
             };
-            prop_assert!(
-                whole_day().contains(&appointment),
-                "{a:?} outside opening"
-            );
+            prop_assert!(whole_day().contains(&appointment), "{a:?} outside opening");
             for b in &calendar.holds[i + 1..] {
                 prop_assert_ne!(a.hold_id, b.hold_id);
             }

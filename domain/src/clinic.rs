@@ -1441,10 +1441,26 @@ mod tests {
     #[test]
     fn settings_out_of_range_are_refused() {
         let cases: [(ClinicCommand, &str, &str); 6] = [
-            (change(|c| c.hold_minutes = Some(0)), "hold_minutes", "1..=60"),
-            (change(|c| c.hold_minutes = Some(61)), "hold_minutes", "1..=60"),
-            (change(|c| c.offer_minutes = Some(4)), "offer_minutes", "5..=1440"),
-            (change(|c| c.offer_minutes = Some(1441)), "offer_minutes", "5..=1440"),
+            (
+                change(|c| c.hold_minutes = Some(0)),
+                "hold_minutes",
+                "1..=60",
+            ),
+            (
+                change(|c| c.hold_minutes = Some(61)),
+                "hold_minutes",
+                "1..=60",
+            ),
+            (
+                change(|c| c.offer_minutes = Some(4)),
+                "offer_minutes",
+                "5..=1440",
+            ),
+            (
+                change(|c| c.offer_minutes = Some(1441)),
+                "offer_minutes",
+                "5..=1440",
+            ),
             (
                 change(|c| c.reminder_minutes_before = Some(0)),
                 "reminder_minutes_before",
@@ -1460,12 +1476,14 @@ mod tests {
             Given::with(())
                 .given(vec![registered()])
                 .when(command)
-                .then_expect_error(DomainError::invalid(field, format!("must be within {range}")));
+                .then_expect_error(DomainError::invalid(
+                    field,
+                    format!("must be within {range}"),
+                ));
         }
         Given::with(())
             .given_no_previous_events()
             .when(change(|c| c.hold_minutes = Some(5)))
             .then_expect_error(DomainError::not_found("clinic"));
     }
-
 }

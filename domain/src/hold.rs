@@ -17,8 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::pricing::PriceBreakdown;
 use crate::reservation::Slot;
 use crate::{
-    CalendarId, ClinicId, DomainError, HoldId, PatientId, PromoCodeKey, ReservationId,
-    TreatmentId,
+    CalendarId, ClinicId, DomainError, HoldId, PatientId, PromoCodeKey, ReservationId, TreatmentId,
 };
 
 named! {

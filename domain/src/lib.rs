@@ -36,6 +36,7 @@ macro_rules! named {
 pub mod aggregate;
 pub mod calendar;
 pub mod clinic;
+pub mod due;
 pub mod error;
 pub mod hold;
 pub mod ids;
@@ -132,7 +133,10 @@ mod names {
             crate::clinic::WaitlistMode::AutoBook,
             crate::clinic::WaitlistMode::Offer,
         ]);
-        assert_eq!(crate::clinic::WaitlistMode::VARIANTS, ["auto_book", "offer"]);
+        assert_eq!(
+            crate::clinic::WaitlistMode::VARIANTS,
+            ["auto_book", "offer"]
+        );
         assert!(ReservationStatus::from_str("Booked").is_err());
     }
 

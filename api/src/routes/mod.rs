@@ -5,4 +5,5 @@ pub mod analytics;
 pub mod audit;
 pub mod booking;
 pub mod consistency;
+pub mod holds;
 pub mod money;

@@ -11,10 +11,10 @@ use clinicbook_domain::{BlockId, CalendarId, ClinicId, ClosureId, DomainError, R
 use clinicbook_eventstore::{UnitOfWork, UowError, UseCase};
 
 use super::lifecycle::outcome_of;
-use super::{end_hold, Ending};
 use super::payment::{settle, Payer};
 use super::slot::{clinic, local_days};
 use super::types::{BlockAdded, ClosureAdded};
+use super::{end_hold, Ending};
 
 /// A block to place on one or more resources.
 #[derive(Clone, Debug)]

@@ -332,7 +332,6 @@ impl UseCase for ChangeSettingsCase {
 /// # Errors
 /// `InvalidInput` naming `waitlist_mode`.
 pub(crate) fn waitlist_mode(raw: &str) -> Result<WaitlistMode, DomainError> {
-    raw.parse().map_err(|_| {
-        DomainError::invalid("waitlist_mode", "must be `auto_book` or `offer`")
-    })
+    raw.parse()
+        .map_err(|_| DomainError::invalid("waitlist_mode", "must be `auto_book` or `offer`"))
 }

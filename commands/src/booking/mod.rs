@@ -75,10 +75,10 @@ use crate::holds::{
     MAX_TTL_SECONDS, MIN_TTL_SECONDS,
 };
 use crate::{CommandError, Commands, Ctx, Done};
-use holds::{end_hold, Ending};
-use holds::{ChangeSettingsCase, ConfirmHoldCase, ExpireHoldCase, PlaceHoldCase, ReleaseHoldCase};
 use blocks::{BlockResource, Blocking, CloseClinic};
 use book::{Book, Move, Wait};
+use holds::{end_hold, Ending};
+use holds::{ChangeSettingsCase, ConfirmHoldCase, ExpireHoldCase, PlaceHoldCase, ReleaseHoldCase};
 use lifecycle::{CancelReservation, ChangeStatus, StatusChange};
 
 /// A promo code as the API sends it: absent or blank means none; anything

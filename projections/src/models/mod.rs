@@ -17,6 +17,7 @@
 
 use crate::Projection;
 
+pub mod holds;
 pub mod packages;
 pub mod reports;
 pub mod reservations;
@@ -31,4 +32,5 @@ pub static ALL: &[Projection] = &[
     wallets::PROJECTION,
     packages::PROJECTION,
     reports::PROJECTION,
+    holds::PROJECTION,
 ];

@@ -7,6 +7,7 @@
 
 pub mod csv;
 pub mod detail;
+pub mod holds;
 pub mod reports;
 pub mod schedule;
 
