@@ -22,6 +22,7 @@
 //! All print throughput, latency percentiles and the answers by kind, and
 //! write the same as JSON with `--json`.
 
+mod holds;
 mod http;
 mod lag;
 mod report;
@@ -54,6 +55,8 @@ enum Command {
     /// path, for timing `clinicbook verify` and `clinicbook replay --all
     /// --check`.
     Seed(seed::SeedArgs),
+    /// Hold expiry delay (`expired_at - expires_at`, p50/p99) over many holds.
+    Holds(holds::HoldsArgs),
 }
 
 /// What the clients of a benchmark book.
@@ -83,5 +86,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Book(args) => http::run(args).await,
         Command::Lag(args) => lag::run(args).await,
         Command::Seed(args) => seed::run(args).await,
+        Command::Holds(args) => holds::run(args).await,
     }
 }

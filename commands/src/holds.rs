@@ -51,7 +51,7 @@ pub struct PlaceHold {
 pub struct HoldPlaced {
     /// The hold.
     pub hold_id: Uuid,
-    /// Always `held`.
+    /// `held` (a retry answers the hold's status now).
     pub status: String,
     /// The resource held.
     pub resource_id: Uuid,

@@ -190,6 +190,17 @@ async fn a_hold_blocks_booking_holding_and_availability_and_a_release_frees_it_a
         .unwrap_or_default();
     assert_eq!(laser["holds"][0]["hold_id"], json!(hold_id), "{laser}");
     assert_eq!(laser["bookings"], json!([]));
+    // Held is counted as held, not booked, and is no revenue.
+    let dashboard = app
+        .get(
+            &format!("/v1/clinics/{}/dashboard?date=2030-01-08", ids.clinic),
+            &app.analyst,
+        )
+        .await;
+    assert_eq!(dashboard.status, StatusCode::OK, "{:?}", dashboard.body);
+    assert_eq!(dashboard.body["counts"]["held"], 1, "{:?}", dashboard.body);
+    assert_eq!(dashboard.body["counts"]["booked"], 0);
+    assert_eq!(dashboard.body["revenue_cents"], 0);
 
     let released = app
         .post(
@@ -266,6 +277,27 @@ async fn a_confirm_books_at_the_held_price_even_after_a_pricing_change() {
         .await;
     assert_eq!(quote.body["total_cents"], 18_000, "{:?}", quote.body);
 
+    let revenue = format!(
+        "/v1/reports/revenue?from=2030-01-08&to=2030-01-08&clinic_id={}",
+        ids.clinic
+    );
+    let gross = |body: &Value| -> i64 {
+        body["rows"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|row| row["gross_cents"].as_i64())
+            .sum()
+    };
+    let before_confirm = app.get(&revenue, &app.analyst).await;
+    assert_eq!(
+        before_confirm.status,
+        StatusCode::OK,
+        "{:?}",
+        before_confirm.body
+    );
+    assert_eq!(gross(&before_confirm.body), 0, "a hold is not revenue");
+
     let confirm = format!("/v1/holds/{hold_id}/confirm");
     let booked = app
         .post(
@@ -284,6 +316,13 @@ async fn a_confirm_books_at_the_held_price_even_after_a_pricing_change() {
         .to_owned();
     let wallet = app.get(&format!("/v1/wallets/{patient}"), &app.staff).await;
     assert_eq!(wallet.body["balance_cents"], 38_000, "{:?}", wallet.body);
+    let after_confirm = app.get(&revenue, &app.analyst).await;
+    assert_eq!(
+        gross(&after_confirm.body),
+        12_000,
+        "{:?}",
+        after_confirm.body
+    );
     let view = app.get(&format!("/v1/holds/{hold_id}"), &app.staff).await;
     assert_eq!(view.body["status"], "confirmed");
     assert_eq!(view.body["reservation_id"], json!(reservation_id));
@@ -524,4 +563,120 @@ async fn expiry_survives_the_timer_process_killed_and_a_new_one_started() {
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
+/// Polls `GET /v1/reservations/{id}` until `done` holds for its body or
+/// 10 s pass; answers the last body.
+async fn until_reservation(app: &App, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let view = app.get(&format!("/v1/reservations/{id}"), &app.staff).await;
+        if done(&view.body) || tokio::time::Instant::now() > until {
+            return view.body;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_offer_passes_along_a_waitlist_of_three_as_each_expires() {
+    let offset = Arc::new(AtomicI64::new(0));
+    let app = app_with(Limits::default(), shifted(offset.clone())).await;
+    let ids = app.clinic().await;
+    let settings = app
+        .put(
+            &format!("/v1/clinics/{}/settings", ids.clinic),
+            &app.admin,
+            json!({"waitlist_mode": "offer", "offer_minutes": 5}),
+        )
+        .await;
+    assert_eq!(settings.status, StatusCode::OK, "{:?}", settings.body);
+    let booked = app
+        .post("/v1/reservations", &app.staff, booking(&ids, START))
+        .await;
+    assert_eq!(booked.status, StatusCode::CREATED, "{:?}", booked.body);
+    let mut waiting = Vec::new();
+    for _ in 0..3 {
+        let joined = app
+            .post(
+                "/v1/waitlist",
+                &app.staff,
+                json!({"patient_id": Uuid::new_v4(), "clinic_id": ids.clinic,
+                       "treatment_id": ids.laser_treatment,
+                       "earliest": "2030-01-08T08:00:00Z", "latest": "2030-01-08T10:00:00Z",
+                       "payment": {"method": "at_clinic"}}),
+            )
+            .await;
+        assert_eq!(joined.status, StatusCode::CREATED, "{:?}", joined.body);
+        waiting.push(
+            joined.body["reservation_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        );
+    }
+    let reservation = booked.body["reservation_id"].as_str().unwrap_or_default();
+    let cancelled = app
+        .post(
+            &format!("/v1/reservations/{reservation}/cancel"),
+            &app.staff,
+            json!({"reason": "patient moved"}),
+        )
+        .await;
+    assert_eq!(cancelled.status, StatusCode::OK, "{:?}", cancelled.body);
+
+    let mut holds = Vec::new();
+    for (turn, id) in waiting.iter().enumerate() {
+        let view = until_reservation(&app, id, |body| body["offer"]["hold_id"].is_string()).await;
+        let hold_id = view["offer"]["hold_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no offer for #{turn}: {view}"))
+            .to_owned();
+        assert_eq!(view["status"], "waitlisted");
+        let expires_at = instant(&view["offer"]["expires_at"]);
+        let hold = app.get(&format!("/v1/holds/{hold_id}"), &app.staff).await;
+        assert_eq!(hold.body["status"], "held", "{:?}", hold.body);
+        assert_eq!(hold.body["offer_for"], json!(id));
+        assert_eq!(hold.body["start"], START);
+        // Nobody else has an offer meanwhile.
+        for other in waiting.iter().filter(|other| *other != id) {
+            let other = app
+                .get(&format!("/v1/reservations/{other}"), &app.staff)
+                .await;
+            assert!(other.body["offer"].is_null(), "{:?}", other.body);
+        }
+        holds.push(hold_id.clone());
+        if turn + 1 < waiting.len() {
+            // Let this offer run out: the next in line gets it.
+            let ahead = (expires_at - Utc::now()).num_seconds() + 1;
+            offset.store(ahead, Ordering::SeqCst);
+            let events = until_event(&app, &hold_id, "HoldExpired", Duration::from_secs(5)).await;
+            assert_eq!(count(&events, "HoldExpired"), 1, "{events:?}");
+        }
+    }
+    // The last one confirms: it books the waitlisted reservation.
+    let last = &waiting[2];
+    let confirmed = app
+        .post(
+            &format!("/v1/holds/{}/confirm", holds[2]),
+            &app.staff,
+            json!({"payment": {"method": "at_clinic"}}),
+        )
+        .await;
+    assert_eq!(
+        confirmed.status,
+        StatusCode::CREATED,
+        "{:?}",
+        confirmed.body
+    );
+    assert_eq!(confirmed.body["reservation_id"], json!(last));
+    assert_eq!(confirmed.body["start"], START);
+    let view = until_reservation(&app, last, |body| body["status"] == "booked").await;
+    assert_eq!(view["status"], "booked", "{view}");
+    assert!(view["offer"].is_null());
+    for id in &waiting[..2] {
+        let view = app.get(&format!("/v1/reservations/{id}"), &app.staff).await;
+        assert_eq!(view.body["status"], "waitlisted");
+        assert!(view.body["offer"].is_null(), "{:?}", view.body);
+    }
 }

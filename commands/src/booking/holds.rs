@@ -44,18 +44,19 @@ pub(crate) struct PlaceHoldCase {
     /// `None`: the clinic's `hold_minutes`.
     pub ttl_seconds: Option<u32>,
     pub promo_code: Option<PromoCodeKey>,
-    /// The waitlisted reservation this hold is offered to.
+    /// The waitlisted reservation this hold is offered to (its default
+    /// length is then the clinic's `offer_minutes`).
     pub offer_for: Option<ReservationId>,
-    /// `None`: the clinic's `hold_minutes` (or `offer_minutes` for an offer).
+    /// The current time.
     pub now: DateTime<Utc>,
 }
 
-/// The answer for a placed hold.
+/// The answer for a placed hold (a retry answers its status now).
 fn placed(hold: &Hold) -> Result<HoldPlaced, DomainError> {
     match (hold.hold_id, &hold.terms) {
         (Some(hold_id), Some(terms)) => Ok(HoldPlaced {
             hold_id: hold_id.0,
-            status: HoldStatus::Held.as_str().to_owned(),
+            status: hold.status.as_str().to_owned(),
             resource_id: terms.slot.resource_id.0,
             start: terms.slot.start,
             end: terms.slot.end,

@@ -137,6 +137,10 @@ pub struct ReservationView {
     pub settlement: Option<Settlement>,
     /// Every change, oldest first.
     pub history: Vec<StatusEntry>,
+    /// The open waitlist offer (`waitlist_mode: offer`): the hold to
+    /// confirm and when it runs out. Only while waitlisted with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offer: Option<super::holds::Offer>,
 }
 
 /// What a wallet transaction did.
@@ -469,6 +473,11 @@ impl ReadModels {
             promo_code: row.promo_code,
             settlement,
             history: history.into_iter().map(|(_, entry)| entry).collect(),
+            offer: if row.status == ReservationStatus::Waitlisted {
+                Self::offer_in(&mut conn, reservation_id).await?
+            } else {
+                None
+            },
         })
     }
 

@@ -100,12 +100,20 @@ impl ReadModels {
     /// The database failed.
     pub async fn open_offer(&self, reservation_id: Uuid) -> Result<Option<Offer>, ProjectionError> {
         let mut conn = self.read_connection().await?;
+        Self::offer_in(&mut conn, reservation_id).await
+    }
+
+    /// [`ReadModels::open_offer`] in a read transaction already open.
+    pub(crate) async fn offer_in(
+        conn: &mut sqlx::PgConnection,
+        reservation_id: Uuid,
+    ) -> Result<Option<Offer>, ProjectionError> {
         let query = sqlx::query_scalar(
             "SELECT row_to_json(t) FROM holds_holds t
               WHERE offer_for = $1 AND status = 'held' ORDER BY held_at DESC LIMIT 1",
         )
         .bind(reservation_id);
-        let rows: Vec<HoldRow> = json_rows(query, &mut conn, HOLDS.def.name).await?;
+        let rows: Vec<HoldRow> = json_rows(query, conn, HOLDS.def.name).await?;
         Ok(rows.into_iter().next().map(|row| Offer {
             hold_id: row.hold_id,
             expires_at: row.expires_at,
