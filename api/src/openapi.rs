@@ -6,7 +6,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use clinicbook_commands::schema;
+use clinicbook_wire::schema;
 
 use crate::error::Problem;
 use crate::routes::audit::AggregateTypeName;

@@ -1,7 +1,7 @@
 //! The admin use cases: set up clinics (registration, opening hours,
 //! resources, treatments, pricing rules) and the catalog (programs, promo
-//! codes), plus read helpers that show a clinic or a program as the API
-//! does. Closures are not here: they displace bookings, so the booking
+//! codes); the clinic and program views are read from the read side
+//! (`clinicbook-projections`). Closures are not here: they displace bookings, so the booking
 //! slice owns them.
 //!
 //! Decisions a reader may ask about:
@@ -28,18 +28,15 @@
 
 mod catalog;
 mod clinic;
-mod parse;
-mod views;
 
-pub use catalog::{CreateProgram, CreatePromoCode, ProgramCreated, PromoCreated, PromoDeactivated};
-pub use clinic::{
-    AddResource, AddTreatment, ClinicCreated, LastMinuteInput, OpeningHoursInput, PricingRuleInput,
-    PricingRulesInput, RegisterClinic, ResourceCreated, TreatmentCreated, Updated,
-};
-pub use parse::{
+/// The requests, answers and views, defined once in the wire crate.
+pub use clinicbook_wire::admin::{
     format_local_time, parse_local_time, parse_resource_kind, parse_weekday, resource_kind_name,
+    AddResource, AddTreatment, ClinicCreated, ClinicView, ClosureView, CreateProgram,
+    CreatePromoCode, LastMinuteInput, OpeningHoursInput, PricingRuleInput, PricingRulesInput,
+    ProgramCreated, ProgramView, PromoCreated, PromoDeactivated, RegisterClinic, ResourceCreated,
+    ResourceView, TreatmentCreated, TreatmentView, Updated,
 };
-pub use views::{ClinicView, ClosureView, ProgramView, ResourceView, TreatmentView};
 
 use clinicbook_domain::clinic::Clinic;
 use clinicbook_domain::{ClinicId, DomainError};

@@ -7,8 +7,23 @@ use clinicbook_domain::{DomainError, HoldId};
 use clinicbook_eventstore::{Actor, CommandMetadata, IdempotencyKey};
 use tracing::debug;
 
-use crate::holds::Expiry;
+use serde::{Deserialize, Serialize};
+
 use crate::{CommandError, Commands, Ctx};
+
+/// What the engine's expiry of a hold did (the answer of its command,
+/// stored under its idempotency key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Expiry {
+    /// `HoldExpired` was recorded now and the slot freed.
+    Expired,
+    /// The hold had already ended (confirmed, released or expired):
+    /// nothing was written.
+    AlreadyEnded,
+    /// The hold does not run out yet (the caller's clock is early).
+    NotYet,
+}
 
 /// What carrying out a piece of due work did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

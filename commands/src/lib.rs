@@ -3,11 +3,12 @@
 //! touches and commits it through the event store in one transaction,
 //! with the command's metadata and optional idempotency key.
 //!
-//! Inputs and answers are plain serde structs of primitive types (UUIDs,
-//! instants, cents) shaped like the HTTP contract (`API.md`), so the API
-//! crate can take and return them as they are; with the `openapi` feature
-//! they also derive `utoipa::ToSchema`. This crate depends on the domain and
-//! the event store only: no HTTP, no SQL of its own.
+//! Inputs and answers are the wire crate's (`clinicbook-wire`): plain
+//! serde structs of primitive types (UUIDs, instants, cents) shaped like
+//! the HTTP contract (`API.md`), re-exported by each slice's module, so
+//! the API crate can take and return them as they are. This crate depends
+//! on the domain, the wire types and the event store only: no HTTP, no SQL
+//! of its own.
 
 use std::sync::Arc;
 
@@ -19,10 +20,7 @@ use clinicbook_eventstore::{
 pub mod admin;
 pub mod booking;
 pub mod due;
-pub mod holds;
-pub mod instant;
 pub mod money;
-pub mod schema;
 
 /// Where the time comes from: the system clock in production, a fixed or
 /// controllable one in tests. Every instant it answers is cut to the
@@ -54,7 +52,7 @@ impl Clock {
     }
 }
 
-/// Instants enter through [`Clock::now`] and [`instant::deserialize`],
+/// Instants enter through [`Clock::now`] and `clinicbook_wire::instant::deserialize`,
 /// which both cut them to the microsecond with [`micros`].
 pub use clinicbook_domain::micros;
 
@@ -127,5 +125,17 @@ impl Commands {
         self.store
             .execute(&ctx.metadata, ctx.idempotency.as_ref(), use_case)
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_clock_cuts_to_the_microsecond() {
+        let at = "2030-06-29T10:00:00.123456Z"
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap_or_default();
+        let clock = super::Clock::fixed(at + chrono::TimeDelta::nanoseconds(789));
+        assert_eq!(clock.now(), at);
     }
 }

@@ -16,12 +16,11 @@ use clinicbook_eventstore::{EventStore, StoreError, StoredAggregate};
 mod package;
 mod wallet;
 
-pub use package::{
-    PackageBought, PackageChange, PackageHistoryEntry, PackagePayment, PackageView,
-    PurchasePackage, TransferPackage,
-};
-pub use wallet::{
-    Balance, Deposit, WalletRefund, WalletTransactionKind, WalletTransactionView, WalletView,
+/// The requests and answers, defined once in the wire crate.
+pub use clinicbook_wire::money::{
+    Balance, Deposit, PackageBought, PackageChange, PackageHistoryEntry, PackagePayment,
+    PackageView, PurchasePackage, TransferPackage, WalletRefund, WalletTransactionKind,
+    WalletTransactionView, WalletView,
 };
 
 /// Reads the stream `id` of `A` and folds it (the store's one fold), up to

@@ -10,7 +10,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::{NaiveDate, Timelike};
-use clinicbook_commands::booking::{BookTreatment, Booked, PaymentInput, ReservationView};
+use clinicbook_wire::booking::{BookTreatment, Booked, PaymentInput, ReservationView};
 use reqwest::StatusCode;
 use uuid::Uuid;
 

@@ -4,7 +4,7 @@
 //! (pure, from the seed) and [`create`] sets it up through the admin routes.
 
 use chrono::{DateTime, Duration, Utc, Weekday};
-use clinicbook_commands::admin::{
+use clinicbook_wire::admin::{
     AddResource, AddTreatment, CreateProgram, CreatePromoCode, LastMinuteInput, OpeningHoursInput,
     PricingRuleInput, PricingRulesInput, RegisterClinic,
 };

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
-use clinicbook_commands::booking::{
+use clinicbook_wire::booking::{
     AddBlock, AddClosure, BlockAdded, ClosureAdded, JoinWaitlist, PaymentInput, Waitlisted,
 };
 use reqwest::StatusCode;

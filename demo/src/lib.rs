@@ -52,9 +52,9 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDate, Utc};
-use clinicbook_commands::admin::ClinicView;
-use clinicbook_commands::booking::BookTreatment;
 use clinicbook_domain::reservation::ReservationStatus;
+use clinicbook_wire::admin::ClinicView;
+use clinicbook_wire::booking::BookTreatment;
 use reqwest::StatusCode;
 use uuid::Uuid;
 

@@ -10,8 +10,8 @@
 use std::sync::{Mutex, PoisonError};
 
 use chrono::NaiveDate;
-use clinicbook_commands::booking::{Booked, Cancel, Cancelled, Reschedule, StatusChanged};
 use clinicbook_domain::reservation::ReservationStatus;
+use clinicbook_wire::booking::{Booked, Cancel, Cancelled, Reschedule, StatusChanged};
 use reqwest::StatusCode;
 use uuid::Uuid;
 

@@ -2,7 +2,7 @@
 //! visit, what they pay into their wallet and which package they buy; and
 //! the staff calls that fund the wallets and sell the packages.
 
-use clinicbook_commands::money::{Deposit, PackageBought, PackagePayment, PurchasePackage};
+use clinicbook_wire::money::{Deposit, PackageBought, PackagePayment, PurchasePackage};
 use reqwest::StatusCode;
 use uuid::Uuid;
 

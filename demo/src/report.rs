@@ -4,7 +4,7 @@
 use std::fmt;
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, SecondsFormat, Utc, Weekday};
-use clinicbook_commands::booking::{BookTreatment, PaymentInput};
+use clinicbook_wire::booking::{BookTreatment, PaymentInput};
 use serde_json::Value;
 
 use super::catalog::{Chain, CONSULTATION, LASER_LARGE, PROMO_LASER, TIMEZONE};

@@ -4,7 +4,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use clinicbook_commands::admin::{
+use clinicbook_wire::admin::{
     AddResource, AddTreatment, ClinicCreated, ClinicView, CreateProgram, CreatePromoCode,
     OpeningHoursInput, PricingRulesInput, ProgramCreated, ProgramView, PromoCreated,
     PromoDeactivated, RegisterClinic, ResourceCreated, TreatmentCreated, Updated,
@@ -13,9 +13,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::consistency::{wait_for, MinPosition, PositionQuery};
 use crate::call::{answer, AdminCall, IdempotencyKeyHeader, StaffCall};
-use crate::error::{problems, ApiError, Code, ANY, AUTH, BODY, COMMAND, PARAMS};
-use crate::extract::{Json, Path};
+use crate::error::{problems, ApiError, Code, ANY, AUTH, BODY, COMMAND, PARAMS, READ};
+use crate::extract::{Json, Path, Query};
 use crate::state::AppState;
 
 /// The admin routes with their OpenAPI descriptions.
@@ -57,20 +58,22 @@ async fn register_clinic(
 
 problems!(
     /// The error answers of `get_clinic`.
-    GetClinicErrors: ANY, AUTH, PARAMS, &[Code::NotFound, Code::Unavailable]
+    GetClinicErrors: ANY, AUTH, PARAMS, READ, &[Code::NotFound]
 );
 
 /// A clinic with its hours, resources, treatments, pricing rules and closures.
 #[utoipa::path(get, path = "/v1/clinics/{clinic_id}", tag = "admin",
-    params(("clinic_id" = Uuid, Path)),
+    params(("clinic_id" = Uuid, Path), PositionQuery),
     responses((status = 200, body = ClinicView),
         GetClinicErrors))]
 async fn get_clinic(
     State(state): State<AppState>,
     _staff: StaffCall,
     Path(clinic_id): Path<Uuid>,
+    Query(query): Query<PositionQuery>,
 ) -> Result<axum::Json<ClinicView>, ApiError> {
-    Ok(axum::Json(state.commands.clinic(clinic_id).await?))
+    wait_for(&state, "catalog", MinPosition(query.min_position)).await?;
+    Ok(axum::Json(state.read.clinic(clinic_id).await?))
 }
 
 problems!(
@@ -194,20 +197,22 @@ async fn create_program(
 
 problems!(
     /// The error answers of `get_program`.
-    GetProgramErrors: ANY, AUTH, PARAMS, &[Code::NotFound, Code::Unavailable]
+    GetProgramErrors: ANY, AUTH, PARAMS, READ, &[Code::NotFound]
 );
 
 /// A program.
 #[utoipa::path(get, path = "/v1/programs/{program_id}", tag = "admin",
-    params(("program_id" = Uuid, Path)),
+    params(("program_id" = Uuid, Path), PositionQuery),
     responses((status = 200, body = ProgramView),
         GetProgramErrors))]
 async fn get_program(
     State(state): State<AppState>,
     _staff: StaffCall,
     Path(program_id): Path<Uuid>,
+    Query(query): Query<PositionQuery>,
 ) -> Result<axum::Json<ProgramView>, ApiError> {
-    Ok(axum::Json(state.commands.program(program_id).await?))
+    wait_for(&state, "catalog", MinPosition(query.min_position)).await?;
+    Ok(axum::Json(state.read.program(program_id).await?))
 }
 
 problems!(
@@ -238,7 +243,7 @@ problems!(
 
 /// Stop a promo code from being redeemed.
 #[utoipa::path(post, path = "/v1/promo-codes/{code}/deactivate", tag = "admin",
-    params(IdempotencyKeyHeader, ("code" = clinicbook_commands::schema::PromoCode, Path)),
+    params(IdempotencyKeyHeader, ("code" = clinicbook_wire::schema::PromoCode, Path)),
     responses((status = 200, body = PromoDeactivated),
         DeactivatePromoCodeErrors))]
 async fn deactivate_promo_code(

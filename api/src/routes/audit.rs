@@ -219,7 +219,7 @@ impl From<VerifyReport> for Verification {
 #[into_params(parameter_in = Query)]
 pub struct StreamQuery {
     /// An RFC 3339 instant: the events recorded at or before it.
-    #[param(value_type = Option<clinicbook_commands::schema::Instant>, example = "2026-12-01T09:00:00+01:00")]
+    #[param(value_type = Option<clinicbook_wire::schema::Instant>, example = "2026-12-01T09:00:00+01:00")]
     pub as_of: Option<String>,
     /// A sequence: the events up to and including it.
     #[param(minimum = 0, maximum = 9223372036854775807_i64)]
@@ -244,7 +244,7 @@ pub struct EventsQuery {
     #[param(value_type = Option<AggregateTypeName>)]
     pub aggregate_type: Option<String>,
     /// Only events written by commands of this subject (a token's `sub`).
-    #[param(value_type = Option<clinicbook_commands::schema::Text>)]
+    #[param(value_type = Option<clinicbook_wire::schema::Text>)]
     pub actor: Option<String>,
 }
 
@@ -257,7 +257,7 @@ pub struct VerifyQuery {
     #[param(value_type = Option<AggregateTypeName>)]
     pub aggregate_type: Option<String>,
     /// Only streams with this id.
-    #[param(value_type = Option<clinicbook_commands::schema::Text>)]
+    #[param(value_type = Option<clinicbook_wire::schema::Text>)]
     pub aggregate_id: Option<String>,
 }
 
@@ -353,7 +353,7 @@ problems!(
 /// without either.
 #[utoipa::path(get, path = "/v1/audit/streams/{aggregate_type}/{aggregate_id}", tag = "audit",
     params(("aggregate_type" = AggregateTypeName, Path),
-        ("aggregate_id" = clinicbook_commands::schema::Text, Path), StreamQuery),
+        ("aggregate_id" = clinicbook_wire::schema::Text, Path), StreamQuery),
     responses((status = 200, body = StreamHistory),
         StreamErrors))]
 async fn stream(

@@ -4,11 +4,11 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use clinicbook_commands::booking::{
+use clinicbook_wire::booking::ReservationView;
+use clinicbook_wire::booking::{
     AddBlock, AddClosure, BlockAdded, BookTreatment, Booked, Cancel, Cancelled, ClosureAdded,
     JoinWaitlist, PriceAnswer, QuoteQuery, Reschedule, StatusChanged, Waitlisted,
 };
-use clinicbook_projections::query::detail::ReservationView;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;

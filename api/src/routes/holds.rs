@@ -5,11 +5,10 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use clinicbook_commands::booking::Booked;
-use clinicbook_commands::holds::{
-    ConfirmHold, HoldPlaced, HoldReleased, PlaceHold, SettingsInput, SettingsView,
+use clinicbook_wire::booking::Booked;
+use clinicbook_wire::holds::{
+    ConfirmHold, HoldPlaced, HoldReleased, HoldView, PlaceHold, SettingsInput, SettingsView,
 };
-use clinicbook_projections::query::holds::HoldView;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;

@@ -3,10 +3,11 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use clinicbook_commands::money::{
-    Balance, Deposit, PackageBought, PurchasePackage, TransferPackage, WalletRefund,
+use clinicbook_projections::query::detail::WalletPage;
+use clinicbook_wire::money::{
+    Balance, Deposit, PackageBought, PackageView, PurchasePackage, TransferPackage, WalletRefund,
+    WalletView,
 };
-use clinicbook_projections::query::detail::{PackageView, WalletPage, WalletView};
 use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;

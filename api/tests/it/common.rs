@@ -60,6 +60,8 @@ fn reads_a_read_model(path: &str) -> bool {
         "/v1/wallets/",
         "/v1/packages/",
         "/v1/reports/",
+        "/v1/clinics/",
+        "/v1/programs/",
     ]
     .iter()
     .any(|prefix| path.starts_with(prefix) && path.matches('/').count() == 3)

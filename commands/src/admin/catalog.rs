@@ -1,133 +1,17 @@
 //! The catalog: programs (packages patients buy) and promo codes.
 
-use chrono::{DateTime, Utc};
-use clinicbook_domain::pricing::Discount;
 use clinicbook_domain::program::{Program, ProgramCommand};
 use clinicbook_domain::promo::{PromoCode, PromoCommand};
 use clinicbook_domain::{ClinicId, DomainError, Money, ProgramId, PromoCodeKey, TreatmentId};
 use clinicbook_eventstore::{UnitOfWork, UowError, UseCase};
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+use clinicbook_wire::admin::{
+    CreateProgram, CreatePromoCode, ProgramCreated, PromoCreated, PromoDeactivated,
+};
 
 use super::registered_clinic;
 use crate::{CommandError, Commands, Ctx, Done};
-
-/// Body of `POST /v1/programs`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct CreateProgram {
-    /// Id of the new program; chosen by the server when left out.
-    #[serde(default)]
-    pub program_id: Option<Uuid>,
-    /// Display name.
-    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::Name))]
-    pub name: String,
-    /// The treatment of its sessions; every clinic in `clinic_ids` must
-    /// offer it.
-    pub treatment_id: Uuid,
-    /// Sessions per package, positive.
-    #[cfg_attr(feature = "openapi", schema(minimum = 1, format = Int64, maximum = 4294967295_u32))]
-    pub sessions: u32,
-    /// Price of a package, positive.
-    #[cfg_attr(
-        feature = "openapi",
-        schema(minimum = 1, maximum = 9223372036854775807_i64)
-    )]
-    pub price_cents: i64,
-    /// Days a package stays valid after purchase, 1 to 3650.
-    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 3650))]
-    pub validity_days: u32,
-    /// Clinics where its packages can be used; at least one, no repeats.
-    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::DistinctIds))]
-    pub clinic_ids: Vec<Uuid>,
-}
-
-/// Answer of `POST /v1/programs`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct ProgramCreated {
-    /// The new program's id.
-    pub program_id: Uuid,
-}
-
-/// Body of `POST /v1/promo-codes`. Exactly one of `percent_off` and
-/// `amount_off_cents` is given.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct CreatePromoCode {
-    /// The code patients quote: 3 to 32 characters of letters, digits, `-`
-    /// and `_`; stored trimmed and upper-case.
-    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::PromoCode))]
-    pub code: String,
-    /// Percent of the price (after pricing rules) taken off, 1 to 100.
-    #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 100))]
-    pub percent_off: Option<i64>,
-    /// Fixed amount taken off, positive; never more than the price.
-    #[serde(default)]
-    #[cfg_attr(
-        feature = "openapi",
-        schema(minimum = 1, maximum = 9223372036854775807_i64)
-    )]
-    pub amount_off_cents: Option<i64>,
-    /// First instant it can be redeemed.
-    #[serde(deserialize_with = "crate::instant::deserialize")]
-    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::Instant))]
-    pub valid_from: DateTime<Utc>,
-    /// First instant it can no longer be redeemed; after `valid_from`.
-    #[serde(deserialize_with = "crate::instant::deserialize")]
-    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::Instant))]
-    pub valid_until: DateTime<Utc>,
-    /// Redemptions allowed in total, positive.
-    #[cfg_attr(feature = "openapi", schema(minimum = 1, format = Int64, maximum = 4294967295_u32))]
-    pub max_redemptions: u32,
-    /// Redemptions allowed per patient, positive.
-    #[cfg_attr(feature = "openapi", schema(minimum = 1, format = Int64, maximum = 4294967295_u32))]
-    pub per_patient_limit: u32,
-    /// Treatments it applies to (each offered by some clinic); left out
-    /// for every treatment.
-    #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(min_items = 1))]
-    pub treatment_ids: Option<Vec<Uuid>>,
-}
-
-/// Answer of `POST /v1/promo-codes`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct PromoCreated {
-    /// The code as stored (trimmed, upper-case); also its id in routes.
-    pub code: String,
-}
-
-/// Answer of `POST /v1/promo-codes/{code}/deactivate`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct PromoDeactivated {
-    /// The code as stored.
-    pub code: String,
-    /// Always `false`: the code accepts no more redemptions.
-    pub active: bool,
-}
-
-impl CreatePromoCode {
-    /// The discount: exactly one of `percent_off` and `amount_off_cents`.
-    fn discount(&self) -> Result<Discount, DomainError> {
-        match (self.percent_off, self.amount_off_cents) {
-            (Some(percent), None) => Ok(Discount::PercentOff(percent)),
-            (None, Some(cents)) => Ok(Discount::AmountOff(Money(cents))),
-            (None, None) => Err(DomainError::invalid(
-                "percent_off",
-                "give percent_off or amount_off_cents",
-            )),
-            (Some(_), Some(_)) => Err(DomainError::invalid(
-                "amount_off_cents",
-                "give percent_off or amount_off_cents, not both",
-            )),
-        }
-    }
-}
 
 /// Creates a program once every clinic it names offers its treatment.
 struct NewProgram {

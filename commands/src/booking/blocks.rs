@@ -13,8 +13,8 @@ use clinicbook_eventstore::{UnitOfWork, UowError, UseCase};
 use super::lifecycle::outcome_of;
 use super::payment::{settle, Payer};
 use super::slot::{clinic, local_days};
-use super::types::{BlockAdded, ClosureAdded};
 use super::{end_hold, Ending};
+use clinicbook_wire::booking::{BlockAdded, ClosureAdded};
 
 /// A block to place on one or more resources.
 #[derive(Clone, Debug)]

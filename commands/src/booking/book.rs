@@ -13,7 +13,7 @@ use clinicbook_eventstore::{UnitOfWork, UowError, UseCase};
 
 use super::payment::{check_package, pay, promo_discount, Payer, Purchase};
 use super::slot::{calendar_of, clinic, guarded_clinic, Appointment};
-use super::types::{Booked, Waitlisted};
+use clinicbook_wire::booking::{Booked, Waitlisted};
 
 /// Book a treatment: `Reservation` Book, `Calendar` Reserve, the payment
 /// (`Package` or `Wallet`) and the `PromoCode`, with the `Clinic` guarded.

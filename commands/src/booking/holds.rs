@@ -29,8 +29,9 @@ use clinicbook_eventstore::{UnitOfWork, UowError, UseCase};
 use super::book::booked;
 use super::payment::{pay, promo_discount, Payer, Purchase};
 use super::slot::{guarded_clinic, registered, Appointment};
-use super::types::Booked;
-use crate::holds::{Expiry, HoldPlaced, HoldReleased, SettingsView};
+use crate::due::Expiry;
+use clinicbook_wire::booking::Booked;
+use clinicbook_wire::holds::{HoldPlaced, HoldReleased, SettingsView};
 
 /// Place a hold: `Hold` Place and `Calendar` Hold, with the `Clinic`
 /// guarded.
@@ -324,7 +325,7 @@ impl UseCase for ChangeSettingsCase {
             },
         )
         .await?;
-        Ok(uow.load::<Clinic>(&id).await?.settings.into())
+        Ok(settings_view(uow.load::<Clinic>(&id).await?.settings))
     }
 }
 
@@ -335,4 +336,14 @@ impl UseCase for ChangeSettingsCase {
 pub(crate) fn waitlist_mode(raw: &str) -> Result<WaitlistMode, DomainError> {
     raw.parse()
         .map_err(|_| DomainError::invalid("waitlist_mode", "must be `auto_book` or `offer`"))
+}
+
+/// The answer of a settings change: every setting as it now is.
+fn settings_view(settings: clinicbook_domain::clinic::ClinicSettings) -> SettingsView {
+    SettingsView {
+        hold_minutes: settings.hold_minutes,
+        waitlist_mode: settings.waitlist_mode.as_str().to_owned(),
+        offer_minutes: settings.offer_minutes,
+        reminder_minutes_before: settings.reminder_minutes_before,
+    }
 }

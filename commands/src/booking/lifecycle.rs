@@ -12,7 +12,7 @@ use clinicbook_eventstore::{UnitOfWork, UowError, UseCase};
 
 use super::payment::{settle, Payer};
 use super::slot::{calendar_of, clinic};
-use super::types::{Cancelled, StatusChanged};
+use clinicbook_wire::booking::{Cancelled, StatusChanged};
 
 /// What a cancellation, no-show or displacement recorded in `events` (the
 /// reservation's events of this unit of work).

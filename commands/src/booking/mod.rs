@@ -1,6 +1,7 @@
 //! The booking use cases of staff: book, reschedule, cancel, check in,
-//! complete, no-show, waitlist, blocks and closures, plus a price quote
-//! and a reservation's detail.
+//! complete, no-show, waitlist, blocks and closures, plus a price quote.
+//! A reservation's detail is read from the read side
+//! (`clinicbook-projections`).
 //!
 //! Each command is one unit of work over every aggregate it touches,
 //! committed in one transaction (DESIGN.md §3): a booking writes the
@@ -55,7 +56,6 @@ mod lifecycle;
 mod payment;
 mod read;
 mod slot;
-mod types;
 mod waitlist;
 
 use clinicbook_domain::clinic::SettingsChange;
@@ -64,19 +64,21 @@ use clinicbook_domain::{
 };
 use uuid::Uuid;
 
-pub use types::{
+/// The requests and answers, defined once in the wire crate.
+pub use clinicbook_wire::booking::{
     AddBlock, AddClosure, BlockAdded, BookTreatment, Booked, Cancel, Cancelled, ClosureAdded,
-    JoinWaitlist, PaymentInput, PriceAnswer, QuoteQuery, Reschedule, ReservationView,
-    SettlementAnswer, StatusChanged, StatusEntry, Waitlisted,
+    JoinWaitlist, PaymentInput, PriceAnswer, QuoteQuery, Reschedule, ReservationView, Settlement,
+    StatusChanged, StatusEntry, Waitlisted,
 };
 
-use crate::holds::{
-    ConfirmHold, Expiry, HoldPlaced, HoldReleased, PlaceHold, SettingsInput, SettingsView,
-    MAX_TTL_SECONDS, MIN_TTL_SECONDS,
-};
+use crate::due::Expiry;
 use crate::{CommandError, Commands, Ctx, Done};
 use blocks::{BlockResource, Blocking, CloseClinic};
 use book::{Book, Move, Wait};
+use clinicbook_wire::holds::{
+    ConfirmHold, HoldPlaced, HoldReleased, PlaceHold, SettingsInput, SettingsView, MAX_TTL_SECONDS,
+    MIN_TTL_SECONDS,
+};
 use holds::{end_hold, Ending};
 use holds::{ChangeSettingsCase, ConfirmHoldCase, ExpireHoldCase, PlaceHoldCase, ReleaseHoldCase};
 use lifecycle::{CancelReservation, ChangeStatus, StatusChange};
@@ -329,14 +331,6 @@ impl Commands {
             self.now(),
         )
         .await
-    }
-
-    /// A reservation with its status history, replayed from its stream.
-    ///
-    /// # Errors
-    /// `not_found`; `Store` when reading fails.
-    pub async fn reservation(&self, reservation_id: Uuid) -> Result<ReservationView, CommandError> {
-        read::reservation(self.store(), reservation_id.into()).await
     }
 
     /// Holds a slot for a patient for `ttl_seconds` (the clinic's

@@ -1,19 +1,17 @@
-//! Read-only answers from the aggregates: a price quote and a
-//! reservation with its history. Nothing is written.
+//! A price quote, answered by the aggregates' own rules without writing
+//! anything.
 
 use chrono::{DateTime, Utc};
 use clinicbook_domain::calendar::Calendar;
 use clinicbook_domain::clinic::Clinic;
 use clinicbook_domain::promo::{PromoCode, PromoCommand};
-use clinicbook_domain::reservation::{Reservation, ReservationEvent};
 use clinicbook_domain::{
-    AggregateKind, DomainError, PatientId, PromoCodeKey, ReservationId, ResourceId, TreatmentId,
+    DomainError, PatientId, PromoCodeKey, ReservationId, ResourceId, TreatmentId,
 };
-use clinicbook_eventstore::audit::stream_events;
-use clinicbook_eventstore::{EventStore, StoreError, StoredAggregate};
+use clinicbook_eventstore::{EventStore, StoredAggregate};
+use clinicbook_wire::booking::PriceAnswer;
 
 use super::slot::{registered, Appointment};
-use super::types::{PriceAnswer, ReservationView, StatusEntry};
 use crate::CommandError;
 
 /// Whether `aggregate` accepts `command`, keeping nothing: a read-only
@@ -26,11 +24,6 @@ where
 {
     let mut scratch = aggregate.clone();
     scratch.handle(command, &(), &Default::default()).await
-}
-
-/// Applies a stored event to an aggregate (cqrs-es `Aggregate::apply`).
-fn apply<A: StoredAggregate>(aggregate: &mut A, event: A::Event) {
-    aggregate.apply(event);
 }
 
 /// What a booking would cost now, checked as booking would check it:
@@ -73,87 +66,4 @@ pub(super) async fn quote(
     let reserve = appointment.reserve(ResourceId::default(), ReservationId::default(), now);
     accepts(&Calendar::default(), reserve).await?;
     Ok(appointment.price.into())
-}
-
-/// A reservation replayed from its stream, with the status after each
-/// event.
-pub(super) async fn reservation(
-    store: &EventStore,
-    reservation_id: ReservationId,
-) -> Result<ReservationView, CommandError> {
-    let events = stream_events(
-        store.pool(),
-        AggregateKind::Reservation.name(),
-        &reservation_id.to_string(),
-    )
-    .await?;
-    let mut state = Reservation::default();
-    let mut history = Vec::with_capacity(events.len());
-    for stored in events {
-        let event: ReservationEvent =
-            serde_json::from_value(stored.payload).map_err(|source| StoreError::Serde {
-                what: format!("Reservation event {}", stored.sequence),
-                source,
-            })?;
-        let at = recorded_time(&event).unwrap_or(stored.recorded_at);
-        apply(&mut state, event);
-        history.push(StatusEntry {
-            status: state.status.as_str().to_owned(),
-            at,
-            event_type: stored.event_type,
-            sequence: stored.sequence,
-        });
-    }
-    Ok(view(state, history)?)
-}
-
-/// The instant an event records for itself, if it records one.
-fn recorded_time(event: &ReservationEvent) -> Option<DateTime<Utc>> {
-    match event {
-        ReservationEvent::ReservationBooked { booked_at, .. } => Some(*booked_at),
-        ReservationEvent::ReservationCancelled { at, .. }
-        | ReservationEvent::CheckedIn { at }
-        | ReservationEvent::ReservationCompleted { at }
-        | ReservationEvent::MarkedNoShow { at, .. }
-        | ReservationEvent::ReservationDisplaced { at, .. } => Some(*at),
-        ReservationEvent::WaitlistJoined { .. }
-        | ReservationEvent::ReservationRescheduled { .. } => None,
-    }
-}
-
-/// The view of a replayed reservation.
-fn view(state: Reservation, history: Vec<StatusEntry>) -> Result<ReservationView, DomainError> {
-    let (
-        Some(reservation_id),
-        Some(patient_id),
-        Some(clinic_id),
-        Some(treatment_id),
-        Some(payment),
-    ) = (
-        state.reservation_id,
-        state.patient_id,
-        state.clinic_id,
-        state.treatment_id,
-        state.payment,
-    )
-    else {
-        return Err(DomainError::not_found("reservation"));
-    };
-    Ok(ReservationView {
-        reservation_id: reservation_id.0,
-        status: state.status.as_str().to_owned(),
-        patient_id: patient_id.0,
-        clinic_id: clinic_id.0,
-        resource_id: state.slot.map(|slot| slot.resource_id.0),
-        treatment_id: treatment_id.0,
-        start: state.slot.map(|slot| slot.start),
-        end: state.slot.map(|slot| slot.end),
-        earliest: state.wanted.map(|(earliest, _)| earliest),
-        latest: state.wanted.map(|(_, latest)| latest),
-        price: state.slot.map(|_| state.price.into()),
-        payment: payment.into(),
-        promo_code: state.promo_code.map(String::from),
-        settlement: state.settlement.map(Into::into),
-        history,
-    })
 }

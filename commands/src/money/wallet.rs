@@ -1,114 +1,13 @@
 //! Wallet use cases: deposit, refund, and the wallet view.
 
-use chrono::{DateTime, Utc};
-use clinicbook_domain::wallet::{TransactionKind, Wallet, WalletCommand};
+use clinicbook_domain::wallet::{Wallet, WalletCommand};
 use clinicbook_domain::{DomainError, Money, PatientId};
 use clinicbook_eventstore::{UnitOfWork, UowError, UseCase};
-use serde::{Deserialize, Serialize};
+use clinicbook_wire::money::{Balance, Deposit, WalletRefund, WalletTransactionView, WalletView};
 use uuid::Uuid;
 
 use super::{replay, trimmed};
 use crate::{CommandError, Commands, Ctx, Done};
-
-/// Money paid into a patient's wallet (`POST /v1/wallets/{patient_id}/deposits`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct Deposit {
-    /// Amount paid in, positive.
-    #[cfg_attr(
-        feature = "openapi",
-        schema(minimum = 1, maximum = 9223372036854775807_i64)
-    )]
-    pub amount_cents: i64,
-    /// The external payment's reference (card slip, bank transfer): a
-    /// reference is credited at most once, so a repeated deposit is refused
-    /// instead of counted twice. Leading and trailing spaces are ignored.
-    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::ExternalReference))]
-    pub reference: String,
-}
-
-/// Balance paid back out to the patient (`POST /v1/wallets/{patient_id}/refunds`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct WalletRefund {
-    /// Amount paid out, positive and at most the balance.
-    #[cfg_attr(
-        feature = "openapi",
-        schema(minimum = 1, maximum = 9223372036854775807_i64)
-    )]
-    pub amount_cents: i64,
-    /// The payout's external reference, used at most once per wallet.
-    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::ExternalReference))]
-    pub reference: String,
-    /// Why the money goes back, for the audit trail (not empty).
-    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::NotBlank))]
-    pub reason: String,
-}
-
-/// A wallet's balance after a command.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct Balance {
-    /// The balance, never negative.
-    pub balance_cents: i64,
-}
-
-/// What a wallet transaction did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub enum WalletTransactionKind {
-    /// Money paid in.
-    Deposit,
-    /// A payment from the balance (a reservation, a package).
-    Debit,
-    /// A payment given back to the wallet (a cancelled reservation).
-    Credit,
-    /// Money paid back out to the patient.
-    Refund,
-}
-
-impl From<TransactionKind> for WalletTransactionKind {
-    fn from(kind: TransactionKind) -> Self {
-        match kind {
-            TransactionKind::Deposit => Self::Deposit,
-            TransactionKind::Debit => Self::Debit,
-            TransactionKind::Credit => Self::Credit,
-            TransactionKind::Refund => Self::Refund,
-        }
-    }
-}
-
-/// One transaction of a wallet.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct WalletTransactionView {
-    /// What it did.
-    pub kind: WalletTransactionKind,
-    /// How it changed the balance: negative for debits and refunds, so the
-    /// amounts of all transactions sum to the balance.
-    pub amount_cents: i64,
-    /// Its reference (`package:<id>`, `reservation:<id>` for payments).
-    pub reference: String,
-    /// Its place in the wallet's stream (1, 2, ...).
-    pub sequence: i64,
-    /// When it was stored.
-    pub recorded_at: DateTime<Utc>,
-}
-
-/// A wallet with its history (`GET /v1/wallets/{patient_id}`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct WalletView {
-    /// The owner; also the wallet's id.
-    pub patient_id: Uuid,
-    /// The balance, never negative.
-    pub balance_cents: i64,
-    /// Every transaction, oldest first.
-    pub transactions: Vec<WalletTransactionView>,
-}
 
 /// One wallet command on one wallet; answers the balance after it.
 struct ChangeWallet {
@@ -215,16 +114,18 @@ impl Commands {
         self.run(ctx, &use_case).await
     }
 
-    /// The patient's wallet: balance and every transaction with its signed
-    /// amount, sequence and storage time. A wallet never used answers a
-    /// zero balance and no transactions: every patient has a wallet.
+    /// The patient's wallet folded from its aggregate: balance and every
+    /// transaction (one page holding them all). A wallet never used
+    /// answers a zero balance and no transactions: every patient has a
+    /// wallet. The API reads the read model instead; this is the fold the
+    /// read model is checked against.
     ///
     /// # Errors
     /// Storage failed or the stream is corrupt ([`CommandError::Store`]).
     pub async fn wallet(&self, patient_id: Uuid) -> Result<WalletView, CommandError> {
         let id = PatientId(patient_id).to_string();
         let wallet = replay::<Wallet>(self.store(), &id, None).await?;
-        let transactions = wallet
+        let transactions: Vec<WalletTransactionView> = wallet
             .events
             .iter()
             .map(|(record, event)| WalletTransactionView {
@@ -238,7 +139,9 @@ impl Commands {
         Ok(WalletView {
             patient_id,
             balance_cents: wallet.state.balance().cents(),
+            transactions_total: i64::try_from(transactions.len()).unwrap_or(i64::MAX),
             transactions,
+            next_after: None,
         })
     }
 }

@@ -19,7 +19,7 @@ use clinicbook_domain::{DomainError, Money, TreatmentId};
 use clinicbook_eventstore::IdempotencyKey;
 use uuid::Uuid;
 
-use crate::common::{assert_code, clinic, commands, ctx, Fixture};
+use crate::common::{assert_code, clinic, commands, ctx, read_clinic, read_program, Fixture};
 
 fn admin() -> Ctx {
     ctx("admin")
@@ -77,6 +77,16 @@ fn assert_not_found<T: std::fmt::Debug>(result: Result<T, CommandError>, what: &
     }
 }
 
+fn assert_read_not_found<T: std::fmt::Debug>(
+    result: Result<T, clinicbook_projections::ProjectionError>,
+    what: &str,
+) {
+    match result {
+        Err(clinicbook_projections::ProjectionError::NotFound(w)) => assert_eq!(w, what),
+        other => panic!("expected not_found {what}, got {other:?}"),
+    }
+}
+
 async fn stored_clinic(commands: &Commands, clinic_id: Uuid) -> Clinic {
     commands
         .store()
@@ -106,7 +116,7 @@ async fn register_clinic_with_the_default_policy() {
         (stored.policy.notice_hours, stored.policy.late_fee_percent),
         (24, 50)
     );
-    let view = commands.clinic(clinic_id).await.unwrap();
+    let view = read_clinic(&commands, clinic_id).await.unwrap();
     assert_eq!(view.name, "Hamburg Altona");
     assert_eq!(view.timezone, "America/New_York");
     assert_eq!(view.currency, "USD");
@@ -139,7 +149,7 @@ async fn register_clinic_with_a_chosen_id_and_policy_once() {
         .await
         .unwrap();
     assert_eq!(done.output.clinic_id, clinic_id);
-    let view = commands.clinic(clinic_id).await.unwrap();
+    let view = read_clinic(&commands, clinic_id).await.unwrap();
     assert_eq!(
         (view.cancellation_notice_hours, view.late_cancel_fee_percent),
         (48, 0)
@@ -183,8 +193,8 @@ async fn register_clinic_refuses_malformed_fields_and_writes_nothing() {
             ..input
         };
         assert_invalid(commands.register_clinic(&admin(), input).await, field);
-        assert_not_found(
-            commands.clinic(clinic_id).await,
+        assert_read_not_found(
+            read_clinic(&commands, clinic_id).await,
             &format!("clinic {clinic_id}"),
         );
     }
@@ -257,7 +267,10 @@ async fn set_opening_hours_replaces_the_week() {
     );
     // What is read back can be sent again.
     assert_eq!(
-        commands.clinic(f.clinic_id.0).await.unwrap().opening_hours,
+        read_clinic(&commands, f.clinic_id.0)
+            .await
+            .unwrap()
+            .opening_hours,
         hours
     );
 }
@@ -379,7 +392,7 @@ async fn add_resource_with_a_server_or_client_chosen_id() {
         (added.name.as_str(), added.kind),
         ("Room 2", ResourceKind::Room)
     );
-    let view = commands.clinic(f.clinic_id.0).await.unwrap();
+    let view = read_clinic(&commands, f.clinic_id.0).await.unwrap();
     assert_eq!(view.resources.len(), 6);
     assert_eq!(
         view.resources.last(),
@@ -470,7 +483,7 @@ async fn add_treatment_to_the_offer() {
     );
     assert_eq!(treatment.price, Money(9_900));
     assert_eq!(treatment.resource_kind, ResourceKind::Room);
-    let view = commands.clinic(f.clinic_id.0).await.unwrap();
+    let view = read_clinic(&commands, f.clinic_id.0).await.unwrap();
     let shown = view.treatments.last().unwrap();
     assert_eq!(
         (shown.price_cents, shown.resource_kind.as_str()),
@@ -599,7 +612,10 @@ async fn set_pricing_rules_changes_quotes() {
     );
     assert_eq!(tuesday.total, Money(12_000));
     assert_eq!(
-        commands.clinic(f.clinic_id.0).await.unwrap().pricing_rules,
+        read_clinic(&commands, f.clinic_id.0)
+            .await
+            .unwrap()
+            .pricing_rules,
         friday_peak()
     );
 
@@ -727,7 +743,7 @@ async fn create_program_valid_at_two_branches() {
         (stored.sessions, stored.price, stored.validity_days),
         (6, Money(60_000), 365)
     );
-    let view = commands.program(program_id).await.unwrap();
+    let view = read_program(&commands, program_id).await.unwrap();
     assert_eq!(view.name, "Laser x6");
     assert_eq!(view.treatment_id, f.laser_treatment.0);
     assert_eq!(view.clinic_ids, vec![f.clinic_id.0, kreuzberg]);
@@ -1044,7 +1060,7 @@ async fn the_clinic_view_shows_the_fixture() {
     let (commands, _clock, _db) = commands().await;
     let f = clinic(&commands).await;
 
-    let view = commands.clinic(f.clinic_id.0).await.unwrap();
+    let view = read_clinic(&commands, f.clinic_id.0).await.unwrap();
 
     assert_eq!(view.clinic_id, f.clinic_id.0);
     assert_eq!(view.name, "Berlin Mitte");
@@ -1076,8 +1092,8 @@ async fn the_clinic_view_shows_the_fixture() {
 async fn reading_what_does_not_exist_is_not_found() {
     let (commands, _clock, _db) = commands().await;
     let id = Uuid::new_v4();
-    assert_not_found(commands.clinic(id).await, &format!("clinic {id}"));
-    assert_not_found(commands.program(id).await, &format!("program {id}"));
+    assert_read_not_found(read_clinic(&commands, id).await, &format!("clinic {id}"));
+    assert_read_not_found(read_program(&commands, id).await, &format!("program {id}"));
 }
 
 #[test]

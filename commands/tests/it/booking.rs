@@ -26,7 +26,7 @@ use clinicbook_eventstore::StoredAggregate;
 use clinicbook_testkit::TestDatabase;
 use uuid::Uuid;
 
-use crate::common::{assert_code, clinic, commands, ctx, monday, raw, Fixture};
+use crate::common::{assert_code, clinic, commands, ctx, monday, raw, read_reservation, Fixture};
 
 // --- helpers ----------------------------------------------------------------
 
@@ -279,7 +279,9 @@ async fn booking_paid_at_the_clinic_holds_the_slot_and_records_the_price() {
     assert_eq!(cal.bookings[0].reservation_id.0, booked.reservation_id);
     assert_eq!(cal.bookings[0].occupied_until, utc("2030-01-08T10:00:00Z"));
 
-    let view = commands.reservation(booked.reservation_id).await.unwrap();
+    let view = read_reservation(&commands, booked.reservation_id)
+        .await
+        .unwrap();
     assert_eq!(view.status, "booked");
     assert_eq!(view.price, Some(booked.price));
     assert_eq!(view.payment, PaymentInput::AtClinic);
@@ -499,7 +501,10 @@ async fn unknown_ids_are_not_found() {
     let input = paid(base(), by_package(PackageId::new()));
     assert_code(commands.book(&ctx("staff"), input).await, "not_found");
 
-    assert_code(commands.reservation(Uuid::new_v4()).await, "not_found");
+    assert!(matches!(
+        read_reservation(&commands, Uuid::new_v4()).await,
+        Err(clinicbook_projections::ProjectionError::NotFound(_))
+    ));
     assert_code(
         commands
             .cancel(&ctx("staff"), Uuid::new_v4(), cancel("typo"))
@@ -881,7 +886,9 @@ async fn a_package_session_is_restored_on_time_and_forfeited_when_late_or_absent
     let cal = calendar(&commands, f.laser, "2030-01-08").await;
     assert_eq!(cal.bookings.len(), 1);
     assert_eq!(cal.bookings[0].reservation_id.0, absent.reservation_id);
-    let view = commands.reservation(absent.reservation_id).await.unwrap();
+    let view = read_reservation(&commands, absent.reservation_id)
+        .await
+        .unwrap();
     assert_eq!(view.settlement.map(|s| s.late), Some(true));
 }
 
@@ -930,7 +937,9 @@ async fn a_wallet_payment_is_refunded_in_full_on_time_and_minus_the_fee_when_lat
         .await
         .unwrap();
     assert_eq!(balance(&commands, patient).await, 12_000);
-    let view = commands.reservation(absent.reservation_id).await.unwrap();
+    let view = read_reservation(&commands, absent.reservation_id)
+        .await
+        .unwrap();
     assert_eq!(
         view.settlement.map(|s| (s.refund_cents, s.fee_cents)),
         Some((0, 12_000))
@@ -982,7 +991,7 @@ async fn check_in_then_complete_and_nothing_out_of_order() {
         "invalid_transition",
     );
 
-    let view = commands.reservation(id).await.unwrap();
+    let view = read_reservation(&commands, id).await.unwrap();
     let statuses: Vec<_> = view.history.iter().map(|h| h.status.as_str()).collect();
     assert_eq!(statuses, ["booked", "checked_in", "completed"]);
     assert_eq!(view.status, "completed");
@@ -1061,7 +1070,9 @@ async fn a_waitlist_entry_can_be_joined_booked_or_cancelled() {
     );
     assert_eq!(event_count(&db).await, events);
 
-    let view = commands.reservation(waiting.reservation_id).await.unwrap();
+    let view = read_reservation(&commands, waiting.reservation_id)
+        .await
+        .unwrap();
     assert_eq!(view.status, "waitlisted");
     assert_eq!(
         (view.earliest, view.latest),
@@ -1103,8 +1114,7 @@ async fn a_waitlist_entry_can_be_joined_booked_or_cancelled() {
     booking.reservation_id = Some(entry.reservation_id);
     let booked = book(&commands, booking).await;
     assert_eq!(booked.reservation_id, entry.reservation_id);
-    let statuses: Vec<_> = commands
-        .reservation(entry.reservation_id)
+    let statuses: Vec<_> = read_reservation(&commands, entry.reservation_id)
         .await
         .unwrap()
         .history
@@ -1273,8 +1283,7 @@ async fn reschedule_moves_the_slot_across_days_and_resources() {
         "not_found",
     );
     assert_eq!(event_count(&db).await, events);
-    let history: Vec<_> = commands
-        .reservation(booked.reservation_id)
+    let history: Vec<_> = read_reservation(&commands, booked.reservation_id)
         .await
         .unwrap()
         .history
@@ -1333,7 +1342,7 @@ async fn an_emergency_block_displaces_bookings_and_gives_their_payment_back() {
 
     assert_eq!(added.displaced, vec![a.reservation_id, b.reservation_id]);
     for id in [a.reservation_id, b.reservation_id] {
-        let view = commands.reservation(id).await.unwrap();
+        let view = read_reservation(&commands, id).await.unwrap();
         assert_eq!(view.status, "displaced");
         assert_eq!(
             view.history.last().map(|h| h.event_type.as_str()),

@@ -14,7 +14,12 @@ use clinicbook_eventstore::{
     Actor, CommandMetadata, EventStore, StoreConfig, StoredAggregate, UnitOfWork, UowError,
     UseCase, MIGRATOR,
 };
+use clinicbook_projections::models::{catalog, reservations};
+use clinicbook_projections::{Projection, ProjectionError, ReadModels};
 use clinicbook_testkit::{services, TestDatabase};
+use clinicbook_wire::admin::{ClinicView, ProgramView};
+use clinicbook_wire::booking::ReservationView;
+use uuid::Uuid;
 
 /// A clock tests can move.
 #[derive(Clone)]
@@ -205,4 +210,69 @@ pub fn assert_code<T: std::fmt::Debug>(
 /// Shorthand used in assertions.
 pub fn not_found(e: &DomainError) -> bool {
     e.code() == "not_found"
+}
+
+/// The read models over the commands' database, once `projection` has
+/// applied every event committed so far (the `min_position` a client
+/// sends after its write). The feed shows an event only below the horizon
+/// of running transactions (of the whole cluster, which other tests
+/// share), so this polls.
+pub async fn caught_up(commands: &Commands, projection: &Projection) -> ReadModels {
+    let pool = commands.store().pool();
+    let read = ReadModels::new(pool.clone());
+    read.ensure(projection)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let last: i64 = sqlx::query_scalar("SELECT coalesce(max(position), 0) FROM events")
+        .fetch_one(pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        read.catch_up(projection, 100)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let waited = read
+            .wait_for(projection.name, last, std::time::Duration::from_millis(20))
+            .await;
+        match waited {
+            Err(ProjectionError::Lagging { .. }) if std::time::Instant::now() < deadline => {}
+            other => break other.unwrap_or_else(|e| panic!("{e}")),
+        }
+    }
+    read
+}
+
+/// A reservation as `GET /v1/reservations/{id}` answers it after the
+/// writes so far.
+pub async fn read_reservation(
+    commands: &Commands,
+    reservation_id: Uuid,
+) -> Result<ReservationView, ProjectionError> {
+    caught_up(commands, &reservations::PROJECTION)
+        .await
+        .reservation(reservation_id)
+        .await
+}
+
+/// A clinic as `GET /v1/clinics/{id}` answers it after the writes so far.
+pub async fn read_clinic(
+    commands: &Commands,
+    clinic_id: Uuid,
+) -> Result<ClinicView, ProjectionError> {
+    caught_up(commands, &catalog::PROJECTION)
+        .await
+        .clinic(clinic_id)
+        .await
+}
+
+/// A program as `GET /v1/programs/{id}` answers it after the writes so far.
+pub async fn read_program(
+    commands: &Commands,
+    program_id: Uuid,
+) -> Result<ProgramView, ProjectionError> {
+    caught_up(commands, &catalog::PROJECTION)
+        .await
+        .program(program_id)
+        .await
 }

@@ -8,7 +8,8 @@
 //!
 //! The split follows who reads what: `schedule` (a clinic's day and free
 //! slots), `reservations` (detail, history, waitlist), `wallets`,
-//! `packages`, and `reports` (analysts' facts). The manager's dashboard is
+//! `packages`, `reports` (analysts' facts) and `catalog` (clinics' setup
+//! and programs, for the admin reads). The manager's dashboard is
 //! answered from the `reports` tables rather than from a projection of
 //! its own: it needs exactly the reports' facts (a day's reservations
 //! with status and price, opening hours, closures, resources, waitlist),
@@ -17,6 +18,7 @@
 
 use crate::Projection;
 
+pub mod catalog;
 pub mod holds;
 pub mod packages;
 pub mod reports;
@@ -32,5 +34,6 @@ pub static ALL: &[Projection] = &[
     wallets::PROJECTION,
     packages::PROJECTION,
     reports::PROJECTION,
+    catalog::PROJECTION,
     holds::PROJECTION,
 ];

@@ -17,8 +17,8 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::sql::{self, apply_fn, decode, row, uuid_id, Index, Table};
-use crate::query::detail::PackageChange;
 use crate::{Projection, ProjectionError};
+use clinicbook_wire::money::PackageChange;
 
 /// The projection.
 pub const PROJECTION: Projection = Projection {

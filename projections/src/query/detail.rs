@@ -1,14 +1,14 @@
 //! Staff's detail views — a reservation with its history, a wallet, a
-//! package — and the waitlist the matcher reads. The answers serialise to
-//! exactly the JSON the aggregate-based views of `clinicbook-commands`
-//! gave (same fields, names and instants), so the routes keep their
-//! contract when they move to read models.
+//! package — and the waitlist the matcher reads. The answers are the wire
+//! crate's types, the same the use cases answer after a write.
 
 use chrono::{DateTime, Utc};
-use clinicbook_domain::package::PackageEvent;
 use clinicbook_domain::reservation::{PaymentKind, PaymentMethod, ReservationStatus};
-use clinicbook_domain::wallet::TransactionKind;
 use clinicbook_domain::PackageId;
+use clinicbook_wire::booking::{
+    PaymentInput, PriceAnswer, ReservationView, Settlement, StatusEntry,
+};
+use clinicbook_wire::money::{PackageHistoryEntry, PackageView, WalletTransactionView, WalletView};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -16,192 +16,20 @@ use crate::models::sql::json_rows;
 use crate::models::{packages, reservations, wallets};
 use crate::{ProjectionError, ReadModels};
 
-/// How a reservation is paid: `{"method":"package","package_id":…}`,
-/// `{"method":"wallet"}` or `{"method":"at_clinic"}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "method", rename_all = "snake_case")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub enum Payment {
-    /// One session of the patient's package.
-    Package {
-        /// The package.
-        package_id: Uuid,
-    },
-    /// Debited from the patient's wallet when booked.
-    Wallet,
-    /// Paid at the clinic on the day.
-    AtClinic,
-}
-
-impl From<PaymentMethod> for Payment {
-    fn from(method: PaymentMethod) -> Self {
-        match method {
-            PaymentMethod::Package { package_id } => Payment::Package {
-                package_id: package_id.0,
-            },
-            PaymentMethod::Wallet => Payment::Wallet,
-            PaymentMethod::AtClinic => Payment::AtClinic,
-        }
+/// The payment stored as a method and a package.
+fn payment_from_columns(
+    method: Option<PaymentKind>,
+    package_id: Option<Uuid>,
+) -> Option<PaymentInput> {
+    match (method?, package_id) {
+        (PaymentKind::Package, Some(package_id)) => Some(PaymentMethod::Package {
+            package_id: PackageId(package_id),
+        }),
+        (PaymentKind::Package, None) => None,
+        (PaymentKind::Wallet, _) => Some(PaymentMethod::Wallet),
+        (PaymentKind::AtClinic, _) => Some(PaymentMethod::AtClinic),
     }
-}
-
-impl Payment {
-    /// The payment stored as a method and a package.
-    fn from_columns(method: Option<PaymentKind>, package_id: Option<Uuid>) -> Option<Self> {
-        match (method?, package_id) {
-            (PaymentKind::Package, Some(package_id)) => Some(PaymentMethod::Package {
-                package_id: PackageId(package_id),
-            }),
-            (PaymentKind::Package, None) => None,
-            (PaymentKind::Wallet, _) => Some(PaymentMethod::Wallet),
-            (PaymentKind::AtClinic, _) => Some(PaymentMethod::AtClinic),
-        }
-        .map(Into::into)
-    }
-}
-
-/// A price breakdown in cents: `total = base + adjustments - discount`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct Price {
-    /// The treatment's base price.
-    pub base_cents: i64,
-    /// Pricing rules: surcharges (positive), discounts (negative).
-    pub adjustments_cents: i64,
-    /// What the promo code took off.
-    pub discount_cents: i64,
-    /// What the patient pays.
-    pub total_cents: i64,
-}
-
-/// What a cancellation, no-show or displacement settled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct Settlement {
-    /// Less notice than the policy asks for (always for a no-show).
-    pub late: bool,
-    /// Credited back to the wallet.
-    pub refund_cents: i64,
-    /// Kept from a wallet payment, or owed for an at-clinic one.
-    pub fee_cents: i64,
-    /// The package session was given back.
-    pub session_restored: bool,
-}
-
-/// One step of a reservation's history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct StatusEntry {
-    /// The status after the event.
-    pub status: String,
-    /// When it happened: the time the event records (booked, cancelled,
-    /// checked in, ...), else the time it was stored.
-    pub at: DateTime<Utc>,
-    /// The stored event type, e.g. `ReservationRescheduled`.
-    pub event_type: String,
-    /// The event's sequence in the reservation's stream.
-    pub sequence: i64,
-}
-
-/// `GET /v1/reservations/{id}`: a reservation with its status history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct ReservationView {
-    /// The reservation.
-    pub reservation_id: Uuid,
-    /// Current status.
-    pub status: String,
-    /// The patient.
-    pub patient_id: Uuid,
-    /// The clinic.
-    pub clinic_id: Uuid,
-    /// The resource (none for a waitlist entry).
-    pub resource_id: Option<Uuid>,
-    /// The treatment.
-    pub treatment_id: Uuid,
-    /// Appointment start (none for a waitlist entry).
-    pub start: Option<DateTime<Utc>>,
-    /// Appointment end (none for a waitlist entry).
-    pub end: Option<DateTime<Utc>>,
-    /// Earliest wanted start of a waitlist entry.
-    pub earliest: Option<DateTime<Utc>>,
-    /// Latest wanted start of a waitlist entry.
-    pub latest: Option<DateTime<Utc>>,
-    /// The price as booked (none while waitlisted).
-    pub price: Option<Price>,
-    /// How it is paid.
-    pub payment: Payment,
-    /// The promo code redeemed for it.
-    pub promo_code: Option<String>,
-    /// What its cancellation, no-show or displacement settled.
-    pub settlement: Option<Settlement>,
-    /// Every change, oldest first.
-    pub history: Vec<StatusEntry>,
-    /// The open waitlist offer (`waitlist_mode: offer`): the hold to
-    /// confirm and when it runs out. Only while waitlisted with one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub offer: Option<super::holds::Offer>,
-}
-
-/// What a wallet transaction did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub enum WalletTransactionKind {
-    /// Money paid in.
-    Deposit,
-    /// A payment from the balance (a reservation, a package).
-    Debit,
-    /// A payment given back to the wallet (a cancelled reservation).
-    Credit,
-    /// Money paid back out to the patient.
-    Refund,
-}
-
-impl From<TransactionKind> for WalletTransactionKind {
-    fn from(kind: TransactionKind) -> Self {
-        match kind {
-            TransactionKind::Deposit => Self::Deposit,
-            TransactionKind::Debit => Self::Debit,
-            TransactionKind::Credit => Self::Credit,
-            TransactionKind::Refund => Self::Refund,
-        }
-    }
-}
-
-/// One transaction of a wallet.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct WalletTransactionView {
-    /// What it did.
-    pub kind: WalletTransactionKind,
-    /// How it changed the balance: negative for debits and refunds.
-    pub amount_cents: i64,
-    /// Its reference (`package:<id>`, `reservation:<id>` for payments).
-    pub reference: String,
-    /// Its place in the wallet's stream (1, 2, ...).
-    pub sequence: i64,
-    /// When it was stored.
-    pub recorded_at: DateTime<Utc>,
-}
-
-/// `GET /v1/wallets/{patient_id}`: a wallet's balance and one page of its
-/// history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct WalletView {
-    /// The owner; also the wallet's id.
-    pub patient_id: Uuid,
-    /// The balance (of every transaction, not only this page's), never
-    /// negative.
-    pub balance_cents: i64,
-    /// How many transactions the wallet has in all.
-    pub transactions_total: i64,
-    /// The transactions after the page's `after` sequence, oldest first, at
-    /// most `limit` of them.
-    pub transactions: Vec<WalletTransactionView>,
-    /// Pass as `after` for the next page; null on the last page.
-    pub next_after: Option<i64>,
+    .map(Into::into)
 }
 
 /// Which transactions of a wallet to answer.
@@ -230,139 +58,6 @@ impl Default for WalletPage {
     }
 }
 
-/// How a package was paid: `{"method":"wallet"}` or
-/// `{"method":"external","reference":…}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "method", rename_all = "snake_case")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub enum PackagePaymentView {
-    /// Debited from the wallet.
-    Wallet {},
-    /// Paid outside clinicbook.
-    External {
-        /// The external payment's reference.
-        reference: String,
-    },
-}
-
-/// What happened to a package.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub enum PackageChange {
-    /// Bought.
-    Purchased {
-        /// Sessions bought.
-        sessions: u32,
-        /// Price paid.
-        price_cents: i64,
-        /// Expiry.
-        valid_until: DateTime<Utc>,
-        /// Clinics where valid.
-        clinic_ids: Vec<Uuid>,
-        /// How it was paid.
-        payment: PackagePaymentView,
-    },
-    /// A reservation took one session.
-    SessionConsumed {
-        /// The reservation.
-        reservation_id: Uuid,
-    },
-    /// A reservation gave its session back.
-    SessionRestored {
-        /// The reservation.
-        reservation_id: Uuid,
-    },
-    /// Moved to another clinic.
-    Transferred {
-        /// Clinics before.
-        from_clinic_ids: Vec<Uuid>,
-        /// The clinic now.
-        to_clinic_id: Uuid,
-    },
-}
-
-impl From<PackageEvent> for PackageChange {
-    fn from(event: PackageEvent) -> Self {
-        use clinicbook_domain::package::PackagePayment as Paid;
-        let uuids =
-            |ids: Vec<clinicbook_domain::ClinicId>| ids.into_iter().map(|id| id.0).collect();
-        match event {
-            PackageEvent::PackagePurchased {
-                sessions,
-                price,
-                valid_until,
-                clinic_ids,
-                payment,
-                ..
-            } => Self::Purchased {
-                sessions,
-                price_cents: price.cents(),
-                valid_until,
-                clinic_ids: uuids(clinic_ids),
-                payment: match payment {
-                    Paid::Wallet => PackagePaymentView::Wallet {},
-                    Paid::External { reference } => PackagePaymentView::External { reference },
-                },
-            },
-            PackageEvent::SessionConsumed { reservation_id } => Self::SessionConsumed {
-                reservation_id: reservation_id.0,
-            },
-            PackageEvent::SessionRestored { reservation_id } => Self::SessionRestored {
-                reservation_id: reservation_id.0,
-            },
-            PackageEvent::PackageTransferred {
-                from_clinic_ids,
-                to_clinic_id,
-            } => Self::Transferred {
-                from_clinic_ids: uuids(from_clinic_ids),
-                to_clinic_id: to_clinic_id.0,
-            },
-        }
-    }
-}
-
-/// One event of a package's history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct PackageHistoryEntry {
-    /// Its place in the package's stream (1, 2, ...).
-    pub sequence: i64,
-    /// When it was stored.
-    pub recorded_at: DateTime<Utc>,
-    /// What happened, tagged by `event`.
-    #[serde(flatten)]
-    pub change: PackageChange,
-}
-
-/// `GET /v1/packages/{package_id}`: a package with its history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct PackageView {
-    /// Its id.
-    pub package_id: Uuid,
-    /// The owner.
-    pub patient_id: Uuid,
-    /// The program bought.
-    pub program_id: Uuid,
-    /// The treatment its sessions are for.
-    pub treatment_id: Uuid,
-    /// Sessions bought.
-    pub sessions_total: u32,
-    /// Sessions held by reservations.
-    pub sessions_used: u32,
-    /// Sessions that can still be booked.
-    pub sessions_left: u32,
-    /// Last instant an appointment may start and use it.
-    pub valid_until: DateTime<Utc>,
-    /// Clinics where it may be used.
-    pub clinic_ids: Vec<Uuid>,
-    /// Price paid.
-    pub price_cents: i64,
-    /// Everything that happened to it, oldest first.
-    pub history: Vec<PackageHistoryEntry>,
-}
-
 /// A waitlisted reservation that would take a freed slot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -381,7 +76,7 @@ pub struct WaitlistCandidate {
     /// Latest wanted start.
     pub latest: DateTime<Utc>,
     /// How it is to be paid once booked.
-    pub payment: Payment,
+    pub payment: PaymentInput,
     /// Global position of the event that put it on the waitlist: the
     /// order of the waitlist.
     pub joined_position: i64,
@@ -413,7 +108,7 @@ impl ReadModels {
             row.patient_id,
             row.clinic_id,
             row.treatment_id,
-            Payment::from_columns(row.payment_method, row.package_id),
+            payment_from_columns(row.payment_method, row.package_id),
         ) else {
             return Err(missing());
         };
@@ -463,7 +158,7 @@ impl ReadModels {
             end: row.ends_at,
             earliest: row.earliest,
             latest: row.latest,
-            price: start.map(|_| Price {
+            price: start.map(|_| PriceAnswer {
                 base_cents: row.base_cents.unwrap_or(0),
                 adjustments_cents: row.adjustments_cents.unwrap_or(0),
                 discount_cents: row.discount_cents.unwrap_or(0),
@@ -622,7 +317,7 @@ impl ReadModels {
                     treatment_id: row.treatment_id?,
                     earliest: row.earliest?,
                     latest: row.latest?,
-                    payment: Payment::from_columns(row.payment_method, row.package_id)?,
+                    payment: payment_from_columns(row.payment_method, row.package_id)?,
                     joined_position: row.waitlisted_position?,
                 })
             })

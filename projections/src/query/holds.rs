@@ -1,79 +1,34 @@
 //! A hold as staff see it (`GET /v1/holds/{hold_id}`), from the `holds`
 //! projection; and the open offer of a waitlisted reservation.
 
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use clinicbook_wire::booking::PriceAnswer;
+use clinicbook_wire::holds::{HoldView, Offer};
 use uuid::Uuid;
 
-use super::detail::Price;
 use crate::models::holds::{HoldRow, HOLDS};
 use crate::models::sql::json_rows;
 use crate::{ProjectionError, ReadModels};
 
-/// `GET /v1/holds/{hold_id}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct HoldView {
-    /// The hold.
-    pub hold_id: Uuid,
-    /// `held`, `confirmed`, `released` or `expired`.
-    #[cfg_attr(feature = "openapi", schema(value_type = String))]
-    pub status: String,
-    /// When it runs out (UTC).
-    pub expires_at: DateTime<Utc>,
-    /// The reservation it became, once confirmed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reservation_id: Option<Uuid>,
-    /// The waitlisted reservation it is offered to, for an offer.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub offer_for: Option<Uuid>,
-    /// The patient.
-    pub patient_id: Uuid,
-    /// The clinic.
-    pub clinic_id: Uuid,
-    /// The resource.
-    pub resource_id: Uuid,
-    /// The treatment.
-    pub treatment_id: Uuid,
-    /// Appointment start (UTC).
-    pub start: DateTime<Utc>,
-    /// Appointment end (UTC).
-    pub end: DateTime<Utc>,
-    /// The price quoted when held.
-    pub price: Price,
-}
-
-/// An open waitlist offer, as a reservation's view shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct Offer {
-    /// The hold to confirm.
-    pub hold_id: Uuid,
-    /// When the offer runs out (UTC).
-    pub expires_at: DateTime<Utc>,
-}
-
-impl From<HoldRow> for HoldView {
-    fn from(row: HoldRow) -> Self {
-        Self {
-            hold_id: row.hold_id,
-            status: row.status.as_str().to_owned(),
-            expires_at: row.expires_at,
-            reservation_id: row.reservation_id,
-            offer_for: row.offer_for,
-            patient_id: row.patient_id,
-            clinic_id: row.clinic_id,
-            resource_id: row.resource_id,
-            treatment_id: row.treatment_id,
-            start: row.starts_at,
-            end: row.ends_at,
-            price: Price {
-                base_cents: row.base_cents,
-                adjustments_cents: row.adjustments_cents,
-                discount_cents: row.discount_cents,
-                total_cents: row.total_cents,
-            },
-        }
+/// The view of a hold's row.
+fn view(row: HoldRow) -> HoldView {
+    HoldView {
+        hold_id: row.hold_id,
+        status: row.status.as_str().to_owned(),
+        expires_at: row.expires_at,
+        reservation_id: row.reservation_id,
+        offer_for: row.offer_for,
+        patient_id: row.patient_id,
+        clinic_id: row.clinic_id,
+        resource_id: row.resource_id,
+        treatment_id: row.treatment_id,
+        start: row.starts_at,
+        end: row.ends_at,
+        price: PriceAnswer {
+            base_cents: row.base_cents,
+            adjustments_cents: row.adjustments_cents,
+            discount_cents: row.discount_cents,
+            total_cents: row.total_cents,
+        },
     }
 }
 
@@ -90,7 +45,7 @@ impl ReadModels {
             .await?
             .into_iter()
             .next()
-            .map(HoldView::from)
+            .map(view)
             .ok_or_else(|| ProjectionError::NotFound(format!("hold {hold_id}")))
     }
 

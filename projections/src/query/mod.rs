@@ -5,6 +5,7 @@
 //! projections' DDL names them and a query that reads several tables sees
 //! them at one point of the projector's progress.
 
+pub mod catalog;
 pub mod csv;
 pub mod detail;
 pub mod holds;

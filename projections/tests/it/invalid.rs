@@ -138,7 +138,7 @@ async fn tables_built_by_another_version_are_rebuilt_on_start() {
     let w = world().await;
     let s = scenario::build(&w).await;
     w.catch_up().await;
-    let json = |v: &clinicbook_projections::query::detail::ReservationView| -> Value {
+    let json = |v: &clinicbook_wire::booking::ReservationView| -> Value {
         serde_json::to_value(v).unwrap()
     };
     let before = json(&w.read.reservation(s.r4).await.unwrap());

@@ -1,5 +1,5 @@
-//! Inputs and answers of the booking use cases, shaped like the HTTP
-//! contract (API.md, "Staff: book").
+//! Booking: the requests and answers of the booking use cases and the
+//! reservation view the read side answers (API.md, "Staff: book").
 
 use chrono::{DateTime, Utc};
 use clinicbook_domain::policy::CancellationOutcome;
@@ -9,7 +9,7 @@ use clinicbook_domain::PackageId;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// How a reservation is paid, as the API spells it:
+/// How a reservation is paid, as the API spells it in requests and views:
 /// `{"method":"package","package_id":…}`, `{"method":"wallet"}` or
 /// `{"method":"at_clinic"}`.
 ///
@@ -399,7 +399,7 @@ pub struct QuoteQuery {
 /// What a cancellation, no-show or displacement settled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct SettlementAnswer {
+pub struct Settlement {
     /// Less notice than the policy asks for (always for a no-show).
     pub late: bool,
     /// Credited back to the wallet.
@@ -410,7 +410,7 @@ pub struct SettlementAnswer {
     pub session_restored: bool,
 }
 
-impl From<CancellationOutcome> for SettlementAnswer {
+impl From<CancellationOutcome> for Settlement {
     fn from(outcome: CancellationOutcome) -> Self {
         Self {
             late: outcome.late,
@@ -467,9 +467,13 @@ pub struct ReservationView {
     /// The promo code redeemed for it.
     pub promo_code: Option<String>,
     /// What its cancellation, no-show or displacement settled.
-    pub settlement: Option<SettlementAnswer>,
+    pub settlement: Option<Settlement>,
     /// Every change, oldest first.
     pub history: Vec<StatusEntry>,
+    /// The open waitlist offer (`waitlist_mode: offer`): the hold to
+    /// confirm and when it runs out. Only while waitlisted with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offer: Option<crate::holds::Offer>,
 }
 
 #[cfg(all(test, feature = "openapi"))]

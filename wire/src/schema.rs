@@ -215,6 +215,12 @@ mod types {
         "The kind of a resource."
     );
     names_schema!(
+        /// The statuses of a hold.
+        HoldStatus,
+        clinicbook_domain::hold::HoldStatus::ALL.map(|status| status.as_str()),
+        "The status of a hold."
+    );
+    names_schema!(
         /// What a freed slot does for the waitlist.
         WaitlistMode,
         <clinicbook_domain::clinic::WaitlistMode as strum::VariantNames>::VARIANTS,

@@ -1,6 +1,5 @@
-//! Requests and answers of holds and clinic settings, shaped like the HTTP
-//! contract (API.md, "Holds"). Kept in this one module so they can move
-//! to the wire crate as they are.
+//! Requests, answers and views of holds, waitlist offers and clinic
+//! settings (API.md, "Holds").
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -87,19 +86,6 @@ pub struct HoldReleased {
     pub status: String,
 }
 
-/// What the engine's expiry of a hold did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Expiry {
-    /// `HoldExpired` was recorded now and the slot freed.
-    Expired,
-    /// The hold had already ended (confirmed, released or expired):
-    /// nothing was written.
-    AlreadyEnded,
-    /// The hold does not run out yet (the caller's clock is early).
-    NotYet,
-}
-
 /// `PUT /v1/clinics/{clinic_id}/settings`: any of the settings; the others
 /// stay.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -142,13 +128,45 @@ pub struct SettingsView {
     pub reminder_minutes_before: u32,
 }
 
-impl From<clinicbook_domain::clinic::ClinicSettings> for SettingsView {
-    fn from(settings: clinicbook_domain::clinic::ClinicSettings) -> Self {
-        Self {
-            hold_minutes: settings.hold_minutes,
-            waitlist_mode: settings.waitlist_mode.as_str().to_owned(),
-            offer_minutes: settings.offer_minutes,
-            reminder_minutes_before: settings.reminder_minutes_before,
-        }
-    }
+/// `GET /v1/holds/{hold_id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HoldView {
+    /// The hold.
+    pub hold_id: Uuid,
+    /// `held`, `confirmed`, `released` or `expired`.
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::schema::HoldStatus))]
+    pub status: String,
+    /// When it runs out (UTC).
+    pub expires_at: DateTime<Utc>,
+    /// The reservation it became, once confirmed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reservation_id: Option<Uuid>,
+    /// The waitlisted reservation it is offered to, for an offer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offer_for: Option<Uuid>,
+    /// The patient.
+    pub patient_id: Uuid,
+    /// The clinic.
+    pub clinic_id: Uuid,
+    /// The resource.
+    pub resource_id: Uuid,
+    /// The treatment.
+    pub treatment_id: Uuid,
+    /// Appointment start (UTC).
+    pub start: DateTime<Utc>,
+    /// Appointment end (UTC).
+    pub end: DateTime<Utc>,
+    /// The price quoted when held.
+    pub price: PriceAnswer,
+}
+
+/// An open waitlist offer, as a reservation's view shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Offer {
+    /// The hold to confirm.
+    pub hold_id: Uuid,
+    /// When the offer runs out (UTC).
+    pub expires_at: DateTime<Utc>,
 }

@@ -1,17 +1,14 @@
-//! Read helpers: a clinic's or a program's current state, straight from its
-//! aggregate, in the API's field names. For the other slices and for admin
-//! reads; analysts' reads go to the projections.
+//! A clinic's or a program's current state in the API's field names (the
+//! read side's `catalog` projection answers them), and the parts of a
+//! clinic built from the domain's types.
 
 use chrono::{DateTime, Utc};
-use clinicbook_domain::clinic::{Clinic, Closure, Resource, Treatment};
-use clinicbook_domain::program::Program;
-use clinicbook_domain::DomainError;
+use clinicbook_domain::clinic::{Closure, Resource, Treatment};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::clinic::{OpeningHoursInput, PricingRulesInput};
 use super::parse::resource_kind_name;
-use crate::{CommandError, Commands};
+use super::{OpeningHoursInput, PricingRulesInput};
 
 /// A clinic's setup as it is now.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -136,70 +133,5 @@ impl From<&Closure> for ClosureView {
             end: c.end,
             reason: c.reason.clone(),
         }
-    }
-}
-
-impl ClinicView {
-    /// The view of a registered clinic; `None` before registration.
-    pub fn of(clinic: &Clinic) -> Option<Self> {
-        Some(Self {
-            clinic_id: clinic.clinic_id?.0,
-            name: clinic.name.clone(),
-            timezone: clinic.timezone().name().to_string(),
-            currency: clinic.currency.clone(),
-            cancellation_notice_hours: clinic.policy.notice_hours,
-            late_cancel_fee_percent: clinic.policy.late_fee_percent,
-            opening_hours: OpeningHoursInput::from(&clinic.opening_hours),
-            resources: clinic.resources.iter().map(ResourceView::from).collect(),
-            treatments: clinic.treatments.iter().map(TreatmentView::from).collect(),
-            pricing_rules: PricingRulesInput::from(&clinic.pricing),
-            closures: clinic.closures.iter().map(ClosureView::from).collect(),
-        })
-    }
-}
-
-impl ProgramView {
-    /// The view of a created program; `None` before creation.
-    pub fn of(program: &Program) -> Option<Self> {
-        Some(Self {
-            program_id: program.program_id?.0,
-            name: program.name.clone(),
-            treatment_id: program.treatment_id?.0,
-            sessions: program.sessions,
-            price_cents: program.price.cents(),
-            validity_days: program.validity_days,
-            clinic_ids: program.clinic_ids.iter().map(|c| c.0).collect(),
-        })
-    }
-}
-
-impl Commands {
-    /// The current setup of a clinic, read from its aggregate (the cache,
-    /// then newer events), so it includes every committed change.
-    ///
-    /// # Errors
-    /// `not_found` (`clinic <id>`) for a clinic never registered;
-    /// `CommandError::Store` when loading fails.
-    pub async fn clinic(&self, clinic_id: Uuid) -> Result<ClinicView, CommandError> {
-        let (clinic, _) = self
-            .store()
-            .aggregate::<Clinic>(&clinic_id.to_string())
-            .await?;
-        ClinicView::of(&clinic)
-            .ok_or_else(|| DomainError::not_found(format!("clinic {clinic_id}")).into())
-    }
-
-    /// A catalog program as it is now, read from its aggregate.
-    ///
-    /// # Errors
-    /// `not_found` (`program <id>`) for a program never created;
-    /// `CommandError::Store` when loading fails.
-    pub async fn program(&self, program_id: Uuid) -> Result<ProgramView, CommandError> {
-        let (program, _) = self
-            .store()
-            .aggregate::<Program>(&program_id.to_string())
-            .await?;
-        ProgramView::of(&program)
-            .ok_or_else(|| DomainError::not_found(format!("program {program_id}")).into())
     }
 }

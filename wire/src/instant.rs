@@ -1,6 +1,6 @@
 //! Instants as clients send them: RFC 3339 with any offset, converted to
 //! UTC and cut to the microsecond (the precision clinicbook records, see
-//! [`crate::micros`]). chrono also accepts a second of 60 at any minute and
+//! [`clinicbook_domain::micros`]). chrono also accepts a second of 60 at any minute and
 //! then computes ends one second short, so a `:60` second is refused here,
 //! in the one place every input instant is read.
 
@@ -20,7 +20,7 @@ pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<DateTim
             "a second of 60 is not accepted; use :59 or the next minute",
         ));
     }
-    Ok(crate::micros(instant))
+    Ok(clinicbook_domain::micros(instant))
 }
 
 #[cfg(test)]
@@ -44,7 +44,7 @@ mod tests {
     fn cuts_to_the_microsecond() {
         let at: At = serde_json::from_str(r#"{"at":"2030-06-29T10:00:00.123456999Z"}"#).unwrap();
         assert_eq!(at.at.to_rfc3339(), "2030-06-29T10:00:00.123456+00:00");
-        let clock = crate::Clock::fixed(at.at + chrono::TimeDelta::nanoseconds(789));
-        assert_eq!(clock.now(), at.at);
+        let later = at.at + chrono::TimeDelta::nanoseconds(789);
+        assert_eq!(clinicbook_domain::micros(later), at.at);
     }
 }
