@@ -1,9 +1,11 @@
 //! The work `serve` does besides answering HTTP: the relay, the
-//! projectors and the waitlist matcher, by role.
+//! projectors, the waitlist matcher and the scheduler of due work, by
+//! role.
 
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
+use clinicbook_commands::due::DueOutcome;
 use clinicbook_commands::{CommandError, Commands};
 use clinicbook_eventstore::relay::{Nudge, Topology};
 use clinicbook_projections::service::{self, Background, Batches};
@@ -20,7 +22,7 @@ pub enum ServeRole {
     Api,
     /// The relay only (several may run; one works at a time).
     Relay,
-    /// The projectors and the waitlist matcher only.
+    /// The projectors, the waitlist matcher and the scheduler only.
     Projector,
 }
 
@@ -70,6 +72,10 @@ pub async fn start(
         background.spawn(
             info_span!("waitlist_matcher"),
             match_waitlist(read.clone(), commands.clone(), background.stop_token()),
+        );
+        background.spawn(
+            info_span!("scheduler"),
+            run_due_work(read.clone(), commands.clone(), background.stop_token()),
         );
     }
     Ok(background)
@@ -140,7 +146,8 @@ async fn match_waitlist(read: ReadModels, commands: Commands, stop: Cancellation
     }
 }
 
-/// Why the matcher could not finish a freed slot.
+/// Why the matcher (or the scheduler) could not finish a freed slot (or
+/// a piece of due work).
 #[derive(Debug, thiserror::Error)]
 enum MatchError {
     /// Reading or marking the freed slot failed.
@@ -165,4 +172,66 @@ async fn fill_next(read: &ReadModels, commands: &Commands) -> Result<bool, Match
     }
     claim.finish(booked).await?;
     Ok(true)
+}
+
+/// The longest the scheduler sleeps between looks at the due work: a row
+/// written meanwhile (a new hold) is seen within this time, so work is done
+/// at most this late (plus the command's own time).
+pub const SCHEDULER_POLL: Duration = Duration::from_millis(200);
+
+/// The scheduler of due work: claims each row that fell due (in any
+/// process: claims never overlap) and carries it out through
+/// [`Commands::do_due_work`], until `stop` is cancelled. A failure leaves
+/// the row due and is retried with backoff; a process killed mid-work
+/// drops its claim, and the next claim finds the work done or does it.
+async fn run_due_work(read: ReadModels, commands: Commands, stop: CancellationToken) {
+    let retry = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times();
+    loop {
+        let next = (|| due_next(&read, &commands))
+            .retry(retry)
+            .notify(|error, pause| {
+                warn!(%error, ?pause, "scheduler failed; retrying");
+            });
+        let pause = tokio::select! {
+            () = stop.cancelled() => return,
+            pause = next => pause.unwrap_or(SCHEDULER_POLL),
+        };
+        if pause.is_zero() {
+            continue;
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+/// Does the earliest due work, if some is due; answers how long to wait
+/// before looking again (zero after work done).
+async fn due_next(read: &ReadModels, commands: &Commands) -> Result<Duration, MatchError> {
+    let now = commands.now();
+    let Some(claim) = read.claim_due(now).await? else {
+        let wait = match read.next_due().await? {
+            Some(at) => (at - now).to_std().unwrap_or(Duration::ZERO),
+            None => SCHEDULER_POLL,
+        };
+        return Ok(wait.min(SCHEDULER_POLL));
+    };
+    let late = (now - claim.work.due_at).to_std().unwrap_or(Duration::ZERO);
+    match commands.do_due_work(&claim.work).await? {
+        DueOutcome::Done => {
+            info!(kind = claim.work.kind.as_str(), key = %claim.work.key, late_ms = late.as_millis(), "due work done");
+            metrics::counter!("clinicbook_due_work_done_total", "kind" => claim.work.kind.as_str())
+                .increment(1);
+            metrics::histogram!("clinicbook_due_work_late_seconds", "kind" => claim.work.kind.as_str())
+                .record(late.as_secs_f64());
+            claim.finish().await?;
+            Ok(Duration::ZERO)
+        }
+        DueOutcome::NotYet => Ok(SCHEDULER_POLL),
+    }
 }

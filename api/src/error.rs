@@ -13,7 +13,7 @@
 //! | role not allowed | 403 | `forbidden` |
 //! | unknown id or route | 404 | `not_found` |
 //! | a method the route does not take | 405 | `method_not_allowed` |
-//! | `slot_unavailable`, `invalid_transition`, `already_exists`, `duplicate_name`, `duplicate_reference` | 409 | as the domain names it |
+//! | `slot_unavailable`, `invalid_transition`, `hold_expired`, `hold_released`, `already_exists`, `duplicate_name`, `duplicate_reference` | 409 | as the domain names it |
 //! | retries exhausted | 409 | `concurrency_conflict` |
 //! | a stream an auditor asks for does not replay | 409 | `stream_corrupt` |
 //! | a patient whose personal data was erased | 410 | `patient_erased` |
@@ -78,6 +78,10 @@ pub enum Code {
     SlotUnavailable,
     /// Not allowed in the current status.
     InvalidTransition,
+    /// The hold ran out (`expires_at` passed).
+    HoldExpired,
+    /// The hold was released.
+    HoldReleased,
     /// Concurrent writers won every retry.
     ConcurrencyConflict,
     /// A stream does not replay.
@@ -150,7 +154,8 @@ impl Code {
             NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             AlreadyExists | DuplicateName | DuplicateReference | SlotUnavailable
-            | InvalidTransition | ConcurrencyConflict | StreamCorrupt => StatusCode::CONFLICT,
+            | InvalidTransition | HoldExpired | HoldReleased | ConcurrencyConflict
+            | StreamCorrupt => StatusCode::CONFLICT,
             PatientErased => StatusCode::GONE,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -186,6 +191,8 @@ impl Code {
             DomainError::InconsistentInput { .. } => Code::InconsistentInput,
             DomainError::SlotUnavailable => Code::SlotUnavailable,
             DomainError::InvalidTransition { .. } => Code::InvalidTransition,
+            DomainError::HoldExpired => Code::HoldExpired,
+            DomainError::HoldReleased => Code::HoldReleased,
             DomainError::InsufficientFunds { .. } => Code::InsufficientFunds,
             DomainError::DuplicateReference { .. } => Code::DuplicateReference,
             DomainError::NoSessionsLeft => Code::NoSessionsLeft,
@@ -575,6 +582,8 @@ mod tests {
             DomainError::PackageExpired,
             DomainError::PackageNotValidHere,
             DomainError::PackageNotForTreatment,
+            DomainError::HoldExpired,
+            DomainError::HoldReleased,
             DomainError::PromoExpired,
             DomainError::PromoInactive,
             DomainError::PromoExhausted,

@@ -137,6 +137,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(ops::metrics))
         .merge(routes::admin::routes())
         .merge(routes::booking::routes())
+        .merge(routes::holds::routes())
         .merge(routes::money::routes())
         .merge(routes::patients::routes())
         .merge(routes::webhooks::routes())

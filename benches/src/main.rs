@@ -27,6 +27,7 @@
 //! write the same as JSON with `--json`.
 
 mod all;
+mod holds;
 mod http;
 mod lag;
 mod report;
@@ -63,6 +64,8 @@ enum Command {
     /// the hot slot, lag, availability, command latency on a small and a
     /// large store, rebuilds against COPY, RSS), one table.
     All(all::AllArgs),
+    /// Hold expiry delay (`expired_at - expires_at`, p50/p99) over many holds.
+    Holds(holds::HoldsArgs),
 }
 
 /// What the clients of a benchmark book.
@@ -93,5 +96,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Lag(args) => lag::run(args).await,
         Command::Seed(args) => seed::run(args).await,
         Command::All(args) => all::run(args).await,
+        Command::Holds(args) => holds::run(args).await,
     }
 }

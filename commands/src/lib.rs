@@ -19,6 +19,7 @@ use clinicbook_eventstore::{
 
 pub mod admin;
 pub mod booking;
+pub mod due;
 pub mod money;
 pub mod patients;
 

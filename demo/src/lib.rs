@@ -10,8 +10,8 @@
 //! laser programs and two promo codes; patients with wallet deposits and
 //! packages; a fortnight of bookings starting tomorrow, driven through
 //! check-in, completion, no-show, cancellation and rescheduling; an
-//! emergency block on a laser, a closure of one branch for a day, and
-//! waitlist entries.
+//! emergency block on a laser, a closure of one branch for a day,
+//! waitlist entries, and three hour-long holds on the last day.
 //!
 //! Decisions a reader may ask about:
 //!
@@ -41,6 +41,7 @@ mod bookings;
 mod catalog;
 mod client;
 mod disruptions;
+mod holds;
 mod ids;
 mod lifecycle;
 mod patients;
@@ -474,6 +475,8 @@ async fn fresh(
         Some(target) => disruptions::close(api, chain, target, seed).await?,
         None => None,
     };
+    let holds = holds::place(api, chain, last_date, seed).await?;
+    tracing::info!(holds = holds.len(), "holds placed for an hour");
     let loaded = Loaded {
         patients: &patients,
         funding,

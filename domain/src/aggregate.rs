@@ -65,6 +65,7 @@ aggregates! {$
     PromoCode => promo::PromoCode,
     Program => program::Program,
     Patient => patient::Patient,
+    Hold => hold::Hold,
 }
 
 impl AggregateKind {
@@ -168,7 +169,7 @@ mod tests {
         }
         assert_eq!(
             AggregateKind::names(),
-            "Clinic, Calendar, Reservation, Package, Wallet, PromoCode, Program, Patient"
+            "Clinic, Calendar, Reservation, Package, Wallet, PromoCode, Program, Patient, Hold"
         );
         let unknown = "wallet".parse::<AggregateKind>().unwrap_err();
         assert_eq!(unknown, UnknownAggregateType("wallet".to_string()));

@@ -1,17 +1,33 @@
-//! The `Calendar` aggregate: one resource's bookings and blocks on one
-//! clinic-local day. It is the consistency boundary against double booking.
+//! The `Calendar` aggregate: one resource's bookings, holds and blocks on
+//! one clinic-local day. It is the consistency boundary against double
+//! booking: a hold takes its time by the same overlap rule as a booking
+//! (buffer included), so holding, booking and rescheduling race safely.
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::schedule::Interval;
-use crate::{BlockId, CalendarId, DomainError, ReservationId};
+use crate::{BlockId, CalendarId, DomainError, HoldId, ReservationId};
 
 /// A booking held on the calendar.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Booking {
     /// The reservation that holds the slot.
     pub reservation_id: ReservationId,
+    /// Appointment start.
+    pub start: DateTime<Utc>,
+    /// Appointment end.
+    pub end: DateTime<Utc>,
+    /// `end` plus the treatment's buffer: the resource is busy until then.
+    pub occupied_until: DateTime<Utc>,
+}
+
+/// A hold on the calendar: the slot is taken for a while (a patient pays
+/// or decides) by a `Hold`, then booked, released or expired.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldSlot {
+    /// The hold that takes the slot.
+    pub hold_id: HoldId,
     /// Appointment start.
     pub start: DateTime<Utc>,
     /// Appointment end.
@@ -42,6 +58,9 @@ pub struct Calendar {
     pub calendar_id: Option<CalendarId>,
     /// Current bookings (released ones are removed).
     pub bookings: Vec<Booking>,
+    /// Current holds (booked, released and expired ones are removed).
+    #[serde(default)]
+    pub holds: Vec<HeldSlot>,
     /// Blocks.
     pub blocks: Vec<Block>,
 }
@@ -72,8 +91,41 @@ pub enum CalendarCommand {
         /// The reservation.
         reservation_id: ReservationId,
     },
+    /// Hold `[start, end)` plus the buffer for a hold: the same checks as
+    /// `Reserve`.
+    Hold {
+        /// This calendar's id (recorded on the first event).
+        calendar_id: CalendarId,
+        /// The hold.
+        hold_id: HoldId,
+        /// Appointment start.
+        start: DateTime<Utc>,
+        /// Appointment end.
+        end: DateTime<Utc>,
+        /// Minutes the resource stays free after `end`.
+        buffer_minutes: u32,
+        /// The clinic's opening intervals on this calendar's day (UTC).
+        opening: Vec<Interval>,
+        /// The current time: `start` must not be before it.
+        now: DateTime<Utc>,
+    },
+    /// Free the slot a hold takes (released or expired); nothing to do
+    /// when the hold takes none here.
+    ReleaseHold {
+        /// The hold.
+        hold_id: HoldId,
+    },
+    /// The held slot becomes a reservation's booking: the same interval,
+    /// in one event, so nobody can take it in between.
+    BookHeld {
+        /// The hold.
+        hold_id: HoldId,
+        /// The reservation that books it.
+        reservation_id: ReservationId,
+    },
     /// Block a time range. Without `emergency`, refused if it overlaps a
-    /// booking; with it, overlapping bookings are displaced.
+    /// booking; with it, overlapping bookings are displaced. Refused while
+    /// it overlaps a hold (release the hold first).
     Block {
         /// This calendar's id.
         calendar_id: CalendarId,
@@ -105,6 +157,25 @@ pub enum CalendarEvent {
         /// The reservation whose slot was freed.
         reservation_id: ReservationId,
     },
+    /// A slot was held.
+    SlotHeld {
+        /// Calendar id.
+        calendar_id: CalendarId,
+        /// The hold.
+        hold: HeldSlot,
+    },
+    /// A held slot was freed (the hold was released or expired).
+    HeldSlotReleased {
+        /// The hold.
+        hold_id: HoldId,
+    },
+    /// A held slot became a booking.
+    HeldSlotBooked {
+        /// The hold whose slot it was.
+        hold_id: HoldId,
+        /// The booking, over the same interval.
+        booking: Booking,
+    },
     /// A block was added; `displaced` bookings were removed.
     BlockAdded {
         /// Calendar id.
@@ -125,6 +196,16 @@ impl Booking {
         }
     }
 
+    /// The time the resource is busy, buffer included: `[start, occupied_until)`.
+    pub fn occupied(&self) -> Interval {
+        Interval {
+            start: self.start,
+            end: self.occupied_until,
+        }
+    }
+}
+
+impl HeldSlot {
     /// The time the resource is busy, buffer included: `[start, occupied_until)`.
     pub fn occupied(&self) -> Interval {
         Interval {
@@ -161,10 +242,54 @@ impl Calendar {
             .collect()
     }
 
-    /// True when no booking (buffer included) and no block overlaps `interval`.
+    /// The slot a hold takes on this calendar.
+    pub fn hold(&self, hold_id: HoldId) -> Option<&HeldSlot> {
+        self.holds.iter().find(|h| h.hold_id == hold_id)
+    }
+
+    /// The holds whose busy time (buffer included) overlaps `interval`.
+    pub fn overlapping_holds(&self, interval: &Interval) -> Vec<&HeldSlot> {
+        self.holds
+            .iter()
+            .filter(|h| h.occupied().overlaps(interval))
+            .collect()
+    }
+
+    /// True when no booking, no hold (buffers included) and no block
+    /// overlaps `interval`.
     pub fn is_free(&self, interval: &Interval) -> bool {
         self.overlapping(interval).is_empty()
+            && self.overlapping_holds(interval).is_empty()
             && !self.blocks.iter().any(|b| b.interval().overlaps(interval))
+    }
+
+    /// The busy time `[start, end + buffer)` of an appointment, checked
+    /// against `now` and the opening as `Reserve` and `Hold` check it.
+    ///
+    /// # Errors
+    /// `InvalidInput` (reversed interval), `InconsistentInput` (too far in
+    /// the future), `InThePast`, `OutsideOpeningHours`.
+    fn busy_time(
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        buffer_minutes: u32,
+        opening: &[Interval],
+        now: DateTime<Utc>,
+    ) -> Result<Interval, DomainError> {
+        let appointment = Interval::new(start, end)?;
+        let occupied_until = end
+            .checked_add_signed(Duration::minutes(i64::from(buffer_minutes)))
+            .ok_or_else(|| DomainError::inconsistent("start", "is too far in the future"))?;
+        if start < now {
+            return Err(DomainError::InThePast);
+        }
+        if !opening.iter().any(|open| open.contains(&appointment)) {
+            return Err(DomainError::OutsideOpeningHours);
+        }
+        Ok(Interval {
+            start,
+            end: occupied_until,
+        })
     }
 
     /// Checks `command` against the current state and returns the event it
@@ -178,8 +303,14 @@ impl Calendar {
     /// time nor a block. A reservation holds at most one slot per calendar:
     /// to move it within the day, release it first.
     ///
+    /// Hold: the checks of Reserve, for a hold; repeated for the same slot
+    /// it is a no-op. ReleaseHold frees a held slot (a no-op when the hold
+    /// takes none here). BookHeld turns a held slot into the booking of a
+    /// reservation over the same interval.
+    ///
     /// Block: refused while a booking's busy time overlaps it, unless it is an
-    /// emergency, which displaces those bookings (listed in start order).
+    /// emergency, which displaces those bookings (listed in start order);
+    /// refused while a hold overlaps it, emergency or not.
     ///
     /// # Errors
     /// `InvalidInput` for an empty or reversed interval, an oversized buffer
@@ -233,6 +364,65 @@ impl Calendar {
                     booking,
                 }))
             }
+            CalendarCommand::Hold {
+                calendar_id,
+                hold_id,
+                start,
+                end,
+                buffer_minutes,
+                opening,
+                now,
+            } => {
+                self.check_id(calendar_id)?;
+                if let Some(held) = self.hold(hold_id) {
+                    let occupied_until =
+                        end.checked_add_signed(Duration::minutes(i64::from(buffer_minutes)));
+                    return if held.start == start
+                        && held.end == end
+                        && Some(held.occupied_until) == occupied_until
+                    {
+                        Ok(None)
+                    } else {
+                        Err(DomainError::SlotUnavailable)
+                    };
+                }
+                let busy = Self::busy_time(start, end, buffer_minutes, &opening, now)?;
+                if !self.is_free(&busy) {
+                    return Err(DomainError::SlotUnavailable);
+                }
+                Ok(Some(CalendarEvent::SlotHeld {
+                    calendar_id,
+                    hold: HeldSlot {
+                        hold_id,
+                        start,
+                        end,
+                        occupied_until: busy.end,
+                    },
+                }))
+            }
+            CalendarCommand::ReleaseHold { hold_id } => Ok(self
+                .hold(hold_id)
+                .map(|_| CalendarEvent::HeldSlotReleased { hold_id })),
+            CalendarCommand::BookHeld {
+                hold_id,
+                reservation_id,
+            } => {
+                let Some(held) = self.hold(hold_id) else {
+                    return Err(DomainError::SlotUnavailable);
+                };
+                if self.booking(reservation_id).is_some() {
+                    return Err(DomainError::SlotUnavailable);
+                }
+                Ok(Some(CalendarEvent::HeldSlotBooked {
+                    hold_id,
+                    booking: Booking {
+                        reservation_id,
+                        start: held.start,
+                        end: held.end,
+                        occupied_until: held.occupied_until,
+                    },
+                }))
+            }
             CalendarCommand::Release { reservation_id } => {
                 if self.booking(reservation_id).is_none() {
                     return Err(DomainError::not_found(format!(
@@ -268,7 +458,9 @@ impl Calendar {
                     };
                 }
                 let mut overlapping = self.overlapping(&interval);
-                if !overlapping.is_empty() && !emergency {
+                if (!overlapping.is_empty() && !emergency)
+                    || !self.overlapping_holds(&interval).is_empty()
+                {
                     return Err(DomainError::SlotUnavailable);
                 }
                 overlapping.sort_by_key(|b| (b.start, b.reservation_id));
@@ -308,6 +500,19 @@ impl Calendar {
             }
             CalendarEvent::SlotReleased { reservation_id } => {
                 self.bookings.retain(|b| b.reservation_id != reservation_id);
+            }
+            CalendarEvent::SlotHeld { calendar_id, hold } => {
+                self.calendar_id = Some(calendar_id);
+                let at = self.holds.partition_point(|h| h.start <= hold.start);
+                self.holds.insert(at, hold);
+            }
+            CalendarEvent::HeldSlotReleased { hold_id } => {
+                self.holds.retain(|h| h.hold_id != hold_id);
+            }
+            CalendarEvent::HeldSlotBooked { hold_id, booking } => {
+                self.holds.retain(|h| h.hold_id != hold_id);
+                let at = self.bookings.partition_point(|b| b.start <= booking.start);
+                self.bookings.insert(at, booking);
             }
             CalendarEvent::BlockAdded {
                 calendar_id,
@@ -601,6 +806,174 @@ mod tests {
             ));
     }
 
+    // --- Holds ------------------------------------------------------------
+
+    fn hid(n: u128) -> HoldId {
+        HoldId(uuid::Uuid::from_u128(2000 + n))
+    }
+
+    /// Hold minutes `[start, end)` plus `buffer`, at minute -60.
+    fn hold_cmd(n: u128, start: i64, end: i64, buffer: u32) -> CalendarCommand {
+        CalendarCommand::Hold {
+            calendar_id: cal(),
+            hold_id: hid(n),
+            start: at(start),
+            end: at(end),
+            buffer_minutes: buffer,
+            opening: opening(),
+            now: at(-60),
+        }
+    }
+
+    fn held_slot(n: u128, start: i64, end: i64, buffer: i64) -> HeldSlot {
+        HeldSlot {
+            hold_id: hid(n),
+            start: at(start),
+            end: at(end),
+            occupied_until: at(end + buffer),
+        }
+    }
+
+    fn held(n: u128, start: i64, end: i64, buffer: i64) -> CalendarEvent {
+        CalendarEvent::SlotHeld {
+            calendar_id: cal(),
+            hold: held_slot(n, start, end, buffer),
+        }
+    }
+
+    #[test]
+    fn hold_takes_the_appointment_and_its_buffer() {
+        Given::with(())
+            .given_no_previous_events()
+            .when(hold_cmd(1, 60, 120, 15))
+            .then_expect_events(vec![held(1, 60, 120, 15)]);
+    }
+
+    #[test]
+    fn a_hold_blocks_bookings_and_holds_by_the_same_overlap_rule() {
+        // Held 60–120 with a 15-minute buffer: busy until 135.
+        let history = vec![held(1, 60, 120, 15)];
+        for command in [
+            reserve(2, 130, 160, 0),
+            reserve(2, 30, 61, 0),
+            hold_cmd(2, 134, 160, 0),
+            hold_cmd(2, 0, 70, 0),
+        ] {
+            Given::with(())
+                .given(history.clone())
+                .when(command)
+                .then_expect_error(DomainError::SlotUnavailable);
+        }
+        Given::with(())
+            .given(history.clone())
+            .when(reserve(2, 135, 160, 0))
+            .then_expect_events(vec![reserved(2, 135, 160, 0)]);
+        // A booking's buffer blocks a hold too.
+        Given::with(())
+            .given(vec![reserved(1, 60, 120, 15)])
+            .when(hold_cmd(2, 130, 160, 0))
+            .then_expect_error(DomainError::SlotUnavailable);
+    }
+
+    #[test]
+    fn hold_follows_the_rules_of_reserve() {
+        Given::with(())
+            .given_no_previous_events()
+            .when(hold_cmd(1, 230, 260, 0))
+            .then_expect_error(DomainError::OutsideOpeningHours);
+        let mut past = hold_cmd(1, 60, 90, 0);
+        if let CalendarCommand::Hold { now, .. } = &mut past {
+            *now = at(61);
+        }
+        Given::with(())
+            .given_no_previous_events()
+            .when(past)
+            .then_expect_error(DomainError::InThePast);
+        Given::with(())
+            .given(vec![blocked(block(1, 100, 200, false), vec![])])
+            .when(hold_cmd(1, 60, 110, 0))
+            .then_expect_error(DomainError::SlotUnavailable);
+    }
+
+    #[test]
+    fn hold_repeated_is_a_no_op_and_elsewhere_refused() {
+        Given::with(())
+            .given(vec![held(1, 60, 120, 15)])
+            .when(hold_cmd(1, 60, 120, 15))
+            .then_expect_events(vec![]);
+        Given::with(())
+            .given(vec![held(1, 60, 120, 15)])
+            .when(hold_cmd(1, 300, 330, 15))
+            .then_expect_error(DomainError::SlotUnavailable);
+    }
+
+    #[test]
+    fn release_hold_frees_the_slot_at_once_and_twice_is_a_no_op() {
+        Given::with(())
+            .given(vec![held(1, 60, 120, 15)])
+            .when(CalendarCommand::ReleaseHold { hold_id: hid(1) })
+            .then_expect_events(vec![CalendarEvent::HeldSlotReleased { hold_id: hid(1) }]);
+        let released = vec![
+            held(1, 60, 120, 15),
+            CalendarEvent::HeldSlotReleased { hold_id: hid(1) },
+        ];
+        Given::with(())
+            .given(released.clone())
+            .when(CalendarCommand::ReleaseHold { hold_id: hid(1) })
+            .then_expect_events(vec![]);
+        Given::with(())
+            .given(released)
+            .when(reserve(2, 60, 120, 15))
+            .then_expect_events(vec![reserved(2, 60, 120, 15)]);
+    }
+
+    #[test]
+    fn book_held_turns_the_hold_into_a_booking_of_the_same_interval() {
+        Given::with(())
+            .given(vec![held(1, 60, 120, 15)])
+            .when(CalendarCommand::BookHeld {
+                hold_id: hid(1),
+                reservation_id: rid(5),
+            })
+            .then_expect_events(vec![CalendarEvent::HeldSlotBooked {
+                hold_id: hid(1),
+                booking: booking(5, 60, 120, 15),
+            }]);
+        let calendar = state(vec![
+            held(1, 60, 120, 15),
+            CalendarEvent::HeldSlotBooked {
+                hold_id: hid(1),
+                booking: booking(5, 60, 120, 15),
+            },
+        ]);
+        assert!(calendar.holds.is_empty());
+        assert_eq!(calendar.bookings, vec![booking(5, 60, 120, 15)]);
+    }
+
+    #[test]
+    fn book_held_refuses_a_hold_not_on_the_calendar() {
+        Given::with(())
+            .given(vec![
+                held(1, 60, 120, 15),
+                CalendarEvent::HeldSlotReleased { hold_id: hid(1) },
+            ])
+            .when(CalendarCommand::BookHeld {
+                hold_id: hid(1),
+                reservation_id: rid(5),
+            })
+            .then_expect_error(DomainError::SlotUnavailable);
+    }
+
+    #[test]
+    fn blocks_are_refused_over_a_hold_even_in_an_emergency() {
+        for emergency in [false, true] {
+            Given::with(())
+                .given(vec![held(1, 60, 120, 15)])
+                .when(block_cmd(block(1, 125, 200, emergency)))
+                .then_expect_error(DomainError::SlotUnavailable);
+        }
+    }
+
     // --- Release ----------------------------------------------------------
 
     #[test]
@@ -800,6 +1173,19 @@ mod tests {
             len: i64,
             emergency: bool,
         },
+        Hold {
+            n: u8,
+            start: i64,
+            len: i64,
+            buffer: u32,
+        },
+        ReleaseHold {
+            n: u8,
+        },
+        BookHeld {
+            n: u8,
+            reservation: u8,
+        },
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -809,6 +1195,10 @@ mod tests {
             2 => (0..12u8).prop_map(|n| Op::Release { n }),
             1 => (0..4u8, 0..1440i64, 5..=180i64, any::<bool>())
                 .prop_map(|(n, start, len, emergency)| Op::Block { n, start, len, emergency }),
+            3 => (0..8u8, 0..1440i64, 5..=240i64, 0..=60u32)
+                .prop_map(|(n, start, len, buffer)| Op::Hold { n, start, len, buffer }),
+            1 => (0..8u8).prop_map(|n| Op::ReleaseHold { n }),
+            1 => (0..8u8, 0..12u8).prop_map(|(n, reservation)| Op::BookHeld { n, reservation }),
         ]
     }
 
@@ -852,10 +1242,61 @@ mod tests {
                 reason: "random".to_string(),
                 emergency,
             },
+            Op::Hold {
+                n,
+                start,
+                len,
+                buffer,
+            } => CalendarCommand::Hold {
+                calendar_id: cal(),
+                hold_id: hid(u128::from(n)),
+                start: midnight(start),
+                end: midnight(start + len),
+                buffer_minutes: buffer,
+                opening: vec![whole_day()],
+                now: midnight(0),
+            },
+            Op::ReleaseHold { n } => CalendarCommand::ReleaseHold {
+                hold_id: hid(u128::from(n)),
+            },
+            Op::BookHeld { n, reservation } => CalendarCommand::BookHeld {
+                hold_id: hid(u128::from(n)),
+                reservation_id: rid(u128::from(reservation)),
+            },
         }
     }
 
     fn check_invariants(calendar: &Calendar) -> Result<(), TestCaseError> {
+        // Every busy interval, of any kind: bookings and holds.
+        let busy: Vec<(String, Interval)> = calendar
+            .bookings
+            .iter()
+            .map(|b| (format!("{b:?}"), b.occupied()))
+            .chain(
+                calendar
+                    .holds
+                    .iter()
+                    .map(|h| (format!("{h:?}"), h.occupied())),
+            )
+            .collect();
+        for (i, (a, x)) in busy.iter().enumerate() {
+            for (b, y) in &busy[i + 1..] {
+                prop_assert!(!x.overlaps(y), "{a} overlaps {b}");
+            }
+            for block in &calendar.blocks {
+                prop_assert!(!x.overlaps(&block.interval()), "{a} overlaps {block:?}");
+            }
+        }
+        for (i, a) in calendar.holds.iter().enumerate() {
+            let appointment = Interval {
+                start: a.start,
+                end: a.end,
+            };
+            prop_assert!(whole_day().contains(&appointment), "{a:?} outside opening");
+            for b in &calendar.holds[i + 1..] {
+                prop_assert_ne!(a.hold_id, b.hold_id);
+            }
+        }
         for (i, a) in calendar.bookings.iter().enumerate() {
             prop_assert!(
                 whole_day().contains(&a.appointment()),
@@ -925,6 +1366,47 @@ mod tests {
             Op::Release { n } => {
                 prop_assert_eq!(result.is_ok(), before.booking(rid(u128::from(n))).is_some());
             }
+            Op::Hold {
+                n,
+                start,
+                len,
+                buffer,
+            } => {
+                let id = hid(u128::from(n));
+                let wanted = Interval::new(midnight(start), midnight(start + len)).unwrap();
+                let busy =
+                    Interval::new(midnight(start), midnight(start + len + i64::from(buffer)))
+                        .unwrap();
+                let expected = if let Some(held) = before.hold(id) {
+                    if held.start == wanted.start
+                        && held.end == wanted.end
+                        && held.occupied_until == busy.end
+                    {
+                        Ok(0)
+                    } else {
+                        Err(DomainError::SlotUnavailable)
+                    }
+                } else if !day.contains(&wanted) {
+                    Err(DomainError::OutsideOpeningHours)
+                } else if !before.is_free(&busy) {
+                    Err(DomainError::SlotUnavailable)
+                } else {
+                    Ok(1)
+                };
+                prop_assert_eq!(
+                    result.as_ref().map(Vec::len).map_err(Clone::clone),
+                    expected
+                );
+            }
+            Op::ReleaseHold { n } => {
+                let expected = usize::from(before.hold(hid(u128::from(n))).is_some());
+                prop_assert_eq!(result.as_ref().map(Vec::len).ok(), Some(expected));
+            }
+            Op::BookHeld { n, reservation } => {
+                let fits = before.hold(hid(u128::from(n))).is_some()
+                    && before.booking(rid(u128::from(reservation))).is_none();
+                prop_assert_eq!(result.is_ok(), fits);
+            }
             Op::Block {
                 n,
                 start,
@@ -937,6 +1419,7 @@ mod tests {
                     .iter()
                     .map(|b| b.reservation_id)
                     .collect();
+                let over_a_hold = !before.overlapping_holds(&range).is_empty();
                 match result {
                     Ok(events) if events.is_empty() => {
                         prop_assert!(before
@@ -945,6 +1428,7 @@ mod tests {
                             .any(|b| b.block_id == bid(u128::from(n))));
                     }
                     Ok(events) => {
+                        prop_assert!(!over_a_hold);
                         prop_assert!(emergency || overlapping.is_empty());
                         let displaced = match &events[0] {
                             CalendarEvent::BlockAdded { displaced, .. } => displaced.clone(),
@@ -955,7 +1439,7 @@ mod tests {
                         prop_assert_eq!(displaced, overlapping);
                     }
                     Err(DomainError::SlotUnavailable) => {
-                        prop_assert!(!emergency && !overlapping.is_empty())
+                        prop_assert!(over_a_hold || (!emergency && !overlapping.is_empty()))
                     }
                     Err(DomainError::AlreadyExists { .. }) => {
                         prop_assert!(before
@@ -972,7 +1456,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn random_commands_never_double_book(ops in prop::collection::vec(op(), 1..40)) {
+        fn random_commands_never_overlap_bookings_holds_or_blocks(ops in prop::collection::vec(op(), 1..40)) {
             let mut history: Vec<CalendarEvent> = Vec::new();
             let mut calendar = Calendar::default();
             for op in &ops {

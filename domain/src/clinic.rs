@@ -30,6 +30,117 @@ impl ResourceKind {
     }
 }
 
+named! {
+    /// What a freed slot does for the waitlist.
+    #[derive(Default)]
+    pub enum WaitlistMode {
+        /// Book the first fitting waitlisted patient at once.
+        #[default]
+        AutoBook,
+        /// Hold the slot for the first fitting waitlisted patient for
+        /// `offer_minutes`, for them to confirm.
+        Offer,
+    }
+}
+
+impl WaitlistMode {
+    /// The API name (`auto_book`, `offer`).
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// A hold lasts 1 to 60 minutes by default.
+pub const HOLD_MINUTES: std::ops::RangeInclusive<u32> = 1..=60;
+
+/// A waitlist offer lasts 5 minutes to a day.
+pub const OFFER_MINUTES: std::ops::RangeInclusive<u32> = 5..=1440;
+
+/// A reminder goes out 1 minute to a week before the start.
+pub const REMINDER_MINUTES_BEFORE: std::ops::RangeInclusive<u32> = 1..=10080;
+
+/// The clinic's settings of holds, waitlist offers and reminders.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClinicSettings {
+    /// How long a hold lasts when the request names no `ttl_seconds`.
+    pub hold_minutes: u32,
+    /// What a freed slot does for the waitlist.
+    pub waitlist_mode: WaitlistMode,
+    /// How long a waitlist offer lasts.
+    pub offer_minutes: u32,
+    /// How long before the start a reminder goes out.
+    pub reminder_minutes_before: u32,
+}
+
+impl Default for ClinicSettings {
+    fn default() -> Self {
+        Self {
+            hold_minutes: 10,
+            waitlist_mode: WaitlistMode::AutoBook,
+            offer_minutes: 30,
+            reminder_minutes_before: 1440,
+        }
+    }
+}
+
+/// A change of some of the settings; the others stay.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettingsChange {
+    /// New [`ClinicSettings::hold_minutes`].
+    pub hold_minutes: Option<u32>,
+    /// New [`ClinicSettings::waitlist_mode`].
+    pub waitlist_mode: Option<WaitlistMode>,
+    /// New [`ClinicSettings::offer_minutes`].
+    pub offer_minutes: Option<u32>,
+    /// New [`ClinicSettings::reminder_minutes_before`].
+    pub reminder_minutes_before: Option<u32>,
+}
+
+impl ClinicSettings {
+    /// These settings with `change` applied, each value checked.
+    ///
+    /// # Errors
+    /// `InvalidInput` naming the field out of its range.
+    pub fn changed(self, change: SettingsChange) -> Result<Self, DomainError> {
+        fn within(
+            field: &str,
+            value: Option<u32>,
+            range: &std::ops::RangeInclusive<u32>,
+            current: u32,
+        ) -> Result<u32, DomainError> {
+            match value {
+                Some(v) if !range.contains(&v) => Err(DomainError::invalid(
+                    field,
+                    format!("must be within {range:?}"),
+                )),
+                Some(v) => Ok(v),
+                None => Ok(current),
+            }
+        }
+        Ok(Self {
+            hold_minutes: within(
+                "hold_minutes",
+                change.hold_minutes,
+                &HOLD_MINUTES,
+                self.hold_minutes,
+            )?,
+            waitlist_mode: change.waitlist_mode.unwrap_or(self.waitlist_mode),
+            offer_minutes: within(
+                "offer_minutes",
+                change.offer_minutes,
+                &OFFER_MINUTES,
+                self.offer_minutes,
+            )?,
+            reminder_minutes_before: within(
+                "reminder_minutes_before",
+                change.reminder_minutes_before,
+                &REMINDER_MINUTES_BEFORE,
+                self.reminder_minutes_before,
+            )?,
+        })
+    }
+}
+
 /// A bookable resource of the clinic.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resource {
@@ -94,6 +205,9 @@ pub struct Clinic {
     pub pricing: PricingRules,
     /// Its closures.
     pub closures: Vec<Closure>,
+    /// Holds, waitlist offers and reminders (defaults until changed).
+    #[serde(default)]
+    pub settings: ClinicSettings,
 }
 
 /// Commands of the `Clinic` aggregate.
@@ -147,6 +261,11 @@ pub enum ClinicCommand {
     SetPricingRules {
         /// The new rules.
         rules: PricingRules,
+    },
+    /// Change some of the settings.
+    ChangeSettings {
+        /// What changes.
+        change: SettingsChange,
     },
     /// Close the clinic for a period.
     AddClosure {
@@ -215,6 +334,11 @@ pub enum ClinicEvent {
     ClosureAdded {
         /// The closure.
         closure: Closure,
+    },
+    /// The settings were changed; they are now these.
+    SettingsChanged {
+        /// Every setting, as it now is.
+        settings: ClinicSettings,
     },
 }
 
@@ -474,6 +598,9 @@ impl Clinic {
                 rules.validate()?;
                 Ok(ClinicEvent::PricingRulesSet { rules })
             }
+            ClinicCommand::ChangeSettings { change } => Ok(ClinicEvent::SettingsChanged {
+                settings: self.settings.changed(change)?,
+            }),
             ClinicCommand::AddClosure {
                 closure_id,
                 start,
@@ -523,6 +650,7 @@ impl Clinic {
             ClinicEvent::TreatmentAdded { treatment } => self.treatments.push(treatment),
             ClinicEvent::PricingRulesSet { rules } => self.pricing = rules,
             ClinicEvent::ClosureAdded { closure } => self.closures.push(closure),
+            ClinicEvent::SettingsChanged { settings } => self.settings = settings,
         }
     }
 }
@@ -1233,5 +1361,104 @@ mod tests {
             checked_name("title", ""),
             Err(invalid("title", "must not be empty"))
         );
+    }
+
+    // --- Settings ---------------------------------------------------------
+
+    fn change(f: impl FnOnce(&mut SettingsChange)) -> ClinicCommand {
+        let mut change = SettingsChange::default();
+        f(&mut change);
+        ClinicCommand::ChangeSettings { change }
+    }
+
+    #[test]
+    fn settings_default_until_changed_and_change_only_what_is_named() {
+        assert_eq!(
+            ClinicSettings::default(),
+            ClinicSettings {
+                hold_minutes: 10,
+                waitlist_mode: WaitlistMode::AutoBook,
+                offer_minutes: 30,
+                reminder_minutes_before: 1440,
+            }
+        );
+        Given::with(())
+            .given(vec![registered()])
+            .when(change(|c| {
+                c.hold_minutes = Some(5);
+                c.waitlist_mode = Some(WaitlistMode::Offer);
+            }))
+            .then_expect_events(vec![ClinicEvent::SettingsChanged {
+                settings: ClinicSettings {
+                    hold_minutes: 5,
+                    waitlist_mode: WaitlistMode::Offer,
+                    ..ClinicSettings::default()
+                },
+            }]);
+        let first = ClinicSettings {
+            offer_minutes: 60,
+            ..ClinicSettings::default()
+        };
+        Given::with(())
+            .given(vec![
+                registered(),
+                ClinicEvent::SettingsChanged { settings: first },
+            ])
+            .when(change(|c| c.reminder_minutes_before = Some(60)))
+            .then_expect_events(vec![ClinicEvent::SettingsChanged {
+                settings: ClinicSettings {
+                    reminder_minutes_before: 60,
+                    ..first
+                },
+            }]);
+    }
+
+    #[test]
+    fn settings_out_of_range_are_refused() {
+        let cases: [(ClinicCommand, &str, &str); 6] = [
+            (
+                change(|c| c.hold_minutes = Some(0)),
+                "hold_minutes",
+                "1..=60",
+            ),
+            (
+                change(|c| c.hold_minutes = Some(61)),
+                "hold_minutes",
+                "1..=60",
+            ),
+            (
+                change(|c| c.offer_minutes = Some(4)),
+                "offer_minutes",
+                "5..=1440",
+            ),
+            (
+                change(|c| c.offer_minutes = Some(1441)),
+                "offer_minutes",
+                "5..=1440",
+            ),
+            (
+                change(|c| c.reminder_minutes_before = Some(0)),
+                "reminder_minutes_before",
+                "1..=10080",
+            ),
+            (
+                change(|c| c.reminder_minutes_before = Some(10081)),
+                "reminder_minutes_before",
+                "1..=10080",
+            ),
+        ];
+        for (command, field, range) in cases {
+            Given::with(())
+                .given(vec![registered()])
+                .when(command)
+                .then_expect_error(DomainError::invalid(
+                    field,
+                    format!("must be within {range}"),
+                ));
+        }
+        Given::with(())
+            .given_no_previous_events()
+            .when(change(|c| c.hold_minutes = Some(5)))
+            .then_expect_error(DomainError::not_found("clinic"));
     }
 }

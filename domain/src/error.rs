@@ -46,7 +46,7 @@ pub enum DomainError {
     #[error("the slot is not available")]
     SlotUnavailable,
     /// The command is not allowed in the aggregate's current status.
-    #[error("cannot {action} a reservation that is {from}")]
+    #[error("cannot {action}: it is {from}")]
     InvalidTransition {
         /// The current status.
         from: String,
@@ -79,6 +79,12 @@ pub enum DomainError {
     /// The package's program is for another treatment.
     #[error("the package is not for this treatment")]
     PackageNotForTreatment,
+    /// The hold's time ran out (`expires_at` passed, recorded or not).
+    #[error("the hold expired")]
+    HoldExpired,
+    /// The hold was released.
+    #[error("the hold was released")]
+    HoldReleased,
     /// The promo code is used outside its validity window.
     #[error("the promo code is not valid at this time")]
     PromoExpired,
@@ -135,6 +141,8 @@ impl DomainError {
             DomainError::PackageExpired => "package_expired",
             DomainError::PackageNotValidHere => "package_not_valid_here",
             DomainError::PackageNotForTreatment => "package_not_for_treatment",
+            DomainError::HoldExpired => "hold_expired",
+            DomainError::HoldReleased => "hold_released",
             DomainError::PromoExpired => "promo_expired",
             DomainError::PromoInactive => "promo_inactive",
             DomainError::PromoExhausted => "promo_exhausted",

@@ -89,6 +89,11 @@ uuid_id!(
     /// A clinic closure.
     ClosureId
 );
+uuid_id!(
+    /// A hold: a slot taken for a short time while the patient pays or
+    /// decides (also a waitlist offer).
+    HoldId
+);
 
 /// Identity of a `Calendar`: one resource on one clinic-local day.
 ///

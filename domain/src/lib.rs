@@ -36,7 +36,9 @@ macro_rules! named {
 pub mod aggregate;
 pub mod calendar;
 pub mod clinic;
+pub mod due;
 pub mod error;
+pub mod hold;
 pub mod ids;
 pub mod money;
 pub mod package;
@@ -131,6 +133,15 @@ mod names {
             TransactionKind::Credit,
             TransactionKind::Refund,
         ]);
+        agree(&crate::hold::HoldStatus::ALL);
+        agree(&[
+            crate::clinic::WaitlistMode::AutoBook,
+            crate::clinic::WaitlistMode::Offer,
+        ]);
+        assert_eq!(
+            crate::clinic::WaitlistMode::VARIANTS,
+            ["auto_book", "offer"]
+        );
         assert!(ReservationStatus::from_str("Booked").is_err());
     }
 

@@ -20,6 +20,7 @@
 //! it knows nothing of HTTP and never writes events.
 
 pub mod checkpoint;
+pub mod due;
 pub mod error;
 pub mod models;
 pub mod query;

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info_span, Instrument, Span};
 
+use crate::due::DUE_WORK;
 use crate::runtime::{Projector, ProjectorConfig};
 use crate::waitlist::WAITLIST;
 use crate::{projections, ProjectionError, ReadModels};
@@ -106,9 +107,10 @@ impl Background {
         self.spawn(info_span!("relay"), relay.run(stopped));
     }
 
-    /// Starts one projector per projection, and one for the waitlist
-    /// matcher's tables when `waitlist` (the matcher itself is a use case:
-    /// it is spawned by whoever runs the use cases).
+    /// Starts one projector per projection, and one each for the waitlist
+    /// matcher's and the scheduler's tables when `waitlist` (the matcher
+    /// and the scheduler run use cases: they are spawned by whoever runs
+    /// the use cases).
     pub fn projectors(
         &self,
         read: &ReadModels,
@@ -125,6 +127,7 @@ impl Background {
         let mut all: Vec<&'static crate::Projection> = projections().iter().collect();
         if waitlist {
             all.push(&WAITLIST);
+            all.push(&DUE_WORK);
         }
         for projection in all {
             let projector = Projector::new(read.clone(), js.clone(), projection, config.clone());

@@ -1,7 +1,10 @@
 //! The read side of the waitlist matcher: it sees booked slots free (a
-//! cancellation, or a reschedule leaving one) and tells the matcher, which
-//! books the first waitlisted reservation that fits through the same use
-//! case staff use (`clinicbook_commands`' `fill_freed_slot`).
+//! cancellation, a reschedule leaving one, a waitlist offer expired or
+//! released) and tells the matcher, which books the first waitlisted
+//! reservation that fits through the same use case staff use, or with
+//! `waitlist_mode: offer` holds the slot for it (`clinicbook_commands`'
+//! `fill_freed_slot`). A reservation is never offered the same slot twice,
+//! and a patient with an open offer is not offered an overlapping one.
 //!
 //! It keeps tables of its own in `read` (the `waitlist` projection, applied
 //! by a projector like the others but never rebuilt: its `waitlist_freed`
@@ -16,6 +19,7 @@
 //! attempt repeated after a crash books nothing twice.
 
 use chrono::{DateTime, Utc};
+use clinicbook_domain::hold::HoldEvent;
 use clinicbook_domain::reservation::{PaymentMethod, ReservationEvent, Slot};
 use clinicbook_domain::waitlist::{FreedSlot, WaitlistCandidate};
 use clinicbook_domain::{
@@ -73,6 +77,21 @@ CREATE TABLE IF NOT EXISTS waitlist_freed (
     booked         uuid
 );
 CREATE INDEX IF NOT EXISTS waitlist_freed_open_idx ON waitlist_freed (position) WHERE NOT handled;
+-- Offers made (waitlist_mode offer): a hold for a waitlisted reservation.
+-- An open one keeps its patient from overlapping offers; any one keeps
+-- the slot from being offered to the same reservation again.
+CREATE TABLE IF NOT EXISTS waitlist_offers (
+    hold_id        uuid PRIMARY KEY,
+    reservation_id uuid NOT NULL,
+    patient_id     uuid NOT NULL,
+    clinic_id      uuid NOT NULL,
+    resource_id    uuid NOT NULL,
+    start_at       timestamptz NOT NULL,
+    end_at         timestamptz NOT NULL,
+    open           boolean NOT NULL DEFAULT true
+);
+CREATE INDEX IF NOT EXISTS waitlist_offers_patient_idx ON waitlist_offers (patient_id) WHERE open;
+CREATE INDEX IF NOT EXISTS waitlist_offers_slot_idx ON waitlist_offers (resource_id, start_at);
 ";
 
 fn apply<'a>(
@@ -81,6 +100,16 @@ fn apply<'a>(
 ) -> BoxFuture<'a, Result<(), ProjectionError>> {
     Box::pin(async move {
         for event in events {
+            if event.kind() == Some(AggregateKind::Hold) {
+                let parsed: HoldEvent = serde_json::from_value(event.payload.clone())
+                    .map_err(|e| ProjectionError::decode(event, e))?;
+                let id: Uuid = event
+                    .aggregate_id
+                    .parse()
+                    .map_err(|e| ProjectionError::decode(event, e))?;
+                apply_offer(conn, event.position, id, parsed).await?;
+                continue;
+            }
             if event.kind() != Some(AggregateKind::Reservation) {
                 continue;
             }
@@ -183,6 +212,62 @@ async fn apply_one(
         ReservationEvent::CheckedIn { .. }
         | ReservationEvent::ReservationCompleted { .. }
         | ReservationEvent::MarkedNoShow { .. } => {}
+    }
+    Ok(())
+}
+
+/// Offers: a hold placed for a waitlisted reservation is recorded; when
+/// it expires or is released, its slot is freed again, for the next in
+/// line (the reservation that had it is not offered it again).
+async fn apply_offer(
+    conn: &mut PgConnection,
+    position: i64,
+    hold_id: Uuid,
+    event: HoldEvent,
+) -> Result<(), ProjectionError> {
+    match event {
+        HoldEvent::Held { terms, .. } => {
+            let Some(reservation_id) = terms.offer_for else {
+                return Ok(());
+            };
+            sqlx::query(
+                "INSERT INTO waitlist_offers
+                   (hold_id, reservation_id, patient_id, clinic_id, resource_id, start_at, end_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (hold_id) DO NOTHING",
+            )
+            .bind(hold_id)
+            .bind(reservation_id.0)
+            .bind(terms.patient_id.0)
+            .bind(terms.clinic_id.0)
+            .bind(terms.slot.resource_id.0)
+            .bind(terms.slot.start)
+            .bind(terms.slot.end)
+            .execute(&mut *conn)
+            .await?;
+        }
+        HoldEvent::HoldConfirmed { .. } => {
+            sqlx::query("UPDATE waitlist_offers SET open = false WHERE hold_id = $1")
+                .bind(hold_id)
+                .execute(&mut *conn)
+                .await?;
+        }
+        HoldEvent::HoldExpired { .. } | HoldEvent::HoldReleased { .. } => {
+            let offer = sqlx::query(
+                "UPDATE waitlist_offers SET open = false WHERE hold_id = $1
+                 RETURNING clinic_id, resource_id, start_at, end_at",
+            )
+            .bind(hold_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+            if let Some(row) = offer {
+                let slot = Slot {
+                    resource_id: ResourceId(row.try_get("resource_id")?),
+                    start: row.try_get("start_at")?,
+                    end: row.try_get("end_at")?,
+                };
+                freed(conn, position, row.try_get("clinic_id")?, slot).await?;
+            }
+        }
     }
     Ok(())
 }
@@ -316,7 +401,7 @@ impl ReadModels {
             return Ok(None);
         };
         let row = sqlx::query(
-            "SELECT clinic_id, resource_id, start_at, handled FROM read.waitlist_freed
+            "SELECT clinic_id, resource_id, start_at, end_at, handled FROM read.waitlist_freed
               WHERE position = $1",
         )
         .bind(position)
@@ -333,15 +418,26 @@ impl ReadModels {
             start: row.try_get("start_at")?,
         };
         let handled: bool = row.try_get("handled")?;
+        let end: DateTime<Utc> = row.try_get("end_at")?;
         let mut candidates = Vec::new();
         if !handled && slot.start > now {
+            // Not a reservation offered this very slot before, nor a
+            // patient holding an open offer that overlaps it.
             let rows = sqlx::query(
-                "SELECT reservation_id, patient_id, treatment_id, payment FROM read.waitlist_entries
+                "SELECT reservation_id, patient_id, treatment_id, payment FROM read.waitlist_entries e
                   WHERE clinic_id = $1 AND earliest <= $2 AND latest >= $2
+                    AND NOT EXISTS (SELECT 1 FROM read.waitlist_offers o
+                                     WHERE o.reservation_id = e.reservation_id
+                                       AND o.resource_id = $3 AND o.start_at = $2)
+                    AND NOT EXISTS (SELECT 1 FROM read.waitlist_offers o
+                                     WHERE o.patient_id = e.patient_id AND o.open
+                                       AND o.start_at < $4 AND o.end_at > $2)
                   ORDER BY joined_position",
             )
             .bind(slot.clinic_id.0)
             .bind(slot.start)
+            .bind(slot.resource_id.0)
+            .bind(end)
             .fetch_all(&mut *tx)
             .await?;
             for row in rows {

@@ -470,6 +470,10 @@ pub struct ReservationView {
     pub settlement: Option<Settlement>,
     /// Every change, oldest first.
     pub history: Vec<StatusEntry>,
+    /// The open waitlist offer (`waitlist_mode: offer`): the hold to
+    /// confirm and when it runs out. Only while waitlisted with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offer: Option<crate::holds::Offer>,
 }
 
 #[cfg(all(test, feature = "openapi"))]

@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod booking;
+pub mod holds;
 pub mod instant;
 pub mod money;
 pub mod patients;

@@ -252,6 +252,18 @@ mod types {
         "The kind of a resource."
     );
     names_schema!(
+        /// The statuses of a hold.
+        HoldStatus,
+        clinicbook_domain::hold::HoldStatus::ALL.map(|status| status.as_str()),
+        "The status of a hold."
+    );
+    names_schema!(
+        /// What a freed slot does for the waitlist.
+        WaitlistMode,
+        <clinicbook_domain::clinic::WaitlistMode as strum::VariantNames>::VARIANTS,
+        "`auto_book` books the first fitting waitlisted patient; `offer` holds the slot for them to confirm."
+    );
+    names_schema!(
         /// The weekdays.
         Weekday,
         <clinicbook_domain::schedule::Weekday as strum::VariantNames>::VARIANTS,

@@ -74,6 +74,8 @@ async fn get_reservation(
     Query(query): Query<PositionQuery>,
 ) -> Result<axum::Json<ReservationView>, ApiError> {
     wait_for(&state, "reservations", MinPosition(query.min_position)).await?;
+    // Its open waitlist offer comes from the holds read model.
+    wait_for(&state, "holds", MinPosition(query.min_position)).await?;
     Ok(axum::Json(state.read.reservation(reservation_id).await?))
 }
 

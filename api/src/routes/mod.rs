@@ -5,6 +5,7 @@ pub mod analytics;
 pub mod audit;
 pub mod booking;
 pub mod consistency;
+pub mod holds;
 pub mod money;
 pub mod patients;
 pub mod webhooks;

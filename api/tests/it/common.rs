@@ -56,6 +56,7 @@ fn reads_a_read_model(path: &str) -> bool {
     let path = path.split('?').next().unwrap_or_default();
     [
         "/v1/reservations/",
+        "/v1/holds/",
         "/v1/wallets/",
         "/v1/packages/",
         "/v1/patients/",

@@ -8,6 +8,7 @@ mod booking;
 mod common;
 mod demo;
 mod faults;
+mod holds;
 mod limits;
 mod money;
 mod patients;

@@ -13,6 +13,7 @@ use clinicbook_eventstore::{UnitOfWork, UowError, UseCase};
 use super::lifecycle::outcome_of;
 use super::payment::{settle, Payer};
 use super::slot::{clinic, local_days};
+use super::{end_hold, Ending};
 use clinicbook_wire::booking::{BlockAdded, ClosureAdded};
 
 /// A block to place on one or more resources.
@@ -30,6 +31,27 @@ pub(super) struct Blocking {
     pub emergency: bool,
 }
 
+/// Ends a hold an emergency block takes over: released, or expired when
+/// its time already ran out (a release is refused then).
+///
+/// # Errors
+/// What the hold refuses.
+async fn give_up_hold(
+    uow: &mut UnitOfWork,
+    hold_id: clinicbook_domain::HoldId,
+    now: DateTime<Utc>,
+) -> Result<(), UowError> {
+    let hold = uow
+        .load::<clinicbook_domain::hold::Hold>(&hold_id.to_string())
+        .await?;
+    let ending = if hold.expires_at().is_some_and(|at| now >= at) {
+        Ending::Expire
+    } else {
+        Ending::Release
+    };
+    end_hold(uow, hold_id, ending, now).await
+}
+
 /// Places `block` on every clinic-local day of its range on each of
 /// `resources` (one `Calendar` per resource and day), then displaces every
 /// booking it took over: `Reservation` Displace and its payment given back
@@ -39,7 +61,8 @@ pub(super) struct Blocking {
 ///
 /// # Errors
 /// `InvalidInput` (`end`) for an empty, reversed or too long range;
-/// `SlotUnavailable` when a non-emergency block overlaps a booking;
+/// `SlotUnavailable` when a non-emergency block overlaps a booking or a
+/// hold (an emergency block releases the holds it overlaps);
 /// `InvalidTransition` when an emergency block overlaps an appointment
 /// that is no longer merely booked (checked in, completed, no-show): such
 /// a block must start after it.
@@ -58,6 +81,17 @@ pub(super) async fn block_and_displace(
                 resource_id,
                 date: *date,
             };
+            if block.emergency {
+                let calendar = uow.load::<Calendar>(&calendar_id.to_string()).await?;
+                let holds: Vec<_> = calendar
+                    .overlapping_holds(piece)
+                    .iter()
+                    .map(|hold| hold.hold_id)
+                    .collect();
+                for hold_id in holds {
+                    give_up_hold(uow, hold_id, now).await?;
+                }
+            }
             let events = uow
                 .handle::<Calendar>(
                     &calendar_id.to_string(),

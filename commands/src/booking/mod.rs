@@ -51,14 +51,16 @@
 
 mod blocks;
 mod book;
+mod holds;
 mod lifecycle;
 mod payment;
 mod read;
 mod slot;
 mod waitlist;
 
+use clinicbook_domain::clinic::SettingsChange;
 use clinicbook_domain::{
-    BlockId, ClinicId, ClosureId, DomainError, PromoCodeKey, ReservationId, ResourceId,
+    BlockId, ClinicId, ClosureId, DomainError, HoldId, PromoCodeKey, ReservationId, ResourceId,
 };
 use uuid::Uuid;
 
@@ -69,9 +71,16 @@ pub use clinicbook_wire::booking::{
     StatusChanged, StatusEntry, Waitlisted,
 };
 
+use crate::due::Expiry;
 use crate::{CommandError, Commands, Ctx, Done};
 use blocks::{BlockResource, Blocking, CloseClinic};
 use book::{Book, Move, Wait};
+use clinicbook_wire::holds::{
+    ConfirmHold, HoldPlaced, HoldReleased, PlaceHold, SettingsInput, SettingsView, MAX_TTL_SECONDS,
+    MIN_TTL_SECONDS,
+};
+use holds::{end_hold, Ending};
+use holds::{ChangeSettingsCase, ConfirmHoldCase, ExpireHoldCase, PlaceHoldCase, ReleaseHoldCase};
 use lifecycle::{CancelReservation, ChangeStatus, StatusChange};
 
 /// A promo code as the API sends it: absent or blank means none; anything
@@ -322,6 +331,131 @@ impl Commands {
             self.now(),
         )
         .await
+    }
+
+    /// Holds a slot for a patient for `ttl_seconds` (the clinic's
+    /// `hold_minutes` by default), at the price quoted now.
+    ///
+    /// # Errors
+    /// `invalid_input` (`ttl_seconds` outside 30..=3600, promo code), the
+    /// slot refusals of [`Commands::book`] (`slot_unavailable`,
+    /// `outside_opening_hours`, `in_the_past`, `not_found`,
+    /// `resource_kind_mismatch`), `already_exists` (the id is another
+    /// hold's); see [`CommandError`].
+    pub async fn place_hold(
+        &self,
+        ctx: &Ctx,
+        input: PlaceHold,
+    ) -> Result<Done<HoldPlaced>, CommandError> {
+        if let Some(ttl) = input.ttl_seconds {
+            if !(MIN_TTL_SECONDS..=MAX_TTL_SECONDS).contains(&ttl) {
+                return Err(DomainError::invalid(
+                    "ttl_seconds",
+                    format!("must be within {MIN_TTL_SECONDS}..={MAX_TTL_SECONDS}"),
+                )
+                .into());
+            }
+        }
+        let use_case = PlaceHoldCase {
+            hold_id: input.hold_id.map_or_else(HoldId::new, HoldId),
+            patient_id: input.patient_id.into(),
+            clinic_id: input.clinic_id.into(),
+            resource_id: input.resource_id.into(),
+            treatment_id: input.treatment_id.into(),
+            start: input.start,
+            ttl_seconds: input.ttl_seconds,
+            promo_code: promo_key(input.promo_code.as_deref())?,
+            offer_for: None,
+            now: self.now(),
+        };
+        self.run(ctx, &use_case).await
+    }
+
+    /// Books a held slot at the price quoted when it was held, paid by
+    /// package, wallet or at the clinic, the hold's promo code redeemed.
+    ///
+    /// # Errors
+    /// `not_found` (hold), `hold_expired` (at or after `expires_at`),
+    /// `hold_released`, `invalid_transition` (confirmed as another
+    /// reservation, or the reservation id is taken), the payment and promo
+    /// refusals of [`Commands::book`]; see [`CommandError`].
+    pub async fn confirm_hold(
+        &self,
+        ctx: &Ctx,
+        hold_id: Uuid,
+        input: ConfirmHold,
+    ) -> Result<Done<Booked>, CommandError> {
+        let use_case = ConfirmHoldCase {
+            hold_id: HoldId(hold_id),
+            payment: input.payment.into(),
+            reservation_id: input.reservation_id.map(ReservationId),
+            now: self.now(),
+        };
+        self.run(ctx, &use_case).await
+    }
+
+    /// Gives a hold up: its slot is free at once. Releasing twice answers
+    /// the same.
+    ///
+    /// # Errors
+    /// `not_found`, `hold_expired`, `invalid_transition` (confirmed); see
+    /// [`CommandError`].
+    pub async fn release_hold(
+        &self,
+        ctx: &Ctx,
+        hold_id: Uuid,
+    ) -> Result<Done<HoldReleased>, CommandError> {
+        let use_case = ReleaseHoldCase {
+            hold_id: HoldId(hold_id),
+            now: self.now(),
+        };
+        self.run(ctx, &use_case).await
+    }
+
+    /// Records that a hold's time ran out and frees its slot: the
+    /// scheduler's command. Idempotent: a hold that already ended answers
+    /// [`Expiry::AlreadyEnded`] and writes nothing.
+    ///
+    /// # Errors
+    /// `not_found` (no such hold); see [`CommandError`].
+    pub async fn expire_hold(
+        &self,
+        ctx: &Ctx,
+        hold_id: HoldId,
+    ) -> Result<Done<Expiry>, CommandError> {
+        let use_case = ExpireHoldCase {
+            hold_id,
+            now: self.now(),
+        };
+        self.run(ctx, &use_case).await
+    }
+
+    /// Changes some of a clinic's settings and answers all of them.
+    ///
+    /// # Errors
+    /// `invalid_input` naming a value out of range or an unknown
+    /// `waitlist_mode`; `not_found` (clinic); see [`CommandError`].
+    pub async fn change_settings(
+        &self,
+        ctx: &Ctx,
+        clinic_id: Uuid,
+        input: SettingsInput,
+    ) -> Result<Done<SettingsView>, CommandError> {
+        let change = SettingsChange {
+            hold_minutes: input.hold_minutes,
+            waitlist_mode: input
+                .waitlist_mode
+                .as_deref()
+                .map(holds::waitlist_mode)
+                .transpose()?,
+            offer_minutes: input.offer_minutes,
+            reminder_minutes_before: input.reminder_minutes_before,
+        };
+        let use_case = ChangeSettingsCase {
+            clinic_id: ClinicId(clinic_id),
+            change,
+        };
+        self.run(ctx, &use_case).await
     }
 
     /// The clinic that added a resource.

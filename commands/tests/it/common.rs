@@ -14,7 +14,7 @@ use clinicbook_eventstore::{
     Actor, CommandMetadata, EventStore, StoreConfig, StoredAggregate, UnitOfWork, UowError,
     UseCase, MIGRATOR,
 };
-use clinicbook_projections::models::{catalog, reservations};
+use clinicbook_projections::models::{catalog, holds, reservations};
 use clinicbook_projections::{Projection, ProjectionError, ReadModels};
 use clinicbook_testkit::{services, TestDatabase};
 use clinicbook_wire::admin::{ClinicView, ProgramView};
@@ -249,6 +249,8 @@ pub async fn read_reservation(
     commands: &Commands,
     reservation_id: Uuid,
 ) -> Result<ReservationView, ProjectionError> {
+    // A waitlisted reservation's open offer comes from the holds projection.
+    caught_up(commands, &holds::PROJECTION).await;
     caught_up(commands, &reservations::PROJECTION)
         .await
         .reservation(reservation_id)

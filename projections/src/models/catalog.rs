@@ -142,6 +142,8 @@ fn apply_clinic(
         ClinicEvent::TreatmentAdded { treatment } => row.treatments.push((&treatment).into()),
         ClinicEvent::PricingRulesSet { rules } => row.pricing_rules = (&rules).into(),
         ClinicEvent::ClosureAdded { closure } => row.closures.push((&closure).into()),
+        // Hold, offer and reminder settings are answered by their own route.
+        ClinicEvent::SettingsChanged { .. } => {}
     }
     Ok(())
 }

@@ -19,6 +19,7 @@
 use crate::Projection;
 
 pub mod catalog;
+pub mod holds;
 pub mod packages;
 pub mod patients;
 pub mod reports;
@@ -36,4 +37,5 @@ pub static ALL: &[Projection] = &[
     patients::PROJECTION,
     reports::PROJECTION,
     catalog::PROJECTION,
+    holds::PROJECTION,
 ];

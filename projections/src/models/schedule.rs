@@ -1,8 +1,9 @@
 //! The `schedule` projection: each clinic's setup as the booking rules
 //! need it (timezone, opening hours, resources, treatments with duration,
 //! buffer and resource kind, closures) and each resource's calendar per
-//! clinic-local day (the slots bookings hold, buffer included, and the
-//! blocks), with the reservation behind each slot and its status.
+//! clinic-local day (the slots bookings hold, buffer included, the slots
+//! holds take, and the blocks), with the reservation behind each slot and
+//! its status.
 //!
 //! It answers a clinic's day and the free start times for a treatment.
 //! Slots and blocks come from `Calendar` events, so they are exactly what
@@ -40,6 +41,7 @@ pub const PROJECTION: Projection = Projection {
         &TREATMENTS.def,
         &CLOSURES.def,
         &SLOTS.def,
+        &HOLDS.def,
         &BLOCKS.def,
         &RESERVATIONS.def,
     ],
@@ -163,6 +165,27 @@ pub(crate) static SLOTS: Table<SlotRow> = Table::new(
 );
 
 row! {
+    /// A row of `schedule_holds`: a slot a hold takes on a resource's
+    /// calendar until it is booked, released or expired, busy until
+    /// `occupied_until` as a booking would be.
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    pub(crate) struct HoldRow {
+        resource_id: Uuid,
+        local_date: NaiveDate,
+        hold_id: Uuid,
+        starts_at: DateTime<Utc>,
+        ends_at: DateTime<Utc>,
+        occupied_until: DateTime<Utc>,
+    }
+}
+
+pub(crate) static HOLDS: Table<HoldRow> = Table::new(
+    "schedule_holds",
+    &["resource_id", "local_date", "hold_id"],
+    &[],
+);
+
+row! {
     /// A row of `schedule_blocks`: a block on a resource's calendar (a
     /// closure's blocks carry the closure id).
     #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -205,6 +228,14 @@ struct SlotKey {
     resource_id: Uuid,
     local_date: NaiveDate,
     reservation_id: Uuid,
+}
+
+/// The key of a held slot, for deletes.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+struct HoldKey {
+    resource_id: Uuid,
+    local_date: NaiveDate,
+    hold_id: Uuid,
 }
 
 /// The tables of a clinic's setup that both `schedule` and `reports`
@@ -279,7 +310,7 @@ impl SetupTables {
                 };
                 self.closures.upsert(conn, &[row]).await?;
             }
-            ClinicEvent::PricingRulesSet { .. } => {}
+            ClinicEvent::PricingRulesSet { .. } | ClinicEvent::SettingsChanged { .. } => {}
         }
         Ok(None)
     }
@@ -328,6 +359,7 @@ pub(crate) fn hours_rows(
 #[derive(Default)]
 struct Calendars {
     slots: BTreeMap<SlotKey, Option<SlotRow>>,
+    holds: BTreeMap<HoldKey, Option<HoldRow>>,
     blocks: Vec<BlockRow>,
 }
 
@@ -341,6 +373,11 @@ impl Calendars {
             resource_id: calendar.resource_id.0,
             local_date: calendar.date,
             reservation_id,
+        };
+        let hold_key = |hold_id: Uuid| HoldKey {
+            resource_id: calendar.resource_id.0,
+            local_date: calendar.date,
+            hold_id,
         };
         match decode::<CalendarEvent>(event)? {
             CalendarEvent::SlotReserved { booking, .. } => {
@@ -356,6 +393,32 @@ impl Calendars {
             }
             CalendarEvent::SlotReleased { reservation_id } => {
                 self.slots.insert(key(reservation_id.0), None);
+            }
+            CalendarEvent::SlotHeld { hold, .. } => {
+                let row = HoldRow {
+                    resource_id: calendar.resource_id.0,
+                    local_date: calendar.date,
+                    hold_id: hold.hold_id.0,
+                    starts_at: hold.start,
+                    ends_at: hold.end,
+                    occupied_until: hold.occupied_until,
+                };
+                self.holds.insert(hold_key(hold.hold_id.0), Some(row));
+            }
+            CalendarEvent::HeldSlotReleased { hold_id } => {
+                self.holds.insert(hold_key(hold_id.0), None);
+            }
+            CalendarEvent::HeldSlotBooked { hold_id, booking } => {
+                self.holds.insert(hold_key(hold_id.0), None);
+                let row = SlotRow {
+                    resource_id: calendar.resource_id.0,
+                    local_date: calendar.date,
+                    reservation_id: booking.reservation_id.0,
+                    starts_at: booking.start,
+                    ends_at: booking.end,
+                    occupied_until: booking.occupied_until,
+                };
+                self.slots.insert(key(booking.reservation_id.0), Some(row));
             }
             CalendarEvent::BlockAdded {
                 block, displaced, ..
@@ -388,6 +451,16 @@ impl Calendars {
         }
         SLOTS.delete(conn, &gone).await?;
         SLOTS.upsert(conn, &held).await?;
+        let mut gone = Vec::new();
+        let mut holds = Vec::new();
+        for (key, hold) in self.holds {
+            match hold {
+                Some(row) => holds.push(row),
+                None => gone.push(key),
+            }
+        }
+        HOLDS.delete(conn, &gone).await?;
+        HOLDS.upsert(conn, &holds).await?;
         BLOCKS.upsert(conn, &self.blocks).await?;
         Ok(())
     }

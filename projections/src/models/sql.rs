@@ -23,6 +23,7 @@ use std::marker::PhantomData;
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use chrono_tz::Tz;
 use clinicbook_domain::clinic::ResourceKind;
+use clinicbook_domain::hold::HoldStatus;
 use clinicbook_domain::package::PackagePaymentKind;
 use clinicbook_domain::patient::Language;
 use clinicbook_domain::reservation::{PaymentKind, ReservationStatus};
@@ -166,6 +167,7 @@ sql_types! {
     // Typed names: stored as the enum's one name (serde's `snake_case`).
     Tz => "text",
     ReservationStatus => "text",
+    HoldStatus => "text",
     ResourceKind => "text",
     TransactionKind => "text",
     PaymentKind => "text",

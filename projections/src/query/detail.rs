@@ -168,6 +168,11 @@ impl ReadModels {
             promo_code: row.promo_code,
             settlement,
             history: history.into_iter().map(|(_, entry)| entry).collect(),
+            offer: if row.status == ReservationStatus::Waitlisted {
+                Self::offer_in(&mut conn, reservation_id).await?
+            } else {
+                None
+            },
         })
     }
 

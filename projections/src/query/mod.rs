@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod csv;
 pub mod detail;
 pub mod patients;
+pub mod holds;
 pub mod reports;
 pub mod schedule;
 

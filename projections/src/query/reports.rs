@@ -26,6 +26,7 @@ use crate::models::reports::{RESERVATIONS, RESOURCES, SETUP};
 use crate::models::schedule::ResourceRow;
 use crate::models::sql::{invalid_row, json_rows};
 use crate::{ProjectionError, ReadModels};
+use clinicbook_domain::hold::HoldStatus;
 use clinicbook_domain::reservation::ReservationStatus;
 use strum::{IntoEnumIterator, VariantNames};
 
@@ -363,6 +364,9 @@ pub struct StatusCounts {
     pub displaced: i64,
     /// Waiting for a slot that day.
     pub waitlisted: i64,
+    /// Slots held that day and not confirmed yet (holds and waitlist
+    /// offers): not revenue, not booked.
+    pub held: i64,
 }
 
 /// An appointment on the dashboard.
@@ -748,6 +752,16 @@ impl ReadModels {
         .bind(ReservationStatus::Waitlisted.as_str())
         .fetch_one(&mut *conn)
         .await?;
+        let held: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM holds_holds
+              WHERE clinic_id = $1 AND status = $4 AND starts_at >= $2 AND starts_at < $3",
+        )
+        .bind(clinic_id)
+        .bind(day_start)
+        .bind(day_end)
+        .bind(HoldStatus::Held.as_str())
+        .fetch_one(&mut *conn)
+        .await?;
         let resources: i64 =
             sqlx::query_scalar("SELECT count(*) FROM reports_resources WHERE clinic_id = $1")
                 .bind(clinic_id)
@@ -755,6 +769,7 @@ impl ReadModels {
                 .await?;
         let mut counts = StatusCounts {
             waitlisted,
+            held,
             ..StatusCounts::default()
         };
         let mut revenue = 0;

@@ -16,8 +16,8 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::models::schedule::{
-    BlockRow, ReservationRow, ResourceRow, SetupTables, SlotRow, TreatmentRow, BLOCKS,
-    RESERVATIONS, RESOURCES, SETUP, SLOTS, TREATMENTS,
+    BlockRow, HoldRow, ReservationRow, ResourceRow, SetupTables, SlotRow, TreatmentRow, BLOCKS,
+    HOLDS, RESERVATIONS, RESOURCES, SETUP, SLOTS, TREATMENTS,
 };
 use crate::models::sql::{json_rows, Table};
 use crate::{ProjectionError, ReadModels};
@@ -54,9 +54,26 @@ pub struct ResourceDay {
     /// The appointments holding it that day, in start order (cancelled,
     /// rescheduled and displaced ones have left; a no-show stays).
     pub bookings: Vec<ScheduleBooking>,
+    /// The slots holds take that day (not booked yet), in start order.
+    pub holds: Vec<ScheduleHold>,
     /// Its blocks that day (a closure's carry the closure id), in start
     /// order.
     pub blocks: Vec<ScheduleBlock>,
+}
+
+/// A slot a hold takes on a resource's day (`POST /v1/holds`): nobody
+/// else can book it until the hold is confirmed, released or expired.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ScheduleHold {
+    /// The hold.
+    pub hold_id: Uuid,
+    /// Appointment start (UTC).
+    pub start: DateTime<Utc>,
+    /// Appointment end (UTC).
+    pub end: DateTime<Utc>,
+    /// End of the treatment's buffer: the resource is busy until then.
+    pub occupied_until: DateTime<Utc>,
 }
 
 /// An appointment on a resource's day.
@@ -294,12 +311,12 @@ impl ReadModels {
         json_rows(query, conn, RESOURCES.def.name).await
     }
 
-    /// The slots and blocks on the calendars of `resources` on `date`.
+    /// The slots, holds and blocks on the calendars of `resources` on `date`.
     async fn calendars(
         conn: &mut PgConnection,
         resources: &[Uuid],
         date: NaiveDate,
-    ) -> Result<(Vec<SlotRow>, Vec<BlockRow>), ProjectionError> {
+    ) -> Result<(Vec<SlotRow>, Vec<HoldRow>, Vec<BlockRow>), ProjectionError> {
         let query = sqlx::query_scalar(
             "SELECT row_to_json(t) FROM schedule_slots t
               WHERE resource_id = ANY($1) AND local_date = $2 ORDER BY starts_at, reservation_id",
@@ -314,7 +331,14 @@ impl ReadModels {
         .bind(resources)
         .bind(date);
         let blocks = json_rows(query, conn, BLOCKS.def.name).await?;
-        Ok((slots, blocks))
+        let query = sqlx::query_scalar(
+            "SELECT row_to_json(t) FROM schedule_holds t
+              WHERE resource_id = ANY($1) AND local_date = $2 ORDER BY starts_at, hold_id",
+        )
+        .bind(resources)
+        .bind(date);
+        let holds = json_rows(query, conn, HOLDS.def.name).await?;
+        Ok((slots, holds, blocks))
     }
 
     /// A clinic's local day per resource: the appointments holding each
@@ -332,7 +356,7 @@ impl ReadModels {
         let setup = Self::schedule_setup(&mut conn, clinic_id, date).await?;
         let resources = Self::resources(&mut conn, clinic_id, None).await?;
         let ids: Vec<Uuid> = resources.iter().map(|r| r.resource_id).collect();
-        let (slots, blocks) = Self::calendars(&mut conn, &ids, date).await?;
+        let (slots, holds, blocks) = Self::calendars(&mut conn, &ids, date).await?;
         let reservation_ids: Vec<Uuid> = slots.iter().map(|s| s.reservation_id).collect();
         let reservations: HashMap<Uuid, ReservationRow> = RESERVATIONS
             .load_by(&mut conn, &reservation_ids, |row: &ReservationRow| {
@@ -356,6 +380,16 @@ impl ReadModels {
                             occupied_until: slot.occupied_until,
                             status: reservation.status.as_str().to_owned(),
                         })
+                    })
+                    .collect(),
+                holds: holds
+                    .iter()
+                    .filter(|hold| hold.resource_id == resource.resource_id)
+                    .map(|hold| ScheduleHold {
+                        hold_id: hold.hold_id,
+                        start: hold.starts_at,
+                        end: hold.ends_at,
+                        occupied_until: hold.occupied_until,
                     })
                     .collect(),
                 blocks: blocks
@@ -387,7 +421,7 @@ impl ReadModels {
     /// the write side checks: the appointment lies inside the clinic's
     /// opening hours of that day (DST-aware, closures cut out), starts
     /// after `now`, and its busy time (the treatment's buffer included)
-    /// overlaps no booking's busy time and no block on that resource's
+    /// overlaps no booking's or hold's busy time and no block on that resource's
     /// calendar. Starts are offered every [`SLOT_STEP_MINUTES`] and at
     /// the start of each opening interval.
     ///
@@ -421,7 +455,7 @@ impl ReadModels {
         let resources =
             Self::resources(&mut conn, clinic_id, Some(treatment.resource_kind)).await?;
         let ids: Vec<Uuid> = resources.iter().map(|r| r.resource_id).collect();
-        let (slots, blocks) = Self::calendars(&mut conn, &ids, date).await?;
+        let (slots, holds, blocks) = Self::calendars(&mut conn, &ids, date).await?;
         let duration = Duration::minutes(i64::from(treatment.duration_minutes));
         let busy_for = duration + Duration::minutes(i64::from(treatment.buffer_minutes));
         let opening = setup.clinic.bookable_intervals(date);
@@ -434,6 +468,15 @@ impl ReadModels {
                     start: slot.starts_at,
                     end: slot.occupied_until,
                 })
+                .chain(
+                    holds
+                        .iter()
+                        .filter(|hold| hold.resource_id == resource.resource_id)
+                        .map(|hold| Interval {
+                            start: hold.starts_at,
+                            end: hold.occupied_until,
+                        }),
+                )
                 .chain(
                     blocks
                         .iter()

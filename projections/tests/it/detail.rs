@@ -64,6 +64,8 @@ async fn folded_reservation(w: &World, id: Uuid) -> ReservationView {
         promo_code: state.promo_code.map(String::from),
         settlement: state.settlement.map(Into::into),
         history: steps,
+        // The scenario makes no waitlist offers.
+        offer: None,
     }
 }
 

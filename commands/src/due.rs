@@ -1,0 +1,81 @@
+//! The scheduler's use case: one piece of due work carried out by the
+//! command its kind names (a hold's expiry today; reminders later), with
+//! an idempotency key made of kind, key and due time.
+
+use clinicbook_domain::due::{DueKind, DueWork};
+use clinicbook_domain::{DomainError, HoldId};
+use clinicbook_eventstore::{Actor, CommandMetadata, IdempotencyKey};
+use tracing::debug;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{CommandError, Commands, Ctx};
+
+/// What the engine's expiry of a hold did (the answer of its command,
+/// stored under its idempotency key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Expiry {
+    /// `HoldExpired` was recorded now and the slot freed.
+    Expired,
+    /// The hold had already ended (confirmed, released or expired):
+    /// nothing was written.
+    AlreadyEnded,
+    /// The hold does not run out yet (the caller's clock is early).
+    NotYet,
+}
+
+/// What carrying out a piece of due work did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DueOutcome {
+    /// The work is done (now, or before: nothing was written twice); the
+    /// row can go.
+    Done,
+    /// Not due yet by this process's clock; try again later.
+    NotYet,
+}
+
+impl Commands {
+    /// Carries out `work`. Execution is at least once, the effect exactly
+    /// once: the command's aggregate refuses a second terminal event, and
+    /// the idempotency key answers a repeat as the first attempt did.
+    ///
+    /// # Errors
+    /// Storage failed or conflicts outlasted every retry: the work stays
+    /// due, for another try.
+    #[tracing::instrument(skip_all, fields(kind = work.kind.as_str(), key = %work.key))]
+    pub async fn do_due_work(&self, work: &DueWork) -> Result<DueOutcome, CommandError> {
+        // Checked before the command, so that no "not yet" answer is ever
+        // stored under the work's idempotency key.
+        if self.now() < work.due_at {
+            return Ok(DueOutcome::NotYet);
+        }
+        let key = work.idempotency_key();
+        let mut ctx = Ctx::new(CommandMetadata::new(
+            Actor {
+                subject: "scheduler".into(),
+                role: "engine".into(),
+            },
+            work.kind.as_str(),
+            key.clone(),
+        ));
+        ctx.idempotency = Some(IdempotencyKey::new("due", key.clone(), key.as_bytes()));
+        match work.kind {
+            DueKind::HoldExpiry => {
+                let Ok(hold_id) = work.key.parse::<HoldId>() else {
+                    debug!(key = %work.key, "due hold expiry names no hold id; dropped");
+                    return Ok(DueOutcome::Done);
+                };
+                match self.expire_hold(&ctx, hold_id).await {
+                    Ok(done) if done.output == Expiry::NotYet => Ok(DueOutcome::NotYet),
+                    Ok(_) => Ok(DueOutcome::Done),
+                    Err(CommandError::Domain(DomainError::NotFound { .. })) => {
+                        debug!(%hold_id, "due hold expiry for a hold that does not exist; dropped");
+                        Ok(DueOutcome::Done)
+                    }
+                    Err(other) => Err(other),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! The scheduler's read side: one table of due work (`read.due_work`,
+//! keyed by kind and key, with the instant it falls due), kept from the
+//! event feed by the `due_work` projection, and the claim of what is due.
+//!
+//! The events say what is due ([`clinicbook_domain::due`]): a hold held
+//! falls due at its `expires_at`, and any end of the hold deletes the row.
+//! Like the waitlist matcher's tables, these rows are work to do, not a
+//! view, so the projection is never rebuilt (a rebuild would replay work
+//! long done; the commands would refuse it anyway).
+//!
+//! [`ReadModels::claim_due`] claims one due row with a transaction-scoped
+//! advisory lock (not a row lock: a row lock would give the claiming
+//! transaction an id while the command runs, and hold the relay's horizon
+//! back), so several processes never work on the same row at once; a
+//! claim dropped (a crash, an error) lets the row go for another try.
+//! [`DueClaim::finish`] deletes the row once its command is done.
+
+use chrono::{DateTime, Utc};
+use clinicbook_domain::due::{self, DueChange, DueWork};
+use clinicbook_domain::hold::HoldEvent;
+use clinicbook_domain::AggregateKind;
+use clinicbook_eventstore::FeedEvent;
+use futures::future::BoxFuture;
+use sqlx::{PgConnection, Row};
+
+use crate::{Projection, ProjectionError, ReadModels};
+
+/// The scheduler's projection (not among the rebuildable ones).
+pub static DUE_WORK: Projection = Projection {
+    name: "due_work",
+    tables: &[],
+    ddl: DDL,
+    apply,
+};
+
+const DDL: &str = r"
+-- Work that falls due at a time: one row per kind and key.
+CREATE TABLE IF NOT EXISTS due_work (
+    kind     text NOT NULL,
+    key      text NOT NULL,
+    due_at   timestamptz NOT NULL,
+    position bigint NOT NULL,
+    PRIMARY KEY (kind, key)
+);
+CREATE INDEX IF NOT EXISTS due_work_due_idx ON due_work (due_at);
+";
+
+fn apply<'a>(
+    conn: &'a mut PgConnection,
+    events: &'a [FeedEvent],
+) -> BoxFuture<'a, Result<(), ProjectionError>> {
+    Box::pin(async move {
+        for event in events {
+            let change = match event.kind() {
+                Some(AggregateKind::Hold) => {
+                    let parsed: HoldEvent = serde_json::from_value(event.payload.clone())
+                        .map_err(|e| ProjectionError::decode(event, e))?;
+                    due::of_hold(&event.aggregate_id, &parsed)
+                }
+                _ => continue,
+            };
+            record(conn, event.position, change).await?;
+        }
+        Ok(())
+    })
+}
+
+async fn record(
+    conn: &mut PgConnection,
+    position: i64,
+    change: DueChange,
+) -> Result<(), ProjectionError> {
+    match change {
+        DueChange::Schedule { kind, key, due_at } => {
+            sqlx::query(
+                "INSERT INTO due_work (kind, key, due_at, position) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (kind, key) DO UPDATE SET due_at = $3, position = $4",
+            )
+            .bind(kind.as_str())
+            .bind(key)
+            .bind(due_at)
+            .bind(position)
+            .execute(conn)
+            .await?;
+        }
+        DueChange::Done { kind, key } => {
+            sqlx::query("DELETE FROM due_work WHERE kind = $1 AND key = $2")
+                .bind(kind.as_str())
+                .bind(key)
+                .execute(conn)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Advisory-lock class of due work (the object id is the row's hash).
+const CLAIM_CLASS: i32 = 0x4455_4500;
+
+/// A due row claimed by this process. The claim is a transaction-scoped
+/// advisory lock: no other worker takes the row until
+/// [`DueClaim::finish`], or until the claim is dropped.
+pub struct DueClaim {
+    tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    /// The work.
+    pub work: DueWork,
+}
+
+impl std::fmt::Debug for DueClaim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DueClaim")
+            .field("work", &self.work)
+            .finish()
+    }
+}
+
+impl DueClaim {
+    /// Deletes the row (unless a later event moved its due time) and lets
+    /// the claim go.
+    ///
+    /// # Errors
+    /// The database failed; the row stays, for another try.
+    pub async fn finish(mut self) -> Result<(), ProjectionError> {
+        sqlx::query("DELETE FROM read.due_work WHERE kind = $1 AND key = $2 AND due_at = $3")
+            .bind(self.work.kind.as_str())
+            .bind(&self.work.key)
+            .bind(self.work.due_at)
+            .execute(&mut *self.tx)
+            .await?;
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+impl ReadModels {
+    /// True once the `due_work` table exists (its projector created it).
+    async fn due_table_exists(conn: &mut PgConnection) -> Result<bool, ProjectionError> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = 'read' AND tablename = 'due_work')",
+        )
+        .fetch_one(conn)
+        .await?)
+    }
+
+    /// Claims the earliest row due at `now` that no other worker holds.
+    ///
+    /// # Errors
+    /// The database failed, or a row names a kind this version does not
+    /// know.
+    pub async fn claim_due(&self, now: DateTime<Utc>) -> Result<Option<DueClaim>, ProjectionError> {
+        let mut tx = self.pool().begin().await?;
+        if !Self::due_table_exists(&mut tx).await? {
+            return Ok(None);
+        }
+        let due: Vec<(String, String)> = sqlx::query_as(
+            "SELECT kind, key FROM read.due_work WHERE due_at <= $1 ORDER BY due_at LIMIT 16",
+        )
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut claimed = None;
+        for (kind, key) in due {
+            let locked: bool = sqlx::query_scalar(
+                "SELECT pg_try_advisory_xact_lock($1, hashtext($2 || '/' || $3))",
+            )
+            .bind(CLAIM_CLASS)
+            .bind(&kind)
+            .bind(&key)
+            .fetch_one(&mut *tx)
+            .await?;
+            if locked {
+                claimed = Some((kind, key));
+                break;
+            }
+        }
+        let Some((kind, key)) = claimed else {
+            return Ok(None);
+        };
+        // Read again under the lock: another worker may have finished it
+        // (deleted the row) between the list and the lock.
+        let row = sqlx::query(
+            "SELECT kind, key, due_at FROM read.due_work WHERE kind = $1 AND key = $2 AND due_at <= $3",
+        )
+        .bind(&kind)
+        .bind(&key)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let kind: String = row.try_get("kind")?;
+        let kind = kind.parse().map_err(|_| ProjectionError::Invalid {
+            field: "due_work.kind",
+            reason: format!("{kind:?} is not a kind of due work"),
+        })?;
+        Ok(Some(DueClaim {
+            tx,
+            work: DueWork {
+                kind,
+                key: row.try_get("key")?,
+                due_at: row.try_get("due_at")?,
+            },
+        }))
+    }
+
+    /// When the earliest due work falls due, if any is waiting.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn next_due(&self) -> Result<Option<DateTime<Utc>>, ProjectionError> {
+        let mut conn = self.pool().acquire().await?;
+        if !Self::due_table_exists(&mut conn).await? {
+            return Ok(None);
+        }
+        Ok(sqlx::query_scalar("SELECT min(due_at) FROM read.due_work")
+            .fetch_one(&mut *conn)
+            .await?)
+    }
+}
