@@ -432,12 +432,17 @@ async fn a_nats_node_of_three_stopped_under_load_loses_nothing() {
         .get_stream(clinicbook_eventstore::relay::STREAM)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let info = stream.info().await.unwrap_or_else(|e| panic!("{e}"));
-    let leader = info
-        .cluster
-        .as_ref()
-        .and_then(|cluster| cluster.leader.clone())
-        .unwrap_or_else(|| panic!("no stream leader: {:?}", info.cluster));
+    // A loaded machine may be between elections when asked: wait for one.
+    let mut asked = 0;
+    let leader = loop {
+        let info = stream.info().await.unwrap_or_else(|e| panic!("{e}"));
+        match info.cluster.as_ref().and_then(|c| c.leader.clone()) {
+            Some(leader) => break leader,
+            None if asked < 60 => asked += 1,
+            None => panic!("no stream leader after 30 s: {:?}", info.cluster),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     let index = nodes
         .iter()
         .position(|node| node.name == leader)

@@ -8,8 +8,8 @@
 pub mod catalog;
 pub mod csv;
 pub mod detail;
-pub mod patients;
 pub mod holds;
+pub mod patients;
 pub mod reports;
 pub mod schedule;
 
