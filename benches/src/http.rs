@@ -8,6 +8,7 @@
 //!   after another: each slot gets about `clients` attempts, and exactly
 //!   one of them may win.
 
+use clinicbook_wire::booking::{BookTreatment, PaymentInput};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -367,24 +368,6 @@ impl Slots {
     }
 }
 
-/// `POST /v1/reservations` body (commands' `BookTreatment`).
-#[derive(Serialize)]
-struct BookTreatment {
-    patient_id: Uuid,
-    clinic_id: Uuid,
-    resource_id: Uuid,
-    treatment_id: Uuid,
-    start: DateTime<Utc>,
-    payment: Payment,
-}
-
-/// How a booking is paid; at the clinic, so no wallet is needed.
-#[derive(Serialize)]
-#[serde(tag = "method", rename_all = "snake_case")]
-enum Payment {
-    AtClinic,
-}
-
 /// The `code` of a problem+json answer.
 #[derive(Deserialize)]
 struct Problem {
@@ -454,13 +437,16 @@ impl Client {
             i64::try_from(slot % SLOTS_PER_DAY).unwrap_or(0) * (DURATION_MINUTES + BUFFER_MINUTES);
         let start =
             self.clinic.first_day + chrono::Duration::days(day) + chrono::Duration::minutes(minute);
+        // Paid at the clinic, so no wallet is needed.
         let body = BookTreatment {
+            reservation_id: None,
             patient_id: self.patient,
             clinic_id: self.clinic.clinic_id,
             resource_id: resource,
             treatment_id: self.clinic.treatment_id,
             start,
-            payment: Payment::AtClinic,
+            payment: PaymentInput::AtClinic,
+            promo_code: None,
         };
         let sent = self
             .api

@@ -159,6 +159,7 @@ pub fn displacement_outcome(payment: &PaymentMethod, total: Money) -> Cancellati
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::outcome;
     use crate::PackageId;
 
     const WALLET: PaymentMethod = PaymentMethod::Wallet;
@@ -184,15 +185,6 @@ mod tests {
         CancellationPolicy {
             notice_hours: 24,
             late_fee_percent: 30,
-        }
-    }
-
-    fn outcome(late: bool, refund: i64, fee: i64, session_restored: bool) -> CancellationOutcome {
-        CancellationOutcome {
-            late,
-            refund: Money(refund),
-            fee: Money(fee),
-            session_restored,
         }
     }
 

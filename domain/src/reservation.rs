@@ -621,7 +621,7 @@ mod tests {
     use cqrs_es::{Aggregate, DomainEvent};
 
     use super::*;
-    use crate::testing::{fold, id, now};
+    use crate::testing::{fold, id, now, outcome};
 
     fn hours(n: i64) -> TimeDelta {
         TimeDelta::hours(n)
@@ -796,15 +796,6 @@ mod tests {
             block_id: block(),
             outcome: displacement_outcome(&PaymentMethod::Wallet, price().total),
             at: now(),
-        }
-    }
-
-    fn outcome(late: bool, refund: i64, fee: i64, session_restored: bool) -> CancellationOutcome {
-        CancellationOutcome {
-            late,
-            refund: Money(refund),
-            fee: Money(fee),
-            session_restored,
         }
     }
 

@@ -4,6 +4,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 use cqrs_es::Aggregate;
 use uuid::Uuid;
 
+use crate::policy::CancellationOutcome;
+use crate::Money;
+
 /// The UUID numbered `n`, so fixtures name ids by small numbers.
 pub(crate) fn id(n: u128) -> Uuid {
     Uuid::from_u128(n)
@@ -24,4 +27,19 @@ where
         state.apply(event.clone());
     }
     state
+}
+
+/// A settlement by its parts, amounts in cents.
+pub(crate) fn outcome(
+    late: bool,
+    refund: i64,
+    fee: i64,
+    session_restored: bool,
+) -> CancellationOutcome {
+    CancellationOutcome {
+        late,
+        refund: Money(refund),
+        fee: Money(fee),
+        session_restored,
+    }
 }
