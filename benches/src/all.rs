@@ -36,7 +36,7 @@ use anyhow::{bail, Context};
 use futures::TryStreamExt;
 use reqwest::StatusCode;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::json;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use tracing::Instrument;
@@ -842,7 +842,7 @@ async fn availability(api: &Arc<Api>, seconds: u64, table: &mut Table) -> anyhow
     let clinic = Arc::new(set_up(api, RESOURCES).await?);
     // A third of each device's day booked, so the answer has work to do.
     let booked = book_day(api, &clinic, SLOTS_PER_DAY / 3).await?;
-    settle(api).await?;
+    crate::lag::settle(api).await?;
     let date = clinic.first_day.date_naive();
     let url = format!(
         "{}/v1/clinics/{}/availability?treatment_id={}&date={date}",
@@ -987,27 +987,6 @@ async fn hammer(
     }
     let rate = report::per_second(all.len() as u64, started.elapsed().as_secs_f64());
     Ok((all, rate))
-}
-
-/// Waits (up to a minute) until `/readyz` says no projection is behind.
-async fn settle(api: &Api) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        let ready: Value = api
-            .http
-            .get(format!("{}/readyz", api.base))
-            .send()
-            .await
-            .context("GET /readyz")?
-            .json()
-            .await
-            .context("GET /readyz: not JSON")?;
-        if ready["projection_lag_events"].as_i64() == Some(0) {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    bail!("the projections did not catch up within a minute")
 }
 
 /// Seconds a `COPY` of every event, in feed order, to this process takes.

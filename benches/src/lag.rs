@@ -256,7 +256,7 @@ async fn measure(
 }
 
 /// Waits (up to a minute) until `/readyz` says no projection is behind.
-async fn settle(api: &Api) -> anyhow::Result<()> {
+pub(crate) async fn settle(api: &Api) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         let ready: Value = api
