@@ -11,32 +11,36 @@ use crate::feed::FeedPoint;
 use crate::hash::{self, ChainVersion, Hash, GENESIS};
 use crate::row::{EventRow, COLUMNS};
 
-/// One stored event, as auditors see it: in its current version (older
-/// stored versions are upcast, `upcast_from` then names the stored one; the
-/// hash covers the stored bytes).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// One stored event as auditors see it, in its current version.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = AuditEvent))]
 pub struct StoredEvent {
-    /// Aggregate type.
+    /// Aggregate type (`Reservation`, ...).
     pub aggregate_type: String,
     /// Aggregate id.
     pub aggregate_id: String,
-    /// Sequence in the stream.
+    /// Sequence in its stream, from 1.
     pub sequence: i64,
     /// Global position.
     pub position: i64,
     /// Event type.
     pub event_type: String,
-    /// Event version (the current one).
+    /// Event version, the current one for its type.
     pub event_version: String,
-    /// The version as stored, when the event was upcast from it.
+    /// The version as stored, when an older stored version was upcast to
+    /// `event_version` for reading (the hash covers the stored bytes).
     pub upcast_from: Option<String>,
-    /// Payload.
+    /// The event: `{"Variant": {...}}`, or `"Variant"` for one without
+    /// fields.
     pub payload: serde_json::Value,
-    /// Metadata.
+    /// The command's metadata: `command_id`, `correlation_id`,
+    /// `causation_id`, `actor` (the token's `sub`), `actor_role`,
+    /// `request_id`, `command`, `recorded_at`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub metadata: serde_json::Value,
-    /// When it was recorded.
+    /// When the database recorded it (UTC).
     pub recorded_at: DateTime<Utc>,
-    /// Its chain hash, hex.
+    /// Its hash in the stream's chain, hex.
     pub hash: String,
 }
 

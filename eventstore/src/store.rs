@@ -259,6 +259,8 @@ struct Inner {
     pool: PgPool,
     cache: Cache<StreamKey, CachedStream>,
     config: StoreConfig,
+    /// Sent after every commit that wrote events, once set.
+    nudge: std::sync::OnceLock<crate::relay::Nudge>,
 }
 
 impl EventStore {
@@ -270,8 +272,17 @@ impl EventStore {
                 pool,
                 cache,
                 config,
+                nudge: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// From now on, every commit that wrote events nudges the relay (after
+    /// the commit, outside the transaction) through `nudge`. Set once per
+    /// store and its clones: a later call keeps the first and answers
+    /// false.
+    pub fn nudge_relay(&self, nudge: crate::relay::Nudge) -> bool {
+        self.inner.nudge.set(nudge).is_ok()
     }
 
     /// The connection pool.
@@ -699,6 +710,11 @@ impl EventStore {
         };
 
         let written = rows.len();
+        if written > 0 {
+            if let Some(nudge) = self.inner.nudge.get() {
+                nudge.send();
+            }
+        }
         for tracked in uow.tracked {
             if tracked.pending.is_empty() {
                 continue;

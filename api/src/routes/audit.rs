@@ -65,56 +65,6 @@ impl FromRequestParts<AppState> for AuditorCall {
     }
 }
 
-/// One stored event as auditors see it, in its current version.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
-pub struct AuditEvent {
-    /// Aggregate type (`Reservation`, ...).
-    pub aggregate_type: String,
-    /// Aggregate id.
-    pub aggregate_id: String,
-    /// Sequence in its stream, from 1.
-    pub sequence: i64,
-    /// Global position.
-    pub position: i64,
-    /// Event type.
-    pub event_type: String,
-    /// Event version, the current one for its type.
-    pub event_version: String,
-    /// The version as stored, when an older stored version was upcast to
-    /// `event_version` for reading (the hash covers the stored bytes).
-    pub upcast_from: Option<String>,
-    /// The event: `{"Variant": {...}}`, or `"Variant"` for one without
-    /// fields.
-    pub payload: serde_json::Value,
-    /// The command's metadata: `command_id`, `correlation_id`,
-    /// `causation_id`, `actor` (the token's `sub`), `actor_role`,
-    /// `request_id`, `command`, `recorded_at`.
-    #[schema(value_type = Object)]
-    pub metadata: serde_json::Value,
-    /// When the database recorded it (UTC).
-    pub recorded_at: DateTime<Utc>,
-    /// Its hash in the stream's chain, hex.
-    pub hash: String,
-}
-
-impl From<StoredEvent> for AuditEvent {
-    fn from(e: StoredEvent) -> Self {
-        Self {
-            aggregate_type: e.aggregate_type,
-            aggregate_id: e.aggregate_id,
-            sequence: e.sequence,
-            position: e.position,
-            event_type: e.event_type,
-            event_version: e.event_version,
-            upcast_from: e.upcast_from,
-            payload: e.payload,
-            metadata: e.metadata,
-            recorded_at: e.recorded_at,
-            hash: e.hash,
-        }
-    }
-}
-
 /// A stream's events up to a point and the state they give.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct StreamHistory {
@@ -127,7 +77,7 @@ pub struct StreamHistory {
     /// The stream's last sequence now.
     pub last_sequence: i64,
     /// The events up to that point, in sequence order.
-    pub events: Vec<AuditEvent>,
+    pub events: Vec<StoredEvent>,
     /// The aggregate's state replayed through its own `apply` up to that
     /// point.
     #[schema(value_type = Object)]
@@ -141,7 +91,7 @@ impl From<StreamAt> for StreamHistory {
             aggregate_id: at.aggregate_id,
             version: at.sequence,
             last_sequence: at.last_sequence,
-            events: at.events.into_iter().map(AuditEvent::from).collect(),
+            events: at.events,
             state: at.state,
         }
     }
@@ -151,7 +101,7 @@ impl From<StreamAt> for StreamHistory {
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct EventPage {
     /// Events in feed order: by writing transaction, then position.
-    pub events: Vec<AuditEvent>,
+    pub events: Vec<StoredEvent>,
     /// An opaque cursor: pass it as `after` for the next page (the place
     /// of the last event returned, or of `after` when the page is empty).
     pub next_after: String,
@@ -501,7 +451,7 @@ async fn events(
     let mut revealer = Revealer::new(state.commands.store());
     let mut page = Vec::with_capacity(events.len());
     for e in events {
-        let mut event = AuditEvent::from(e.event);
+        let mut event = e.event;
         revealer
             .reveal(
                 &event.aggregate_type,
