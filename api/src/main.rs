@@ -447,7 +447,7 @@ async fn run_server(
         clinicbook_api::background::MAINTENANCE_EVERY,
     );
     // Webhook deliveries run beside the read side (one worker per
-    // subscription across every process, by advisory lock).
+    // subscription across every process, by a lease on its cursor).
     if matches!(args.role, ServeRole::All | ServeRole::Projector) {
         clinicbook_notify::worker::spawn(
             background_read.pool().clone(),

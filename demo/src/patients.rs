@@ -1,8 +1,9 @@
-//! Patients: who they are (ids from the seed), which branch they usually
-//! visit, what they pay into their wallet and which package they buy; and
+//! Patients: who they are (ids from the seed, and a profile for most),
+//! which branch they usually visit, what they pay into their wallet and which package they buy; and
 //! the staff calls that fund the wallets and sell the packages.
 
 use clinicbook_wire::money::{Deposit, PackageBought, PackagePayment, PurchasePackage};
+use clinicbook_wire::patients::{ConsentInput, PatientInput};
 use reqwest::StatusCode;
 use uuid::Uuid;
 
@@ -146,6 +147,29 @@ async fn fund_one(
     patient: &Patient,
     seed: u64,
 ) -> Result<(), DemoError> {
+    // A profile (sealed at rest) for nine patients in ten; the rest are
+    // walk-ins known only by id. Every third speaks German.
+    if index % 10 != 9 {
+        let body = PatientInput {
+            patient_id: Some(patient.id),
+            name: format!("Demo Patient {index:04}"),
+            email: Some(format!("patient{index:04}@demo.clinicbook.example")),
+            phone: Some(format!("+49151{index:07}")),
+            language: Some(if index % 3 == 0 { "de" } else { "en" }.to_owned()),
+            consent: ConsentInput {
+                email: index % 7 != 0,
+                sms: index % 2 == 0,
+            },
+        };
+        api.post(
+            As::Staff,
+            "/v1/patients",
+            &body,
+            &key(seed, &format!("patient/{index}")),
+        )
+        .await?
+        .expect(StatusCode::CREATED)?;
+    }
     if patient.deposit_cents > 0 {
         let body = Deposit {
             amount_cents: patient.deposit_cents,

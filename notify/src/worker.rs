@@ -1,7 +1,8 @@
-//! The delivery workers: one per subscription, each holding a Postgres
-//! advisory lock on its subscription (one worker per subscription across
-//! every process) and its own connection, so a slow or failing receiver
-//! delays no other subscription.
+//! The delivery workers: one task per subscription, each holding a lease
+//! on its subscription's cursor (one worker per subscription across every
+//! process), so a slow or failing receiver delays no other subscription.
+//! Workers take connections from the pool only for their short queries,
+//! never while a receiver answers.
 //!
 //! A worker queues the events after its cursor (`webhook_cursors`) as
 //! delivery rows and moves the cursor in the same transaction, then sends
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use clinicbook_eventstore::feed::{self, FeedPoint};
-use sqlx::{Connection, PgConnection, PgPool, Row};
+use sqlx::{PgPool, Row};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
@@ -124,13 +125,33 @@ async fn active(pool: &PgPool) -> Result<Vec<Uuid>, sqlx::Error> {
         .await
 }
 
-/// The advisory-lock key of a subscription's worker.
-fn lock_key(webhook_id: Uuid) -> i64 {
-    let bytes = webhook_id.as_bytes();
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&bytes[..8]);
-    // A namespace bit pattern so the keys do not meet the store's.
-    i64::from_be_bytes(first) ^ 0x5745_4248_4f4f_4b53
+/// How long a worker's lease on its subscription lasts without renewal.
+const LEASE: Duration = Duration::from_secs(30);
+
+/// Takes or renews `holder`'s lease on the subscription: true when held.
+async fn lease(pool: &PgPool, webhook_id: Uuid, holder: Uuid) -> Result<bool, sqlx::Error> {
+    let taken = sqlx::query(
+        "UPDATE webhook_cursors
+            SET leased_by = $2, lease_until = now() + $3 * interval '1 millisecond'
+          WHERE webhook_id = $1 AND (leased_by = $2 OR lease_until < now())",
+    )
+    .bind(webhook_id)
+    .bind(holder)
+    .bind(i64::try_from(LEASE.as_millis()).unwrap_or(30_000))
+    .execute(pool)
+    .await?;
+    Ok(taken.rows_affected() == 1)
+}
+
+async fn release(pool: &PgPool, webhook_id: Uuid, holder: Uuid) {
+    let _ = sqlx::query(
+        "UPDATE webhook_cursors SET leased_by = NULL, lease_until = '-infinity'
+          WHERE webhook_id = $1 AND leased_by = $2",
+    )
+    .bind(webhook_id)
+    .bind(holder)
+    .execute(pool)
+    .await;
 }
 
 async fn run_worker(
@@ -140,30 +161,25 @@ async fn run_worker(
     webhook_id: Uuid,
     cancel: CancellationToken,
 ) {
-    // A connection of its own that holds the lock; it closes (and the lock
-    // goes) when the worker ends, whichever way.
-    let mut conn = match pool.acquire().await {
-        Ok(conn) => conn.detach(),
-        Err(e) => {
-            warn!(error = %e, "no connection for a webhook worker");
-            return;
-        }
-    };
-    let locked: Result<bool, _> = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-        .bind(lock_key(webhook_id))
-        .fetch_one(&mut conn)
-        .await;
-    if !matches!(locked, Ok(true)) {
-        // Another process delivers this subscription.
-        let _ = conn.close().await;
-        return;
-    }
+    // One worker per subscription across every process: the holder of the
+    // cursor's lease, renewed at every step (a process that dies loses it
+    // after `LEASE`). A lease held elsewhere ends this worker; the
+    // supervisor tries again later.
+    let holder = Uuid::new_v4();
     debug!("delivering");
     loop {
         if cancel.is_cancelled() {
             break;
         }
-        let pause = match step(&mut conn, &client, &config, webhook_id).await {
+        match lease(&pool, webhook_id, holder).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                warn!(error = %e, "cannot renew the webhook lease");
+                return;
+            }
+        }
+        let pause = match step(&pool, &client, &config, webhook_id).await {
             Ok(Step::Again) => continue,
             Ok(Step::Idle) => config.poll,
             Ok(Step::Wait(pause)) => pause.min(config.poll.max(Duration::from_millis(10)) * 4),
@@ -178,7 +194,7 @@ async fn run_worker(
             () = tokio::time::sleep(pause) => {}
         }
     }
-    let _ = conn.close().await;
+    release(&pool, webhook_id, holder).await;
 }
 
 enum Step {
@@ -193,7 +209,7 @@ enum Step {
 }
 
 async fn step(
-    conn: &mut PgConnection,
+    pool: &PgPool,
     client: &reqwest::Client,
     config: &DeliveryConfig,
     webhook_id: Uuid,
@@ -202,7 +218,7 @@ async fn step(
         "SELECT url, events, secret FROM webhooks WHERE webhook_id = $1 AND deleted_at IS NULL",
     )
     .bind(webhook_id)
-    .fetch_optional(&mut *conn)
+    .fetch_optional(pool)
     .await?
     else {
         return Ok(Step::Stop);
@@ -218,7 +234,7 @@ async fn step(
           ORDER BY seq LIMIT 1",
     )
     .bind(webhook_id)
-    .fetch_optional(&mut *conn)
+    .fetch_optional(pool)
     .await?;
     if let Some(row) = head {
         let next: DateTime<Utc> = row.try_get("next_attempt_at")?;
@@ -234,14 +250,14 @@ async fn step(
             position: row.try_get("position")?,
             event_type: row.try_get("type")?,
         };
-        attempt(conn, client, config, webhook_id, &url, &secret, delivery).await?;
+        attempt(pool, client, config, webhook_id, &url, &secret, delivery).await?;
         return Ok(Step::Again);
     }
 
     let cursor =
         sqlx::query("SELECT transaction_id, position FROM webhook_cursors WHERE webhook_id = $1")
             .bind(webhook_id)
-            .fetch_optional(&mut *conn)
+            .fetch_optional(pool)
             .await?;
     let after = match cursor {
         Some(row) => FeedPoint {
@@ -250,11 +266,11 @@ async fn step(
         },
         None => FeedPoint::START,
     };
-    let batch = feed::read_after(&mut *conn, after, config.batch).await?;
+    let batch = feed::read_after(pool, after, config.batch).await?;
     let Some(last) = batch.last().map(feed::FeedEvent::point) else {
         return Ok(Step::Idle);
     };
-    let mut tx = conn.begin().await?;
+    let mut tx = pool.begin().await?;
     for event in &batch {
         let Some(name) = webhook_type(&event.aggregate_type, &event.event_type) else {
             continue;
@@ -315,7 +331,7 @@ struct Pending {
 }
 
 async fn attempt(
-    conn: &mut PgConnection,
+    pool: &PgPool,
     client: &reqwest::Client,
     config: &DeliveryConfig,
     webhook_id: Uuid,
@@ -350,7 +366,7 @@ async fn attempt(
         .bind(status)
         .bind(first)
         .bind(done_at)
-        .execute(&mut *conn)
+        .execute(pool)
         .await?;
         metrics::counter!("clinicbook_webhook_deliveries_total", "outcome" => "delivered")
             .increment(1);
@@ -383,7 +399,7 @@ async fn attempt(
         .bind(status)
         .bind(first)
         .bind(done_at)
-        .execute(&mut *conn)
+        .execute(pool)
         .await?;
         metrics::counter!("clinicbook_webhook_deliveries_total", "outcome" => "dead_lettered")
             .increment(1);
@@ -403,7 +419,7 @@ async fn attempt(
     .bind(status)
     .bind(first)
     .bind(next)
-    .execute(&mut *conn)
+    .execute(pool)
     .await?;
     metrics::counter!("clinicbook_webhook_deliveries_total", "outcome" => "failed").increment(1);
     debug!(event_id = %delivery.event_id, ?status, attempts, "delivery failed; retrying");
