@@ -7,7 +7,7 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use clinicbook_commands::due::DueOutcome;
 use clinicbook_commands::{CommandError, Commands};
-use clinicbook_eventstore::relay::Topology;
+use clinicbook_eventstore::relay::{Nudge, Topology};
 use clinicbook_projections::service::{self, Background, Batches};
 use clinicbook_projections::{ProjectionError, ReadModels};
 use tokio_util::sync::CancellationToken;
@@ -50,10 +50,15 @@ pub async fn start(
     batches: Batches,
 ) -> Result<Background, ProjectionError> {
     let background = Background::new();
+    let js = service::connect(nats_url).await?;
+    // Whatever the role, this process's commits wake the relay (wherever it
+    // runs) through NATS; the relay polls for writers that do not.
+    commands
+        .store()
+        .nudge_relay(Nudge::new(js.client(), topology));
     if role == ServeRole::Api {
         return Ok(background);
     }
-    let js = service::connect(nats_url).await?;
     if matches!(role, ServeRole::All | ServeRole::Relay) {
         background.relay(
             read.pool().clone(),

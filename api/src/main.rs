@@ -434,6 +434,7 @@ async fn run_server(
     );
     tracing::info!(role = ?args.role, "serving");
     let state = AppState {
+        audit: commands.store().audit(),
         commands,
         read,
         auth: Arc::new(AuthKeys::new(&secret(&args.secret)?)),

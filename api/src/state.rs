@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use clinicbook_commands::Commands;
+use clinicbook_eventstore::audit::Audit;
 use clinicbook_eventstore::checkpoint::AuditKey;
 use clinicbook_projections::ReadModels;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -16,6 +17,9 @@ pub struct AppState {
     pub commands: Commands,
     /// The read models read routes answer from.
     pub read: ReadModels,
+    /// The audit and ops reads of the event store (streams, feed, chain
+    /// verification, checkpoints): the API holds no pool.
+    pub audit: Audit,
     /// Token verification.
     pub auth: Arc<AuthKeys>,
     /// Renders `/metrics`.

@@ -117,15 +117,38 @@ pub async fn run(args: BookArgs) -> anyhow::Result<()> {
         args.seconds,
         api.base
     );
+    let report = drive(&api, &clinic, args.mode, clients, args.seconds).await?;
+    if let Some(server) = &mut server {
+        server.ensure_running()?;
+    }
+    print!("{}", report.text());
+    if let Some(path) = &args.json {
+        report::write_json(path, &report)?;
+    }
+    drop(server);
+    Ok(())
+}
 
+/// `clients` clients book at `clinic` (`mode`) for `seconds`; the clinic
+/// has a device per client (`distinct`) or one (`hot`).
+///
+/// # Errors
+/// The server stops answering, or a client panics.
+pub(crate) async fn drive(
+    api: &Arc<Api>,
+    clinic: &Arc<Clinic>,
+    mode: Mode,
+    clients: usize,
+    seconds: u64,
+) -> anyhow::Result<BookReport> {
     let started = Instant::now();
-    let deadline = started + Duration::from_secs(args.seconds);
+    let deadline = started + Duration::from_secs(seconds);
     let tickets = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::with_capacity(clients);
     for index in 0..clients {
-        let slots = match args.mode {
+        let slots = match mode {
             Mode::Distinct => Slots::Own {
-                resource: clinic.devices[index],
+                resource: clinic.devices[index % clinic.devices.len().max(1)],
                 next: 0,
             },
             Mode::Hot => Slots::Shared {
@@ -151,23 +174,15 @@ pub async fn run(args: BookArgs) -> anyhow::Result<()> {
         tally.merge(task.await.context("a client panicked")??);
     }
     let elapsed = started.elapsed().as_secs_f64();
-    if let Some(server) = &mut server {
-        server.ensure_running()?;
-    }
-
-    let hot_slots = (args.mode == Mode::Hot).then(|| {
+    let hot_slots = (mode == Mode::Hot).then(|| {
         HotSlots::of(
             tickets.load(Ordering::Relaxed).div_ceil(clients as u64),
             &tally.won,
         )
     });
-    let report = BookReport::new(&args, clients, &api.base, elapsed, tally, hot_slots);
-    print!("{}", report.text());
-    if let Some(path) = &args.json {
-        report::write_json(path, &report)?;
-    }
-    drop(server);
-    Ok(())
+    Ok(BookReport::new(
+        mode, clients, &api.base, elapsed, tally, hot_slots,
+    ))
 }
 
 /// The HTTP side: one shared `reqwest::Client`, the base URL and the token.
@@ -579,7 +594,7 @@ pub struct BookReport {
 
 impl BookReport {
     fn new(
-        args: &BookArgs,
+        mode: Mode,
         clients: usize,
         url: &str,
         seconds: f64,
@@ -594,7 +609,7 @@ impl BookReport {
         let commands = tally.latencies.len() as u64;
         Self {
             bench: "book",
-            mode: args.mode.name(),
+            mode: mode.name(),
             clients,
             url: url.to_string(),
             seconds,

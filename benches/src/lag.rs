@@ -59,17 +59,17 @@ pub struct LagArgs {
 
 /// The figures of a run.
 #[derive(Debug, Serialize)]
-struct LagReport {
-    rate_per_second: u32,
-    seconds: u64,
-    bookings: usize,
-    refused: usize,
-    never_visible: usize,
-    poll_ms: u64,
-    booking_latency_ms: Latency,
-    client_seen_lag_ms: Option<Latency>,
+pub(crate) struct LagReport {
+    pub(crate) rate_per_second: u32,
+    pub(crate) seconds: u64,
+    pub(crate) bookings: usize,
+    pub(crate) refused: usize,
+    pub(crate) never_visible: usize,
+    pub(crate) poll_ms: u64,
+    pub(crate) booking_latency_ms: Latency,
+    pub(crate) client_seen_lag_ms: Option<Latency>,
     /// Per projection: quantile → milliseconds, as the server recorded.
-    server_lag_ms: Vec<(String, Vec<(String, f64)>)>,
+    pub(crate) server_lag_ms: Vec<(String, Vec<(String, f64)>)>,
 }
 
 /// What one booking measured.
@@ -98,53 +98,7 @@ pub async fn run(args: LagArgs) -> anyhow::Result<()> {
         _ => bail!("give --url and --token, or --spawn"),
     };
     let api = Arc::new(Api::new(&url, token, Duration::from_secs(10))?);
-    // Bookings rotate over the devices, so that concurrent bookings rarely
-    // share a calendar (a device's day) and the figures are of the read
-    // side, not of write contention.
-    let clinic = Arc::new(set_up(&api, DEVICES).await.context("setting up a clinic")?);
-    let period = Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1)));
-    let poll = (args.poll_ms > 0).then(|| Duration::from_millis(args.poll_ms));
-    eprintln!(
-        "{} bookings/s for {} s against {}",
-        args.rate, args.seconds, api.base
-    );
-    let mut ticks = tokio::time::interval(period);
-    let mut tasks = JoinSet::new();
-    let started = Instant::now();
-    let mut slot = 0_u64;
-    while started.elapsed() < Duration::from_secs(args.seconds) {
-        ticks.tick().await;
-        let (api, clinic) = (api.clone(), clinic.clone());
-        tasks.spawn(
-            measure(api, clinic, slot, poll).instrument(tracing::info_span!("lag_probe", slot)),
-        );
-        slot += 1;
-    }
-    let (mut bookings, mut lags) = (Vec::new(), Vec::new());
-    let (mut refused, mut never_visible) = (0, 0);
-    while let Some(sample) = tasks.join_next().await {
-        match sample.context("a measuring task failed")? {
-            Sample::Booked { booking, lag } => {
-                bookings.push(booking);
-                lags.extend(lag);
-            }
-            Sample::Refused => refused += 1,
-            Sample::NeverVisible => never_visible += 1,
-        }
-    }
-    settle(&api).await?;
-    let server_lag_ms = server_lag(&api).await?;
-    let report = LagReport {
-        rate_per_second: args.rate,
-        seconds: args.seconds,
-        bookings: bookings.len(),
-        refused,
-        never_visible,
-        poll_ms: args.poll_ms,
-        booking_latency_ms: Latency::of(&mut bookings),
-        client_seen_lag_ms: poll.map(|_| Latency::of(&mut lags)),
-        server_lag_ms,
-    };
+    let report = measure_lag(&api, args.rate, args.seconds, args.poll_ms).await?;
     println!(
         "{} bookings ({} refused, {} never visible within 10 s)\n\
          booking latency ms: p50 {:.1}  p95 {:.1}  p99 {:.1}  max {:.1}",
@@ -177,6 +131,65 @@ pub async fn run(args: LagArgs) -> anyhow::Result<()> {
         server.ensure_running()?;
     }
     Ok(())
+}
+
+/// Books `rate` times a second for `seconds` at a clinic of its own,
+/// then waits for the projections to catch up and reads their lag from
+/// `/metrics`.
+///
+/// # Errors
+/// The clinic cannot be set up, a measuring task fails, the projections
+/// do not catch up, or `/metrics` cannot be read.
+pub(crate) async fn measure_lag(
+    api: &Arc<Api>,
+    rate: u32,
+    seconds: u64,
+    poll_ms: u64,
+) -> anyhow::Result<LagReport> {
+    // Bookings rotate over the devices, so that concurrent bookings rarely
+    // share a calendar (a device's day) and the figures are of the read
+    // side, not of write contention.
+    let clinic = Arc::new(set_up(api, DEVICES).await.context("setting up a clinic")?);
+    let period = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
+    let poll = (poll_ms > 0).then(|| Duration::from_millis(poll_ms));
+    eprintln!("{} bookings/s for {} s against {}", rate, seconds, api.base);
+    let mut ticks = tokio::time::interval(period);
+    let mut tasks = JoinSet::new();
+    let started = Instant::now();
+    let mut slot = 0_u64;
+    while started.elapsed() < Duration::from_secs(seconds) {
+        ticks.tick().await;
+        let (api, clinic) = (api.clone(), clinic.clone());
+        tasks.spawn(
+            measure(api, clinic, slot, poll).instrument(tracing::info_span!("lag_probe", slot)),
+        );
+        slot += 1;
+    }
+    let (mut bookings, mut lags) = (Vec::new(), Vec::new());
+    let (mut refused, mut never_visible) = (0, 0);
+    while let Some(sample) = tasks.join_next().await {
+        match sample.context("a measuring task failed")? {
+            Sample::Booked { booking, lag } => {
+                bookings.push(booking);
+                lags.extend(lag);
+            }
+            Sample::Refused => refused += 1,
+            Sample::NeverVisible => never_visible += 1,
+        }
+    }
+    settle(api).await?;
+    let server_lag_ms = server_lag(api).await?;
+    Ok(LagReport {
+        rate_per_second: rate,
+        seconds,
+        bookings: bookings.len(),
+        refused,
+        never_visible,
+        poll_ms,
+        booking_latency_ms: Latency::of(&mut bookings),
+        client_seen_lag_ms: poll.map(|_| Latency::of(&mut lags)),
+        server_lag_ms,
+    })
 }
 
 /// Makes booking number `booking` (on the next device, in its next slot)

@@ -19,9 +19,14 @@
 //!   deposits, laser days booked from wallets and settled), for timing the
 //!   auditor's commands on it.
 //!
+//! - `clinicbook-benches all [--json FILE]` runs every scenario of issue
+//!   11 on fresh databases, each machine-dependent figure next to a
+//!   ceiling measured in the same run, and prints one table.
+//!
 //! All print throughput, latency percentiles and the answers by kind, and
 //! write the same as JSON with `--json`.
 
+mod all;
 mod holds;
 mod http;
 mod lag;
@@ -55,6 +60,10 @@ enum Command {
     /// path, for timing `clinicbook verify` and `clinicbook replay --all
     /// --check`.
     Seed(seed::SeedArgs),
+    /// Every scenario of issue 11 (bookings against the raw-SQL ceiling,
+    /// the hot slot, lag, availability, command latency on a small and a
+    /// large store, rebuilds against COPY, RSS), one table.
+    All(all::AllArgs),
     /// Hold expiry delay (`expired_at - expires_at`, p50/p99) over many holds.
     Holds(holds::HoldsArgs),
 }
@@ -86,6 +95,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Book(args) => http::run(args).await,
         Command::Lag(args) => lag::run(args).await,
         Command::Seed(args) => seed::run(args).await,
+        Command::All(args) => all::run(args).await,
         Command::Holds(args) => holds::run(args).await,
     }
 }

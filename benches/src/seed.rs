@@ -492,53 +492,18 @@ pub async fn run(args: SeedArgs) -> anyhow::Result<()> {
         }
     };
     clinicbook_eventstore::migrate(&pool).await?;
-    let store = EventStore::new(pool.clone(), StoreConfig::default());
-    let clients = args.clients.max(1);
-    let share = args.events.div_ceil(clients as u64);
-    let counters: Vec<Arc<AtomicU64>> = (0..clients).map(|_| Arc::default()).collect();
-    let started = Instant::now();
-    let mut tasks = Vec::with_capacity(clients);
-    for (index, written) in counters.iter().enumerate() {
-        tasks.push(tokio::spawn(
-            client(store.clone(), index, share, args.seed, written.clone())
-                .instrument(tracing::info_span!("seed_client", index)),
-        ));
-    }
-    let progress = {
-        let counters = counters.clone();
-        let target = share * clients as u64;
-        tokio::spawn(
-            async move {
-                loop {
-                    tokio::time::sleep(Duration::from_secs(10)).await;
-                    let done: u64 = counters.iter().map(|c| c.load(Ordering::Relaxed)).sum();
-                    let seconds = started.elapsed().as_secs_f64();
-                    eprintln!(
-                        "{done} / {target} events, {:.0} events/s",
-                        report::per_second(done, seconds)
-                    );
-                }
-            }
-            .instrument(tracing::info_span!("seed_progress")),
-        )
-    };
-    for task in tasks {
-        task.await??;
-    }
-    progress.abort();
-    let elapsed = started.elapsed().as_secs_f64();
+    let seeded = seed(&pool, args.events, args.clients, args.seed).await?;
     let (events, last_position) = clinicbook_eventstore::audit::totals(&pool).await?;
     let streams: Vec<(String, i64)> = clinicbook_eventstore::audit::stream_counts(&pool).await?;
     let report = serde_json::json!({
         "bench": "seed",
-        "clients": clients,
-        "seconds": elapsed,
+        "clients": args.clients.max(1),
+        "seconds": seeded.seconds,
         "events_in_store": events,
         "last_position": last_position,
-        "events_per_second": report::per_second(
-            counters.iter().map(|c| c.load(Ordering::Relaxed)).sum(),
-            elapsed
-        ),
+        "events_per_second": report::per_second(seeded.written, seeded.seconds),
+        "first_tenth_events_per_second": seeded.first_tenth_rate(),
+        "last_tenth_events_per_second": seeded.last_tenth_rate(),
         "streams_by_type": streams.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
@@ -546,4 +511,124 @@ pub async fn run(args: SeedArgs) -> anyhow::Result<()> {
         eprintln!("the throwaway database {} is removed on exit", db.name);
     }
     Ok(())
+}
+
+/// What [`seed`] wrote, and how fast along the way.
+pub(crate) struct Seeded {
+    /// Wall time.
+    pub(crate) seconds: f64,
+    /// Events written.
+    pub(crate) written: u64,
+    /// Events written so far, sampled every [`PROGRESS_EVERY`]: (seconds
+    /// since the start, events).
+    pub(crate) progress: Vec<(f64, u64)>,
+}
+
+/// How often the seeder samples its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+impl Seeded {
+    /// Events per second while the first tenth of the events was written.
+    pub(crate) fn first_tenth_rate(&self) -> f64 {
+        self.rate_between(0, self.written / 10)
+    }
+
+    /// Events per second while the last tenth of the events was written.
+    pub(crate) fn last_tenth_rate(&self) -> f64 {
+        self.rate_between(self.written - self.written / 10, self.written)
+    }
+
+    /// The rate between the samples around `from` and `to` events.
+    fn rate_between(&self, from: u64, to: u64) -> f64 {
+        let mut samples = vec![(0.0, 0)];
+        samples.extend(self.progress.iter().copied());
+        samples.push((self.seconds, self.written));
+        let start = samples
+            .iter()
+            .rev()
+            .find(|(_, n)| *n <= from)
+            .copied()
+            .unwrap_or((0.0, 0));
+        let end = samples
+            .iter()
+            .find(|(_, n)| *n >= to)
+            .copied()
+            .unwrap_or((self.seconds, self.written));
+        report::per_second(end.1.saturating_sub(start.1), end.0 - start.0)
+    }
+}
+
+/// Writes about `events` events into the migrated database of `pool` from
+/// `clients` concurrent clients.
+///
+/// # Errors
+/// A command fails.
+pub(crate) async fn seed(
+    pool: &sqlx::PgPool,
+    events: u64,
+    clients: usize,
+    seed: u64,
+) -> anyhow::Result<Seeded> {
+    let store = EventStore::new(pool.clone(), StoreConfig::default());
+    let clients = clients.max(1);
+    let share = events.div_ceil(clients as u64);
+    let counters: Vec<Arc<AtomicU64>> = (0..clients).map(|_| Arc::default()).collect();
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(clients);
+    for (index, written) in counters.iter().enumerate() {
+        tasks.push(tokio::spawn(
+            client(store.clone(), index, share, seed, written.clone())
+                .instrument(tracing::info_span!("seed_client", index)),
+        ));
+    }
+    let samples = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let progress = {
+        let counters = counters.clone();
+        let samples = samples.clone();
+        let target = share * clients as u64;
+        tokio::spawn(
+            async move {
+                let mut last_print = Instant::now();
+                loop {
+                    tokio::time::sleep(PROGRESS_EVERY).await;
+                    let done: u64 = counters.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+                    let seconds = started.elapsed().as_secs_f64();
+                    samples
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push((seconds, done));
+                    if last_print.elapsed() >= Duration::from_secs(10) {
+                        last_print = Instant::now();
+                        eprintln!(
+                            "{done} / {target} events, {:.0} events/s",
+                            report::per_second(done, seconds)
+                        );
+                    }
+                }
+            }
+            .instrument(tracing::info_span!("seed_progress")),
+        )
+    };
+    let mut failed = None;
+    for task in tasks {
+        if let Err(e) = task.await.map_err(anyhow::Error::from).and_then(|r| r) {
+            failed.get_or_insert(e);
+        }
+    }
+    progress.abort();
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let written = counters.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+    let progress = std::mem::take(
+        &mut *samples
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    Ok(Seeded {
+        seconds,
+        written,
+        progress,
+    })
 }

@@ -1,6 +1,9 @@
-//! `book --spawn`: a `clinicbook serve` process of the run's own, on a free
-//! loopback port over a throwaway PostgreSQL, without rate limit, stopped
-//! (with its database cluster) when the guard is dropped.
+//! `--spawn` and `all`: a `clinicbook serve` process of the run's own, on a
+//! free loopback port over a fresh database, without rate limit, stopped
+//! when the guard is dropped. The database lives on a [`Backend`]: a
+//! throwaway PostgreSQL and nats-server the run starts itself, or the
+//! PostgreSQL and NATS given by `DATABASE_URL` / `NATS_URL` (databases are
+//! created there for the run and dropped after it).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -9,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clinicbook_testkit::Services;
+use sqlx::{Connection, Executor, PgConnection};
 use uuid::Uuid;
 
 /// How long the server may take to answer `/healthz` after it is started.
@@ -30,38 +34,43 @@ pub struct Server {
     child: Child,
     /// The server's log and var dir.
     dir: PathBuf,
-    /// Dropped after the server is killed (fields drop after `Drop::drop`).
-    _services: Services,
+    /// The backend `start` made for this server alone, dropped after the
+    /// server is killed (fields drop after `Drop::drop`).
+    _own: Option<Backend>,
 }
 
 impl Server {
     /// Starts a throwaway PostgreSQL, then `<bin> serve` against a fresh
-    /// database in it, with `CLINICBOOK_RATE_LIMIT=0` and a random
-    /// `CLINICBOOK_JWT_SECRET`; mints an admin token with `<bin> token` and
-    /// the same secret, and waits until `/healthz` answers.
+    /// database in it, with everything (`--role all`); see
+    /// [`Server::spawn`].
     ///
     /// # Errors
-    /// `bin` is missing, PostgreSQL cannot be started, the server or the
-    /// token command fails, or the server does not answer in time (the
-    /// error quotes the end of its log).
+    /// PostgreSQL cannot be started, or as [`Server::spawn`].
     pub async fn start(bin: &Path) -> anyhow::Result<Self> {
-        if !bin.is_file() {
-            bail!(
-                "{} not found: build it with `cargo build --release -p clinicbook-api` \
-                 (with the same CARGO_TARGET_DIR) or pass --bin",
-                bin.display()
-            );
-        }
-        let services = Services::start()
-            .await
-            .context("starting a throwaway PostgreSQL")?;
-        let db = services
-            .try_database(&clinicbook_eventstore::MIGRATOR)
-            .await
-            .context("creating the benchmark database")?;
-        // The server brings its own pool; this one would only hold a connection.
-        db.pool.close().await;
+        check_bin(bin)?;
+        let backend = Backend::start(None, None).await?;
+        let db = backend.database().await?;
+        let mut server = Self::spawn(bin, &backend, &db, "all").await?;
+        server._own = Some(backend);
+        Ok(server)
+    }
 
+    /// `<bin> serve --role <role>` against `db` and the backend's NATS (in
+    /// a namespace named after the database), with
+    /// `CLINICBOOK_RATE_LIMIT=0` and a random `CLINICBOOK_JWT_SECRET`;
+    /// mints an admin token with `<bin> token` and the same secret, and
+    /// waits until `/healthz` answers.
+    ///
+    /// # Errors
+    /// `bin` is missing, the server or the token command fails, or the
+    /// server does not answer in time (the error quotes the end of its log).
+    pub async fn spawn(
+        bin: &Path,
+        backend: &Backend,
+        db: &BenchDb,
+        role: &str,
+    ) -> anyhow::Result<Self> {
+        check_bin(bin)?;
         let dir =
             std::env::temp_dir().join(format!("clinicbook-bench-{}", Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -73,8 +82,10 @@ impl Server {
             ("CLINICBOOK_RATE_LIMIT", "0".to_string()),
             ("CLINICBOOK_JWT_SECRET", secret),
             ("CLINICBOOK_VAR_DIR", dir.join("var").display().to_string()),
+            ("CLINICBOOK_ROLE", role.to_string()),
             // The read side (relay, projectors) runs over it.
-            ("NATS_URL", services.nats.url()),
+            ("NATS_URL", backend.nats_url()),
+            ("CLINICBOOK_NATS_NAMESPACE", db.name.clone()),
         ];
         let log_path = dir.join("server.log");
         let child = match spawn_serve(bin, &env, &log_path) {
@@ -90,18 +101,23 @@ impl Server {
             admin_token: String::new(),
             child,
             dir,
-            _services: services,
+            _own: None,
         };
         server.admin_token = mint_admin_token(bin, &env).await?;
         server.wait_healthy().await?;
         eprintln!(
-            "started {} serve at {} (database {}, log {})",
+            "started {} serve --role {role} at {} (database {}, log {})",
             bin.display(),
             server.url,
             db.name,
             log_path.display()
         );
         Ok(server)
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Fails with the end of the server's log if it is no longer running,
@@ -165,6 +181,176 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Fails with how to build `bin` when it is missing.
+fn check_bin(bin: &Path) -> anyhow::Result<()> {
+    if !bin.is_file() {
+        bail!(
+            "{} not found: build it with `cargo build --release -p clinicbook-api` \
+             (with the same CARGO_TARGET_DIR) or pass --bin",
+            bin.display()
+        );
+    }
+    Ok(())
+}
+
+/// Where a run's databases and NATS live.
+pub enum Backend {
+    /// A throwaway PostgreSQL cluster and nats-server of the run's own
+    /// (the test harness's: fsync off).
+    Own(Box<Services>),
+    /// A PostgreSQL and NATS the run was given.
+    Given {
+        /// URL of a database to connect to for `CREATE DATABASE`.
+        admin_url: String,
+        /// NATS URL.
+        nats_url: String,
+    },
+}
+
+/// A fresh, migrated database of a run.
+#[derive(Clone, Debug)]
+pub struct BenchDb {
+    /// Its name, `bench_<uuid>` (or the harness's `t_<uuid>`).
+    pub name: String,
+    /// Its URL.
+    pub url: String,
+}
+
+impl Backend {
+    /// The given PostgreSQL (`database_url`, where databases are created)
+    /// and NATS, or a throwaway pair when neither is given.
+    ///
+    /// # Errors
+    /// Only one of the two is given, or the throwaway services cannot be
+    /// started.
+    pub async fn start(
+        database_url: Option<String>,
+        nats_url: Option<String>,
+    ) -> anyhow::Result<Self> {
+        match (database_url, nats_url) {
+            (Some(admin_url), Some(nats_url)) => Ok(Backend::Given {
+                admin_url,
+                nats_url,
+            }),
+            (None, None) => {
+                let services = Services::start()
+                    .await
+                    .context("starting a throwaway PostgreSQL and nats-server")?;
+                Ok(Backend::Own(Box::new(services)))
+            }
+            _ => bail!("give both DATABASE_URL and NATS_URL, or neither"),
+        }
+    }
+
+    /// What the figures were measured against, for the report.
+    pub fn describe(&self) -> String {
+        match self {
+            Backend::Own(_) => {
+                "a throwaway PostgreSQL started by the run (fsync off, as the test harness)"
+                    .to_string()
+            }
+            Backend::Given { admin_url, .. } => {
+                let mut url = reqwest::Url::parse(admin_url).ok();
+                if let Some(url) = &mut url {
+                    let _ = url.set_password(None);
+                }
+                format!(
+                    "the given PostgreSQL {}",
+                    url.map_or_else(|| "(DATABASE_URL)".to_string(), |u| u.to_string())
+                )
+            }
+        }
+    }
+
+    /// The NATS servers' URL.
+    pub fn nats_url(&self) -> String {
+        match self {
+            Backend::Own(services) => services.nats.url(),
+            Backend::Given { nats_url, .. } => nats_url.clone(),
+        }
+    }
+
+    /// A fresh database with every migration applied.
+    ///
+    /// # Errors
+    /// PostgreSQL refuses, or a migration fails.
+    pub async fn database(&self) -> anyhow::Result<BenchDb> {
+        match self {
+            Backend::Own(services) => {
+                let db = services
+                    .try_database(&clinicbook_eventstore::MIGRATOR)
+                    .await
+                    .context("creating a benchmark database")?;
+                // Whoever uses it brings a pool of its own.
+                db.pool.close().await;
+                Ok(BenchDb {
+                    name: db.name,
+                    url: db.url,
+                })
+            }
+            Backend::Given { admin_url, .. } => {
+                let name = format!("bench_{}", Uuid::new_v4().simple());
+                let mut admin = PgConnection::connect(admin_url)
+                    .await
+                    .context("connecting to DATABASE_URL")?;
+                admin
+                    .execute(format!(r#"CREATE DATABASE "{name}""#).as_str())
+                    .await
+                    .with_context(|| format!("CREATE DATABASE {name}"))?;
+                admin.close().await?;
+                let mut url = reqwest::Url::parse(admin_url).context("DATABASE_URL")?;
+                url.set_path(&name);
+                let db = BenchDb {
+                    name,
+                    url: url.to_string(),
+                };
+                let pool = clinicbook_eventstore::connect(&db.url, 1).await?;
+                clinicbook_eventstore::migrate(&pool).await?;
+                pool.close().await;
+                Ok(db)
+            }
+        }
+    }
+
+    /// Drops `db` (and, on a given NATS, the events stream of its
+    /// namespace); failures are reported, not fatal.
+    pub async fn drop_database(&self, db: &BenchDb) {
+        let Backend::Given {
+            admin_url,
+            nats_url,
+        } = self
+        else {
+            // The throwaway cluster goes away as a whole.
+            return;
+        };
+        let dropped = async {
+            let mut admin = PgConnection::connect(admin_url).await?;
+            admin
+                .execute(format!(r#"DROP DATABASE IF EXISTS "{}" WITH (FORCE)"#, db.name).as_str())
+                .await?;
+            admin.close().await
+        };
+        if let Err(e) = dropped.await {
+            eprintln!("could not drop the benchmark database {}: {e}", db.name);
+        }
+        let stream = clinicbook_eventstore::relay::Topology::namespaced(&db.name).stream;
+        let deleted = async {
+            let client = async_nats::connect(nats_url.as_str()).await?;
+            async_nats::jetstream::new(client)
+                .delete_stream(&stream)
+                .await
+                .map(drop)
+                .map_err(anyhow::Error::from)
+        };
+        match deleted.await {
+            // A server without a relay (`--role api`) never made it.
+            Err(e) if e.to_string().contains("stream not found") => {}
+            Err(e) => eprintln!("could not delete the NATS stream {stream}: {e}"),
+            Ok(()) => {}
+        }
     }
 }
 

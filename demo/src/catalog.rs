@@ -305,20 +305,11 @@ pub(super) fn opening(weekday: Weekday) -> Option<(u32, u32)> {
 }
 
 fn opening_hours() -> OpeningHoursInput {
-    let day = |weekday| {
-        opening(weekday)
+    OpeningHoursInput::from_days(|weekday| {
+        opening(weekday.to_chrono())
             .map(|(from, to)| vec![[hh_mm(from), hh_mm(to)]])
             .unwrap_or_default()
-    };
-    OpeningHoursInput {
-        mon: day(Weekday::Mon),
-        tue: day(Weekday::Tue),
-        wed: day(Weekday::Wed),
-        thu: day(Weekday::Thu),
-        fri: day(Weekday::Fri),
-        sat: day(Weekday::Sat),
-        sun: day(Weekday::Sun),
-    }
+    })
 }
 
 /// Friday evening +15 %, Tuesday morning -10 %, last minute (within 24 h)

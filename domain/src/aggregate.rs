@@ -102,6 +102,56 @@ impl std::str::FromStr for AggregateKind {
     }
 }
 
+/// The `cqrs_es` glue every aggregate shares, written once: `Aggregate`
+/// for `$ty` over its own `decide` (the event a command produces, or none:
+/// an event or an `Option` of one) and `evolve` (the state after an
+/// event), with `TYPE` from [`AggregateKind`]; and `DomainEvent` for its
+/// event enum, whose type is the variant's name (strum's `IntoStaticStr`,
+/// as serde's tag) and whose version is [`crate::EVENT_VERSION`], or what
+/// `version` answers for an event whose shape changed since.
+macro_rules! aggregate {
+    ($ty:ident: $command:ty => $event:ty) => {
+        $crate::aggregate::aggregate!($ty: $command => $event, version = |_: &$event| $crate::EVENT_VERSION);
+    };
+    ($ty:ident: $command:ty => $event:ty, version = $version:expr) => {
+        impl cqrs_es::Aggregate for $ty {
+            const TYPE: &'static str = $crate::AggregateKind::$ty.name();
+            type Command = $command;
+            type Event = $event;
+            type Error = $crate::DomainError;
+            type Services = ();
+
+            async fn handle(
+                &mut self,
+                command: $command,
+                _service: &(),
+                sink: &cqrs_es::event_sink::EventSink<Self>,
+            ) -> Result<(), $crate::DomainError> {
+                if let Some(event) = Option::<$event>::from(self.decide(command)?) {
+                    sink.write(event, self).await;
+                }
+                Ok(())
+            }
+
+            fn apply(&mut self, event: $event) {
+                self.evolve(event);
+            }
+        }
+
+        impl cqrs_es::DomainEvent for $event {
+            fn event_type(&self) -> String {
+                <&'static str>::from(self).to_owned()
+            }
+
+            fn event_version(&self) -> String {
+                let version: fn(&$event) -> &'static str = $version;
+                version(self).to_owned()
+            }
+        }
+    };
+}
+pub(crate) use aggregate;
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

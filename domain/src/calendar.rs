@@ -4,8 +4,6 @@
 //! (buffer included), so holding, booking and rescheduling race safely.
 
 use chrono::{DateTime, Duration, Utc};
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
 use crate::schedule::Interval;
@@ -488,26 +486,9 @@ impl Calendar {
     }
 }
 
-impl Aggregate for Calendar {
-    const TYPE: &'static str = crate::AggregateKind::Calendar.name();
-    type Command = CalendarCommand;
-    type Event = CalendarEvent;
-    type Error = DomainError;
-    type Services = ();
-
-    async fn handle(
-        &mut self,
-        command: CalendarCommand,
-        _service: &(),
-        sink: &EventSink<Self>,
-    ) -> Result<(), DomainError> {
-        if let Some(event) = self.decide(command)? {
-            sink.write(event, self).await;
-        }
-        Ok(())
-    }
-
-    fn apply(&mut self, event: CalendarEvent) {
+impl Calendar {
+    /// The state after `event` (the fold of every reader).
+    fn evolve(&mut self, event: CalendarEvent) {
         match event {
             CalendarEvent::SlotReserved {
                 calendar_id,
@@ -548,22 +529,15 @@ impl Aggregate for Calendar {
     }
 }
 
-impl DomainEvent for CalendarEvent {
-    fn event_type(&self) -> String {
-        // The variant's name (serde's tag too): written once, by the enum.
-        <&'static str>::from(self).to_owned()
-    }
-
-    fn event_version(&self) -> String {
-        crate::EVENT_VERSION.to_string()
-    }
-}
+crate::aggregate::aggregate!(Calendar: CalendarCommand => CalendarEvent);
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)] // a broken fixture should fail the test loudly
 mod tests {
     use cqrs_es::test::TestFramework;
     use proptest::prelude::*;
+
+    use cqrs_es::{Aggregate, DomainEvent};
 
     use super::*;
     use crate::ResourceId;

@@ -3,8 +3,6 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
 use crate::policy::CancellationPolicy;
@@ -628,25 +626,9 @@ impl Clinic {
     }
 }
 
-impl Aggregate for Clinic {
-    const TYPE: &'static str = crate::AggregateKind::Clinic.name();
-    type Command = ClinicCommand;
-    type Event = ClinicEvent;
-    type Error = DomainError;
-    type Services = ();
-
-    async fn handle(
-        &mut self,
-        command: ClinicCommand,
-        _service: &(),
-        sink: &EventSink<Self>,
-    ) -> Result<(), DomainError> {
-        let event = self.decide(command)?;
-        sink.write(event, self).await;
-        Ok(())
-    }
-
-    fn apply(&mut self, event: ClinicEvent) {
+impl Clinic {
+    /// The state after `event` (the fold of every reader).
+    fn evolve(&mut self, event: ClinicEvent) {
         match event {
             ClinicEvent::ClinicRegistered {
                 clinic_id,
@@ -673,22 +655,15 @@ impl Aggregate for Clinic {
     }
 }
 
-impl DomainEvent for ClinicEvent {
-    fn event_type(&self) -> String {
-        // The variant's name (serde's tag too): written once, by the enum.
-        <&'static str>::from(self).to_owned()
-    }
-
-    fn event_version(&self) -> String {
-        crate::EVENT_VERSION.to_string()
-    }
-}
+crate::aggregate::aggregate!(Clinic: ClinicCommand => ClinicEvent);
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)] // a broken fixture should fail the test loudly
 mod tests {
     use chrono::NaiveTime;
     use cqrs_es::test::TestFramework;
+
+    use cqrs_es::{Aggregate, DomainEvent};
 
     use super::*;
     use crate::pricing::{LastMinute, PricingRule};

@@ -52,6 +52,9 @@ pub mod upcast;
 pub mod waitlist;
 pub mod wallet;
 
+#[cfg(test)]
+mod testing;
+
 pub use aggregate::{AggregateKind, UnknownAggregateType};
 pub use error::DomainError;
 pub use ids::*;

@@ -8,8 +8,6 @@
 //! twice; so is `Transfer` to the clinic the package is already limited to.
 
 use chrono::{DateTime, Utc};
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -240,13 +238,9 @@ fn check_purchase(
     Ok(())
 }
 
-impl Aggregate for Package {
-    const TYPE: &'static str = crate::AggregateKind::Package.name();
-    type Command = PackageCommand;
-    type Event = PackageEvent;
-    type Error = DomainError;
-    type Services = ();
-
+impl Package {
+    /// The event `command` produces.
+    ///
     /// # Errors
     /// `AlreadyExists` for a second purchase; `InvalidInput` for a purchase
     /// with no sessions, a negative price, an expiry not after `now`, no
@@ -254,12 +248,7 @@ impl Aggregate for Package {
     /// command before the purchase; `NoSessionsLeft`, `PackageExpired`,
     /// `PackageNotValidHere`, `PackageNotForTreatment` when a session cannot
     /// be consumed.
-    async fn handle(
-        &mut self,
-        command: PackageCommand,
-        _service: &(),
-        sink: &EventSink<Self>,
-    ) -> Result<(), DomainError> {
+    fn decide(&self, command: PackageCommand) -> Result<Option<PackageEvent>, DomainError> {
         let event = match command {
             PackageCommand::Purchase {
                 package_id,
@@ -300,7 +289,7 @@ impl Aggregate for Package {
             } => {
                 self.require_purchased()?;
                 if self.holds_session(reservation_id) {
-                    return Ok(());
+                    return Ok(None);
                 }
                 self.check_usable(clinic_id, treatment_id, appointment_start)?;
                 PackageEvent::SessionConsumed { reservation_id }
@@ -308,14 +297,14 @@ impl Aggregate for Package {
             PackageCommand::RestoreSession { reservation_id } => {
                 self.require_purchased()?;
                 if !self.holds_session(reservation_id) {
-                    return Ok(());
+                    return Ok(None);
                 }
                 PackageEvent::SessionRestored { reservation_id }
             }
             PackageCommand::Transfer { to_clinic_id } => {
                 self.require_purchased()?;
                 if self.clinic_ids == [to_clinic_id] {
-                    return Ok(());
+                    return Ok(None);
                 }
                 PackageEvent::PackageTransferred {
                     from_clinic_ids: self.clinic_ids.clone(),
@@ -323,11 +312,11 @@ impl Aggregate for Package {
                 }
             }
         };
-        sink.write(event, self).await;
-        Ok(())
+        Ok(Some(event))
     }
 
-    fn apply(&mut self, event: PackageEvent) {
+    /// The state after `event` (the fold of every reader).
+    fn evolve(&mut self, event: PackageEvent) {
         match event {
             PackageEvent::PackagePurchased {
                 package_id,
@@ -369,33 +358,18 @@ impl Aggregate for Package {
     }
 }
 
-impl DomainEvent for PackageEvent {
-    fn event_type(&self) -> String {
-        // The variant's name (serde's tag too): written once, by the enum.
-        <&'static str>::from(self).to_owned()
-    }
-
-    fn event_version(&self) -> String {
-        crate::EVENT_VERSION.to_string()
-    }
-}
+crate::aggregate::aggregate!(Package: PackageCommand => PackageEvent);
 
 #[cfg(test)]
 mod tests {
     use chrono::TimeDelta;
     use cqrs_es::test::TestFramework;
     use proptest::prelude::*;
-    use uuid::Uuid;
+
+    use cqrs_es::{Aggregate, DomainEvent};
 
     use super::*;
-
-    fn id(n: u128) -> Uuid {
-        Uuid::from_u128(n)
-    }
-
-    fn now() -> DateTime<Utc> {
-        DateTime::UNIX_EPOCH + TimeDelta::days(20_000)
-    }
+    use crate::testing::{fold, id, now};
 
     fn valid_until() -> DateTime<Utc> {
         now() + TimeDelta::days(90)
@@ -483,11 +457,7 @@ mod tests {
     }
 
     fn replay(events: &[PackageEvent]) -> Package {
-        let mut package = Package::default();
-        for event in events {
-            package.apply(event.clone());
-        }
-        package
+        fold(events)
     }
 
     fn package_test() -> TestFramework<Package> {

@@ -2,8 +2,6 @@
 
 use std::collections::HashSet;
 
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
 use crate::clinic::checked_name;
@@ -33,7 +31,7 @@ pub struct Program {
 pub enum ProgramCommand {
     /// Create the program.
     Create {
-        /// Id.
+        /// Chosen by the caller, so a retried creation is recognised.
         program_id: ProgramId,
         /// Non-empty name.
         name: String,
@@ -53,21 +51,21 @@ pub enum ProgramCommand {
 /// Events of the `Program` aggregate. Variant names are stored event types: frozen.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, strum::IntoStaticStr)]
 pub enum ProgramEvent {
-    /// Created.
+    /// Created: everything a package bought from it copies at purchase.
     ProgramCreated {
-        /// Id.
+        /// The stream's id, named by packages bought from it.
         program_id: ProgramId,
-        /// Name.
+        /// Shown to staff; checked non-empty when created.
         name: String,
-        /// Treatment.
+        /// What every session of its packages books.
         treatment_id: TreatmentId,
-        /// Sessions.
+        /// How many reservations a package pays for.
         sessions: u32,
-        /// Price.
+        /// What a package costs, debited from the wallet when paid so.
         price: Money,
-        /// Validity days.
+        /// Days from purchase until a package expires.
         validity_days: u32,
-        /// Clinics.
+        /// Where its packages may be used (a transfer changes a package's).
         clinic_ids: Vec<ClinicId>,
     },
 }
@@ -142,25 +140,9 @@ impl Program {
     }
 }
 
-impl Aggregate for Program {
-    const TYPE: &'static str = crate::AggregateKind::Program.name();
-    type Command = ProgramCommand;
-    type Event = ProgramEvent;
-    type Error = DomainError;
-    type Services = ();
-
-    async fn handle(
-        &mut self,
-        command: ProgramCommand,
-        _service: &(),
-        sink: &EventSink<Self>,
-    ) -> Result<(), DomainError> {
-        let event = self.decide(command)?;
-        sink.write(event, self).await;
-        Ok(())
-    }
-
-    fn apply(&mut self, event: ProgramEvent) {
+impl Program {
+    /// The state after `event` (the fold of every reader).
+    pub fn evolve(&mut self, event: ProgramEvent) {
         match event {
             ProgramEvent::ProgramCreated {
                 program_id,
@@ -185,21 +167,14 @@ impl Aggregate for Program {
     }
 }
 
-impl DomainEvent for ProgramEvent {
-    fn event_type(&self) -> String {
-        // The variant's name (serde's tag too): written once, by the enum.
-        <&'static str>::from(self).to_owned()
-    }
-
-    fn event_version(&self) -> String {
-        crate::EVENT_VERSION.to_string()
-    }
-}
+crate::aggregate::aggregate!(Program: ProgramCommand => ProgramEvent);
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)] // a broken fixture should fail the test loudly
 mod tests {
     use cqrs_es::test::TestFramework;
+
+    use cqrs_es::{Aggregate, DomainEvent};
 
     use super::*;
 

@@ -10,8 +10,6 @@
 //! displacement) no longer counts towards either limit.
 
 use chrono::{DateTime, Utc};
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
 use crate::pricing::Discount;
@@ -92,21 +90,21 @@ pub enum PromoCommand {
 /// Events of the `PromoCode` aggregate. Variant names are stored event types: frozen.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, strum::IntoStaticStr)]
 pub enum PromoEvent {
-    /// Created.
+    /// Created, active: what every later redemption is checked against.
     PromoCodeCreated {
-        /// Code.
+        /// The normalised code, also the stream's id.
         code: PromoCodeKey,
-        /// Discount.
+        /// What a redemption takes off the price.
         discount: Discount,
-        /// Window start.
+        /// The first instant a booking may redeem it.
         valid_from: DateTime<Utc>,
-        /// Window end.
+        /// The instant from which redemptions are refused.
         valid_until: DateTime<Utc>,
-        /// Total limit.
+        /// Redemptions held at once by all patients, at most.
         max_redemptions: u32,
-        /// Per-patient limit.
+        /// Redemptions held at once by one patient, at most.
         per_patient_limit: u32,
-        /// Scope.
+        /// The treatments it applies to; `None` for every treatment.
         treatment_ids: Option<Vec<TreatmentId>>,
     },
     /// Redeemed.
@@ -237,25 +235,16 @@ fn check_creation(
     Ok(())
 }
 
-impl Aggregate for PromoCode {
-    const TYPE: &'static str = crate::AggregateKind::PromoCode.name();
-    type Command = PromoCommand;
-    type Event = PromoEvent;
-    type Error = DomainError;
-    type Services = ();
-
+impl PromoCode {
+    /// The event `command` produces.
+    ///
     /// # Errors
     /// `AlreadyExists` for a second `Create`; `InvalidInput` for a bad
     /// discount, window, limit or empty scope; `NotFound` for any other
     /// command before `Create`; `PromoInactive`, `PromoExpired`,
     /// `PromoExhausted`, `PromoLimitPerPatient`, `PromoNotApplicable` when a
     /// redemption is refused.
-    async fn handle(
-        &mut self,
-        command: PromoCommand,
-        _service: &(),
-        sink: &EventSink<Self>,
-    ) -> Result<(), DomainError> {
+    fn decide(&self, command: PromoCommand) -> Result<Option<PromoEvent>, DomainError> {
         let event = match command {
             PromoCommand::Create {
                 code,
@@ -297,7 +286,7 @@ impl Aggregate for PromoCode {
             } => {
                 self.require_created()?;
                 if self.is_redeemed_by(reservation_id) {
-                    return Ok(());
+                    return Ok(None);
                 }
                 self.check_redeemable(patient_id, treatment_id, now)?;
                 PromoEvent::PromoRedeemed {
@@ -308,23 +297,23 @@ impl Aggregate for PromoCode {
             PromoCommand::Release { reservation_id } => {
                 self.require_created()?;
                 if !self.is_redeemed_by(reservation_id) {
-                    return Ok(());
+                    return Ok(None);
                 }
                 PromoEvent::RedemptionReleased { reservation_id }
             }
             PromoCommand::Deactivate => {
                 self.require_created()?;
                 if !self.active {
-                    return Ok(());
+                    return Ok(None);
                 }
                 PromoEvent::PromoCodeDeactivated
             }
         };
-        sink.write(event, self).await;
-        Ok(())
+        Ok(Some(event))
     }
 
-    fn apply(&mut self, event: PromoEvent) {
+    /// The state after `event` (the fold of every reader).
+    fn evolve(&mut self, event: PromoEvent) {
         match event {
             PromoEvent::PromoCodeCreated {
                 code,
@@ -364,30 +353,19 @@ impl Aggregate for PromoCode {
     }
 }
 
-impl DomainEvent for PromoEvent {
-    fn event_type(&self) -> String {
-        // The variant's name (serde's tag too): written once, by the enum.
-        <&'static str>::from(self).to_owned()
-    }
-
-    fn event_version(&self) -> String {
-        crate::EVENT_VERSION.to_string()
-    }
-}
+crate::aggregate::aggregate!(PromoCode: PromoCommand => PromoEvent);
 
 #[cfg(test)]
 mod tests {
     use chrono::TimeDelta;
     use cqrs_es::test::TestFramework;
     use proptest::prelude::*;
-    use uuid::Uuid;
+
+    use cqrs_es::{Aggregate, DomainEvent};
 
     use super::*;
+    use crate::testing::{fold, id};
     use crate::Money;
-
-    fn id(n: u128) -> Uuid {
-        Uuid::from_u128(n)
-    }
 
     fn code() -> PromoCodeKey {
         PromoCodeKey::parse("SPRING-25").unwrap_or_else(|e| panic!("{e}"))
@@ -483,11 +461,7 @@ mod tests {
     }
 
     fn replay(events: &[PromoEvent]) -> PromoCode {
-        let mut promo = PromoCode::default();
-        for event in events {
-            promo.apply(event.clone());
-        }
-        promo
+        fold(events)
     }
 
     fn promo_test() -> TestFramework<PromoCode> {

@@ -19,8 +19,6 @@
 //! settlement of [`crate::policy`].
 
 use chrono::{DateTime, Utc};
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
 use crate::policy::{
@@ -408,6 +406,14 @@ impl Reservation {
     }
 
     /// The event `command` records, or why it is refused.
+    ///
+    /// # Errors
+    /// `NotFound` for any command but `Book` and `JoinWaitlist` before the
+    /// reservation exists; `InvalidTransition` for a command its status does
+    /// not allow (module table); `InThePast` for a slot starting (or a
+    /// waitlist window ending) at or before `now`; `InvalidInput` for a slot
+    /// ending before it starts, a negative total, a reversed window or a
+    /// booking that does not fulfil its waitlist entry.
     fn decide(&self, command: ReservationCommand) -> Result<ReservationEvent, DomainError> {
         match command {
             ReservationCommand::Book {
@@ -538,32 +544,9 @@ impl Reservation {
     }
 }
 
-impl Aggregate for Reservation {
-    const TYPE: &'static str = crate::AggregateKind::Reservation.name();
-    type Command = ReservationCommand;
-    type Event = ReservationEvent;
-    type Error = DomainError;
-    type Services = ();
-
-    /// # Errors
-    /// `NotFound` for any command but `Book` and `JoinWaitlist` before the
-    /// reservation exists; `InvalidTransition` for a command its status does
-    /// not allow (module table); `InThePast` for a slot starting (or a
-    /// waitlist window ending) at or before `now`; `InvalidInput` for a slot
-    /// ending before it starts, a negative total, a reversed window or a
-    /// booking that does not fulfil its waitlist entry.
-    async fn handle(
-        &mut self,
-        command: ReservationCommand,
-        _service: &(),
-        sink: &EventSink<Self>,
-    ) -> Result<(), DomainError> {
-        let event = self.decide(command)?;
-        sink.write(event, self).await;
-        Ok(())
-    }
-
-    fn apply(&mut self, event: ReservationEvent) {
+impl Reservation {
+    /// The state after `event` (the fold of every reader).
+    fn evolve(&mut self, event: ReservationEvent) {
         match event {
             ReservationEvent::ReservationBooked {
                 reservation_id,
@@ -626,33 +609,19 @@ impl Aggregate for Reservation {
     }
 }
 
-impl DomainEvent for ReservationEvent {
-    fn event_type(&self) -> String {
-        // The variant's name (serde's tag too): written once, by the enum.
-        <&'static str>::from(self).to_owned()
-    }
-
-    fn event_version(&self) -> String {
-        crate::upcast::current_version(Reservation::TYPE, &self.event_type()).to_string()
-    }
-}
+crate::aggregate::aggregate!(Reservation: ReservationCommand => ReservationEvent, version = |event: &ReservationEvent| {
+    crate::upcast::current_version(crate::AggregateKind::Reservation.name(), <&'static str>::from(event))
+});
 
 #[cfg(test)]
 mod tests {
     use chrono::TimeDelta;
     use cqrs_es::test::TestFramework;
-    use uuid::Uuid;
+
+    use cqrs_es::{Aggregate, DomainEvent};
 
     use super::*;
-
-    fn id(n: u128) -> Uuid {
-        Uuid::from_u128(n)
-    }
-
-    /// The time commands are sent at.
-    fn now() -> DateTime<Utc> {
-        DateTime::UNIX_EPOCH + TimeDelta::days(20_000)
-    }
+    use crate::testing::{fold, id, now};
 
     fn hours(n: i64) -> TimeDelta {
         TimeDelta::hours(n)
@@ -856,11 +825,7 @@ mod tests {
     }
 
     fn replay(events: &[ReservationEvent]) -> Reservation {
-        let mut reservation = Reservation::default();
-        for event in events {
-            reservation.apply(event.clone());
-        }
-        reservation
+        fold(events)
     }
 
     fn reservation_test() -> TestFramework<Reservation> {

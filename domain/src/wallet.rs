@@ -3,8 +3,6 @@
 
 use std::collections::BTreeSet;
 
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
 use crate::{DomainError, Money};
@@ -247,31 +245,22 @@ impl Wallet {
     }
 }
 
-impl Aggregate for Wallet {
-    const TYPE: &'static str = crate::AggregateKind::Wallet.name();
-    type Command = WalletCommand;
-    type Event = WalletEvent;
-    type Error = DomainError;
-    type Services = ();
-
+impl Wallet {
+    /// The event `command` produces.
+    ///
     /// # Errors
     /// `InvalidInput` (`amount_cents` not positive or overflowing the balance,
     /// `reference` empty), `DuplicateReference` for a reference used by any
     /// earlier transaction, `InsufficientFunds` for a debit or refund above
     /// the balance.
-    async fn handle(
-        &mut self,
-        command: WalletCommand,
-        _service: &(),
-        sink: &EventSink<Self>,
-    ) -> Result<(), DomainError> {
+    fn decide(&self, command: WalletCommand) -> Result<WalletEvent, DomainError> {
         let event = WalletEvent::from(command);
         self.check(&event)?;
-        sink.write(event, self).await;
-        Ok(())
+        Ok(event)
     }
 
-    fn apply(&mut self, event: WalletEvent) {
+    /// The state after `event` (the fold of every reader).
+    fn evolve(&mut self, event: WalletEvent) {
         let kind = event.kind();
         let amount = event.signed_amount();
         let reference = event.reference().to_string();
@@ -285,23 +274,17 @@ impl Aggregate for Wallet {
     }
 }
 
-impl DomainEvent for WalletEvent {
-    fn event_type(&self) -> String {
-        // The variant's name (serde's tag too): written once, by the enum.
-        <&'static str>::from(self).to_owned()
-    }
-
-    fn event_version(&self) -> String {
-        crate::EVENT_VERSION.to_string()
-    }
-}
+crate::aggregate::aggregate!(Wallet: WalletCommand => WalletEvent);
 
 #[cfg(test)]
 mod tests {
     use cqrs_es::test::TestFramework;
     use proptest::prelude::*;
 
+    use cqrs_es::{Aggregate, DomainEvent};
+
     use super::*;
+    use crate::testing::fold;
 
     fn deposit(cents: i64, reference: &str) -> WalletCommand {
         WalletCommand::Deposit {
@@ -347,11 +330,7 @@ mod tests {
     }
 
     fn replay(events: &[WalletEvent]) -> Wallet {
-        let mut wallet = Wallet::default();
-        for event in events {
-            wallet.apply(event.clone());
-        }
-        wallet
+        fold(events)
     }
 
     fn wallet_test() -> TestFramework<Wallet> {

@@ -11,32 +11,36 @@ use crate::feed::FeedPoint;
 use crate::hash::{self, ChainVersion, Hash, GENESIS};
 use crate::row::{EventRow, COLUMNS};
 
-/// One stored event, as auditors see it: in its current version (older
-/// stored versions are upcast, `upcast_from` then names the stored one; the
-/// hash covers the stored bytes).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// One stored event as auditors see it, in its current version.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = AuditEvent))]
 pub struct StoredEvent {
-    /// Aggregate type.
+    /// Aggregate type (`Reservation`, ...).
     pub aggregate_type: String,
     /// Aggregate id.
     pub aggregate_id: String,
-    /// Sequence in the stream.
+    /// Sequence in its stream, from 1.
     pub sequence: i64,
     /// Global position.
     pub position: i64,
     /// Event type.
     pub event_type: String,
-    /// Event version (the current one).
+    /// Event version, the current one for its type.
     pub event_version: String,
-    /// The version as stored, when the event was upcast from it.
+    /// The version as stored, when an older stored version was upcast to
+    /// `event_version` for reading (the hash covers the stored bytes).
     pub upcast_from: Option<String>,
-    /// Payload.
+    /// The event: `{"Variant": {...}}`, or `"Variant"` for one without
+    /// fields.
     pub payload: serde_json::Value,
-    /// Metadata.
+    /// The command's metadata: `command_id`, `correlation_id`,
+    /// `causation_id`, `actor` (the token's `sub`), `actor_role`,
+    /// `request_id`, `command`, `recorded_at`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub metadata: serde_json::Value,
-    /// When it was recorded.
+    /// When the database recorded it (UTC).
     pub recorded_at: DateTime<Utc>,
-    /// Its chain hash, hex.
+    /// Its hash in the stream's chain, hex.
     pub hash: String,
 }
 
@@ -351,4 +355,91 @@ pub async fn stream_counts(pool: &PgPool) -> Result<Vec<(String, i64)>, StoreErr
     .fetch_all(pool)
     .await?;
     Ok(rows)
+}
+
+/// The auditors' and operators' reads of the event store — streams as of
+/// a point, the committed feed, chain verification and signed checkpoints
+/// — as one service, so the API holds this and never the pool.
+#[derive(Clone, Debug)]
+pub struct Audit {
+    pool: PgPool,
+}
+
+impl Audit {
+    /// The reads over the event store's `pool`.
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// A stream folded up to `until` ([`crate::replay::stream_at`]).
+    ///
+    /// # Errors
+    /// The database failed, or the stream is corrupt.
+    pub async fn stream_at(
+        &self,
+        kind: clinicbook_domain::AggregateKind,
+        aggregate_id: &str,
+        until: crate::replay::Until,
+    ) -> Result<Option<crate::replay::StreamAt>, StoreError> {
+        crate::replay::stream_at(&self.pool, kind, aggregate_id, until).await
+    }
+
+    /// The feed point right after the event at global `position`
+    /// ([`resume_after_position`]).
+    ///
+    /// # Errors
+    /// See [`resume_after_position`].
+    pub async fn resume_after_position(&self, position: i64) -> Result<FeedPoint, StoreError> {
+        resume_after_position(&self.pool, position).await
+    }
+
+    /// One page of the committed feed after `after` ([`events_after`]).
+    ///
+    /// # Errors
+    /// See [`events_after`].
+    pub async fn events_after(
+        &self,
+        after: FeedPoint,
+        limit: i64,
+        filter: &EventFilter,
+    ) -> Result<Vec<AuditedEvent>, StoreError> {
+        events_after(&self.pool, after, limit, filter).await
+    }
+
+    /// Every hash chain matching the filters, recomputed ([`verify`]).
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn verify(
+        &self,
+        aggregate_type: Option<&str>,
+        aggregate_id: Option<&str>,
+    ) -> Result<VerifyReport, StoreError> {
+        verify(&self.pool, aggregate_type, aggregate_id).await
+    }
+
+    /// A checkpoint of every stream's head, signed with `key`
+    /// ([`crate::checkpoint::take`]).
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn checkpoint(
+        &self,
+        key: &crate::checkpoint::AuditKey,
+    ) -> Result<crate::checkpoint::Checkpoint, StoreError> {
+        crate::checkpoint::take(&self.pool, key).await
+    }
+
+    /// The chains verified, and compared with an earlier `checkpoint`
+    /// signed by `key` ([`crate::checkpoint::verify_against`]).
+    ///
+    /// # Errors
+    /// The checkpoint is refused, or the database failed.
+    pub async fn verify_against(
+        &self,
+        checkpoint: &crate::checkpoint::Checkpoint,
+        key: &crate::checkpoint::PublicKey,
+    ) -> Result<VerifyReport, crate::error::CheckpointError> {
+        crate::checkpoint::verify_against(&self.pool, checkpoint, key).await
+    }
 }

@@ -3,10 +3,16 @@
 //!
 //! Several relay processes may run; a session-level advisory lock lets one
 //! of them work at a time and a waiting one takes over when the holder's
-//! session ends. The relay wakes on the `clinicbook_events` notification a
-//! committing transaction sends, and polls as a fallback; when events exist
-//! above the horizon (a transaction with a lower id is still running) it
-//! polls again soon instead of waiting for the next notification.
+//! session ends. The relay wakes on a [`Nudge`]: an empty core-NATS message
+//! a process sends after each commit that wrote events, outside the
+//! transaction. (It used to wake on a `NOTIFY` from a trigger, but NOTIFY
+//! takes a database-wide lock at commit and so serialised every committing
+//! transaction; see docs/performance.md.) Polling stays the fallback, for
+//! writers that do not nudge and nudges that get lost: adaptive, a few
+//! milliseconds after the last event it saw, doubling up to
+//! [`RelayConfig::poll`] while nothing comes. When events exist above the
+//! horizon (a transaction with a lower id is still running) it looks again
+//! soon instead of waiting for the next nudge.
 //!
 //! Each message carries `Nats-Msg-Id: <type>/<id>/<sequence>` (JetStream
 //! drops a republished duplicate inside its window), the event's position
@@ -21,10 +27,10 @@ use std::time::Duration;
 use async_nats::jetstream::{self, stream};
 use async_nats::HeaderMap;
 use backon::{ConstantBuilder, Retryable};
-use sqlx::postgres::PgListener;
+use futures_util::{FutureExt, StreamExt};
 use sqlx::{Acquire, PgConnection, PgPool, Row};
 use tokio::time::sleep;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::error::StoreError;
 use crate::feed::{self, FeedEvent, FeedPoint};
@@ -106,6 +112,15 @@ impl Topology {
         )
     }
 
+    /// The core-NATS subject commits nudge the relay on: outside the
+    /// events stream's subjects (JetStream keeps none of them), one per
+    /// stream name, so deployments sharing a nats-server do not wake each
+    /// other's relays.
+    #[must_use]
+    pub fn nudge_subject(&self) -> String {
+        format!("_clinicbook_nudge.{}", token(&self.stream))
+    }
+
     /// A durable consumer's name.
     #[must_use]
     pub fn consumer(&self, name: &str) -> String {
@@ -144,8 +159,51 @@ fn token(raw: &str) -> String {
         })
         .collect()
 }
-/// The notification channel committing transactions signal.
-pub const CHANNEL: &str = "clinicbook_events";
+/// Wakes the relay after a commit: an empty core-NATS message on the
+/// topology's [`Topology::nudge_subject`], sent after the transaction
+/// committed (so it takes no lock and adds no work inside the database).
+///
+/// [`Nudge::send`] never waits: it marks a nudge due, and a task of its own
+/// publishes it, so nudges that come while one is on its way fold into one,
+/// and a NATS that is away (whose client stops taking messages once its
+/// buffer is full) never holds a commit up. A lost nudge only delays the
+/// feed until the relay's next poll. The task ends when the `Nudge` is
+/// dropped.
+#[derive(Debug)]
+pub struct Nudge {
+    due: tokio::sync::watch::Sender<u64>,
+}
+
+impl Nudge {
+    /// Nudges through `client` the relay of `topology`; spawns the task
+    /// that publishes (call it inside a tokio runtime).
+    #[must_use]
+    pub fn new(client: async_nats::Client, topology: &Topology) -> Self {
+        let (due, mut nudged) = tokio::sync::watch::channel(0u64);
+        let subject: async_nats::Subject = topology.nudge_subject().into();
+        tokio::spawn(
+            async move {
+                while nudged.changed().await.is_ok() {
+                    nudged.borrow_and_update();
+                    if let Err(error) = client.publish(subject.clone(), bytes::Bytes::new()).await
+                    {
+                        debug!(%error, "relay nudge not sent; the relay's poll picks the events up");
+                    }
+                }
+            }
+            .instrument(tracing::debug_span!("relay_nudge")),
+        );
+        Self { due }
+    }
+
+    /// Marks a nudge due; returns at once.
+    pub fn send(&self) {
+        self.due.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+/// The shortest pause between two polls, right after events were seen.
+const POLL_MIN: Duration = Duration::from_millis(5);
 /// Advisory-lock key of the relay's leadership.
 const LEADER_LOCK: i64 = 0x636c_696e_6963_0001;
 
@@ -279,9 +337,14 @@ impl Relay {
 
     async fn work(&self, leader: &mut PgConnection) -> Result<(), StoreError> {
         self.config.topology.ensure_stream(&self.js).await?;
-        let mut listener = PgListener::connect_with(&self.pool).await?;
-        listener.listen(CHANNEL).await?;
+        let mut nudges = self
+            .js
+            .client()
+            .subscribe(self.config.topology.nudge_subject())
+            .await
+            .map_err(|e| StoreError::nats("subscribe to relay nudges", e))?;
         let mut pause = Duration::from_millis(2);
+        let mut idle = POLL_MIN;
         loop {
             let (published, at) = self.publish_batch(leader).await?;
             if i64::try_from(published).unwrap_or(i64::MAX) >= self.config.batch {
@@ -289,6 +352,7 @@ impl Relay {
             }
             if published > 0 {
                 pause = Duration::from_millis(2);
+                idle = POLL_MIN;
                 continue;
             }
             record_oldest_transaction(leader).await?;
@@ -299,11 +363,23 @@ impl Relay {
                 pause
             } else {
                 pause = Duration::from_millis(2);
-                self.config.poll
+                // Adaptive: soon after the last events, then less and less
+                // often while none come.
+                let wait = idle.min(self.config.poll);
+                idle = (idle * 2).min(self.config.poll);
+                wait
             };
             tokio::select! {
-                notification = listener.recv() => {
-                    notification?;
+                nudge = nudges.next() => {
+                    if nudge.is_none() {
+                        return Err(StoreError::nats(
+                            "receive relay nudges",
+                            "the nudge subscription ended",
+                        ));
+                    }
+                    // Every nudge that came meanwhile is answered by the
+                    // same read.
+                    while let Some(Some(_)) = nudges.next().now_or_never() {}
                 }
                 () = sleep(wait) => {}
             }

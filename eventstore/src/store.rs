@@ -252,6 +252,8 @@ struct Inner {
     pool: PgPool,
     cache: Cache<StreamKey, CachedStream>,
     config: StoreConfig,
+    /// Sent after every commit that wrote events, once set.
+    nudge: std::sync::OnceLock<crate::relay::Nudge>,
 }
 
 impl EventStore {
@@ -263,13 +265,28 @@ impl EventStore {
                 pool,
                 cache,
                 config,
+                nudge: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// From now on, every commit that wrote events nudges the relay (after
+    /// the commit, outside the transaction) through `nudge`. Set once per
+    /// store and its clones: a later call keeps the first and answers
+    /// false.
+    pub fn nudge_relay(&self, nudge: crate::relay::Nudge) -> bool {
+        self.inner.nudge.set(nudge).is_ok()
     }
 
     /// The connection pool.
     pub fn pool(&self) -> &PgPool {
         &self.inner.pool
+    }
+
+    /// The audit reads over this store's pool (for the API's audit and
+    /// ops routes, which hold no pool).
+    pub fn audit(&self) -> crate::audit::Audit {
+        crate::audit::Audit::new(self.inner.pool.clone())
     }
 
     /// Checks that the database answers.
@@ -652,6 +669,11 @@ impl EventStore {
         };
 
         let written = rows.len();
+        if written > 0 {
+            if let Some(nudge) = self.inner.nudge.get() {
+                nudge.send();
+            }
+        }
         for tracked in uow.tracked {
             if tracked.pending.is_empty() {
                 continue;

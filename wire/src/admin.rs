@@ -232,6 +232,20 @@ impl OpeningHoursInput {
         ]
     }
 
+    /// The weekly hours with each weekday's ranges from `day`, Monday
+    /// first.
+    pub fn from_days(mut day: impl FnMut(Weekday) -> Vec<[String; 2]>) -> Self {
+        Self {
+            mon: day(Weekday::Mon),
+            tue: day(Weekday::Tue),
+            wed: day(Weekday::Wed),
+            thu: day(Weekday::Thu),
+            fri: day(Weekday::Fri),
+            sat: day(Weekday::Sat),
+            sun: day(Weekday::Sun),
+        }
+    }
+
     /// The domain's opening hours.
     ///
     /// # Errors
@@ -259,22 +273,13 @@ impl OpeningHoursInput {
 
 impl From<&OpeningHours> for OpeningHoursInput {
     fn from(hours: &OpeningHours) -> Self {
-        let day = |day: Weekday| {
+        Self::from_days(|day| {
             hours
                 .ranges(day)
                 .iter()
                 .map(|r| [format_local_time(r.from), format_local_time(r.to)])
                 .collect()
-        };
-        Self {
-            mon: day(Weekday::Mon),
-            tue: day(Weekday::Tue),
-            wed: day(Weekday::Wed),
-            thu: day(Weekday::Thu),
-            fri: day(Weekday::Fri),
-            sat: day(Weekday::Sat),
-            sun: day(Weekday::Sun),
-        }
+        })
     }
 }
 

@@ -111,17 +111,17 @@ mod types {
     };
     use utoipa::openapi::{Ref, RefOr};
 
-    /// A string schema component named `$name` with `pattern`.
-    macro_rules! text_schema {
-        ($(#[$meta:meta])* $name:ident, $pattern:expr, $description:expr) => {
+    /// A string schema component named `$name`, built by `$with` from a
+    /// string schema builder.
+    macro_rules! string_schema {
+        ($(#[$meta:meta])* $name:ident, $with:expr, $description:expr) => {
             $(#[$meta])*
             pub struct $name;
 
             impl utoipa::PartialSchema for $name {
                 fn schema() -> RefOr<Schema> {
-                    ObjectBuilder::new()
-                        .schema_type(Type::String)
-                        .pattern(Some($pattern))
+                    let with: fn(ObjectBuilder) -> ObjectBuilder = $with;
+                    with(ObjectBuilder::new().schema_type(Type::String))
                         .description(Some($description))
                         .into()
                 }
@@ -135,28 +135,22 @@ mod types {
         };
     }
 
+    /// A string schema component named `$name` with `pattern`.
+    macro_rules! text_schema {
+        ($(#[$meta:meta])* $name:ident, $pattern:expr, $description:expr) => {
+            string_schema!($(#[$meta])* $name, |s| s.pattern(Some($pattern)), $description);
+        };
+    }
+
     /// A string schema component named `$name` whose values are the
     /// strum names of `$names`.
     macro_rules! names_schema {
         ($(#[$meta:meta])* $name:ident, $names:expr, $description:expr) => {
-            $(#[$meta])*
-            pub struct $name;
-
-            impl utoipa::PartialSchema for $name {
-                fn schema() -> RefOr<Schema> {
-                    ObjectBuilder::new()
-                        .schema_type(Type::String)
-                        .enum_values(Some($names.iter().copied()))
-                        .description(Some($description))
-                        .into()
-                }
-            }
-
-            impl utoipa::ToSchema for $name {
-                fn name() -> Cow<'static, str> {
-                    Cow::Borrowed(stringify!($name))
-                }
-            }
+            string_schema!(
+                $(#[$meta])* $name,
+                |s| s.enum_values(Some($names.iter().copied())),
+                $description
+            );
         };
     }
 

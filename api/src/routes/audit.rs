@@ -8,8 +8,8 @@ use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
 use axum::http::request::Parts;
 use chrono::{DateTime, Timelike, Utc};
 use clinicbook_commands::CommandError;
-use clinicbook_eventstore::audit::{self, BrokenLink, EventFilter, StoredEvent, VerifyReport};
-use clinicbook_eventstore::checkpoint::{self, Checkpoint};
+use clinicbook_eventstore::audit::{BrokenLink, EventFilter, StoredEvent, VerifyReport};
+use clinicbook_eventstore::checkpoint::Checkpoint;
 use clinicbook_eventstore::replay::{self, AggregateKind, StreamAt, Until};
 use clinicbook_eventstore::{CheckpointError, FeedPoint, StoreError};
 use serde::{Deserialize, Serialize};
@@ -64,56 +64,6 @@ impl FromRequestParts<AppState> for AuditorCall {
     }
 }
 
-/// One stored event as auditors see it, in its current version.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
-pub struct AuditEvent {
-    /// Aggregate type (`Reservation`, ...).
-    pub aggregate_type: String,
-    /// Aggregate id.
-    pub aggregate_id: String,
-    /// Sequence in its stream, from 1.
-    pub sequence: i64,
-    /// Global position.
-    pub position: i64,
-    /// Event type.
-    pub event_type: String,
-    /// Event version, the current one for its type.
-    pub event_version: String,
-    /// The version as stored, when an older stored version was upcast to
-    /// `event_version` for reading (the hash covers the stored bytes).
-    pub upcast_from: Option<String>,
-    /// The event: `{"Variant": {...}}`, or `"Variant"` for one without
-    /// fields.
-    pub payload: serde_json::Value,
-    /// The command's metadata: `command_id`, `correlation_id`,
-    /// `causation_id`, `actor` (the token's `sub`), `actor_role`,
-    /// `request_id`, `command`, `recorded_at`.
-    #[schema(value_type = Object)]
-    pub metadata: serde_json::Value,
-    /// When the database recorded it (UTC).
-    pub recorded_at: DateTime<Utc>,
-    /// Its hash in the stream's chain, hex.
-    pub hash: String,
-}
-
-impl From<StoredEvent> for AuditEvent {
-    fn from(e: StoredEvent) -> Self {
-        Self {
-            aggregate_type: e.aggregate_type,
-            aggregate_id: e.aggregate_id,
-            sequence: e.sequence,
-            position: e.position,
-            event_type: e.event_type,
-            event_version: e.event_version,
-            upcast_from: e.upcast_from,
-            payload: e.payload,
-            metadata: e.metadata,
-            recorded_at: e.recorded_at,
-            hash: e.hash,
-        }
-    }
-}
-
 /// A stream's events up to a point and the state they give.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct StreamHistory {
@@ -126,7 +76,7 @@ pub struct StreamHistory {
     /// The stream's last sequence now.
     pub last_sequence: i64,
     /// The events up to that point, in sequence order.
-    pub events: Vec<AuditEvent>,
+    pub events: Vec<StoredEvent>,
     /// The aggregate's state replayed through its own `apply` up to that
     /// point.
     #[schema(value_type = Object)]
@@ -140,7 +90,7 @@ impl From<StreamAt> for StreamHistory {
             aggregate_id: at.aggregate_id,
             version: at.sequence,
             last_sequence: at.last_sequence,
-            events: at.events.into_iter().map(AuditEvent::from).collect(),
+            events: at.events,
             state: at.state,
         }
     }
@@ -150,7 +100,7 @@ impl From<StreamAt> for StreamHistory {
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct EventPage {
     /// Events in feed order: by writing transaction, then position.
-    pub events: Vec<AuditEvent>,
+    pub events: Vec<StoredEvent>,
     /// An opaque cursor: pass it as `after` for the next page (the place
     /// of the last event returned, or of `after` when the page is empty).
     pub next_after: String,
@@ -364,8 +314,9 @@ async fn stream(
 ) -> Result<axum::Json<StreamHistory>, ApiError> {
     let kind = aggregate_kind(&aggregate_type)?;
     let until = until(&query)?;
-    let pool = state.commands.store().pool();
-    let at = replay::stream_at(pool, kind, &aggregate_id, until)
+    let at = state
+        .audit
+        .stream_at(kind, &aggregate_id, until)
         .await
         .map_err(store_error)?
         .ok_or_else(|| ApiError::not_found(format!("no stream {kind}/{aggregate_id}")))?;
@@ -461,23 +412,23 @@ async fn events(
             .transpose()?,
         actor: query.actor,
     };
-    let pool = state.commands.store().pool();
     let after = match after {
         After::Cursor(point) => point,
         After::Position(0) => FeedPoint::START,
-        After::Position(position) => audit::resume_after_position(pool, position)
+        After::Position(position) => state
+            .audit
+            .resume_after_position(position)
             .await
             .map_err(store_error)?,
     };
-    let events = audit::events_after(pool, after, limit, &filter)
+    let events = state
+        .audit
+        .events_after(after, limit, &filter)
         .await
         .map_err(store_error)?;
     let next_after = cursor(events.last().map_or(after, |e| e.point));
     Ok(axum::Json(EventPage {
-        events: events
-            .into_iter()
-            .map(|e| AuditEvent::from(e.event))
-            .collect(),
+        events: events.into_iter().map(|e| e.event).collect(),
         next_after,
     }))
 }
@@ -503,13 +454,11 @@ async fn verify(
         .as_deref()
         .map(aggregate_kind)
         .transpose()?;
-    let report = audit::verify(
-        state.commands.store().pool(),
-        kind.map(AggregateKind::name),
-        query.aggregate_id.as_deref(),
-    )
-    .await
-    .map_err(store_error)?;
+    let report = state
+        .audit
+        .verify(kind.map(AggregateKind::name), query.aggregate_id.as_deref())
+        .await
+        .map_err(store_error)?;
     Ok(axum::Json(report.into()))
 }
 
@@ -540,7 +489,9 @@ async fn checkpoint_now(
     State(state): State<AppState>,
     _auditor: AuditorCall,
 ) -> Result<axum::Json<Checkpoint>, ApiError> {
-    let taken = checkpoint::take(state.commands.store().pool(), &state.audit_key)
+    let taken = state
+        .audit
+        .checkpoint(&state.audit_key)
         .await
         .map_err(store_error)?;
     Ok(axum::Json(taken))
@@ -580,12 +531,10 @@ async fn verify_against(
     _auditor: AuditorCall,
     Json(against): Json<Checkpoint>,
 ) -> Result<axum::Json<Verification>, ApiError> {
-    let report = checkpoint::verify_against(
-        state.commands.store().pool(),
-        &against,
-        &state.audit_key.public_key(),
-    )
-    .await
-    .map_err(checkpoint_error)?;
+    let report = state
+        .audit
+        .verify_against(&against, &state.audit_key.public_key())
+        .await
+        .map_err(checkpoint_error)?;
     Ok(axum::Json(report.into()))
 }

@@ -99,6 +99,7 @@ pub async fn app_with(limits: Limits, clock: Clock) -> App {
     .await
     .unwrap_or_else(|e| panic!("read side: {e}"));
     let state = AppState {
+        audit: commands.store().audit(),
         commands,
         read: read.clone(),
         auth: keys.clone(),

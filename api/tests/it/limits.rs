@@ -286,6 +286,7 @@ async fn wallet_history_comes_in_pages_with_the_whole_balance_on_each() {
 /// `/readyz` of a router over `commands` and `read` with NATS at `nats_addr`.
 async fn readyz(commands: Commands, read: ReadModels, nats_addr: Option<&str>) -> (u16, Value) {
     let state = AppState {
+        audit: commands.store().audit(),
         commands,
         read,
         auth: std::sync::Arc::new(clinicbook_api::auth::AuthKeys::new(

@@ -12,12 +12,12 @@ use std::collections::HashMap;
 use chrono_tz::Tz;
 use clinicbook_domain::clinic::ClinicEvent;
 use clinicbook_domain::pricing::PricingRules;
-use clinicbook_domain::program::ProgramEvent;
+use clinicbook_domain::program::{Program, ProgramEvent};
 use clinicbook_domain::schedule::OpeningHours;
 use clinicbook_domain::AggregateKind;
 use clinicbook_eventstore::FeedEvent;
 use clinicbook_wire::admin::{
-    ClosureView, OpeningHoursInput, PricingRulesInput, ResourceView, TreatmentView,
+    ClosureView, OpeningHoursInput, PricingRulesInput, ProgramView, ResourceView, TreatmentView,
 };
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
@@ -58,16 +58,12 @@ row! {
 pub(crate) static CLINICS: Table<ClinicRow> = Table::new("catalog_clinics", &["clinic_id"], &[]);
 
 row! {
-    /// A row of `catalog_programs`: a program of the catalog.
+    /// A row of `catalog_programs`: a program of the catalog, stored as
+    /// the view answers it (a program never changes once created).
     #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
     pub(crate) struct ProgramRow {
         program_id: Uuid,
-        name: String,
-        treatment_id: Uuid,
-        sessions: i64,
-        price_cents: i64,
-        validity_days: i64,
-        clinic_ids: Vec<Uuid>,
+        view: ProgramView,
         last_position: i64,
     }
 }
@@ -75,7 +71,8 @@ row! {
 pub(crate) static PROGRAMS: Table<ProgramRow> =
     Table::new("catalog_programs", &["program_id"], &[]);
 
-/// The clinic view's parts are stored as the JSON they are answered as.
+/// The clinic view's parts and the program view are stored as the JSON
+/// they are answered as.
 macro_rules! jsonb {
     ($($ty:ty),+) => {
         $(impl sql::SqlType for $ty {
@@ -85,6 +82,7 @@ macro_rules! jsonb {
 }
 
 jsonb!(
+    ProgramView,
     OpeningHoursInput,
     PricingRulesInput,
     Vec<ResourceView>,
@@ -150,25 +148,16 @@ fn apply_clinic(
     Ok(())
 }
 
-/// The program row of a `ProgramCreated` event.
+/// The program row of a `ProgramCreated` event, folded as the aggregate
+/// folds it.
 fn program_row(event: &FeedEvent) -> Result<ProgramRow, ProjectionError> {
-    let ProgramEvent::ProgramCreated {
-        program_id,
-        name,
-        treatment_id,
-        sessions,
-        price,
-        validity_days,
-        clinic_ids,
-    } = decode(event)?;
+    let mut program = Program::default();
+    program.evolve(decode::<ProgramEvent>(event)?);
+    let view = ProgramView::of(&program)
+        .ok_or_else(|| sql::invalid(event, "a created program without its ids"))?;
     Ok(ProgramRow {
-        program_id: program_id.0,
-        name,
-        treatment_id: treatment_id.0,
-        sessions: i64::from(sessions),
-        price_cents: price.cents(),
-        validity_days: i64::from(validity_days),
-        clinic_ids: clinic_ids.into_iter().map(|id| id.0).collect(),
+        program_id: view.program_id,
+        view,
         last_position: event.position,
     })
 }

@@ -63,15 +63,6 @@ impl ReadModels {
             .into_iter()
             .next()
             .ok_or_else(|| ProjectionError::NotFound(format!("program {program_id}")))?;
-        let table = PROGRAMS.def.name;
-        Ok(ProgramView {
-            program_id,
-            name: row.name,
-            treatment_id: row.treatment_id,
-            sessions: count(table, "sessions", row.sessions)?,
-            price_cents: row.price_cents,
-            validity_days: count(table, "validity_days", row.validity_days)?,
-            clinic_ids: row.clinic_ids,
-        })
+        Ok(row.view)
     }
 }

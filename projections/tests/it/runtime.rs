@@ -137,6 +137,10 @@ async fn read_side(services: &Services) -> ReadSide {
         EventStore::new(db.pool.clone(), StoreConfig::default()),
         Clock::system(),
     );
+    // As `serve` does: each commit wakes the relay.
+    commands
+        .store()
+        .nudge_relay(relay::Nudge::new(js.client(), &topology));
     let mut side = ReadSide {
         db,
         read,

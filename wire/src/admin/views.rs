@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use clinicbook_domain::clinic::{Closure, Resource, Treatment};
+use clinicbook_domain::program::Program;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -133,5 +134,20 @@ impl From<&Closure> for ClosureView {
             end: c.end,
             reason: c.reason.clone(),
         }
+    }
+}
+
+impl ProgramView {
+    /// The view of a created program; `None` before creation.
+    pub fn of(program: &Program) -> Option<Self> {
+        Some(Self {
+            program_id: program.program_id?.0,
+            name: program.name.clone(),
+            treatment_id: program.treatment_id?.0,
+            sessions: program.sessions,
+            price_cents: program.price.cents(),
+            validity_days: program.validity_days,
+            clinic_ids: program.clinic_ids.iter().map(|c| c.0).collect(),
+        })
     }
 }
