@@ -1323,13 +1323,34 @@ mod tests {
         Ok(())
     }
 
+    /// What a Reserve or a Hold of minutes `[start, start + len)` plus
+    /// `buffer` must answer (events written, or the refusal), given the
+    /// slot the same reservation or hold takes already (`held`).
+    fn placement(
+        before: &Calendar,
+        held: Option<(DateTime<Utc>, DateTime<Utc>, DateTime<Utc>)>,
+        start: i64,
+        len: i64,
+        buffer: u32,
+    ) -> Result<usize, DomainError> {
+        let wanted = Interval::new(midnight(start), midnight(start + len)).unwrap();
+        let busy =
+            Interval::new(midnight(start), midnight(start + len + i64::from(buffer))).unwrap();
+        match held {
+            Some(held) if held == (wanted.start, wanted.end, busy.end) => Ok(0),
+            Some(_) => Err(DomainError::SlotUnavailable),
+            None if !whole_day().contains(&wanted) => Err(DomainError::OutsideOpeningHours),
+            None if !before.is_free(&busy) => Err(DomainError::SlotUnavailable),
+            None => Ok(1),
+        }
+    }
+
     /// What the command must do, judged on the state before it.
     fn check_outcome(
         before: &Calendar,
         op: &Op,
         result: &Result<Vec<CalendarEvent>, DomainError>,
     ) -> Result<(), TestCaseError> {
-        let day = whole_day();
         match *op {
             Op::Reserve {
                 n,
@@ -1337,27 +1358,10 @@ mod tests {
                 len,
                 buffer,
             } => {
-                let id = rid(u128::from(n));
-                let wanted = Interval::new(midnight(start), midnight(start + len)).unwrap();
-                let busy =
-                    Interval::new(midnight(start), midnight(start + len + i64::from(buffer)))
-                        .unwrap();
-                let expected = if let Some(held) = before.booking(id) {
-                    if held.start == wanted.start
-                        && held.end == wanted.end
-                        && held.occupied_until == busy.end
-                    {
-                        Ok(0)
-                    } else {
-                        Err(DomainError::SlotUnavailable)
-                    }
-                } else if !day.contains(&wanted) {
-                    Err(DomainError::OutsideOpeningHours)
-                } else if !before.is_free(&busy) {
-                    Err(DomainError::SlotUnavailable)
-                } else {
-                    Ok(1)
-                };
+                let held = before
+                    .booking(rid(u128::from(n)))
+                    .map(|h| (h.start, h.end, h.occupied_until));
+                let expected = placement(before, held, start, len, buffer);
                 prop_assert_eq!(
                     result.as_ref().map(Vec::len).map_err(Clone::clone),
                     expected
@@ -1372,27 +1376,10 @@ mod tests {
                 len,
                 buffer,
             } => {
-                let id = hid(u128::from(n));
-                let wanted = Interval::new(midnight(start), midnight(start + len)).unwrap();
-                let busy =
-                    Interval::new(midnight(start), midnight(start + len + i64::from(buffer)))
-                        .unwrap();
-                let expected = if let Some(held) = before.hold(id) {
-                    if held.start == wanted.start
-                        && held.end == wanted.end
-                        && held.occupied_until == busy.end
-                    {
-                        Ok(0)
-                    } else {
-                        Err(DomainError::SlotUnavailable)
-                    }
-                } else if !day.contains(&wanted) {
-                    Err(DomainError::OutsideOpeningHours)
-                } else if !before.is_free(&busy) {
-                    Err(DomainError::SlotUnavailable)
-                } else {
-                    Ok(1)
-                };
+                let held = before
+                    .hold(hid(u128::from(n)))
+                    .map(|h| (h.start, h.end, h.occupied_until));
+                let expected = placement(before, held, start, len, buffer);
                 prop_assert_eq!(
                     result.as_ref().map(Vec::len).map_err(Clone::clone),
                     expected

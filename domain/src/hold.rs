@@ -10,8 +10,6 @@
 //! so a timer that fires twice records `Expired` once.
 
 use chrono::{DateTime, Utc};
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
 use crate::pricing::PriceBreakdown;
@@ -279,26 +277,9 @@ impl Hold {
     }
 }
 
-impl Aggregate for Hold {
-    const TYPE: &'static str = crate::AggregateKind::Hold.name();
-    type Command = HoldCommand;
-    type Event = HoldEvent;
-    type Error = DomainError;
-    type Services = ();
-
-    async fn handle(
-        &mut self,
-        command: HoldCommand,
-        _service: &(),
-        sink: &EventSink<Self>,
-    ) -> Result<(), DomainError> {
-        if let Some(event) = self.decide(command)? {
-            sink.write(event, self).await;
-        }
-        Ok(())
-    }
-
-    fn apply(&mut self, event: HoldEvent) {
+impl Hold {
+    /// The state after `event`.
+    fn evolve(&mut self, event: HoldEvent) {
         match event {
             HoldEvent::Held { hold_id, terms, .. } => {
                 self.hold_id = Some(hold_id);
@@ -315,21 +296,14 @@ impl Aggregate for Hold {
     }
 }
 
-impl DomainEvent for HoldEvent {
-    fn event_type(&self) -> String {
-        <&'static str>::from(self).to_owned()
-    }
-
-    fn event_version(&self) -> String {
-        crate::EVENT_VERSION.to_string()
-    }
-}
+crate::aggregate::aggregate!(Hold: HoldCommand => HoldEvent);
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use chrono::Duration;
     use cqrs_es::test::TestFramework;
+    use cqrs_es::{Aggregate, DomainEvent};
 
     use super::*;
     use crate::{Money, ResourceId};

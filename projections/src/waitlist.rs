@@ -469,6 +469,27 @@ impl ReadModels {
         }))
     }
 
+    /// How many freed slots wait for the matcher: zero once it has filled
+    /// (or given up on) every slot the read side saw free.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn freed_slots_waiting(&self) -> Result<i64, ProjectionError> {
+        let exists: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = 'read' AND tablename = 'waitlist_freed')",
+        )
+        .fetch_one(self.pool())
+        .await?;
+        if !exists {
+            return Ok(0);
+        }
+        Ok(
+            sqlx::query_scalar("SELECT count(*) FROM read.waitlist_freed WHERE NOT handled")
+                .fetch_one(self.pool())
+                .await?,
+        )
+    }
+
     /// Deletes freed slots marked handled (by versions that kept them);
     /// answers how many.
     ///

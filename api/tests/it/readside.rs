@@ -168,7 +168,13 @@ async fn all_caught_up(app: &App) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let status = read.status().await.unwrap_or_else(|e| panic!("{e}"));
-        if status.len() > 1 && status.iter().all(|s| s.behind == 0) {
+        // Quiet: the waitlist matcher has no freed slot left to fill (a
+        // slot it fills later would write after the views were taken).
+        let freed = read
+            .freed_slots_waiting()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        if status.len() > 1 && status.iter().all(|s| s.behind == 0) && freed == 0 {
             return;
         }
         assert!(Instant::now() < deadline, "read side behind: {status:?}");

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use chrono_tz::Tz;
-use clinicbook_domain::calendar::CalendarEvent;
+use clinicbook_domain::calendar::{Booking, CalendarEvent};
 use clinicbook_domain::clinic::ClinicEvent;
 use clinicbook_domain::clinic::{ResourceKind, Treatment};
 use clinicbook_domain::reservation::{ReservationEvent, ReservationStatus};
@@ -380,17 +380,7 @@ impl Calendars {
             hold_id,
         };
         match decode::<CalendarEvent>(event)? {
-            CalendarEvent::SlotReserved { booking, .. } => {
-                let row = SlotRow {
-                    resource_id: calendar.resource_id.0,
-                    local_date: calendar.date,
-                    reservation_id: booking.reservation_id.0,
-                    starts_at: booking.start,
-                    ends_at: booking.end,
-                    occupied_until: booking.occupied_until,
-                };
-                self.slots.insert(key(booking.reservation_id.0), Some(row));
-            }
+            CalendarEvent::SlotReserved { booking, .. } => self.book(calendar, &booking),
             CalendarEvent::SlotReleased { reservation_id } => {
                 self.slots.insert(key(reservation_id.0), None);
             }
@@ -410,15 +400,7 @@ impl Calendars {
             }
             CalendarEvent::HeldSlotBooked { hold_id, booking } => {
                 self.holds.insert(hold_key(hold_id.0), None);
-                let row = SlotRow {
-                    resource_id: calendar.resource_id.0,
-                    local_date: calendar.date,
-                    reservation_id: booking.reservation_id.0,
-                    starts_at: booking.start,
-                    ends_at: booking.end,
-                    occupied_until: booking.occupied_until,
-                };
-                self.slots.insert(key(booking.reservation_id.0), Some(row));
+                self.book(calendar, &booking);
             }
             CalendarEvent::BlockAdded {
                 block, displaced, ..
@@ -438,6 +420,24 @@ impl Calendars {
             }
         }
         Ok(())
+    }
+
+    /// The slot `booking` holds on `calendar` from now on.
+    fn book(&mut self, calendar: CalendarId, booking: &Booking) {
+        let row = SlotRow {
+            resource_id: calendar.resource_id.0,
+            local_date: calendar.date,
+            reservation_id: booking.reservation_id.0,
+            starts_at: booking.start,
+            ends_at: booking.end,
+            occupied_until: booking.occupied_until,
+        };
+        let key = SlotKey {
+            resource_id: row.resource_id,
+            local_date: row.local_date,
+            reservation_id: row.reservation_id,
+        };
+        self.slots.insert(key, Some(row));
     }
 
     async fn write(self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
