@@ -74,6 +74,13 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             "malformed JSON body: text must not contain NUL (\\u0000)",
         ));
     }
+    // Every body is a JSON object; serde would also fill a struct from an
+    // array of its fields in order, which the OpenAPI document does not allow.
+    if !value.is_object() {
+        return Err(ApiError::bad_request(
+            "malformed JSON body: the body must be a JSON object",
+        ));
+    }
     serde_path_to_error::deserialize(integral(value)).map_err(field_error)
 }
 
@@ -223,6 +230,8 @@ mod tests {
             &br#"{"a": 1.5, "b": 0, "c": 0}"#[..],
             br#"{"a": 1, "b": 9223372036854775808.0, "c": 0}"#,
             br#"{"a": 1, "b": 1e300, "c": 0}"#,
+            // serde alone would fill the struct from its fields in order.
+            br#"[1, 2, 1.5]"#,
         ] {
             assert!(super::parse::<Counts>(bad).is_err());
         }

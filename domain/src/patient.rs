@@ -320,8 +320,10 @@ impl Patient {
                 Ok(PatientEvent::PatientUpdated { profile })
             }
             PatientCommand::Erase { reason, at } => {
-                self.live_profile()?;
+                // The input first: a bad request is refused as such, whatever
+                // the patient's state.
                 let reason = checked_name("reason", &reason)?;
+                self.live_profile()?;
                 Ok(PatientEvent::PatientErased {
                     reason,
                     erased_at: at,
@@ -535,6 +537,17 @@ mod tests {
             .given(vec![registered()])
             .when(PatientCommand::Erase {
                 reason: "  ".to_owned(),
+                at: at(),
+            })
+            .then_expect_error(DomainError::invalid("reason", "must not be empty"));
+    }
+
+    #[test]
+    fn a_blank_reason_is_refused_as_input_even_after_erasure() {
+        Given::with(())
+            .given(vec![registered(), erased()])
+            .when(PatientCommand::Erase {
+                reason: String::new(),
                 at: at(),
             })
             .then_expect_error(DomainError::invalid("reason", "must not be empty"));
