@@ -3,8 +3,12 @@
 //! released) and tells the matcher, which books the first waitlisted
 //! reservation that fits through the same use case staff use, or with
 //! `waitlist_mode: offer` holds the slot for it (`clinicbook_commands`'
-//! `fill_freed_slot`). A reservation is never offered the same slot twice,
-//! and a patient with an open offer is not offered an overlapping one.
+//! `fill_freed_slot`). A reservation is never offered the same slot twice.
+//! That a patient is never offered two overlapping slots at once is not
+//! judged here (this table lags, and two matchers read it at once): the
+//! unit of work that places an offer opens it on the patient's
+//! `PatientOffers` stream, which refuses an overlapping open offer, and
+//! the matcher then moves on to the next candidate (ADR 0008).
 //!
 //! It keeps tables of its own in `read` (the `waitlist` projection, applied
 //! by a projector like the others but never rebuilt: its `waitlist_freed`
@@ -78,8 +82,10 @@ CREATE TABLE IF NOT EXISTS waitlist_freed (
 );
 CREATE INDEX IF NOT EXISTS waitlist_freed_open_idx ON waitlist_freed (position) WHERE NOT handled;
 -- Offers made (waitlist_mode offer): a hold for a waitlisted reservation.
--- An open one keeps its patient from overlapping offers; any one keeps
--- the slot from being offered to the same reservation again.
+-- Each keeps the slot from being offered to the same reservation again,
+-- and names the slot its end frees. (Tables made by older versions have
+-- an `open` column, no longer read: the patient's open offers are the
+-- `PatientOffers` stream's.)
 CREATE TABLE IF NOT EXISTS waitlist_offers (
     hold_id        uuid PRIMARY KEY,
     reservation_id uuid NOT NULL,
@@ -87,10 +93,8 @@ CREATE TABLE IF NOT EXISTS waitlist_offers (
     clinic_id      uuid NOT NULL,
     resource_id    uuid NOT NULL,
     start_at       timestamptz NOT NULL,
-    end_at         timestamptz NOT NULL,
-    open           boolean NOT NULL DEFAULT true
+    end_at         timestamptz NOT NULL
 );
-CREATE INDEX IF NOT EXISTS waitlist_offers_patient_idx ON waitlist_offers (patient_id) WHERE open;
 CREATE INDEX IF NOT EXISTS waitlist_offers_slot_idx ON waitlist_offers (resource_id, start_at);
 ";
 
@@ -245,16 +249,13 @@ async fn apply_offer(
             .execute(&mut *conn)
             .await?;
         }
-        HoldEvent::HoldConfirmed { .. } => {
-            sqlx::query("UPDATE waitlist_offers SET open = false WHERE hold_id = $1")
-                .bind(hold_id)
-                .execute(&mut *conn)
-                .await?;
-        }
+        // A confirmed offer's slot is booked (and its entry gone with
+        // `ReservationBooked`).
+        HoldEvent::HoldConfirmed { .. } => {}
         HoldEvent::HoldExpired { .. } | HoldEvent::HoldReleased { .. } => {
             let offer = sqlx::query(
-                "UPDATE waitlist_offers SET open = false WHERE hold_id = $1
-                 RETURNING clinic_id, resource_id, start_at, end_at",
+                "SELECT clinic_id, resource_id, start_at, end_at FROM waitlist_offers
+                  WHERE hold_id = $1",
             )
             .bind(hold_id)
             .fetch_optional(&mut *conn)
@@ -401,7 +402,7 @@ impl ReadModels {
             return Ok(None);
         };
         let row = sqlx::query(
-            "SELECT clinic_id, resource_id, start_at, end_at, handled FROM read.waitlist_freed
+            "SELECT clinic_id, resource_id, start_at, handled FROM read.waitlist_freed
               WHERE position = $1",
         )
         .bind(position)
@@ -418,26 +419,22 @@ impl ReadModels {
             start: row.try_get("start_at")?,
         };
         let handled: bool = row.try_get("handled")?;
-        let end: DateTime<Utc> = row.try_get("end_at")?;
         let mut candidates = Vec::new();
         if !handled && slot.start > now {
-            // Not a reservation offered this very slot before, nor a
-            // patient holding an open offer that overlaps it.
+            // Not a reservation offered this very slot before. (A patient
+            // with an open offer overlapping it is refused by the offer's
+            // own unit of work, not filtered here from a lagging table.)
             let rows = sqlx::query(
                 "SELECT reservation_id, patient_id, treatment_id, payment FROM read.waitlist_entries e
                   WHERE clinic_id = $1 AND earliest <= $2 AND latest >= $2
                     AND NOT EXISTS (SELECT 1 FROM read.waitlist_offers o
                                      WHERE o.reservation_id = e.reservation_id
                                        AND o.resource_id = $3 AND o.start_at = $2)
-                    AND NOT EXISTS (SELECT 1 FROM read.waitlist_offers o
-                                     WHERE o.patient_id = e.patient_id AND o.open
-                                       AND o.start_at < $4 AND o.end_at > $2)
                   ORDER BY joined_position",
             )
             .bind(slot.clinic_id.0)
             .bind(slot.start)
             .bind(slot.resource_id.0)
-            .bind(end)
             .fetch_all(&mut *tx)
             .await?;
             for row in rows {
