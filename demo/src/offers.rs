@@ -177,7 +177,9 @@ pub(super) async fn find(
     };
     let mut found = empty(chain, index);
     for id in waiting_ids(seed) {
-        let reply = api.get(As::Staff, &format!("/v1/reservations/{id}")).await?;
+        let reply = api
+            .get(As::Staff, &format!("/v1/reservations/{id}"))
+            .await?;
         if reply.status == StatusCode::NOT_FOUND {
             continue;
         }

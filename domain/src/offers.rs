@@ -110,9 +110,9 @@ impl PatientOffers {
     /// one, still live, whose slot overlaps.
     #[must_use]
     pub fn conflict(&self, offer: &Offer, now: DateTime<Utc>) -> Option<&Offer> {
-        self.open.values().find(|open| {
-            open.hold_id != offer.hold_id && open.is_live(now) && open.overlaps(offer)
-        })
+        self.open
+            .values()
+            .find(|open| open.hold_id != offer.hold_id && open.is_live(now) && open.overlaps(offer))
     }
 
     /// Checks `command` and returns the event it produces, or `None` when

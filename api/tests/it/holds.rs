@@ -683,7 +683,13 @@ async fn an_offer_passes_along_a_waitlist_of_three_as_each_expires() {
 
 /// Puts a new patient on the waitlist for the laser treatment between
 /// `earliest` and `latest`; answers the reservation id.
-async fn waitlisted(app: &App, ids: &ClinicIds, patient: Uuid, earliest: &str, latest: &str) -> String {
+async fn waitlisted(
+    app: &App,
+    ids: &ClinicIds,
+    patient: Uuid,
+    earliest: &str,
+    latest: &str,
+) -> String {
     let joined = app
         .post(
             "/v1/waitlist",
@@ -740,7 +746,10 @@ async fn two_matchers_never_offer_one_patient_two_overlapping_slots() {
     assert_eq!(settings.status, StatusCode::OK, "{:?}", settings.body);
     let mut seen = 0;
     // Tuesdays: each round its own day, patients and slots.
-    for (round, day) in ["2030-01-08", "2030-01-15", "2030-01-22"].iter().enumerate() {
+    for (round, day) in ["2030-01-08", "2030-01-15", "2030-01-22"]
+        .iter()
+        .enumerate()
+    {
         // 09:00-09:45 on laser A and 09:15-10:00 on laser B: they overlap.
         let (at_a, at_b) = (format!("{day}T09:00:00Z"), format!("{day}T09:15:00Z"));
         let mut on_b = booking(&ids, &at_b);
@@ -749,7 +758,12 @@ async fn two_matchers_never_offer_one_patient_two_overlapping_slots() {
         for body in [booking(&ids, &at_a), on_b] {
             let made = app.post("/v1/reservations", &app.staff, body).await;
             assert_eq!(made.status, StatusCode::CREATED, "{:?}", made.body);
-            booked.push(made.body["reservation_id"].as_str().unwrap_or_default().to_owned());
+            booked.push(
+                made.body["reservation_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            );
         }
         // The first in line fits both slots, and so does the second.
         let (earliest, latest) = (format!("{day}T08:00:00Z"), format!("{day}T10:00:00Z"));
@@ -782,8 +796,12 @@ async fn two_matchers_never_offer_one_patient_two_overlapping_slots() {
         // Each waiting patient gets one offer.
         let mut views = Vec::new();
         for id in [&first_in_line, &next_in_line] {
-            let view = until_reservation(&app, id, |body| body["offer"]["hold_id"].is_string()).await;
-            assert!(view["offer"]["hold_id"].is_string(), "round {round}: no offer for {id}: {view}");
+            let view =
+                until_reservation(&app, id, |body| body["offer"]["hold_id"].is_string()).await;
+            assert!(
+                view["offer"]["hold_id"].is_string(),
+                "round {round}: no offer for {id}: {view}"
+            );
             assert!(view["offer"]["expires_at"].is_string(), "{view}");
             views.push(view);
         }
@@ -793,14 +811,28 @@ async fn two_matchers_never_offer_one_patient_two_overlapping_slots() {
         app.read_own_writes().await;
         let offers = offers_held(&app).await;
         let of = |reservation: &str| -> Vec<&(String, Value)> {
-            offers.iter().filter(|(_, terms)| terms["offer_for"] == json!(reservation)).collect()
+            offers
+                .iter()
+                .filter(|(_, terms)| terms["offer_for"] == json!(reservation))
+                .collect()
         };
         let (mine, next) = (of(&first_in_line), of(&next_in_line));
-        assert_eq!(mine.len(), 1, "round {round}: the first in line was offered {mine:?}");
-        assert_eq!(next.len(), 1, "round {round}: the second slot goes to the next: {next:?}");
+        assert_eq!(
+            mine.len(),
+            1,
+            "round {round}: the first in line was offered {mine:?}"
+        );
+        assert_eq!(
+            next.len(),
+            1,
+            "round {round}: the second slot goes to the next: {next:?}"
+        );
         assert_eq!(mine[0].1["patient_id"], json!(patients[0]));
         assert_eq!(next[0].1["patient_id"], json!(patients[1]));
-        let resources = [&mine[0].1["slot"]["resource_id"], &next[0].1["slot"]["resource_id"]];
+        let resources = [
+            &mine[0].1["slot"]["resource_id"],
+            &next[0].1["slot"]["resource_id"],
+        ];
         assert_ne!(resources[0], resources[1], "{offers:?}");
         assert_eq!(offers.len(), seen + 2, "no other offer: {offers:?}");
         seen = offers.len();
@@ -811,19 +843,38 @@ async fn two_matchers_never_offer_one_patient_two_overlapping_slots() {
         // The read side counts offers as holds.
         let availability = app
             .get(
-                &format!("/v1/clinics/{}/availability?treatment_id={}&date={day}", ids.clinic, ids.laser_treatment),
+                &format!(
+                    "/v1/clinics/{}/availability?treatment_id={}&date={day}",
+                    ids.clinic, ids.laser_treatment
+                ),
                 &app.staff,
             )
             .await;
-        assert_eq!(availability.status, StatusCode::OK, "{:?}", availability.body);
+        assert_eq!(
+            availability.status,
+            StatusCode::OK,
+            "{:?}",
+            availability.body
+        );
         for (resource, start) in [(&ids.laser, &at_a), (&ids.laser_b, &at_b)] {
-            let free = availability.body["slots"].as_array().into_iter().flatten().any(|slot| {
-                slot["resource_id"] == json!(resource) && slot["start"] == json!(start)
-            });
-            assert!(!free, "an offered slot is offered as free: {:?}", availability.body);
+            let free = availability.body["slots"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|slot| {
+                    slot["resource_id"] == json!(resource) && slot["start"] == json!(start)
+                });
+            assert!(
+                !free,
+                "an offered slot is offered as free: {:?}",
+                availability.body
+            );
         }
         let schedule = app
-            .get(&format!("/v1/clinics/{}/schedule?date={day}", ids.clinic), &app.staff)
+            .get(
+                &format!("/v1/clinics/{}/schedule?date={day}", ids.clinic),
+                &app.staff,
+            )
             .await;
         let held: Vec<&Value> = schedule.body["resources"]
             .as_array()
@@ -833,9 +884,15 @@ async fn two_matchers_never_offer_one_patient_two_overlapping_slots() {
             .map(|h| &h["hold_id"])
             .collect();
         assert_eq!(held.len(), 2, "{:?}", schedule.body);
-        assert!(held.contains(&&json!(mine[0].0)) && held.contains(&&json!(next[0].0)), "{held:?}");
+        assert!(
+            held.contains(&&json!(mine[0].0)) && held.contains(&&json!(next[0].0)),
+            "{held:?}"
+        );
         let dashboard = app
-            .get(&format!("/v1/clinics/{}/dashboard?date={day}", ids.clinic), &app.analyst)
+            .get(
+                &format!("/v1/clinics/{}/dashboard?date={day}", ids.clinic),
+                &app.analyst,
+            )
             .await;
         assert_eq!(dashboard.body["counts"]["held"], 2, "{:?}", dashboard.body);
         assert_eq!(dashboard.body["revenue_cents"], 0, "{:?}", dashboard.body);
@@ -846,7 +903,11 @@ async fn two_matchers_never_offer_one_patient_two_overlapping_slots() {
             // it again; the next in line's overlapping offer keeps it from
             // them too, so it stays free.
             let released = app
-                .post(&format!("/v1/holds/{}/release", mine[0].0), &app.staff, json!({}))
+                .post(
+                    &format!("/v1/holds/{}/release", mine[0].0),
+                    &app.staff,
+                    json!({}),
+                )
                 .await;
             assert_eq!(released.status, StatusCode::OK, "{:?}", released.body);
             let stream = clinicbook_eventstore::audit::stream_events(
@@ -862,7 +923,9 @@ async fn two_matchers_never_offer_one_patient_two_overlapping_slots() {
             app.read_own_writes().await;
             let offers = offers_held(&app).await;
             assert_eq!(offers.len(), seen, "{offers:?}");
-            let view = app.get(&format!("/v1/reservations/{first_in_line}"), &app.staff).await;
+            let view = app
+                .get(&format!("/v1/reservations/{first_in_line}"), &app.staff)
+                .await;
             assert!(view.body["offer"].is_null(), "{:?}", view.body);
         }
     }
