@@ -11,7 +11,10 @@
 //! packages; a fortnight of bookings starting tomorrow, driven through
 //! check-in, completion, no-show, cancellation and rescheduling; an
 //! emergency block on a laser, a closure of one branch for a day,
-//! waitlist entries, and three hour-long holds on the last day.
+//! waitlist entries, three hour-long holds on the last day, and a
+//! waitlist offer (Potsdam in `waitlist_mode: offer`; a cancellation on
+//! the last day frees a slot the matcher holds for the first of two
+//! waitlisted patients).
 //!
 //! Decisions a reader may ask about:
 //!
@@ -44,6 +47,7 @@ mod disruptions;
 mod holds;
 mod ids;
 mod lifecycle;
+mod offers;
 mod patients;
 mod plan;
 mod report;
@@ -219,6 +223,27 @@ pub struct Sample {
     pub booking_about: String,
 }
 
+/// The waitlist offer the demo makes: a booking cancelled at a branch in
+/// `waitlist_mode: offer`, its slot held for the first waitlisted patient.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OfferSummary {
+    /// The branch.
+    pub clinic_id: Uuid,
+    /// Its name.
+    pub clinic: String,
+    /// The booking whose cancellation freed the slot (`None` when found
+    /// by a later run).
+    pub cancelled: Option<Uuid>,
+    /// The reservations waiting for the slot, first in line first.
+    pub waitlisted: Vec<Uuid>,
+    /// The one the slot is offered to now, if any.
+    pub offered_to: Option<Uuid>,
+    /// The offer's hold.
+    pub hold_id: Option<Uuid>,
+    /// When the offer runs out.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
 /// What a demo load made (or found).
 #[derive(Clone, Debug, PartialEq)]
 pub struct DemoSummary {
@@ -265,6 +290,8 @@ pub struct DemoSummary {
     pub block: Option<BlockSummary>,
     /// The closure.
     pub closure: Option<ClosureSummary>,
+    /// The waitlist offer.
+    pub offer: Option<OfferSummary>,
     /// HTTP requests sent (retries included).
     pub requests: u64,
     /// Of those, answered 429 and retried.
@@ -471,6 +498,11 @@ async fn fresh(
         seed,
     );
     let waitlisted = disruptions::join_waitlist(api, entries, seed, options.concurrency).await?;
+    let offer_slot = offers::slot(chain, &mut lock(&planner), last_date);
+    let offer = match offer_slot {
+        Some(slot) => Some(offers::make(api, chain, slot, seed).await?),
+        None => None,
+    };
     let closure = match closure_target {
         Some(target) => disruptions::close(api, chain, target, seed).await?,
         None => None,
@@ -485,6 +517,7 @@ async fn fresh(
         waitlisted,
         block,
         closure,
+        offer,
     };
     Ok(loaded.summary(api, chain, options, &dates, now))
 }
@@ -498,6 +531,7 @@ struct Loaded<'a> {
     waitlisted: Vec<Uuid>,
     block: Option<BlockSummary>,
     closure: Option<ClosureSummary>,
+    offer: Option<OfferSummary>,
 }
 
 impl Loaded<'_> {
@@ -546,6 +580,7 @@ impl Loaded<'_> {
         summary.sample.wallet_patient_id = wallet_patient.or(summary.sample.wallet_patient_id);
         summary.block = self.block;
         summary.closure = self.closure;
+        summary.offer = self.offer;
         summary
     }
 
@@ -606,6 +641,7 @@ async fn already_loaded(
     let dates = open_dates(tomorrow(now), options.days);
     let mut summary = base_summary(api, chain, options, &patients, &dates, now);
     summary.already_loaded = true;
+    summary.offer = offers::find(api, chain, options.seed).await?;
     for index in 0..20 {
         let id = ids::demo_id(options.seed, &format!("reservation/{index}"));
         let reply = api
@@ -665,6 +701,7 @@ fn base_summary(
         refunded_cents: 0,
         block: None,
         closure: None,
+        offer: None,
         requests: 0,
         rate_limited: 0,
         elapsed: Duration::ZERO,

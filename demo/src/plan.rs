@@ -91,6 +91,35 @@ impl Planner {
         treatment: usize,
         date: NaiveDate,
     ) -> Option<Slot> {
+        self.take_from(chain, branch, treatment, date, |resources, starts| {
+            rng.shuffle(resources);
+            rng.usize(..starts)
+        })
+    }
+
+    /// Takes the earliest free slot for `treatment` at `branch` on `date`
+    /// (on the first resource that has one) and returns it.
+    pub(super) fn take_earliest(
+        &mut self,
+        chain: &Chain,
+        branch: usize,
+        treatment: usize,
+        date: NaiveDate,
+    ) -> Option<Slot> {
+        self.take_from(chain, branch, treatment, date, |_, _| 0)
+    }
+
+    /// Takes the first free slot, trying the resources in the order `order`
+    /// leaves them and the grid's starts from the offset it answers (given
+    /// how many starts there are).
+    fn take_from(
+        &mut self,
+        chain: &Chain,
+        branch: usize,
+        treatment: usize,
+        date: NaiveDate,
+        order: impl FnOnce(&mut [usize], usize) -> usize,
+    ) -> Option<Slot> {
         let (open, close) = opening(date.weekday())?;
         let t = &chain.treatments[treatment];
         let latest = close.checked_sub(t.duration_minutes)?;
@@ -99,8 +128,7 @@ impl Planner {
         if starts.is_empty() || resources.is_empty() {
             return None;
         }
-        rng.shuffle(&mut resources);
-        let offset = rng.usize(..starts.len());
+        let offset = order(&mut resources, starts.len());
         for resource in resources {
             for i in 0..starts.len() {
                 let start = starts[(offset + i) % starts.len()];

@@ -85,7 +85,8 @@ impl fmt::Display for DemoSummary {
                 "The demo chain (seed {}) is already loaded at {}; nothing was written.",
                 self.seed, self.url
             )?;
-            return self.fmt_chain(f);
+            self.fmt_chain(f)?;
+            return self.fmt_offer(f);
         }
         writeln!(
             f,
@@ -99,11 +100,34 @@ impl fmt::Display for DemoSummary {
         self.fmt_chain(f)?;
         self.fmt_patients(f)?;
         self.fmt_reservations(f)?;
-        self.fmt_disruptions(f)
+        self.fmt_disruptions(f)?;
+        self.fmt_offer(f)
     }
 }
 
 impl DemoSummary {
+    fn fmt_offer(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some(offer) = &self.offer else {
+            return Ok(());
+        };
+        match (offer.offered_to, offer.expires_at) {
+            (Some(reservation), Some(expires_at)) => writeln!(
+                f,
+                "Waitlist offer ({}, waitlist_mode offer): a cancelled slot is held for \
+                 waitlisted reservation {reservation} until {} local; {} waiting in all",
+                offer.clinic,
+                local(expires_at),
+                offer.waitlisted.len()
+            ),
+            _ => writeln!(
+                f,
+                "Waitlist offer ({}, waitlist_mode offer): no open offer now; {} waiting",
+                offer.clinic,
+                offer.waitlisted.len()
+            ),
+        }
+    }
+
     fn fmt_chain(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
@@ -225,6 +249,12 @@ pub fn curl_commands(summary: &DemoSummary, token: &str) -> String {
     if let Some(patient) = sample.wallet_patient_id {
         out += &format!(
             "\n  # A patient's wallet: balance and transactions\n  curl -s {auth} {url}/v1/wallets/{patient}\n"
+        );
+    }
+    if let Some(reservation) = summary.offer.as_ref().and_then(|o| o.offered_to) {
+        out += &format!(
+            "\n  # A waitlisted reservation with its open offer: {{hold_id, expires_at}}\n  \
+             curl -s {auth} {url}/v1/reservations/{reservation}\n"
         );
     }
     let (clinic, treatment, start, promo) = &sample.quote;

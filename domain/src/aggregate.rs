@@ -66,6 +66,7 @@ aggregates! {$
     Program => program::Program,
     Patient => patient::Patient,
     Hold => hold::Hold,
+    PatientOffers => offers::PatientOffers,
 }
 
 impl AggregateKind {
@@ -169,7 +170,7 @@ mod tests {
         }
         assert_eq!(
             AggregateKind::names(),
-            "Clinic, Calendar, Reservation, Package, Wallet, PromoCode, Program, Patient, Hold"
+            "Clinic, Calendar, Reservation, Package, Wallet, PromoCode, Program, Patient, Hold, PatientOffers"
         );
         let unknown = "wallet".parse::<AggregateKind>().unwrap_err();
         assert_eq!(unknown, UnknownAggregateType("wallet".to_string()));

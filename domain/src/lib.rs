@@ -41,6 +41,7 @@ pub mod error;
 pub mod hold;
 pub mod ids;
 pub mod money;
+pub mod offers;
 pub mod package;
 pub mod patient;
 pub mod policy;

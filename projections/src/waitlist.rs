@@ -3,8 +3,12 @@
 //! released) and tells the matcher, which books the first waitlisted
 //! reservation that fits through the same use case staff use, or with
 //! `waitlist_mode: offer` holds the slot for it (`clinicbook_commands`'
-//! `fill_freed_slot`). A reservation is never offered the same slot twice,
-//! and a patient with an open offer is not offered an overlapping one.
+//! `fill_freed_slot`). A reservation is never offered the same slot twice.
+//! That a patient is never offered two overlapping slots at once is not
+//! judged here (this table lags, and two matchers read it at once): the
+//! unit of work that places an offer opens it on the patient's
+//! `PatientOffers` stream, which refuses an overlapping open offer, and
+//! the matcher then moves on to the next candidate (ADR 0008).
 //!
 //! It keeps tables of its own in `read` (the `waitlist` projection, applied
 //! by a projector like the others but never rebuilt: its `waitlist_freed`
@@ -109,9 +113,9 @@ static FREED: Table<FreedRow> = Table::new(
 
 row! {
     /// A row of `waitlist_offers`: an offer made (`waitlist_mode` offer), a
-    /// hold for a waitlisted reservation. An open one keeps its patient
-    /// from overlapping offers; any one keeps the slot from being offered
-    /// to the same reservation again.
+    /// hold for a waitlisted reservation. Each keeps the slot from being
+    /// offered to the same reservation again, and names the slot its end
+    /// frees (the patient's open offers are the `PatientOffers` stream's).
     #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
     struct OfferRow {
         hold_id: Uuid,
@@ -121,17 +125,16 @@ row! {
         resource_id: Uuid,
         start_at: DateTime<Utc>,
         end_at: DateTime<Utc>,
-        open: bool,
     }
 }
 
 static OFFERS: Table<OfferRow> = Table::new(
     "waitlist_offers",
     &["hold_id"],
-    &[
-        Index::on("waitlist_offers_patient_idx", "(patient_id)").when("open"),
-        Index::on("waitlist_offers_slot_idx", "(resource_id, start_at)"),
-    ],
+    &[Index::on(
+        "waitlist_offers_slot_idx",
+        "(resource_id, start_at)",
+    )],
 );
 
 async fn apply_batch(conn: &mut PgConnection, events: &[FeedEvent]) -> Result<(), ProjectionError> {
@@ -235,20 +238,16 @@ async fn apply_offer(
                 resource_id: terms.slot.resource_id.0,
                 start_at: terms.slot.start,
                 end_at: terms.slot.end,
-                open: true,
             };
             OFFERS.insert_new(conn, &[offer]).await?;
         }
-        HoldEvent::HoldConfirmed { .. } => {
-            sqlx::query("UPDATE waitlist_offers SET open = false WHERE hold_id = $1")
-                .bind(hold_id)
-                .execute(&mut *conn)
-                .await?;
-        }
+        // A confirmed offer's slot is booked (and its entry gone with
+        // `ReservationBooked`).
+        HoldEvent::HoldConfirmed { .. } => {}
         HoldEvent::HoldExpired { .. } | HoldEvent::HoldReleased { .. } => {
             let offer = sqlx::query(
-                "UPDATE waitlist_offers SET open = false WHERE hold_id = $1
-                 RETURNING clinic_id, resource_id, start_at, end_at",
+                "SELECT clinic_id, resource_id, start_at, end_at FROM waitlist_offers
+                  WHERE hold_id = $1",
             )
             .bind(hold_id)
             .fetch_optional(&mut *conn)
@@ -395,7 +394,7 @@ impl ReadModels {
             return Ok(None);
         };
         let row = sqlx::query(
-            "SELECT clinic_id, resource_id, start_at, end_at, handled FROM read.waitlist_freed
+            "SELECT clinic_id, resource_id, start_at, handled FROM read.waitlist_freed
               WHERE position = $1",
         )
         .bind(position)
@@ -412,26 +411,22 @@ impl ReadModels {
             start: row.try_get("start_at")?,
         };
         let handled: bool = row.try_get("handled")?;
-        let end: DateTime<Utc> = row.try_get("end_at")?;
         let mut candidates = Vec::new();
         if !handled && slot.start > now {
-            // Not a reservation offered this very slot before, nor a
-            // patient holding an open offer that overlaps it.
+            // Not a reservation offered this very slot before. (A patient
+            // with an open offer overlapping it is refused by the offer's
+            // own unit of work, not filtered here from a lagging table.)
             let rows = sqlx::query(
                 "SELECT reservation_id, patient_id, treatment_id, payment FROM read.waitlist_entries e
                   WHERE clinic_id = $1 AND earliest <= $2 AND latest >= $2
                     AND NOT EXISTS (SELECT 1 FROM read.waitlist_offers o
                                      WHERE o.reservation_id = e.reservation_id
                                        AND o.resource_id = $3 AND o.start_at = $2)
-                    AND NOT EXISTS (SELECT 1 FROM read.waitlist_offers o
-                                     WHERE o.patient_id = e.patient_id AND o.open
-                                       AND o.start_at < $4 AND o.end_at > $2)
                   ORDER BY joined_position",
             )
             .bind(slot.clinic_id.0)
             .bind(slot.start)
             .bind(slot.resource_id.0)
-            .bind(end)
             .fetch_all(&mut *tx)
             .await?;
             for row in rows {

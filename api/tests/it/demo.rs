@@ -42,6 +42,7 @@ async fn the_demo_loads_a_chain_with_every_status_and_a_second_run_writes_nothin
     assert_wallets(&app, &summary).await;
     assert_statuses(&app, &summary).await;
     assert_moves_and_displacements(&app, &summary).await;
+    assert_offer(&app, &summary).await;
 
     let events = app.events().await;
     let again = load(&app, &small()).await;
@@ -49,6 +50,98 @@ async fn the_demo_loads_a_chain_with_every_status_and_a_second_run_writes_nothin
     assert_eq!(again.clinics, summary.clinics);
     assert_eq!(app.events().await, events, "a second run wrote events");
     assert!(again.sample.reservation_id.is_some());
+    // The second run finds the offer again, for its curl command.
+    let (first, second) = (summary.offer.as_ref(), again.offer.as_ref());
+    assert_eq!(
+        second.and_then(|o| o.hold_id),
+        first.and_then(|o| o.hold_id)
+    );
+    assert!(demo::curl_commands(&again, "t").contains(&format!(
+        "/v1/reservations/{}",
+        second.and_then(|o| o.offered_to).unwrap_or_default()
+    )));
+}
+
+/// A branch in `waitlist_mode: offer` holds the cancelled slot for the
+/// first waitlisted reservation: its view shows the offer, the hold is an
+/// offer for it, the schedule and the dashboard count it as held, and the
+/// second in line has none.
+async fn assert_offer(app: &App, summary: &DemoSummary) {
+    let offer = summary
+        .offer
+        .as_ref()
+        .unwrap_or_else(|| panic!("no waitlist offer: {summary:?}"));
+    assert_eq!(offer.clinic, "Potsdam");
+    assert_eq!(offer.waitlisted.len(), 2, "{offer:?}");
+    assert_eq!(offer.offered_to, Some(offer.waitlisted[0]), "{offer:?}");
+    let hold_id = offer
+        .hold_id
+        .unwrap_or_else(|| panic!("no hold: {offer:?}"));
+    let view = app
+        .get(
+            &format!("/v1/reservations/{}", offer.waitlisted[0]),
+            &app.staff,
+        )
+        .await;
+    assert_eq!(view.status, StatusCode::OK, "{:?}", view.body);
+    assert_eq!(view.body["status"], "waitlisted");
+    assert_eq!(
+        view.body["offer"]["hold_id"],
+        hold_id.to_string(),
+        "{:?}",
+        view.body
+    );
+    assert!(
+        view.body["offer"]["expires_at"].is_string(),
+        "{:?}",
+        view.body
+    );
+    let next = app
+        .get(
+            &format!("/v1/reservations/{}", offer.waitlisted[1]),
+            &app.staff,
+        )
+        .await;
+    assert_eq!(next.body["status"], "waitlisted");
+    assert!(next.body["offer"].is_null(), "{:?}", next.body);
+    let hold = app.get(&format!("/v1/holds/{hold_id}"), &app.staff).await;
+    assert_eq!(hold.status, StatusCode::OK, "{:?}", hold.body);
+    assert_eq!(hold.body["status"], "held");
+    assert_eq!(hold.body["offer_for"], offer.waitlisted[0].to_string());
+    assert_eq!(hold.body["clinic_id"], offer.clinic_id.to_string());
+    let cancelled = offer.cancelled.unwrap_or_else(|| panic!("{offer:?}"));
+    let freed = app
+        .get(&format!("/v1/reservations/{cancelled}"), &app.staff)
+        .await;
+    assert_eq!(freed.body["status"], "cancelled", "{:?}", freed.body);
+    assert_eq!(freed.body["start"], hold.body["start"]);
+    let date = hold.body["start"]
+        .as_str()
+        .and_then(|s| s.get(..10))
+        .unwrap_or_default();
+    let schedule = app
+        .get(
+            &format!("/v1/clinics/{}/schedule?date={date}", offer.clinic_id),
+            &app.staff,
+        )
+        .await;
+    let holds: Vec<&Value> = schedule.body["resources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|r| r["holds"].as_array().into_iter().flatten())
+        .collect();
+    assert_eq!(holds.len(), 1, "{:?}", schedule.body);
+    assert_eq!(holds[0]["hold_id"], hold_id.to_string());
+    let dashboard = app
+        .get(
+            &format!("/v1/clinics/{}/dashboard?date={date}", offer.clinic_id),
+            &app.analyst,
+        )
+        .await;
+    assert_eq!(dashboard.body["counts"]["held"], 1, "{:?}", dashboard.body);
+    assert!(demo::curl_commands(summary, "t")
+        .contains(&format!("/v1/reservations/{}", offer.waitlisted[0])));
 }
 
 async fn assert_clinics(app: &App, summary: &DemoSummary) {

@@ -680,3 +680,253 @@ async fn an_offer_passes_along_a_waitlist_of_three_as_each_expires() {
         assert!(view.body["offer"].is_null(), "{:?}", view.body);
     }
 }
+
+/// Puts a new patient on the waitlist for the laser treatment between
+/// `earliest` and `latest`; answers the reservation id.
+async fn waitlisted(
+    app: &App,
+    ids: &ClinicIds,
+    patient: Uuid,
+    earliest: &str,
+    latest: &str,
+) -> String {
+    let joined = app
+        .post(
+            "/v1/waitlist",
+            &app.staff,
+            json!({"patient_id": patient, "clinic_id": ids.clinic,
+                   "treatment_id": ids.laser_treatment, "earliest": earliest, "latest": latest,
+                   "payment": {"method": "at_clinic"}}),
+        )
+        .await;
+    assert_eq!(joined.status, StatusCode::CREATED, "{:?}", joined.body);
+    joined.body["reservation_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Every `Held` event of the store that is an offer, as (hold id, its
+/// terms), read over HTTP from the audit feed.
+async fn offers_held(app: &App) -> Vec<(String, Value)> {
+    let mut offers = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut path = "/v1/audit/events?aggregate_type=Hold&limit=1000".to_owned();
+        if let Some(cursor) = &after {
+            path.push_str(&format!("&after={cursor}"));
+        }
+        let page = app.get(&path, &app.admin).await;
+        assert_eq!(page.status, StatusCode::OK, "{:?}", page.body);
+        for event in page.body["events"].as_array().into_iter().flatten() {
+            let terms = &event["payload"]["Held"]["terms"];
+            if event["event_type"] == "Held" && terms["offer_for"].is_string() {
+                let hold = event["aggregate_id"].as_str().unwrap_or_default();
+                offers.push((hold.to_owned(), terms.clone()));
+            }
+        }
+        let empty = page.body["events"].as_array().is_none_or(Vec::is_empty);
+        match page.body["next_after"].as_str() {
+            Some(next) if !empty => after = Some(next.to_owned()),
+            _ => return offers,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_matchers_never_offer_one_patient_two_overlapping_slots() {
+    let (app, first, second, ids) = two_processes().await;
+    let settings = app
+        .put(
+            &format!("/v1/clinics/{}/settings", ids.clinic),
+            &app.admin,
+            json!({"waitlist_mode": "offer", "offer_minutes": 30}),
+        )
+        .await;
+    assert_eq!(settings.status, StatusCode::OK, "{:?}", settings.body);
+    let mut seen = 0;
+    // Tuesdays: each round its own day, patients and slots.
+    for (round, day) in ["2030-01-08", "2030-01-15", "2030-01-22"]
+        .iter()
+        .enumerate()
+    {
+        // 09:00-09:45 on laser A and 09:15-10:00 on laser B: they overlap.
+        let (at_a, at_b) = (format!("{day}T09:00:00Z"), format!("{day}T09:15:00Z"));
+        let mut on_b = booking(&ids, &at_b);
+        on_b["resource_id"] = json!(ids.laser_b);
+        let mut booked = Vec::new();
+        for body in [booking(&ids, &at_a), on_b] {
+            let made = app.post("/v1/reservations", &app.staff, body).await;
+            assert_eq!(made.status, StatusCode::CREATED, "{:?}", made.body);
+            booked.push(
+                made.body["reservation_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            );
+        }
+        // The first in line fits both slots, and so does the second.
+        let (earliest, latest) = (format!("{day}T08:00:00Z"), format!("{day}T10:00:00Z"));
+        let patients = [Uuid::new_v4(), Uuid::new_v4()];
+        let first_in_line = waitlisted(&app, &ids, patients[0], &earliest, &latest).await;
+        let next_in_line = waitlisted(&app, &ids, patients[1], &earliest, &latest).await;
+        // Both slots free at once, one through each process: each
+        // process's matcher may take either.
+        let barrier = Arc::new(tokio::sync::Barrier::new(2));
+        let cancels: Vec<_> = booked
+            .iter()
+            .zip([&first.base, &second.base])
+            .map(|(id, base)| {
+                let request = app
+                    .client
+                    .post(format!("{base}/v1/reservations/{id}/cancel"))
+                    .bearer_auth(&app.staff)
+                    .json(&json!({"reason": "patient moved"}));
+                let barrier = barrier.clone();
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    crate::processes::send(request).await
+                })
+            })
+            .collect();
+        for task in cancels {
+            let (status, _, body) = task.await.unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+        // Each waiting patient gets one offer.
+        let mut views = Vec::new();
+        for id in [&first_in_line, &next_in_line] {
+            let view =
+                until_reservation(&app, id, |body| body["offer"]["hold_id"].is_string()).await;
+            assert!(
+                view["offer"]["hold_id"].is_string(),
+                "round {round}: no offer for {id}: {view}"
+            );
+            assert!(view["offer"]["expires_at"].is_string(), "{view}");
+            views.push(view);
+        }
+        // Let both matchers finish whatever they were at, then count
+        // every offer ever held.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        app.read_own_writes().await;
+        let offers = offers_held(&app).await;
+        let of = |reservation: &str| -> Vec<&(String, Value)> {
+            offers
+                .iter()
+                .filter(|(_, terms)| terms["offer_for"] == json!(reservation))
+                .collect()
+        };
+        let (mine, next) = (of(&first_in_line), of(&next_in_line));
+        assert_eq!(
+            mine.len(),
+            1,
+            "round {round}: the first in line was offered {mine:?}"
+        );
+        assert_eq!(
+            next.len(),
+            1,
+            "round {round}: the second slot goes to the next: {next:?}"
+        );
+        assert_eq!(mine[0].1["patient_id"], json!(patients[0]));
+        assert_eq!(next[0].1["patient_id"], json!(patients[1]));
+        let resources = [
+            &mine[0].1["slot"]["resource_id"],
+            &next[0].1["slot"]["resource_id"],
+        ];
+        assert_ne!(resources[0], resources[1], "{offers:?}");
+        assert_eq!(offers.len(), seen + 2, "no other offer: {offers:?}");
+        seen = offers.len();
+        for (view, (hold, _)) in views.iter().zip([mine[0], next[0]]) {
+            assert_eq!(view["offer"]["hold_id"], json!(hold));
+        }
+
+        // The read side counts offers as holds.
+        let availability = app
+            .get(
+                &format!(
+                    "/v1/clinics/{}/availability?treatment_id={}&date={day}",
+                    ids.clinic, ids.laser_treatment
+                ),
+                &app.staff,
+            )
+            .await;
+        assert_eq!(
+            availability.status,
+            StatusCode::OK,
+            "{:?}",
+            availability.body
+        );
+        for (resource, start) in [(&ids.laser, &at_a), (&ids.laser_b, &at_b)] {
+            let free = availability.body["slots"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|slot| {
+                    slot["resource_id"] == json!(resource) && slot["start"] == json!(start)
+                });
+            assert!(
+                !free,
+                "an offered slot is offered as free: {:?}",
+                availability.body
+            );
+        }
+        let schedule = app
+            .get(
+                &format!("/v1/clinics/{}/schedule?date={day}", ids.clinic),
+                &app.staff,
+            )
+            .await;
+        let held: Vec<&Value> = schedule.body["resources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|r| r["holds"].as_array().into_iter().flatten())
+            .map(|h| &h["hold_id"])
+            .collect();
+        assert_eq!(held.len(), 2, "{:?}", schedule.body);
+        assert!(
+            held.contains(&&json!(mine[0].0)) && held.contains(&&json!(next[0].0)),
+            "{held:?}"
+        );
+        let dashboard = app
+            .get(
+                &format!("/v1/clinics/{}/dashboard?date={day}", ids.clinic),
+                &app.analyst,
+            )
+            .await;
+        assert_eq!(dashboard.body["counts"]["held"], 2, "{:?}", dashboard.body);
+        assert_eq!(dashboard.body["revenue_cents"], 0, "{:?}", dashboard.body);
+
+        if round == 0 {
+            // A released offer closes on the patient's offers: the slot
+            // passes on, and the first in line, who had it, is not offered
+            // it again; the next in line's overlapping offer keeps it from
+            // them too, so it stays free.
+            let released = app
+                .post(
+                    &format!("/v1/holds/{}/release", mine[0].0),
+                    &app.staff,
+                    json!({}),
+                )
+                .await;
+            assert_eq!(released.status, StatusCode::OK, "{:?}", released.body);
+            let stream = clinicbook_eventstore::audit::stream_events(
+                &app.db.pool,
+                "PatientOffers",
+                &patients[0].to_string(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+            let types: Vec<&str> = stream.iter().map(|e| e.event_type.as_str()).collect();
+            assert_eq!(types, ["OfferOpened", "OfferClosed"]);
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            app.read_own_writes().await;
+            let offers = offers_held(&app).await;
+            assert_eq!(offers.len(), seen, "{offers:?}");
+            let view = app
+                .get(&format!("/v1/reservations/{first_in_line}"), &app.staff)
+                .await;
+            assert!(view.body["offer"].is_null(), "{:?}", view.body);
+        }
+    }
+}

@@ -5,7 +5,10 @@
 //! - **Place** quotes the price now (pricing rules and promo code, which
 //!   must exist) and records it on the hold; the `Clinic` is guarded, as a
 //!   booking guards it. A retry with the same `hold_id` and request
-//!   answers the hold as it was placed.
+//!   answers the hold as it was placed. A waitlist offer also opens on
+//!   the patient's `PatientOffers`, which refuses a slot overlapping an
+//!   offer still open: two matchers offering one patient two slots append
+//!   to that one stream, so one of them conflicts and is refused on retry.
 //! - **Confirm** is one unit of work: `Hold` Confirm (refused at or after
 //!   `expires_at`, recorded or not), `Reservation` Book at the held price,
 //!   `Calendar` BookHeld (the held interval becomes the booking's, so
@@ -13,13 +16,15 @@
 //!   redemption. The clinic is not read: the price is the quote's, even if
 //!   the pricing rules changed since. A retry answers the booking as made.
 //! - **Release** and **expire** free the calendar slot in the same unit of
-//!   work. Expiry is the scheduler's command; it is idempotent: a hold
+//!   work; confirm, release and expire close an offer's `PatientOffers`
+//!   entry in it too. Expiry is the scheduler's command; it is idempotent: a hold
 //!   already ended answers [`Expiry::AlreadyEnded`] and writes nothing.
 
 use chrono::{DateTime, Duration, Utc};
 use clinicbook_domain::calendar::{Calendar, CalendarCommand};
 use clinicbook_domain::clinic::{Clinic, ClinicCommand, SettingsChange, WaitlistMode};
 use clinicbook_domain::hold::{Hold, HoldCommand, HoldStatus, HoldTerms};
+use clinicbook_domain::offers::{Offer, PatientOffers, PatientOffersCommand};
 use clinicbook_domain::reservation::{PaymentMethod, Reservation, ReservationCommand};
 use clinicbook_domain::{
     ClinicId, DomainError, HoldId, PatientId, PromoCodeKey, ReservationId, ResourceId, TreatmentId,
@@ -111,6 +116,8 @@ impl UseCase for PlaceHoldCase {
             discount.as_ref(),
         )?;
         let calendar_id = appointment.calendar(self.resource_id);
+        let slot = appointment.slot(self.resource_id);
+        let expires_at = self.now + ttl;
         uow.handle::<Hold>(
             &id,
             HoldCommand::Place {
@@ -119,17 +126,35 @@ impl UseCase for PlaceHoldCase {
                     patient_id: self.patient_id,
                     clinic_id: self.clinic_id,
                     treatment_id: self.treatment_id,
-                    slot: appointment.slot(self.resource_id),
+                    slot,
                     calendar_id,
                     price: appointment.price,
                     promo_code: self.promo_code.clone(),
-                    expires_at: self.now + ttl,
+                    expires_at,
                     offer_for: self.offer_for,
                 },
                 now: self.now,
             },
         )
         .await?;
+        if let Some(reservation_id) = self.offer_for {
+            // The patient's offers, in this unit of work: an overlapping
+            // offer made meanwhile (another matcher) conflicts here.
+            uow.handle::<PatientOffers>(
+                &self.patient_id.to_string(),
+                PatientOffersCommand::Open {
+                    patient_id: self.patient_id,
+                    offer: Offer {
+                        hold_id: self.hold_id,
+                        reservation_id,
+                        slot,
+                        expires_at,
+                    },
+                    now: self.now,
+                },
+            )
+            .await?;
+        }
         uow.handle::<Calendar>(
             &calendar_id.to_string(),
             CalendarCommand::Hold {
@@ -213,6 +238,7 @@ impl UseCase for ConfirmHoldCase {
             },
         )
         .await?;
+        close_offer(uow, self.hold_id, &terms).await?;
         let payer = Payer {
             reservation_id,
             patient_id: terms.patient_id,
@@ -251,7 +277,7 @@ pub(crate) async fn end_hold(
 ) -> Result<(), UowError> {
     let id = hold_id.to_string();
     let hold = uow.load::<Hold>(&id).await?;
-    let Some(calendar_id) = hold.terms.as_ref().map(|t| t.calendar_id) else {
+    let Some(terms) = hold.terms.clone() else {
         return Err(DomainError::not_found("hold").into());
     };
     let command = match ending {
@@ -260,10 +286,27 @@ pub(crate) async fn end_hold(
     };
     uow.handle::<Hold>(&id, command).await?;
     uow.handle::<Calendar>(
-        &calendar_id.to_string(),
+        &terms.calendar_id.to_string(),
         CalendarCommand::ReleaseHold { hold_id },
     )
     .await?;
+    close_offer(uow, hold_id, &terms).await
+}
+
+/// Closes the patient's offer of an offered hold that ends (confirmed,
+/// released or expired), in the unit of work that ends it.
+async fn close_offer(
+    uow: &mut UnitOfWork,
+    hold_id: HoldId,
+    terms: &HoldTerms,
+) -> Result<(), UowError> {
+    if terms.offer_for.is_some() {
+        uow.handle::<PatientOffers>(
+            &terms.patient_id.to_string(),
+            PatientOffersCommand::Close { hold_id },
+        )
+        .await?;
+    }
     Ok(())
 }
 
