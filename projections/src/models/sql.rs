@@ -66,6 +66,22 @@ pub(crate) fn timezone(event: &FeedEvent, name: &str) -> Result<Tz, ProjectionEr
         .map_err(|_| invalid(event, format!("{name:?} is not an IANA timezone")))
 }
 
+/// A count `event` carries (sessions, days, redemptions) as the `INTEGER`
+/// column it is stored in. A value over `i32::MAX` is a decode error
+/// (logged and counted, see [`invalid`]), never saturated to a wrong
+/// number.
+///
+/// # Errors
+/// [`ProjectionError::Decode`] when `value` does not fit an `i32`.
+pub(crate) fn int_column<T>(event: &FeedEvent, what: &str, value: T) -> Result<i32, ProjectionError>
+where
+    T: TryInto<i32> + Copy + std::fmt::Display,
+{
+    value
+        .try_into()
+        .map_err(|_| invalid(event, format!("{what} {value} does not fit an INTEGER column")))
+}
+
 /// A decode error for `event`, logged and counted in
 /// `clinicbook_projection_invalid_events_total` (by event type): a stored
 /// event a projection cannot read stops it there, and is never replaced
