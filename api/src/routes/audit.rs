@@ -448,7 +448,9 @@ async fn events(
         .map_err(store_error)?;
     let next_after = cursor(events.last().map_or(after, |e| e.point));
     let mut page: Vec<StoredEvent> = events.into_iter().map(|e| e.event).collect();
-    state.audit.revealer()
+    state
+        .audit
+        .revealer()
         .reveal_events(&mut page)
         .await
         .map_err(store_error)?;

@@ -45,7 +45,7 @@ use uuid::Uuid;
 
 use super::reservations::payment_columns;
 use super::schedule::{ClinicRow, ClosureRow, HoursRow, ResourceRow, SetupTables};
-use super::sql::{self, apply_fn, decode, distinct, row, int_column, uuid_id, Index, Table};
+use super::sql::{self, apply_fn, decode, distinct, int_column, row, uuid_id, Index, Table};
 use crate::{Projection, ProjectionError};
 
 /// The projection.
