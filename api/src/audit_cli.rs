@@ -193,8 +193,11 @@ fn print_problems(label: &str, problems: &[StreamProblem]) {
     }
 }
 
-fn rate(events: u64, elapsed: Duration) -> f64 {
-    events as f64 / elapsed.as_secs_f64().max(1e-9)
+/// `N events in S s (R events/s)`: how fast a run read the store.
+fn pace(events: u64, elapsed: Duration) -> String {
+    let seconds = elapsed.as_secs_f64();
+    let rate = events as f64 / seconds.max(1e-9);
+    format!("{events} events in {seconds:.1} s ({rate:.0} events/s)")
 }
 
 async fn check_all(args: &ReplayArgs) -> anyhow::Result<()> {
@@ -226,11 +229,9 @@ async fn check_all(args: &ReplayArgs) -> anyhow::Result<()> {
     let elapsed = started.elapsed();
     print_problems("MISMATCH", &report.mismatches);
     println!(
-        "replayed {} streams, {} events in {:.1} s ({:.0} events/s); {} snapshots compared, {} of an older shape ignored, {} streams changed during the check",
+        "replayed {} streams, {}; {} snapshots compared, {} of an older shape ignored, {} streams changed during the check",
         report.streams_checked,
-        report.events_checked,
-        elapsed.as_secs_f64(),
-        rate(report.events_checked, elapsed),
+        pace(report.events_checked, elapsed),
         report.snapshots_checked,
         report.snapshots_unreadable,
         report.changed_during_check,
@@ -298,11 +299,9 @@ async fn check_projections(read: &clinicbook_projections::ReadModels) -> anyhow:
         }
         differ += usize::from(!diffs.is_empty());
         println!(
-            "projection {}: rebuilt from {} events in {:.1} s ({:.0} events/s), {}",
+            "projection {}: rebuilt from {}, {}",
             projection.name,
-            built.events,
-            elapsed.as_secs_f64(),
-            rate(built.events, elapsed),
+            pace(built.events, elapsed),
             if diffs.is_empty() {
                 "same as live"
             } else {
@@ -344,11 +343,9 @@ pub async fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
     let elapsed = started.elapsed();
     print_problems("BROKEN", &report.broken);
     println!(
-        "verified {} streams, {} events in {:.1} s ({:.0} events/s)",
+        "verified {} streams, {}",
         report.streams_checked,
-        report.events_checked,
-        elapsed.as_secs_f64(),
-        rate(report.events_checked, elapsed),
+        pace(report.events_checked, elapsed),
     );
     if let Some((taken, _)) = &against {
         println!(

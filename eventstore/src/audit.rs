@@ -377,15 +377,30 @@ pub async fn stream_counts(pool: &PgPool) -> Result<Vec<(String, i64)>, StoreErr
 /// The auditors' and operators' reads of the event store — streams as of
 /// a point, the committed feed, chain verification and signed checkpoints
 /// — as one service, so the API holds this and never the pool.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Audit {
-    pool: PgPool,
+    store: crate::EventStore,
+}
+
+impl std::fmt::Debug for Audit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Audit").finish_non_exhaustive()
+    }
 }
 
 impl Audit {
-    /// The reads over the event store's `pool`.
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    /// The reads over `store` (its pool, and its patients' keys for
+    /// [`Audit::revealer`]).
+    #[must_use]
+    pub fn new(store: crate::EventStore) -> Self {
+        Self { store }
+    }
+
+    /// A [`crate::personal::Revealer`] that opens the sealed fields of one
+    /// answer's events and states with the patients' keys.
+    #[must_use]
+    pub fn revealer(&self) -> crate::personal::Revealer<'_> {
+        crate::personal::Revealer::new(&self.store)
     }
 
     /// A stream folded up to `until` ([`crate::replay::stream_at`]).
@@ -398,7 +413,7 @@ impl Audit {
         aggregate_id: &str,
         until: crate::replay::Until,
     ) -> Result<Option<crate::replay::StreamAt>, StoreError> {
-        crate::replay::stream_at(&self.pool, kind, aggregate_id, until).await
+        crate::replay::stream_at(self.store.pool(), kind, aggregate_id, until).await
     }
 
     /// The feed point right after the event at global `position`
@@ -407,7 +422,7 @@ impl Audit {
     /// # Errors
     /// See [`resume_after_position`].
     pub async fn resume_after_position(&self, position: i64) -> Result<FeedPoint, StoreError> {
-        resume_after_position(&self.pool, position).await
+        resume_after_position(self.store.pool(), position).await
     }
 
     /// One page of the committed feed after `after` ([`events_after`]).
@@ -420,7 +435,7 @@ impl Audit {
         limit: i64,
         filter: &EventFilter,
     ) -> Result<Vec<AuditedEvent>, StoreError> {
-        events_after(&self.pool, after, limit, filter).await
+        events_after(self.store.pool(), after, limit, filter).await
     }
 
     /// Every hash chain matching the filters, recomputed ([`verify`]).
@@ -432,7 +447,7 @@ impl Audit {
         aggregate_type: Option<&str>,
         aggregate_id: Option<&str>,
     ) -> Result<VerifyReport, StoreError> {
-        verify(&self.pool, aggregate_type, aggregate_id).await
+        verify(self.store.pool(), aggregate_type, aggregate_id).await
     }
 
     /// A checkpoint of every stream's head, signed with `key`
@@ -444,7 +459,7 @@ impl Audit {
         &self,
         key: &crate::checkpoint::AuditKey,
     ) -> Result<crate::checkpoint::Checkpoint, StoreError> {
-        crate::checkpoint::take(&self.pool, key).await
+        crate::checkpoint::take(self.store.pool(), key).await
     }
 
     /// The chains verified, and compared with an earlier `checkpoint`
@@ -457,6 +472,6 @@ impl Audit {
         checkpoint: &crate::checkpoint::Checkpoint,
         key: &crate::checkpoint::PublicKey,
     ) -> Result<VerifyReport, crate::error::CheckpointError> {
-        crate::checkpoint::verify_against(&self.pool, checkpoint, key).await
+        crate::checkpoint::verify_against(self.store.pool(), checkpoint, key).await
     }
 }

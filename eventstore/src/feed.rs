@@ -135,20 +135,7 @@ pub async fn read_after<'e>(
     after: FeedPoint,
     limit: i64,
 ) -> Result<Vec<FeedEvent>, StoreError> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM events
-          WHERE (transaction_id, position) > ($1::text::xid8, $2)
-            AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-          ORDER BY transaction_id, position
-          LIMIT $3"
-    );
-    let rows = sqlx::query_as(&sql)
-        .bind(after.transaction_id)
-        .bind(after.position)
-        .bind(limit)
-        .fetch_all(executor)
-        .await?;
-    decode(rows)
+    read_range(executor, after, None, limit).await
 }
 
 /// Up to `limit` of the committed events strictly between `after` and
@@ -164,22 +151,40 @@ pub async fn read_between<'e>(
     before: FeedPoint,
     limit: i64,
 ) -> Result<Vec<FeedEvent>, StoreError> {
+    read_range(executor, after, Some(before), limit.max(1)).await
+}
+
+/// Up to `limit` committed events after `after` (and before `before`, when
+/// given), in feed order. Without an upper bound the statement names none,
+/// so the plan of the common read is the one of a plain range scan.
+async fn read_range<'e>(
+    executor: impl PgExecutor<'e>,
+    after: FeedPoint,
+    before: Option<FeedPoint>,
+    limit: i64,
+) -> Result<Vec<FeedEvent>, StoreError> {
+    let (upper, limit_param) = match before {
+        Some(_) => (
+            "AND (transaction_id, position) < ($3::text::xid8, $4)",
+            "$5",
+        ),
+        None => ("", "$3"),
+    };
     let sql = format!(
         "SELECT {COLUMNS} FROM events
           WHERE (transaction_id, position) > ($1::text::xid8, $2)
-            AND (transaction_id, position) < ($3::text::xid8, $4)
+            {upper}
             AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
           ORDER BY transaction_id, position
-          LIMIT $5"
+          LIMIT {limit_param}"
     );
-    let rows = sqlx::query_as(&sql)
+    let mut query = sqlx::query_as(&sql)
         .bind(after.transaction_id)
-        .bind(after.position)
-        .bind(before.transaction_id)
-        .bind(before.position)
-        .bind(limit.max(1))
-        .fetch_all(executor)
-        .await?;
+        .bind(after.position);
+    if let Some(before) = before {
+        query = query.bind(before.transaction_id).bind(before.position);
+    }
+    let rows = query.bind(limit).fetch_all(executor).await?;
     decode(rows)
 }
 

@@ -290,10 +290,10 @@ impl EventStore {
         &self.inner.pool
     }
 
-    /// The audit reads over this store's pool (for the API's audit and
+    /// The audit reads over this store (for the API's audit and
     /// ops routes, which hold no pool).
     pub fn audit(&self) -> crate::audit::Audit {
-        crate::audit::Audit::new(self.inner.pool.clone())
+        crate::audit::Audit::new(self.clone())
     }
 
     /// Checks that the database answers.

@@ -15,4 +15,5 @@ pub mod holds;
 pub mod instant;
 pub mod money;
 pub mod patients;
+pub mod schedule;
 pub mod schema;

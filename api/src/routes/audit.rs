@@ -10,7 +10,6 @@ use chrono::{DateTime, Timelike, Utc};
 use clinicbook_commands::CommandError;
 use clinicbook_eventstore::audit::{EventFilter, StoredEvent, StreamProblem, VerifyReport};
 use clinicbook_eventstore::checkpoint::Checkpoint;
-use clinicbook_eventstore::personal::Revealer;
 use clinicbook_eventstore::replay::{self, AggregateKind, StreamAt, Until};
 use clinicbook_eventstore::{CheckpointError, FeedPoint, StoreError};
 use serde::{Deserialize, Serialize};
@@ -339,7 +338,7 @@ async fn stream(
         }
     }
     let mut history: StreamHistory = at.into();
-    let mut revealer = Revealer::new(state.commands.store());
+    let mut revealer = state.audit.revealer();
     revealer
         .reveal_events(&mut history.events)
         .await
@@ -449,7 +448,9 @@ async fn events(
         .map_err(store_error)?;
     let next_after = cursor(events.last().map_or(after, |e| e.point));
     let mut page: Vec<StoredEvent> = events.into_iter().map(|e| e.event).collect();
-    Revealer::new(state.commands.store())
+    state
+        .audit
+        .revealer()
         .reveal_events(&mut page)
         .await
         .map_err(store_error)?;

@@ -45,7 +45,7 @@ use uuid::Uuid;
 
 use super::reservations::payment_columns;
 use super::schedule::{ClinicRow, ClosureRow, HoursRow, ResourceRow, SetupTables};
-use super::sql::{self, apply_fn, decode, distinct, row, uuid_id, Index, Table};
+use super::sql::{self, apply_fn, decode, distinct, int_column, row, uuid_id, Index, Table};
 use crate::{Projection, ProjectionError};
 
 /// The projection.
@@ -298,9 +298,9 @@ async fn apply_program(conn: &mut PgConnection, event: &FeedEvent) -> Result<(),
         program_id: program.program_id.0,
         name: program.name,
         treatment_id: program.treatment_id.0,
-        sessions: i32::try_from(program.sessions).unwrap_or(i32::MAX),
+        sessions: int_column(event, "sessions", program.sessions)?,
         price_cents: program.price.cents(),
-        validity_days: i32::try_from(program.validity_days).unwrap_or(i32::MAX),
+        validity_days: int_column(event, "validity_days", program.validity_days)?,
     };
     PROGRAMS.upsert(conn, &[row]).await
 }
@@ -323,8 +323,8 @@ async fn apply_promo_code(
                 amount_off_cents: amount,
                 valid_from: promo.valid_from,
                 valid_until: promo.valid_until,
-                max_redemptions: i32::try_from(promo.max_redemptions).unwrap_or(i32::MAX),
-                per_patient_limit: i32::try_from(promo.per_patient_limit).unwrap_or(i32::MAX),
+                max_redemptions: int_column(event, "max_redemptions", promo.max_redemptions)?,
+                per_patient_limit: int_column(event, "per_patient_limit", promo.per_patient_limit)?,
                 active: true,
             };
             PROMO_CODES.upsert(conn, &[row]).await
@@ -440,7 +440,7 @@ async fn apply_packages(
                 row.purchased_at = Some(purchased_at);
                 row.purchase_date = Some(purchased_at.with_timezone(&tz).date_naive());
                 row.price_cents = price.cents();
-                row.sessions_total = i32::try_from(sessions).unwrap_or(i32::MAX);
+                row.sessions_total = int_column(event, "sessions", sessions)?;
             }
             PackageEvent::SessionConsumed { reservation_id } => {
                 let left = row.sessions_total - row.sessions_used;
@@ -453,7 +453,7 @@ async fn apply_packages(
             }
             PackageEvent::PackageTransferred { .. } => {}
         }
-        row.sessions_used = i32::try_from(row.consumed_by.len()).unwrap_or(i32::MAX);
+        row.sessions_used = int_column(event, "sessions used", row.consumed_by.len())?;
     }
     PACKAGES.upsert_all(conn, rows).await
 }

@@ -66,6 +66,25 @@ pub(crate) fn timezone(event: &FeedEvent, name: &str) -> Result<Tz, ProjectionEr
         .map_err(|_| invalid(event, format!("{name:?} is not an IANA timezone")))
 }
 
+/// A count `event` carries (sessions, days, redemptions) as the `INTEGER`
+/// column it is stored in. A value over `i32::MAX` is a decode error
+/// (logged and counted, see [`invalid`]), never saturated to a wrong
+/// number.
+///
+/// # Errors
+/// [`ProjectionError::Decode`] when `value` does not fit an `i32`.
+pub(crate) fn int_column<T>(event: &FeedEvent, what: &str, value: T) -> Result<i32, ProjectionError>
+where
+    T: TryInto<i32> + Copy + std::fmt::Display,
+{
+    value.try_into().map_err(|_| {
+        invalid(
+            event,
+            format!("{what} {value} does not fit an INTEGER column"),
+        )
+    })
+}
+
 /// A decode error for `event`, logged and counted in
 /// `clinicbook_projection_invalid_events_total` (by event type): a stored
 /// event a projection cannot read stops it there, and is never replaced
@@ -615,6 +634,37 @@ mod tests {
             Index::on("x_things_waiting", "(thing_id)").only(ReservationStatus::Waitlisted),
         ],
     );
+
+    #[test]
+    fn a_count_over_an_integer_column_is_a_decode_error_not_i32_max() {
+        let event = FeedEvent {
+            position: 7,
+            transaction_id: 1,
+            aggregate_type: "program".to_owned(),
+            aggregate_id: Uuid::nil().to_string(),
+            sequence: 1,
+            event_type: "ProgramCreated".to_owned(),
+            event_version: "1".to_owned(),
+            payload: serde_json::Value::Null,
+            metadata: serde_json::Value::Null,
+            recorded_at: DateTime::<Utc>::UNIX_EPOCH,
+        };
+        assert_eq!(int_column(&event, "sessions", 12_u32).ok(), Some(12));
+        assert_eq!(
+            int_column(&event, "sessions", i32::MAX as u32).ok(),
+            Some(i32::MAX)
+        );
+        match int_column(&event, "sessions", i32::MAX as u32 + 1) {
+            Err(ProjectionError::Decode {
+                position, reason, ..
+            }) => {
+                assert_eq!(position, 7);
+                assert!(reason.contains("sessions 2147483648"), "{reason}");
+            }
+            other => panic!("expected a decode error, got {other:?}"),
+        }
+        assert!(int_column(&event, "sessions used", usize::MAX).is_err());
+    }
 
     #[test]
     fn the_ddl_comes_from_the_row_type() {
