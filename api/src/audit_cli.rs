@@ -12,13 +12,14 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use clinicbook_eventstore::audit::StreamProblem;
 use clinicbook_eventstore::checkpoint::{self, Checkpoint, PublicKey};
 use clinicbook_eventstore::replay::{self, CheckOptions, CheckReport};
 use clinicbook_eventstore::{audit, EventStore, StoreConfig};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use secrecy::SecretString;
 
-use crate::routes::audit::{aggregate_kind, until, StreamHistory, StreamQuery, Verification};
+use crate::routes::audit::{aggregate_kind, until, StreamHistory, StreamQuery};
 
 /// Arguments of `clinicbook replay`.
 #[derive(Debug, clap::Args)]
@@ -182,6 +183,16 @@ fn progress_bar(total: u64) -> ProgressBar {
     bar
 }
 
+/// One line per stream that does not check out, under `label`.
+fn print_problems(label: &str, problems: &[StreamProblem]) {
+    for p in problems {
+        println!(
+            "{label} {}/{} at sequence {}: {}",
+            p.aggregate_type, p.aggregate_id, p.sequence, p.reason
+        );
+    }
+}
+
 fn rate(events: u64, elapsed: Duration) -> f64 {
     events as f64 / elapsed.as_secs_f64().max(1e-9)
 }
@@ -213,12 +224,7 @@ async fn check_all(args: &ReplayArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     let report: CheckReport = report?;
     let elapsed = started.elapsed();
-    for m in &report.mismatches {
-        println!(
-            "MISMATCH {}/{} at sequence {}: {}",
-            m.aggregate_type, m.aggregate_id, m.sequence, m.reason
-        );
-    }
+    print_problems("MISMATCH", &report.mismatches);
     println!(
         "replayed {} streams, {} events in {:.1} s ({:.0} events/s); {} snapshots compared, {} of an older shape ignored, {} streams changed during the check",
         report.streams_checked,
@@ -335,14 +341,8 @@ pub async fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("checkpoint refused: {e}"))?,
         None => audit::verify(&pool, kind.map(|k| k.name()), args.id.as_deref()).await?,
     };
-    let report: Verification = report.into();
     let elapsed = started.elapsed();
-    for b in &report.broken {
-        println!(
-            "BROKEN {}/{} at sequence {}: {}",
-            b.aggregate_type, b.aggregate_id, b.sequence, b.reason
-        );
-    }
+    print_problems("BROKEN", &report.broken);
     println!(
         "verified {} streams, {} events in {:.1} s ({:.0} events/s)",
         report.streams_checked,

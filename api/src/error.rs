@@ -517,6 +517,13 @@ impl From<clinicbook_notify::WebhookError> for ApiError {
                 Code::IdempotencyKeyReused,
                 "this Idempotency-Key was used before with a different request",
             ),
+            WebhookError::KeyOfDeleted(id) => ApiError::new(
+                Code::IdempotencyKeyReused,
+                format!(
+                    "this Idempotency-Key created webhook {id}, which was deleted since; \
+                     send a new key to subscribe again"
+                ),
+            ),
             other => {
                 tracing::error!(error = %other, "webhook storage error");
                 ApiError::new(

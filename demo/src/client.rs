@@ -187,7 +187,14 @@ impl Api {
             .with_max_delay(Duration::from_secs(5))
             .with_jitter()
             .without_max_times();
-        let sent = (|| self.attempt(who, &method, path, body.as_ref(), key, &what))
+        let outgoing = Outgoing {
+            who,
+            method: &method,
+            path,
+            body: body.as_deref(),
+            key,
+        };
+        let sent = (|| self.attempt(&outgoing, &what))
             .retry(retry)
             .when(|transient| match transient {
                 Transient::RateLimited { .. } => {
@@ -223,16 +230,12 @@ impl Api {
     /// makes another try worth it.
     async fn attempt(
         &self,
-        who: As,
-        method: &Method,
-        path: &str,
-        body: Option<&Vec<u8>>,
-        key: Option<&str>,
+        outgoing: &Outgoing<'_>,
         what: &str,
     ) -> Result<Result<Reply, DemoError>, Transient> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let response = self
-            .request(who, method, path, body, key)
+            .request(outgoing)
             .send()
             .await
             .map_err(Transient::Failed)?;
@@ -255,32 +258,39 @@ impl Api {
         Ok(Ok(reply))
     }
 
-    fn request(
-        &self,
-        who: As,
-        method: &Method,
-        path: &str,
-        body: Option<&Vec<u8>>,
-        key: Option<&str>,
-    ) -> reqwest::RequestBuilder {
-        let token = match who {
+    /// `outgoing` as a request of its own (each try sends a fresh one).
+    fn request(&self, outgoing: &Outgoing<'_>) -> reqwest::RequestBuilder {
+        let token = match outgoing.who {
             As::Admin => &self.admin,
             As::Staff => &self.staff,
         };
         let mut request = self
             .http
-            .request(method.clone(), format!("{}{path}", self.base))
+            .request(
+                outgoing.method.clone(),
+                format!("{}{}", self.base, outgoing.path),
+            )
             .bearer_auth(token);
-        if let Some(body) = body {
+        if let Some(body) = outgoing.body {
             request = request
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.clone());
+                .body(body.to_vec());
         }
-        if let Some(key) = key {
+        if let Some(key) = outgoing.key {
             request = request.header("idempotency-key", key);
         }
         request
     }
+}
+
+/// What [`Api::send`] sends on every try: who, the method and path, the
+/// JSON body and the idempotency key, if any.
+struct Outgoing<'a> {
+    who: As,
+    method: &'a Method,
+    path: &'a str,
+    body: Option<&'a [u8]>,
+    key: Option<&'a str>,
 }
 
 impl Reply {

@@ -438,6 +438,21 @@ mod tests {
         }
     }
 
+    /// Reservation 1 consumes a session at `clinic_id`, for
+    /// `treatment_id`, starting at `appointment_start`.
+    fn consume_for(
+        clinic_id: ClinicId,
+        treatment_id: TreatmentId,
+        appointment_start: DateTime<Utc>,
+    ) -> PackageCommand {
+        PackageCommand::ConsumeSession {
+            reservation_id: reservation(1),
+            clinic_id,
+            treatment_id,
+            appointment_start,
+        }
+    }
+
     fn consumed(n: u128) -> PackageEvent {
         PackageEvent::SessionConsumed {
             reservation_id: reservation(n),
@@ -642,12 +657,11 @@ mod tests {
     fn consume_after_expiry_is_refused() {
         package_test()
             .given(vec![purchased()])
-            .when(PackageCommand::ConsumeSession {
-                reservation_id: reservation(1),
-                clinic_id: clinic(),
-                treatment_id: treatment(),
-                appointment_start: valid_until() + TimeDelta::seconds(1),
-            })
+            .when(consume_for(
+                clinic(),
+                treatment(),
+                valid_until() + TimeDelta::seconds(1),
+            ))
             .then_expect_error(DomainError::PackageExpired);
     }
 
@@ -655,12 +669,7 @@ mod tests {
     fn consume_at_the_expiry_instant_is_allowed() {
         package_test()
             .given(vec![purchased()])
-            .when(PackageCommand::ConsumeSession {
-                reservation_id: reservation(1),
-                clinic_id: clinic(),
-                treatment_id: treatment(),
-                appointment_start: valid_until(),
-            })
+            .when(consume_for(clinic(), treatment(), valid_until()))
             .then_expect_events(vec![consumed(1)]);
     }
 
@@ -668,12 +677,11 @@ mod tests {
     fn consume_at_another_clinic_is_refused() {
         package_test()
             .given(vec![purchased()])
-            .when(PackageCommand::ConsumeSession {
-                reservation_id: reservation(1),
-                clinic_id: other_clinic(),
-                treatment_id: treatment(),
-                appointment_start: now() + TimeDelta::days(1),
-            })
+            .when(consume_for(
+                other_clinic(),
+                treatment(),
+                now() + TimeDelta::days(1),
+            ))
             .then_expect_error(DomainError::PackageNotValidHere);
     }
 
@@ -681,12 +689,11 @@ mod tests {
     fn consume_for_another_treatment_is_refused() {
         package_test()
             .given(vec![purchased()])
-            .when(PackageCommand::ConsumeSession {
-                reservation_id: reservation(1),
-                clinic_id: clinic(),
-                treatment_id: TreatmentId(id(99)),
-                appointment_start: now() + TimeDelta::days(1),
-            })
+            .when(consume_for(
+                clinic(),
+                TreatmentId(id(99)),
+                now() + TimeDelta::days(1),
+            ))
             .then_expect_error(DomainError::PackageNotForTreatment);
     }
 

@@ -380,23 +380,27 @@ mod tests {
         assert_eq!(q, price(10_000, -10_000, 0, 0));
     }
 
+    /// The adjustments `rules` give the base price of an appointment at
+    /// `start` in Berlin, quoted long before.
+    fn berlin_adjustments(rules: &PricingRules, start: &str) -> Money {
+        quote(
+            BASE,
+            rules,
+            BERLIN,
+            utc(start),
+            utc("2020-01-01T00:00:00Z"),
+            None,
+        )
+        .adjustments
+    }
+
     #[test]
     fn rules_match_the_local_time_across_dst() {
         let rules = PricingRules {
             rules: vec![rule(&[Mon], (8, 0), (9, 0), 10)],
             last_minute: None,
         };
-        let at = |start: &str| {
-            quote(
-                BASE,
-                &rules,
-                BERLIN,
-                utc(start),
-                utc("2020-01-01T00:00:00Z"),
-                None,
-            )
-            .adjustments
-        };
+        let at = |start: &str| berlin_adjustments(&rules, start);
         // 07:30Z is 08:30 CET on Monday 2026-01-05 but 09:30 CEST on Monday 2026-06-01.
         assert_eq!(at("2026-01-05T07:30:00Z"), Money(1_000));
         assert_eq!(at("2026-06-01T07:30:00Z"), Money::ZERO);
@@ -413,17 +417,7 @@ mod tests {
             ],
             last_minute: None,
         };
-        let at = |start: &str| {
-            quote(
-                BASE,
-                &rules,
-                BERLIN,
-                utc(start),
-                utc("2020-01-01T00:00:00Z"),
-                None,
-            )
-            .adjustments
-        };
+        let at = |start: &str| berlin_adjustments(&rules, start);
         // Sunday 22:30Z is Monday 00:30 in Berlin.
         assert_eq!(at("2026-06-07T22:30:00Z"), Money(1_000));
         // On 2026-03-29, 01:30Z is 03:30 CEST (after the jump), 00:30Z is 01:30 CET.

@@ -26,48 +26,41 @@ pub struct Program {
     pub clinic_ids: Vec<ClinicId>,
 }
 
+/// What a program is: what creating one names and what its creation
+/// records, field for field (one shape for the command and the event).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProgramTerms {
+    /// The stream's id, named by packages bought from it; chosen by the
+    /// caller, so a retried creation is recognised.
+    pub program_id: ProgramId,
+    /// Shown to staff; not empty (trimmed when created).
+    pub name: String,
+    /// What every session of its packages books.
+    pub treatment_id: TreatmentId,
+    /// How many reservations a package pays for (positive).
+    pub sessions: u32,
+    /// What a package costs, debited from the wallet when paid so (positive).
+    pub price: Money,
+    /// Days from purchase until a package expires (`1..=MAX_VALIDITY_DAYS`).
+    pub validity_days: u32,
+    /// Where its packages may be used (a transfer changes a package's); not
+    /// empty, no clinic twice.
+    pub clinic_ids: Vec<ClinicId>,
+}
+
 /// Commands of the `Program` aggregate.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ProgramCommand {
     /// Create the program.
-    Create {
-        /// Chosen by the caller, so a retried creation is recognised.
-        program_id: ProgramId,
-        /// Non-empty name.
-        name: String,
-        /// Treatment.
-        treatment_id: TreatmentId,
-        /// Positive sessions.
-        sessions: u32,
-        /// Positive price.
-        price: Money,
-        /// Positive validity in days.
-        validity_days: u32,
-        /// Non-empty list of clinics.
-        clinic_ids: Vec<ClinicId>,
-    },
+    Create(ProgramTerms),
 }
 
 /// Events of the `Program` aggregate. Variant names are stored event types: frozen.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, strum::IntoStaticStr)]
 pub enum ProgramEvent {
-    /// Created: everything a package bought from it copies at purchase.
-    ProgramCreated {
-        /// The stream's id, named by packages bought from it.
-        program_id: ProgramId,
-        /// Shown to staff; checked non-empty when created.
-        name: String,
-        /// What every session of its packages books.
-        treatment_id: TreatmentId,
-        /// How many reservations a package pays for.
-        sessions: u32,
-        /// What a package costs, debited from the wallet when paid so.
-        price: Money,
-        /// Days from purchase until a package expires.
-        validity_days: u32,
-        /// Where its packages may be used (a transfer changes a package's).
-        clinic_ids: Vec<ClinicId>,
-    },
+    /// Created: everything a package bought from it copies at purchase
+    /// (stored as the terms' fields, as before they were a type of their own).
+    ProgramCreated(ProgramTerms),
 }
 
 /// Longest validity of a program (ten years). A bound keeps the expiry of a
@@ -88,55 +81,39 @@ impl Program {
     /// validity outside `1..=MAX_VALIDITY_DAYS`, or an empty or repeating
     /// list of clinics.
     pub fn decide(&self, command: ProgramCommand) -> Result<ProgramEvent, DomainError> {
-        let ProgramCommand::Create {
-            program_id,
-            name,
-            treatment_id,
-            sessions,
-            price,
-            validity_days,
-            clinic_ids,
-        } = command;
+        let ProgramCommand::Create(mut terms) = command;
         if self.exists() {
             return Err(DomainError::AlreadyExists {
-                what: format!("program {program_id}"),
+                what: format!("program {}", terms.program_id),
             });
         }
-        let name = checked_name("name", &name)?;
-        if sessions == 0 {
+        terms.name = checked_name("name", &terms.name)?;
+        if terms.sessions == 0 {
             return Err(DomainError::invalid("sessions", "must be positive"));
         }
-        if price.cents() <= 0 {
+        if terms.price.cents() <= 0 {
             return Err(DomainError::invalid("price_cents", "must be positive"));
         }
-        if !(1..=MAX_VALIDITY_DAYS).contains(&validity_days) {
+        if !(1..=MAX_VALIDITY_DAYS).contains(&terms.validity_days) {
             return Err(DomainError::invalid(
                 "validity_days",
                 format!("must be within 1..={MAX_VALIDITY_DAYS}"),
             ));
         }
-        if clinic_ids.is_empty() {
+        if terms.clinic_ids.is_empty() {
             return Err(DomainError::invalid(
                 "clinic_ids",
                 "must name at least one clinic",
             ));
         }
         let mut seen = HashSet::new();
-        if let Some(repeated) = clinic_ids.iter().find(|id| !seen.insert(**id)) {
+        if let Some(repeated) = terms.clinic_ids.iter().find(|id| !seen.insert(**id)) {
             return Err(DomainError::invalid(
                 "clinic_ids",
                 format!("{repeated} is listed twice"),
             ));
         }
-        Ok(ProgramEvent::ProgramCreated {
-            program_id,
-            name,
-            treatment_id,
-            sessions,
-            price,
-            validity_days,
-            clinic_ids,
-        })
+        Ok(ProgramEvent::ProgramCreated(terms))
     }
 }
 
@@ -144,23 +121,15 @@ impl Program {
     /// The state after `event` (the fold of every reader).
     pub fn evolve(&mut self, event: ProgramEvent) {
         match event {
-            ProgramEvent::ProgramCreated {
-                program_id,
-                name,
-                treatment_id,
-                sessions,
-                price,
-                validity_days,
-                clinic_ids,
-            } => {
+            ProgramEvent::ProgramCreated(terms) => {
                 *self = Program {
-                    program_id: Some(program_id),
-                    name,
-                    treatment_id: Some(treatment_id),
-                    sessions,
-                    price,
-                    validity_days,
-                    clinic_ids,
+                    program_id: Some(terms.program_id),
+                    name: terms.name,
+                    treatment_id: Some(terms.treatment_id),
+                    sessions: terms.sessions,
+                    price: terms.price,
+                    validity_days: terms.validity_days,
+                    clinic_ids: terms.clinic_ids,
                 };
             }
         }
@@ -192,8 +161,8 @@ mod tests {
         TreatmentId(uuid::Uuid::from_u128(7))
     }
 
-    fn create() -> ProgramCommand {
-        ProgramCommand::Create {
+    fn terms() -> ProgramTerms {
+        ProgramTerms {
             program_id: program_id(),
             name: "Laser x6".to_string(),
             treatment_id: treatment_id(),
@@ -202,25 +171,42 @@ mod tests {
             validity_days: 365,
             clinic_ids: vec![clinic(1), clinic(2)],
         }
+    }
+
+    fn create() -> ProgramCommand {
+        ProgramCommand::Create(terms())
     }
 
     fn created() -> ProgramEvent {
-        ProgramEvent::ProgramCreated {
-            program_id: program_id(),
-            name: "Laser x6".to_string(),
-            treatment_id: treatment_id(),
-            sessions: 6,
-            price: Money(60_000),
-            validity_days: 365,
-            clinic_ids: vec![clinic(1), clinic(2)],
-        }
+        ProgramEvent::ProgramCreated(terms())
     }
 
-    /// `create()` with one field changed.
-    fn create_with(change: impl FnOnce(&mut ProgramCommand)) -> ProgramCommand {
-        let mut command = create();
-        change(&mut command);
-        command
+    /// `ProgramCreated` is stored as the terms' fields under the variant
+    /// name, as when the fields were the variant's own.
+    #[test]
+    fn program_created_keeps_its_stored_shape() {
+        let t = terms();
+        let stored = serde_json::json!({ "ProgramCreated": {
+            "program_id": t.program_id,
+            "name": t.name,
+            "treatment_id": t.treatment_id,
+            "sessions": t.sessions,
+            "price": t.price,
+            "validity_days": t.validity_days,
+            "clinic_ids": t.clinic_ids,
+        }});
+        assert_eq!(serde_json::to_value(created()).unwrap(), stored);
+        assert_eq!(
+            serde_json::from_value::<ProgramEvent>(stored).unwrap(),
+            created()
+        );
+    }
+
+    /// `create()` with one field of its terms changed.
+    fn create_with(change: impl FnOnce(&mut ProgramTerms)) -> ProgramCommand {
+        let mut terms = terms();
+        change(&mut terms);
+        ProgramCommand::Create(terms)
     }
 
     fn refused(command: ProgramCommand, field: &str, reason: &str) {
@@ -245,8 +231,7 @@ mod tests {
 
     #[test]
     fn create_trims_the_name() {
-        let command =
-            create_with(|ProgramCommand::Create { name, .. }| *name = " Laser x6 ".to_string());
+        let command = create_with(|ProgramTerms { name, .. }| *name = " Laser x6 ".to_string());
         Given::with(())
             .given_no_previous_events()
             .when(command)
@@ -265,20 +250,20 @@ mod tests {
 
     #[test]
     fn create_refuses_an_empty_name() {
-        let command = create_with(|ProgramCommand::Create { name, .. }| name.clear());
+        let command = create_with(|ProgramTerms { name, .. }| name.clear());
         refused(command, "name", "must not be empty");
     }
 
     #[test]
     fn create_refuses_zero_sessions() {
-        let command = create_with(|ProgramCommand::Create { sessions, .. }| *sessions = 0);
+        let command = create_with(|ProgramTerms { sessions, .. }| *sessions = 0);
         refused(command, "sessions", "must be positive");
     }
 
     #[test]
     fn create_refuses_a_price_that_is_not_positive() {
         for cents in [0, -100] {
-            let command = create_with(|ProgramCommand::Create { price, .. }| *price = Money(cents));
+            let command = create_with(|ProgramTerms { price, .. }| *price = Money(cents));
             refused(command, "price_cents", "must be positive");
         }
     }
@@ -286,13 +271,11 @@ mod tests {
     #[test]
     fn create_refuses_a_validity_outside_1_to_3650_days() {
         for days in [0, MAX_VALIDITY_DAYS + 1, u32::MAX] {
-            let command =
-                create_with(|ProgramCommand::Create { validity_days, .. }| *validity_days = days);
+            let command = create_with(|ProgramTerms { validity_days, .. }| *validity_days = days);
             refused(command, "validity_days", "must be within 1..=3650");
         }
-        let longest = create_with(|ProgramCommand::Create { validity_days, .. }| {
-            *validity_days = MAX_VALIDITY_DAYS
-        });
+        let longest =
+            create_with(|ProgramTerms { validity_days, .. }| *validity_days = MAX_VALIDITY_DAYS);
         assert!(Given::with(())
             .given_no_previous_events()
             .when(longest)
@@ -302,13 +285,13 @@ mod tests {
 
     #[test]
     fn create_refuses_no_clinics() {
-        let command = create_with(|ProgramCommand::Create { clinic_ids, .. }| clinic_ids.clear());
+        let command = create_with(|ProgramTerms { clinic_ids, .. }| clinic_ids.clear());
         refused(command, "clinic_ids", "must name at least one clinic");
     }
 
     #[test]
     fn create_refuses_a_clinic_listed_twice() {
-        let command = create_with(|ProgramCommand::Create { clinic_ids, .. }| {
+        let command = create_with(|ProgramTerms { clinic_ids, .. }| {
             *clinic_ids = vec![clinic(1), clinic(2), clinic(1)];
         });
         refused(

@@ -47,26 +47,32 @@ pub struct PromoCode {
     pub redemptions: Vec<Redemption>,
 }
 
+/// What a promo code is: what creating one names and what its creation
+/// records, field for field (one shape for the command and the event).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PromoTerms {
+    /// The normalised code, also the stream's id.
+    pub code: PromoCodeKey,
+    /// What a redemption takes off the price: percent 1..=100 or a
+    /// positive amount.
+    pub discount: Discount,
+    /// The first instant a booking may redeem it.
+    pub valid_from: DateTime<Utc>,
+    /// The instant from which redemptions are refused (after `valid_from`).
+    pub valid_until: DateTime<Utc>,
+    /// Redemptions held at once by all patients, at most (positive).
+    pub max_redemptions: u32,
+    /// Redemptions held at once by one patient, at most (positive).
+    pub per_patient_limit: u32,
+    /// The treatments it applies to; `None` for every treatment.
+    pub treatment_ids: Option<Vec<TreatmentId>>,
+}
+
 /// Commands of the `PromoCode` aggregate.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum PromoCommand {
     /// Create the code.
-    Create {
-        /// The code.
-        code: PromoCodeKey,
-        /// Discount: percent 1..=100 or a positive amount.
-        discount: Discount,
-        /// Window start.
-        valid_from: DateTime<Utc>,
-        /// Window end (after start).
-        valid_until: DateTime<Utc>,
-        /// Positive total limit.
-        max_redemptions: u32,
-        /// Positive per-patient limit.
-        per_patient_limit: u32,
-        /// Scope; `None` for every treatment.
-        treatment_ids: Option<Vec<TreatmentId>>,
-    },
+    Create(PromoTerms),
     /// Use the code for a reservation (no-op if that reservation already redeemed it).
     Redeem {
         /// The reservation.
@@ -90,23 +96,9 @@ pub enum PromoCommand {
 /// Events of the `PromoCode` aggregate. Variant names are stored event types: frozen.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, strum::IntoStaticStr)]
 pub enum PromoEvent {
-    /// Created, active: what every later redemption is checked against.
-    PromoCodeCreated {
-        /// The normalised code, also the stream's id.
-        code: PromoCodeKey,
-        /// What a redemption takes off the price.
-        discount: Discount,
-        /// The first instant a booking may redeem it.
-        valid_from: DateTime<Utc>,
-        /// The instant from which redemptions are refused.
-        valid_until: DateTime<Utc>,
-        /// Redemptions held at once by all patients, at most.
-        max_redemptions: u32,
-        /// Redemptions held at once by one patient, at most.
-        per_patient_limit: u32,
-        /// The treatments it applies to; `None` for every treatment.
-        treatment_ids: Option<Vec<TreatmentId>>,
-    },
+    /// Created, active: what every later redemption is checked against
+    /// (stored as the terms' fields, as before they were a type of their own).
+    PromoCodeCreated(PromoTerms),
     /// Redeemed.
     PromoRedeemed {
         /// The reservation.
@@ -202,14 +194,16 @@ fn limit(value: u32) -> usize {
 }
 
 /// Checks the fields of a new code.
-fn check_creation(
-    discount: &Discount,
-    valid_from: DateTime<Utc>,
-    valid_until: DateTime<Utc>,
-    max_redemptions: u32,
-    per_patient_limit: u32,
-    treatment_ids: Option<&[TreatmentId]>,
-) -> Result<(), DomainError> {
+fn check_creation(terms: &PromoTerms) -> Result<(), DomainError> {
+    let PromoTerms {
+        discount,
+        valid_from,
+        valid_until,
+        max_redemptions,
+        per_patient_limit,
+        treatment_ids,
+        ..
+    } = terms;
     discount.validate()?;
     if valid_until <= valid_from {
         return Err(DomainError::inconsistent(
@@ -217,16 +211,19 @@ fn check_creation(
             "must be after valid_from",
         ));
     }
-    if max_redemptions == 0 {
+    if *max_redemptions == 0 {
         return Err(DomainError::invalid("max_redemptions", "must be positive"));
     }
-    if per_patient_limit == 0 {
+    if *per_patient_limit == 0 {
         return Err(DomainError::invalid(
             "per_patient_limit",
             "must be positive",
         ));
     }
-    if treatment_ids.is_some_and(<[TreatmentId]>::is_empty) {
+    if treatment_ids
+        .as_deref()
+        .is_some_and(<[TreatmentId]>::is_empty)
+    {
         return Err(DomainError::invalid(
             "treatment_ids",
             "must name at least one treatment, or be left out for all",
@@ -246,37 +243,14 @@ impl PromoCode {
     /// redemption is refused.
     fn decide(&self, command: PromoCommand) -> Result<Option<PromoEvent>, DomainError> {
         let event = match command {
-            PromoCommand::Create {
-                code,
-                discount,
-                valid_from,
-                valid_until,
-                max_redemptions,
-                per_patient_limit,
-                treatment_ids,
-            } => {
+            PromoCommand::Create(terms) => {
                 if self.is_created() {
                     return Err(DomainError::AlreadyExists {
-                        what: format!("promo code {code}"),
+                        what: format!("promo code {}", terms.code),
                     });
                 }
-                check_creation(
-                    &discount,
-                    valid_from,
-                    valid_until,
-                    max_redemptions,
-                    per_patient_limit,
-                    treatment_ids.as_deref(),
-                )?;
-                PromoEvent::PromoCodeCreated {
-                    code,
-                    discount,
-                    valid_from,
-                    valid_until,
-                    max_redemptions,
-                    per_patient_limit,
-                    treatment_ids,
-                }
+                check_creation(&terms)?;
+                PromoEvent::PromoCodeCreated(terms)
             }
             PromoCommand::Redeem {
                 reservation_id,
@@ -315,22 +289,14 @@ impl PromoCode {
     /// The state after `event` (the fold of every reader).
     fn evolve(&mut self, event: PromoEvent) {
         match event {
-            PromoEvent::PromoCodeCreated {
-                code,
-                discount,
-                valid_from,
-                valid_until,
-                max_redemptions,
-                per_patient_limit,
-                treatment_ids,
-            } => {
-                self.code = Some(code);
-                self.discount = Some(discount);
-                self.valid_from = Some(valid_from);
-                self.valid_until = Some(valid_until);
-                self.max_redemptions = max_redemptions;
-                self.per_patient_limit = per_patient_limit;
-                self.treatment_ids = treatment_ids;
+            PromoEvent::PromoCodeCreated(terms) => {
+                self.code = Some(terms.code);
+                self.discount = Some(terms.discount);
+                self.valid_from = Some(terms.valid_from);
+                self.valid_until = Some(terms.valid_until);
+                self.max_redemptions = terms.max_redemptions;
+                self.per_patient_limit = terms.per_patient_limit;
+                self.treatment_ids = terms.treatment_ids;
                 self.active = true;
             }
             PromoEvent::PromoRedeemed {
@@ -395,25 +361,13 @@ mod tests {
         ReservationId(id(100 + n))
     }
 
-    fn create() -> PromoCommand {
-        PromoCommand::Create {
-            code: code(),
-            discount: Discount::PercentOff(25),
-            valid_from: valid_from(),
-            valid_until: valid_until(),
-            max_redemptions: 3,
-            per_patient_limit: 2,
-            treatment_ids: None,
-        }
-    }
-
-    /// The created event with these limits and scope.
-    fn created_with(
+    /// The terms with these limits and scope.
+    fn terms_with(
         max_redemptions: u32,
         per_patient_limit: u32,
         treatment_ids: Option<Vec<TreatmentId>>,
-    ) -> PromoEvent {
-        PromoEvent::PromoCodeCreated {
+    ) -> PromoTerms {
+        PromoTerms {
             code: code(),
             discount: Discount::PercentOff(25),
             valid_from: valid_from(),
@@ -422,6 +376,45 @@ mod tests {
             per_patient_limit,
             treatment_ids,
         }
+    }
+
+    fn create() -> PromoCommand {
+        PromoCommand::Create(terms_with(3, 2, None))
+    }
+
+    /// The created event with these limits and scope.
+    fn created_with(
+        max_redemptions: u32,
+        per_patient_limit: u32,
+        treatment_ids: Option<Vec<TreatmentId>>,
+    ) -> PromoEvent {
+        PromoEvent::PromoCodeCreated(terms_with(
+            max_redemptions,
+            per_patient_limit,
+            treatment_ids,
+        ))
+    }
+
+    /// `PromoCodeCreated` is stored as the terms' fields under the variant
+    /// name, as when the fields were the variant's own.
+    #[test]
+    fn promo_code_created_keeps_its_stored_shape() {
+        let t = terms_with(3, 2, Some(vec![treatment()]));
+        let stored = serde_json::json!({ "PromoCodeCreated": {
+            "code": t.code,
+            "discount": t.discount,
+            "valid_from": t.valid_from,
+            "valid_until": t.valid_until,
+            "max_redemptions": t.max_redemptions,
+            "per_patient_limit": t.per_patient_limit,
+            "treatment_ids": t.treatment_ids,
+        }});
+        let created = created_with(3, 2, Some(vec![treatment()]));
+        assert_eq!(serde_json::to_value(&created).unwrap(), stored);
+        assert_eq!(
+            serde_json::from_value::<PromoEvent>(stored).unwrap(),
+            created
+        );
     }
 
     fn created() -> PromoEvent {
@@ -496,11 +489,11 @@ mod tests {
     #[test]
     fn create_accepts_an_amount_off_and_a_scope() {
         let mut command = create();
-        if let PromoCommand::Create {
+        if let PromoCommand::Create(PromoTerms {
             discount,
             treatment_ids,
             ..
-        } = &mut command
+        }) = &mut command
         {
             *discount = Discount::AmountOff(Money(1));
             *treatment_ids = Some(vec![treatment()]);
@@ -530,7 +523,7 @@ mod tests {
         for percent in [0, -5, 101] {
             expect_invalid(
                 |c| {
-                    if let PromoCommand::Create { discount, .. } = c {
+                    if let PromoCommand::Create(PromoTerms { discount, .. }) = c {
                         *discount = Discount::PercentOff(percent);
                     }
                 },
@@ -544,7 +537,7 @@ mod tests {
         for cents in [0, -1] {
             expect_invalid(
                 |c| {
-                    if let PromoCommand::Create { discount, .. } = c {
+                    if let PromoCommand::Create(PromoTerms { discount, .. }) = c {
                         *discount = Discount::AmountOff(Money(cents));
                     }
                 },
@@ -557,7 +550,7 @@ mod tests {
     fn create_refuses_an_empty_or_reversed_window() {
         for end in [valid_from(), valid_from() - TimeDelta::seconds(1)] {
             let mut command = create();
-            if let PromoCommand::Create { valid_until, .. } = &mut command {
+            if let PromoCommand::Create(PromoTerms { valid_until, .. }) = &mut command {
                 *valid_until = end;
             }
             let result = promo_test()
@@ -575,9 +568,9 @@ mod tests {
     fn create_refuses_zero_limits() {
         expect_invalid(
             |c| {
-                if let PromoCommand::Create {
+                if let PromoCommand::Create(PromoTerms {
                     max_redemptions, ..
-                } = c
+                }) = c
                 {
                     *max_redemptions = 0;
                 }
@@ -586,9 +579,9 @@ mod tests {
         );
         expect_invalid(
             |c| {
-                if let PromoCommand::Create {
+                if let PromoCommand::Create(PromoTerms {
                     per_patient_limit, ..
-                } = c
+                }) = c
                 {
                     *per_patient_limit = 0;
                 }
@@ -601,7 +594,7 @@ mod tests {
     fn create_refuses_an_empty_scope() {
         expect_invalid(
             |c| {
-                if let PromoCommand::Create { treatment_ids, .. } = c {
+                if let PromoCommand::Create(PromoTerms { treatment_ids, .. }) = c {
                     *treatment_ids = Some(vec![]);
                 }
             },

@@ -99,6 +99,27 @@ impl ReservationStatus {
     }
 }
 
+/// What a reservation joining the waitlist asks for: the command that
+/// joins says it and the event that records it carries it whole, so the
+/// read models take it from one shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitlistEntry {
+    /// The reservation that waits (the stream's id).
+    pub reservation_id: ReservationId,
+    /// Who waits: the booking is made for them.
+    pub patient_id: PatientId,
+    /// Where a freed slot must be.
+    pub clinic_id: ClinicId,
+    /// What a freed slot must fit.
+    pub treatment_id: TreatmentId,
+    /// Earliest start accepted.
+    pub earliest: DateTime<Utc>,
+    /// Latest start accepted (not before `earliest`).
+    pub latest: DateTime<Utc>,
+    /// How the booking is paid once a slot is found.
+    pub payment: PaymentMethod,
+}
+
 /// The slot a booked reservation holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Slot {
@@ -166,20 +187,9 @@ pub enum ReservationCommand {
     },
     /// Join the waitlist for a window of start times.
     JoinWaitlist {
-        /// Id.
-        reservation_id: ReservationId,
-        /// Patient.
-        patient_id: PatientId,
-        /// Clinic.
-        clinic_id: ClinicId,
-        /// Treatment.
-        treatment_id: TreatmentId,
-        /// Earliest wanted start.
-        earliest: DateTime<Utc>,
-        /// Latest wanted start (not before `earliest`).
-        latest: DateTime<Utc>,
-        /// Payment to use once booked.
-        payment: PaymentMethod,
+        /// What it waits for.
+        #[serde(flatten)]
+        entry: WaitlistEntry,
         /// Current time; `latest` must be after it.
         now: DateTime<Utc>,
     },
@@ -251,23 +261,9 @@ pub enum ReservationEvent {
         /// When it was booked.
         booked_at: DateTime<Utc>,
     },
-    /// Joined the waitlist.
-    WaitlistJoined {
-        /// Id.
-        reservation_id: ReservationId,
-        /// Patient.
-        patient_id: PatientId,
-        /// Clinic.
-        clinic_id: ClinicId,
-        /// Treatment.
-        treatment_id: TreatmentId,
-        /// Earliest wanted start.
-        earliest: DateTime<Utc>,
-        /// Latest wanted start.
-        latest: DateTime<Utc>,
-        /// Payment.
-        payment: PaymentMethod,
-    },
+    /// Joined the waitlist (stored as the entry's fields, as before it was
+    /// a type of its own).
+    WaitlistJoined(WaitlistEntry),
     /// Moved to another slot.
     ReservationRescheduled {
         /// The slot it left.
@@ -462,37 +458,20 @@ impl Reservation {
                     booked_at: now,
                 })
             }
-            ReservationCommand::JoinWaitlist {
-                reservation_id,
-                patient_id,
-                clinic_id,
-                treatment_id,
-                earliest,
-                latest,
-                payment,
-                now,
-            } => {
+            ReservationCommand::JoinWaitlist { entry, now } => {
                 if self.status != ReservationStatus::New {
                     return Err(self.refuse(action::JOIN_WAITLIST));
                 }
-                if latest < earliest {
+                if entry.latest < entry.earliest {
                     return Err(DomainError::inconsistent(
                         "latest",
                         "must not be before earliest",
                     ));
                 }
-                if latest <= now {
+                if entry.latest <= now {
                     return Err(DomainError::InThePast);
                 }
-                Ok(ReservationEvent::WaitlistJoined {
-                    reservation_id,
-                    patient_id,
-                    clinic_id,
-                    treatment_id,
-                    earliest,
-                    latest,
-                    payment,
-                })
+                Ok(ReservationEvent::WaitlistJoined(entry))
             }
             ReservationCommand::Reschedule { slot, now } => {
                 let (_, from) = self.booking(action::RESCHEDULE)?;
@@ -571,22 +550,14 @@ impl Reservation {
                 self.payment = Some(payment);
                 self.promo_code = promo_code;
             }
-            ReservationEvent::WaitlistJoined {
-                reservation_id,
-                patient_id,
-                clinic_id,
-                treatment_id,
-                earliest,
-                latest,
-                payment,
-            } => {
-                self.reservation_id = Some(reservation_id);
+            ReservationEvent::WaitlistJoined(entry) => {
+                self.reservation_id = Some(entry.reservation_id);
                 self.status = ReservationStatus::Waitlisted;
-                self.patient_id = Some(patient_id);
-                self.clinic_id = Some(clinic_id);
-                self.treatment_id = Some(treatment_id);
-                self.wanted = Some((earliest, latest));
-                self.payment = Some(payment);
+                self.patient_id = Some(entry.patient_id);
+                self.clinic_id = Some(entry.clinic_id);
+                self.treatment_id = Some(entry.treatment_id);
+                self.wanted = Some((entry.earliest, entry.latest));
+                self.payment = Some(entry.payment);
             }
             ReservationEvent::ReservationRescheduled { to, .. } => self.slot = Some(to),
             ReservationEvent::ReservationCancelled { outcome, .. } => {
@@ -726,19 +697,13 @@ mod tests {
     /// Wanted window: from two to four days ahead.
     fn join_waitlist() -> ReservationCommand {
         ReservationCommand::JoinWaitlist {
-            reservation_id: reservation_id(),
-            patient_id: patient(),
-            clinic_id: clinic(),
-            treatment_id: treatment(),
-            earliest: now() + hours(48),
-            latest: now() + hours(96),
-            payment: PaymentMethod::Wallet,
+            entry: entry(),
             now: now(),
         }
     }
 
-    fn waitlisted() -> ReservationEvent {
-        ReservationEvent::WaitlistJoined {
+    fn entry() -> WaitlistEntry {
+        WaitlistEntry {
             reservation_id: reservation_id(),
             patient_id: patient(),
             clinic_id: clinic(),
@@ -747,6 +712,42 @@ mod tests {
             latest: now() + hours(96),
             payment: PaymentMethod::Wallet,
         }
+    }
+
+    fn waitlisted() -> ReservationEvent {
+        ReservationEvent::WaitlistJoined(entry())
+    }
+
+    /// `WaitlistJoined` is stored as the entry's fields under the variant
+    /// name, as when the fields were the variant's own: events stored
+    /// before still read, and new ones read as before. `JoinWaitlist`
+    /// flattens the entry the same way.
+    #[test]
+    fn waitlist_joined_keeps_its_stored_shape() {
+        let e = entry();
+        let fields = serde_json::json!({
+            "reservation_id": e.reservation_id,
+            "patient_id": e.patient_id,
+            "clinic_id": e.clinic_id,
+            "treatment_id": e.treatment_id,
+            "earliest": e.earliest,
+            "latest": e.latest,
+            "payment": e.payment,
+        });
+        let stored = serde_json::json!({ "WaitlistJoined": fields.clone() });
+        assert_eq!(serde_json::to_value(waitlisted()).unwrap(), stored);
+        assert_eq!(
+            serde_json::from_value::<ReservationEvent>(stored).unwrap(),
+            waitlisted()
+        );
+        let mut command = fields;
+        command["now"] = serde_json::json!(now());
+        let command = serde_json::json!({ "JoinWaitlist": command });
+        assert_eq!(serde_json::to_value(join_waitlist()).unwrap(), command);
+        assert_eq!(
+            serde_json::from_value::<ReservationCommand>(command).unwrap(),
+            join_waitlist()
+        );
     }
 
     fn reschedule() -> ReservationCommand {
@@ -769,10 +770,15 @@ mod tests {
     }
 
     fn cancelled(outcome: CancellationOutcome) -> ReservationEvent {
+        cancelled_at(now(), outcome)
+    }
+
+    /// What `cancel_at(at)` records when it settles `outcome`.
+    fn cancelled_at(at: DateTime<Utc>, outcome: CancellationOutcome) -> ReservationEvent {
         ReservationEvent::ReservationCancelled {
             reason: "patient asked".to_string(),
             outcome,
-            at: now(),
+            at,
         }
     }
 
@@ -1039,12 +1045,9 @@ mod tests {
     /// `join_waitlist()` with another window.
     fn join_waitlist_for(from: DateTime<Utc>, to: DateTime<Utc>) -> ReservationCommand {
         let mut command = join_waitlist();
-        if let ReservationCommand::JoinWaitlist {
-            earliest, latest, ..
-        } = &mut command
-        {
-            *earliest = from;
-            *latest = to;
+        if let ReservationCommand::JoinWaitlist { entry, .. } = &mut command {
+            entry.earliest = from;
+            entry.latest = to;
         }
         command
     }
@@ -1204,11 +1207,10 @@ mod tests {
         reservation_test()
             .given(vec![booked()])
             .when(cancel_at(slot().start - hours(24)))
-            .then_expect_events(vec![ReservationEvent::ReservationCancelled {
-                reason: "patient asked".to_string(),
-                outcome: outcome(false, 11_000, 0, false),
-                at: slot().start - hours(24),
-            }]);
+            .then_expect_events(vec![cancelled_at(
+                slot().start - hours(24),
+                outcome(false, 11_000, 0, false),
+            )]);
     }
 
     #[test]
@@ -1217,11 +1219,10 @@ mod tests {
         reservation_test()
             .given(vec![booked()])
             .when(cancel_at(slot().start - hours(23)))
-            .then_expect_events(vec![ReservationEvent::ReservationCancelled {
-                reason: "patient asked".to_string(),
-                outcome: outcome(true, 5_500, 5_500, false),
-                at: slot().start - hours(23),
-            }]);
+            .then_expect_events(vec![cancelled_at(
+                slot().start - hours(23),
+                outcome(true, 5_500, 5_500, false),
+            )]);
     }
 
     #[test]
@@ -1231,11 +1232,7 @@ mod tests {
             reservation_test()
                 .given(vec![booked_with(package_payment())])
                 .when(cancel_at(at))
-                .then_expect_events(vec![ReservationEvent::ReservationCancelled {
-                    reason: "patient asked".to_string(),
-                    outcome: outcome(!restored, 0, 0, restored),
-                    at,
-                }]);
+                .then_expect_events(vec![cancelled_at(at, outcome(!restored, 0, 0, restored))]);
         }
     }
 
@@ -1245,11 +1242,7 @@ mod tests {
         reservation_test()
             .given(vec![booked_with(PaymentMethod::AtClinic)])
             .when(cancel_at(at))
-            .then_expect_events(vec![ReservationEvent::ReservationCancelled {
-                reason: "patient asked".to_string(),
-                outcome: outcome(true, 0, 5_500, false),
-                at,
-            }]);
+            .then_expect_events(vec![cancelled_at(at, outcome(true, 0, 5_500, false))]);
     }
 
     #[test]

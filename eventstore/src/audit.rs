@@ -205,17 +205,34 @@ pub async fn resume_after_position(pool: &PgPool, position: i64) -> Result<FeedP
     })
 }
 
-/// A place where a hash chain does not hold.
+/// A stream that does not check out, and where: its hash chain breaks
+/// ([`verify`], a checkpoint's streams), or its replay disagrees with what
+/// is stored or fails ([`crate::replay::check_all`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct BrokenLink {
+pub struct StreamProblem {
     /// Aggregate type.
     pub aggregate_type: String,
     /// Aggregate id.
     pub aggregate_id: String,
-    /// The first sequence at which the stream stops verifying.
+    /// The sequence where it shows: the first that stops verifying, the
+    /// failing event, the snapshot's sequence, or the stream's last.
     pub sequence: i64,
     /// What is wrong there.
     pub reason: String,
+}
+
+impl StreamProblem {
+    /// The problem `reason` of the stream `aggregate_type`/`aggregate_id`
+    /// at `sequence`.
+    #[must_use]
+    pub fn at(aggregate_type: &str, aggregate_id: &str, sequence: i64, reason: String) -> Self {
+        Self {
+            aggregate_type: aggregate_type.to_owned(),
+            aggregate_id: aggregate_id.to_owned(),
+            sequence,
+            reason,
+        }
+    }
 }
 
 /// The result of a verification.
@@ -228,7 +245,7 @@ pub struct VerifyReport {
     /// Events read.
     pub events_checked: u64,
     /// The first broken link of each broken stream.
-    pub broken: Vec<BrokenLink>,
+    pub broken: Vec<StreamProblem>,
 }
 
 /// Recomputes the hash chain of every stream matching the filters (all
@@ -274,12 +291,12 @@ pub async fn verify(
             continue;
         }
         let mut fail = |reason: String| {
-            report.broken.push(BrokenLink {
-                aggregate_type: row.aggregate_type.clone(),
-                aggregate_id: row.aggregate_id.clone(),
-                sequence: row.sequence,
+            report.broken.push(StreamProblem::at(
+                &row.aggregate_type,
+                &row.aggregate_id,
+                row.sequence,
                 reason,
-            });
+            ));
             stream_broken = true;
         };
         if row.sequence != expected_sequence {

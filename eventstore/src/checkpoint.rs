@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Row};
 
-use crate::audit::{self, BrokenLink, VerifyReport};
+use crate::audit::{self, StreamProblem, VerifyReport};
 use crate::error::{CheckpointError, StoreError};
 use crate::hash::{self, Hash};
 
@@ -265,7 +265,7 @@ pub fn check(checkpoint: &Checkpoint, key: &PublicKey) -> Result<(), CheckpointE
 pub async fn compare(
     pool: &PgPool,
     checkpoint: &Checkpoint,
-) -> Result<Vec<BrokenLink>, CheckpointError> {
+) -> Result<Vec<StreamProblem>, CheckpointError> {
     let types: Vec<&str> = checkpoint
         .streams
         .iter()
@@ -318,12 +318,12 @@ pub async fn compare(
             ),
             Some(_) => continue,
         };
-        broken.push(BrokenLink {
-            aggregate_type: head.aggregate_type.clone(),
-            aggregate_id: head.aggregate_id.clone(),
+        broken.push(StreamProblem::at(
+            &head.aggregate_type,
+            &head.aggregate_id,
             sequence,
             reason,
-        });
+        ));
     }
     Ok(broken)
 }

@@ -336,6 +336,26 @@ impl<'s> Revealer<'s> {
             None => Ok(()),
         }
     }
+
+    /// [`Revealer::reveal`] of every stored event's payload, each of its
+    /// own stream.
+    ///
+    /// # Errors
+    /// As [`Revealer::reveal`].
+    pub async fn reveal_events<'e>(
+        &mut self,
+        events: impl IntoIterator<Item = &'e mut crate::audit::StoredEvent>,
+    ) -> Result<(), StoreError> {
+        for event in events {
+            self.reveal(
+                &event.aggregate_type,
+                &event.aggregate_id,
+                &mut event.payload,
+            )
+            .await?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use crate::audit::{stream_rows, StoredEvent};
+use crate::audit::{stream_rows, StoredEvent, StreamProblem};
 use crate::error::StoreError;
 use crate::row::{fold, fold_one, EventRow, FoldError, Folded, COLUMNS};
 use crate::store::{EventStore, StoredAggregate};
@@ -154,20 +154,6 @@ impl Default for CheckOptions {
     }
 }
 
-/// A stream whose replay disagrees with what is stored, or fails.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Mismatch {
-    /// Aggregate type.
-    pub aggregate_type: String,
-    /// Aggregate id.
-    pub aggregate_id: String,
-    /// The sequence where it shows (the failing event, the snapshot's
-    /// sequence, or the stream's last).
-    pub sequence: i64,
-    /// What disagrees.
-    pub reason: String,
-}
-
 /// What [`check_all`] found.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct CheckReport {
@@ -186,7 +172,7 @@ pub struct CheckReport {
     /// normal load was ahead of the replay); not a fault.
     pub changed_during_check: u64,
     /// Every stream that disagrees, with its first problem.
-    pub mismatches: Vec<Mismatch>,
+    pub mismatches: Vec<StreamProblem>,
 }
 
 /// A stream being replayed, its aggregate type erased.
@@ -238,7 +224,7 @@ struct Finished {
 /// What one comparison found.
 #[derive(Default)]
 struct Compared {
-    mismatch: Option<Mismatch>,
+    mismatch: Option<StreamProblem>,
     snapshot_checked: bool,
     snapshot_unreadable: bool,
     changed: bool,
@@ -254,7 +240,7 @@ struct Compared {
 /// so far after each batch.
 ///
 /// # Errors
-/// The database failed (a disagreement is a [`Mismatch`], not an error).
+/// The database failed (a disagreement is a [`StreamProblem`], not an error).
 pub async fn check_all(
     store: &EventStore,
     options: CheckOptions,
@@ -338,12 +324,12 @@ fn step(stream: &mut Current, row: &EventRow, report: &mut CheckReport) {
         return;
     }
     let mut fail = |reason: String| {
-        report.mismatches.push(Mismatch {
-            aggregate_type: stream.aggregate_type.clone(),
-            aggregate_id: stream.aggregate_id.clone(),
-            sequence: row.sequence,
+        report.mismatches.push(StreamProblem::at(
+            &stream.aggregate_type,
+            &stream.aggregate_id,
+            row.sequence,
             reason,
-        });
+        ));
         true
     };
     let Some(replay) = stream.replay.as_mut() else {
@@ -381,12 +367,12 @@ async fn finish(
     let state = match replay.state() {
         Ok(state) => state,
         Err(e) => {
-            report.mismatches.push(Mismatch {
-                aggregate_type: stream.aggregate_type,
-                aggregate_id: stream.aggregate_id,
-                sequence: stream.sequence,
-                reason: format!("the state does not serialise: {e}"),
-            });
+            report.mismatches.push(StreamProblem::at(
+                &stream.aggregate_type,
+                &stream.aggregate_id,
+                stream.sequence,
+                format!("the state does not serialise: {e}"),
+            ));
             return;
         }
     };
@@ -394,15 +380,15 @@ async fn finish(
         .snapshot_sequence
         .filter(|_| stream.at_snapshot.is_none())
     {
-        report.mismatches.push(Mismatch {
-            aggregate_type: stream.aggregate_type,
-            aggregate_id: stream.aggregate_id,
-            sequence: snapshot,
-            reason: format!(
+        report.mismatches.push(StreamProblem::at(
+            &stream.aggregate_type,
+            &stream.aggregate_id,
+            snapshot,
+            format!(
                 "the snapshot is at sequence {snapshot}, past the stream's last event {}",
                 stream.sequence
             ),
-        });
+        ));
         return;
     }
     let finished = Finished {
@@ -455,11 +441,13 @@ async fn compare_as<A: StoredAggregate>(
     finished: Finished,
 ) -> Result<Compared, StoreError> {
     let mut compared = Compared::default();
-    let mismatch = |sequence: i64, reason: String| Mismatch {
-        aggregate_type: finished.aggregate_type.clone(),
-        aggregate_id: finished.aggregate_id.clone(),
-        sequence,
-        reason,
+    let mismatch = |sequence: i64, reason: String| {
+        StreamProblem::at(
+            &finished.aggregate_type,
+            &finished.aggregate_id,
+            sequence,
+            reason,
+        )
     };
     if let Some((sequence, replayed)) = &finished.at_snapshot {
         let stored: Option<String> = sqlx::query_scalar(

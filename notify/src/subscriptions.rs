@@ -185,6 +185,11 @@ pub enum WebhookError {
     /// The Idempotency-Key was used with another request.
     #[error("idempotency key reused with a different request")]
     IdempotencyKeyReused,
+    /// The Idempotency-Key created a subscription that was deleted since:
+    /// answering it again would hand out a subscription that no longer
+    /// exists, and creating another would not be a replay.
+    #[error("idempotency key of webhook {0}, deleted since")]
+    KeyOfDeleted(Uuid),
     /// The database failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
@@ -332,7 +337,8 @@ impl Webhooks {
     ///
     /// # Errors
     /// `Invalid` for a URL or event names that are refused;
-    /// `IdempotencyKeyReused`; `Database`.
+    /// `IdempotencyKeyReused`; `KeyOfDeleted` when the key's subscription
+    /// was deleted since; `Database`.
     pub async fn create(
         &self,
         input: &CreateWebhook,
@@ -376,7 +382,8 @@ impl Webhooks {
         if inserted == 0 {
             let (scope, key) = idempotency.unwrap_or_default();
             let row = sqlx::query(
-                "SELECT webhook_id, secret, request_hash FROM webhooks
+                "SELECT webhook_id, secret, request_hash, deleted_at IS NOT NULL AS deleted
+                   FROM webhooks
                   WHERE idempotency_scope = $1 AND idempotency_key = $2",
             )
             .bind(scope)
@@ -387,8 +394,12 @@ impl Webhooks {
             if hash != request_hash {
                 return Err(WebhookError::IdempotencyKeyReused);
             }
+            let webhook_id = row.try_get("webhook_id")?;
+            if row.try_get("deleted")? {
+                return Err(WebhookError::KeyOfDeleted(webhook_id));
+            }
             return Ok(WebhookCreated {
-                webhook_id: row.try_get("webhook_id")?,
+                webhook_id,
                 secret: row.try_get("secret")?,
             });
         }

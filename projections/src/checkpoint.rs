@@ -359,8 +359,9 @@ pub fn ddl_hash(projection: &Projection) -> String {
     hex::encode(Sha256::digest(projection.schema().as_bytes()))
 }
 
-/// How far a projection (or the relay) is.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+/// How far a projection (or the relay) is (a row of [`ReadModels::status`]'s
+/// query, decoded by column name).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
 pub struct Status {
     /// Projection name, or `relay`.
     pub name: String,
@@ -382,7 +383,7 @@ impl ReadModels {
     /// # Errors
     /// The database failed.
     pub async fn status(&self) -> Result<Vec<Status>, ProjectionError> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "WITH points AS (
                  SELECT 'relay' AS name, transaction_id, position, published AS applied, updated_at,
                         0 AS ord
@@ -397,19 +398,7 @@ impl ReadModels {
                FROM points p ORDER BY p.ord, p.name",
         )
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(Status {
-                    name: row.try_get("name")?,
-                    position: row.try_get("position")?,
-                    transaction_id: row.try_get("transaction_id")?,
-                    applied: row.try_get("applied")?,
-                    behind: row.try_get("behind")?,
-                    updated_at: row.try_get("updated_at")?,
-                })
-            })
-            .collect()
+        .await?)
     }
 
     /// The most events the relay or any projection is behind the event

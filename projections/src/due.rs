@@ -20,49 +20,46 @@ use clinicbook_domain::due::{self, DueChange, DueWork};
 use clinicbook_domain::hold::HoldEvent;
 use clinicbook_domain::AggregateKind;
 use clinicbook_eventstore::FeedEvent;
-use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, Row};
 
+use crate::models::sql::{apply_fn, decode, read_table_exists, row, Index, Table};
 use crate::{Projection, ProjectionError, ReadModels};
 
 /// The scheduler's projection (not among the rebuildable ones).
 pub static DUE_WORK: Projection = Projection {
     name: "due_work",
-    tables: &[],
-    ddl: DDL,
-    apply,
+    tables: &[&DUE.def],
+    ddl: "",
+    apply: apply_fn!(apply_batch),
 };
 
-const DDL: &str = r"
--- Work that falls due at a time: one row per kind and key.
-CREATE TABLE IF NOT EXISTS due_work (
-    kind     text NOT NULL,
-    key      text NOT NULL,
-    due_at   timestamptz NOT NULL,
-    position bigint NOT NULL,
-    PRIMARY KEY (kind, key)
-);
-CREATE INDEX IF NOT EXISTS due_work_due_idx ON due_work (due_at);
-";
+row! {
+    /// A row of `due_work`: work that falls due at a time, one per kind
+    /// and key; `position` is the event that scheduled it.
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    struct DueRow {
+        kind: String,
+        key: String,
+        due_at: DateTime<Utc>,
+        position: i64,
+    }
+}
 
-fn apply<'a>(
-    conn: &'a mut PgConnection,
-    events: &'a [FeedEvent],
-) -> BoxFuture<'a, Result<(), ProjectionError>> {
-    Box::pin(async move {
-        for event in events {
-            let change = match event.kind() {
-                Some(AggregateKind::Hold) => {
-                    let parsed: HoldEvent = serde_json::from_value(event.payload.clone())
-                        .map_err(|e| ProjectionError::decode(event, e))?;
-                    due::of_hold(&event.aggregate_id, &parsed)
-                }
-                _ => continue,
-            };
+static DUE: Table<DueRow> = Table::new(
+    "due_work",
+    &["kind", "key"],
+    &[Index::on("due_work_due_idx", "(due_at)")],
+);
+
+async fn apply_batch(conn: &mut PgConnection, events: &[FeedEvent]) -> Result<(), ProjectionError> {
+    for event in events {
+        if event.kind() == Some(AggregateKind::Hold) {
+            let change = due::of_hold(&event.aggregate_id, &decode::<HoldEvent>(event)?);
             record(conn, event.position, change).await?;
         }
-        Ok(())
-    })
+    }
+    Ok(())
 }
 
 async fn record(
@@ -72,16 +69,13 @@ async fn record(
 ) -> Result<(), ProjectionError> {
     match change {
         DueChange::Schedule { kind, key, due_at } => {
-            sqlx::query(
-                "INSERT INTO due_work (kind, key, due_at, position) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (kind, key) DO UPDATE SET due_at = $3, position = $4",
-            )
-            .bind(kind.as_str())
-            .bind(key)
-            .bind(due_at)
-            .bind(position)
-            .execute(conn)
-            .await?;
+            let row = DueRow {
+                kind: kind.as_str().to_owned(),
+                key,
+                due_at,
+                position,
+            };
+            DUE.upsert(conn, &[row]).await?;
         }
         DueChange::Done { kind, key } => {
             sqlx::query("DELETE FROM due_work WHERE kind = $1 AND key = $2")
@@ -133,15 +127,6 @@ impl DueClaim {
 }
 
 impl ReadModels {
-    /// True once the `due_work` table exists (its projector created it).
-    async fn due_table_exists(conn: &mut PgConnection) -> Result<bool, ProjectionError> {
-        Ok(sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = 'read' AND tablename = 'due_work')",
-        )
-        .fetch_one(conn)
-        .await?)
-    }
-
     /// Claims the earliest row due at `now` that no other worker holds.
     ///
     /// # Errors
@@ -149,7 +134,7 @@ impl ReadModels {
     /// know.
     pub async fn claim_due(&self, now: DateTime<Utc>) -> Result<Option<DueClaim>, ProjectionError> {
         let mut tx = self.pool().begin().await?;
-        if !Self::due_table_exists(&mut tx).await? {
+        if !read_table_exists(&mut *tx, DUE.def.name).await? {
             return Ok(None);
         }
         let due: Vec<(String, String)> = sqlx::query_as(
@@ -210,7 +195,7 @@ impl ReadModels {
     /// The database failed.
     pub async fn next_due(&self) -> Result<Option<DateTime<Utc>>, ProjectionError> {
         let mut conn = self.pool().acquire().await?;
-        if !Self::due_table_exists(&mut conn).await? {
+        if !read_table_exists(&mut *conn, DUE.def.name).await? {
             return Ok(None);
         }
         Ok(sqlx::query_scalar("SELECT min(due_at) FROM read.due_work")

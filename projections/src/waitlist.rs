@@ -26,11 +26,13 @@ use clinicbook_domain::{
     AggregateKind, ClinicId, PatientId, ReservationId, ResourceId, TreatmentId,
 };
 use clinicbook_eventstore::FeedEvent;
-use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 use tracing::{debug, warn};
 use uuid::Uuid;
 
+use crate::models::sql::{apply_fn, decode, read_table_exists, row, uuid_id, Index, Table};
 use crate::{Projection, ProjectionError, ReadModels};
 
 /// Advisory-lock keys of freed slots are this XOR their position.
@@ -39,90 +41,112 @@ const CLAIM_KEY: i64 = 0x5741_4954_0000_0000;
 /// The matcher's own projection (not among the rebuildable ones).
 pub static WAITLIST: Projection = Projection {
     name: "waitlist",
-    tables: &[],
-    ddl: DDL,
-    apply,
+    tables: &[&ENTRIES.def, &HELD.def, &FREED.def, &OFFERS.def],
+    ddl: "",
+    apply: apply_fn!(apply_batch),
 };
 
-const DDL: &str = r"
--- Waitlisted reservations and the window of starts they accept.
-CREATE TABLE IF NOT EXISTS waitlist_entries (
-    reservation_id uuid PRIMARY KEY,
-    patient_id     uuid NOT NULL,
-    clinic_id      uuid NOT NULL,
-    treatment_id   uuid NOT NULL,
-    earliest       timestamptz NOT NULL,
-    latest         timestamptz NOT NULL,
-    payment        jsonb NOT NULL,
-    joined_position bigint NOT NULL
-);
-CREATE INDEX IF NOT EXISTS waitlist_entries_clinic_idx
-    ON waitlist_entries (clinic_id, earliest, latest);
--- The slot each booked reservation holds (to know what a cancellation frees).
-CREATE TABLE IF NOT EXISTS waitlist_held (
-    reservation_id uuid PRIMARY KEY,
-    clinic_id      uuid NOT NULL,
-    resource_id    uuid NOT NULL,
-    start_at       timestamptz NOT NULL,
-    end_at         timestamptz NOT NULL
-);
--- Slots that freed: work for the matcher.
-CREATE TABLE IF NOT EXISTS waitlist_freed (
-    position       bigint PRIMARY KEY,
-    clinic_id      uuid NOT NULL,
-    resource_id    uuid NOT NULL,
-    start_at       timestamptz NOT NULL,
-    end_at         timestamptz NOT NULL,
-    handled        boolean NOT NULL DEFAULT false,
-    booked         uuid
-);
-CREATE INDEX IF NOT EXISTS waitlist_freed_open_idx ON waitlist_freed (position) WHERE NOT handled;
--- Offers made (waitlist_mode offer): a hold for a waitlisted reservation.
--- An open one keeps its patient from overlapping offers; any one keeps
--- the slot from being offered to the same reservation again.
-CREATE TABLE IF NOT EXISTS waitlist_offers (
-    hold_id        uuid PRIMARY KEY,
-    reservation_id uuid NOT NULL,
-    patient_id     uuid NOT NULL,
-    clinic_id      uuid NOT NULL,
-    resource_id    uuid NOT NULL,
-    start_at       timestamptz NOT NULL,
-    end_at         timestamptz NOT NULL,
-    open           boolean NOT NULL DEFAULT true
-);
-CREATE INDEX IF NOT EXISTS waitlist_offers_patient_idx ON waitlist_offers (patient_id) WHERE open;
-CREATE INDEX IF NOT EXISTS waitlist_offers_slot_idx ON waitlist_offers (resource_id, start_at);
-";
+row! {
+    /// A row of `waitlist_entries`: a waitlisted reservation and the window
+    /// of starts it accepts; `joined_position` orders the candidates.
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    struct EntryRow {
+        reservation_id: Uuid,
+        patient_id: Uuid,
+        clinic_id: Uuid,
+        treatment_id: Uuid,
+        earliest: DateTime<Utc>,
+        latest: DateTime<Utc>,
+        payment: serde_json::Value,
+        joined_position: i64,
+    }
+}
 
-fn apply<'a>(
-    conn: &'a mut PgConnection,
-    events: &'a [FeedEvent],
-) -> BoxFuture<'a, Result<(), ProjectionError>> {
-    Box::pin(async move {
-        for event in events {
-            if event.kind() == Some(AggregateKind::Hold) {
-                let parsed: HoldEvent = serde_json::from_value(event.payload.clone())
-                    .map_err(|e| ProjectionError::decode(event, e))?;
-                let id: Uuid = event
-                    .aggregate_id
-                    .parse()
-                    .map_err(|e| ProjectionError::decode(event, e))?;
-                apply_offer(conn, event.position, id, parsed).await?;
-                continue;
+static ENTRIES: Table<EntryRow> = Table::new(
+    "waitlist_entries",
+    &["reservation_id"],
+    &[Index::on(
+        "waitlist_entries_clinic_idx",
+        "(clinic_id, earliest, latest)",
+    )],
+);
+
+row! {
+    /// A row of `waitlist_held`: the slot a booked reservation holds, to
+    /// know what its cancellation frees.
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    struct HeldRow {
+        reservation_id: Uuid,
+        clinic_id: Uuid,
+        resource_id: Uuid,
+        start_at: DateTime<Utc>,
+        end_at: DateTime<Utc>,
+    }
+}
+
+static HELD: Table<HeldRow> = Table::new("waitlist_held", &["reservation_id"], &[]);
+
+row! {
+    /// A row of `waitlist_freed`: a slot that freed, work for the matcher
+    /// (keyed by the position of the event that freed it).
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    struct FreedRow {
+        position: i64,
+        clinic_id: Uuid,
+        resource_id: Uuid,
+        start_at: DateTime<Utc>,
+        end_at: DateTime<Utc>,
+        handled: bool,
+        booked: Option<Uuid>,
+    }
+}
+
+static FREED: Table<FreedRow> = Table::new(
+    "waitlist_freed",
+    &["position"],
+    &[Index::on("waitlist_freed_open_idx", "(position)").when("NOT handled")],
+);
+
+row! {
+    /// A row of `waitlist_offers`: an offer made (`waitlist_mode` offer), a
+    /// hold for a waitlisted reservation. An open one keeps its patient
+    /// from overlapping offers; any one keeps the slot from being offered
+    /// to the same reservation again.
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    struct OfferRow {
+        hold_id: Uuid,
+        reservation_id: Uuid,
+        patient_id: Uuid,
+        clinic_id: Uuid,
+        resource_id: Uuid,
+        start_at: DateTime<Utc>,
+        end_at: DateTime<Utc>,
+        open: bool,
+    }
+}
+
+static OFFERS: Table<OfferRow> = Table::new(
+    "waitlist_offers",
+    &["hold_id"],
+    &[
+        Index::on("waitlist_offers_patient_idx", "(patient_id)").when("open"),
+        Index::on("waitlist_offers_slot_idx", "(resource_id, start_at)"),
+    ],
+);
+
+async fn apply_batch(conn: &mut PgConnection, events: &[FeedEvent]) -> Result<(), ProjectionError> {
+    for event in events {
+        match event.kind() {
+            Some(AggregateKind::Hold) => {
+                apply_offer(conn, event.position, uuid_id(event)?, decode(event)?).await?;
             }
-            if event.kind() != Some(AggregateKind::Reservation) {
-                continue;
+            Some(AggregateKind::Reservation) => {
+                apply_one(conn, event.position, uuid_id(event)?, decode(event)?).await?;
             }
-            let parsed: ReservationEvent = serde_json::from_value(event.payload.clone())
-                .map_err(|e| ProjectionError::decode(event, e))?;
-            let id: Uuid = event
-                .aggregate_id
-                .parse()
-                .map_err(|e| ProjectionError::decode(event, e))?;
-            apply_one(conn, event.position, id, parsed).await?;
+            _ => {}
         }
-        Ok(())
-    })
+    }
+    Ok(())
 }
 
 async fn apply_one(
@@ -132,42 +156,28 @@ async fn apply_one(
     event: ReservationEvent,
 ) -> Result<(), ProjectionError> {
     match event {
-        ReservationEvent::WaitlistJoined {
-            patient_id,
-            clinic_id,
-            treatment_id,
-            earliest,
-            latest,
-            payment,
-            ..
-        } => {
-            let payment = serde_json::to_value(payment).map_err(|e| ProjectionError::Invalid {
-                field: "payment",
-                reason: e.to_string(),
-            })?;
-            sqlx::query(
-                "INSERT INTO waitlist_entries
-                   (reservation_id, patient_id, clinic_id, treatment_id, earliest, latest, payment, joined_position)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (reservation_id) DO NOTHING",
-            )
-            .bind(id)
-            .bind(patient_id.0)
-            .bind(clinic_id.0)
-            .bind(treatment_id.0)
-            .bind(earliest)
-            .bind(latest)
-            .bind(payment)
-            .bind(position)
-            .execute(&mut *conn)
-            .await?;
+        ReservationEvent::WaitlistJoined(entry) => {
+            let payment =
+                serde_json::to_value(entry.payment).map_err(|e| ProjectionError::Invalid {
+                    field: "payment",
+                    reason: e.to_string(),
+                })?;
+            let row = EntryRow {
+                reservation_id: id,
+                patient_id: entry.patient_id.0,
+                clinic_id: entry.clinic_id.0,
+                treatment_id: entry.treatment_id.0,
+                earliest: entry.earliest,
+                latest: entry.latest,
+                payment,
+                joined_position: position,
+            };
+            ENTRIES.insert_new(conn, &[row]).await?;
         }
         ReservationEvent::ReservationBooked {
             clinic_id, slot, ..
         } => {
-            sqlx::query("DELETE FROM waitlist_entries WHERE reservation_id = $1")
-                .bind(id)
-                .execute(&mut *conn)
-                .await?;
+            ENTRIES.delete_where(conn, id).await?;
             hold(conn, id, clinic_id.0, slot).await?;
         }
         ReservationEvent::ReservationRescheduled { from, to } => {
@@ -182,10 +192,7 @@ async fn apply_one(
             }
         }
         ReservationEvent::ReservationCancelled { .. } => {
-            sqlx::query("DELETE FROM waitlist_entries WHERE reservation_id = $1")
-                .bind(id)
-                .execute(&mut *conn)
-                .await?;
+            ENTRIES.delete_where(conn, id).await?;
             let held = sqlx::query(
                 "DELETE FROM waitlist_held WHERE reservation_id = $1
                  RETURNING clinic_id, resource_id, start_at, end_at",
@@ -193,21 +200,11 @@ async fn apply_one(
             .bind(id)
             .fetch_optional(&mut *conn)
             .await?;
-            if let Some(row) = held {
-                let slot = Slot {
-                    resource_id: ResourceId(row.try_get("resource_id")?),
-                    start: row.try_get("start_at")?,
-                    end: row.try_get("end_at")?,
-                };
-                freed(conn, position, row.try_get("clinic_id")?, slot).await?;
-            }
+            freed_again(conn, position, held).await?;
         }
         // A displaced slot is taken by the block; a no-show keeps its slot.
         ReservationEvent::ReservationDisplaced { .. } => {
-            sqlx::query("DELETE FROM waitlist_held WHERE reservation_id = $1")
-                .bind(id)
-                .execute(&mut *conn)
-                .await?;
+            HELD.delete_where(conn, id).await?;
         }
         ReservationEvent::CheckedIn { .. }
         | ReservationEvent::ReservationCompleted { .. }
@@ -230,20 +227,17 @@ async fn apply_offer(
             let Some(reservation_id) = terms.offer_for else {
                 return Ok(());
             };
-            sqlx::query(
-                "INSERT INTO waitlist_offers
-                   (hold_id, reservation_id, patient_id, clinic_id, resource_id, start_at, end_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (hold_id) DO NOTHING",
-            )
-            .bind(hold_id)
-            .bind(reservation_id.0)
-            .bind(terms.patient_id.0)
-            .bind(terms.clinic_id.0)
-            .bind(terms.slot.resource_id.0)
-            .bind(terms.slot.start)
-            .bind(terms.slot.end)
-            .execute(&mut *conn)
-            .await?;
+            let offer = OfferRow {
+                hold_id,
+                reservation_id: reservation_id.0,
+                patient_id: terms.patient_id.0,
+                clinic_id: terms.clinic_id.0,
+                resource_id: terms.slot.resource_id.0,
+                start_at: terms.slot.start,
+                end_at: terms.slot.end,
+                open: true,
+            };
+            OFFERS.insert_new(conn, &[offer]).await?;
         }
         HoldEvent::HoldConfirmed { .. } => {
             sqlx::query("UPDATE waitlist_offers SET open = false WHERE hold_id = $1")
@@ -259,59 +253,64 @@ async fn apply_offer(
             .bind(hold_id)
             .fetch_optional(&mut *conn)
             .await?;
-            if let Some(row) = offer {
-                let slot = Slot {
-                    resource_id: ResourceId(row.try_get("resource_id")?),
-                    start: row.try_get("start_at")?,
-                    end: row.try_get("end_at")?,
-                };
-                freed(conn, position, row.try_get("clinic_id")?, slot).await?;
-            }
+            freed_again(conn, position, offer).await?;
         }
     }
     Ok(())
 }
 
+/// Records the slot `id` holds now (a booking, a reschedule's new slot).
 async fn hold(
     conn: &mut PgConnection,
     id: Uuid,
     clinic: Uuid,
     slot: Slot,
 ) -> Result<(), ProjectionError> {
-    sqlx::query(
-        "INSERT INTO waitlist_held (reservation_id, clinic_id, resource_id, start_at, end_at)
-         VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (reservation_id) DO UPDATE
-            SET clinic_id = $2, resource_id = $3, start_at = $4, end_at = $5",
-    )
-    .bind(id)
-    .bind(clinic)
-    .bind(slot.resource_id.0)
-    .bind(slot.start)
-    .bind(slot.end)
-    .execute(conn)
-    .await?;
-    Ok(())
+    let held = HeldRow {
+        reservation_id: id,
+        clinic_id: clinic,
+        resource_id: slot.resource_id.0,
+        start_at: slot.start,
+        end_at: slot.end,
+    };
+    HELD.upsert(conn, &[held]).await
 }
 
+/// The slot a row that held one (`clinic_id, resource_id, start_at,
+/// end_at`: a cancelled booking's, an offer that ended) is freed again.
+async fn freed_again(
+    conn: &mut PgConnection,
+    position: i64,
+    row: Option<PgRow>,
+) -> Result<(), ProjectionError> {
+    let Some(row) = row else {
+        return Ok(());
+    };
+    let slot = Slot {
+        resource_id: ResourceId(row.try_get("resource_id")?),
+        start: row.try_get("start_at")?,
+        end: row.try_get("end_at")?,
+    };
+    freed(conn, position, row.try_get("clinic_id")?, slot).await
+}
+
+/// Records `slot` of `clinic` as freed by the event at `position`.
 async fn freed(
     conn: &mut PgConnection,
     position: i64,
     clinic: Uuid,
     slot: Slot,
 ) -> Result<(), ProjectionError> {
-    sqlx::query(
-        "INSERT INTO waitlist_freed (position, clinic_id, resource_id, start_at, end_at)
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (position) DO NOTHING",
-    )
-    .bind(position)
-    .bind(clinic)
-    .bind(slot.resource_id.0)
-    .bind(slot.start)
-    .bind(slot.end)
-    .execute(conn)
-    .await?;
-    Ok(())
+    let freed = FreedRow {
+        position,
+        clinic_id: clinic,
+        resource_id: slot.resource_id.0,
+        start_at: slot.start,
+        end_at: slot.end,
+        handled: false,
+        booked: None,
+    };
+    FREED.insert_new(conn, &[freed]).await
 }
 
 /// A freed slot claimed by this process, with the candidates that could
@@ -370,12 +369,7 @@ impl ReadModels {
         now: DateTime<Utc>,
     ) -> Result<Option<FreedClaim>, ProjectionError> {
         let mut tx = self.pool().begin().await?;
-        let exists: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = 'read' AND tablename = 'waitlist_freed')",
-        )
-        .fetch_one(&mut *tx)
-        .await?;
-        if !exists {
+        if !read_table_exists(&mut *tx, FREED.def.name).await? {
             return Ok(None);
         }
         // Claimed with an advisory lock, not a row lock: a row lock would
@@ -475,12 +469,7 @@ impl ReadModels {
     /// # Errors
     /// The database failed.
     pub async fn freed_slots_waiting(&self) -> Result<i64, ProjectionError> {
-        let exists: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = 'read' AND tablename = 'waitlist_freed')",
-        )
-        .fetch_one(self.pool())
-        .await?;
-        if !exists {
+        if !read_table_exists(self.pool(), FREED.def.name).await? {
             return Ok(0);
         }
         Ok(
@@ -496,12 +485,7 @@ impl ReadModels {
     /// # Errors
     /// The database failed.
     pub async fn purge_handled(&self) -> Result<u64, ProjectionError> {
-        let exists: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = 'read' AND tablename = 'waitlist_freed')",
-        )
-        .fetch_one(self.pool())
-        .await?;
-        if !exists {
+        if !read_table_exists(self.pool(), FREED.def.name).await? {
             return Ok(0);
         }
         Ok(sqlx::query("DELETE FROM read.waitlist_freed WHERE handled")

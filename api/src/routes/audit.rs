@@ -8,7 +8,7 @@ use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
 use axum::http::request::Parts;
 use chrono::{DateTime, Timelike, Utc};
 use clinicbook_commands::CommandError;
-use clinicbook_eventstore::audit::{BrokenLink, EventFilter, StoredEvent, VerifyReport};
+use clinicbook_eventstore::audit::{EventFilter, StoredEvent, StreamProblem, VerifyReport};
 use clinicbook_eventstore::checkpoint::Checkpoint;
 use clinicbook_eventstore::personal::Revealer;
 use clinicbook_eventstore::replay::{self, AggregateKind, StreamAt, Until};
@@ -129,8 +129,8 @@ pub struct BrokenStream {
     pub reason: String,
 }
 
-impl From<BrokenLink> for BrokenStream {
-    fn from(b: BrokenLink) -> Self {
+impl From<StreamProblem> for BrokenStream {
+    fn from(b: StreamProblem) -> Self {
         Self {
             aggregate_type: b.aggregate_type,
             aggregate_id: b.aggregate_id,
@@ -236,6 +236,15 @@ pub fn aggregate_kind(name: &str) -> Result<AggregateKind, ApiError> {
         .map_err(|e: replay::UnknownAggregateType| ApiError::bad_request(e.to_string()))
 }
 
+/// An optional `aggregate_type` filter of a query: none, or the aggregate
+/// type it names.
+///
+/// # Errors
+/// As [`aggregate_kind`].
+fn kind_filter(name: Option<&str>) -> Result<Option<AggregateKind>, ApiError> {
+    name.map(aggregate_kind).transpose()
+}
+
 /// An RFC 3339 instant from a query string, in UTC. A `+` that arrived
 /// unencoded reads as a space; it is taken for the `+` it was.
 ///
@@ -331,16 +340,10 @@ async fn stream(
     }
     let mut history: StreamHistory = at.into();
     let mut revealer = Revealer::new(state.commands.store());
-    for event in &mut history.events {
-        revealer
-            .reveal(
-                &event.aggregate_type,
-                &event.aggregate_id,
-                &mut event.payload,
-            )
-            .await
-            .map_err(store_error)?;
-    }
+    revealer
+        .reveal_events(&mut history.events)
+        .await
+        .map_err(store_error)?;
     revealer
         .reveal(
             &history.aggregate_type,
@@ -426,11 +429,8 @@ async fn events(
         )));
     }
     let filter = EventFilter {
-        aggregate_type: query
-            .aggregate_type
-            .as_deref()
-            .map(|t| aggregate_kind(t).map(|k| k.name().to_string()))
-            .transpose()?,
+        aggregate_type: kind_filter(query.aggregate_type.as_deref())?
+            .map(|kind| kind.name().to_string()),
         actor: query.actor,
     };
     let after = match after {
@@ -448,20 +448,11 @@ async fn events(
         .await
         .map_err(store_error)?;
     let next_after = cursor(events.last().map_or(after, |e| e.point));
-    let mut revealer = Revealer::new(state.commands.store());
-    let mut page = Vec::with_capacity(events.len());
-    for e in events {
-        let mut event = e.event;
-        revealer
-            .reveal(
-                &event.aggregate_type,
-                &event.aggregate_id,
-                &mut event.payload,
-            )
-            .await
-            .map_err(store_error)?;
-        page.push(event);
-    }
+    let mut page: Vec<StoredEvent> = events.into_iter().map(|e| e.event).collect();
+    Revealer::new(state.commands.store())
+        .reveal_events(&mut page)
+        .await
+        .map_err(store_error)?;
     Ok(axum::Json(EventPage {
         events: page,
         next_after,
@@ -484,11 +475,7 @@ async fn verify(
     _auditor: AuditorCall,
     Query(query): Query<VerifyQuery>,
 ) -> Result<axum::Json<Verification>, ApiError> {
-    let kind = query
-        .aggregate_type
-        .as_deref()
-        .map(aggregate_kind)
-        .transpose()?;
+    let kind = kind_filter(query.aggregate_type.as_deref())?;
     let report = state
         .audit
         .verify(kind.map(AggregateKind::name), query.aggregate_id.as_deref())

@@ -129,71 +129,55 @@ async fn cancel(
     )
 }
 
-problems!(
-    /// The error answers of `check_in`.
-    CheckInErrors: ANY, AUTH, PARAMS, COMMAND, &[Code::NotFound, Code::InvalidTransition]
-);
+/// A staff route `POST {path}` that moves one reservation a step along its
+/// life cycle by the command `$command` and answers `StatusChanged`, with
+/// its error answers `$errors` (`$codes` besides the common ones). The
+/// steps differ only in path, command and codes, so the handler is
+/// written once here.
+macro_rules! life_cycle_route {
+    ($(#[$doc:meta])* $name:ident = $command:ident at $path:tt,
+     $errors:ident: [$($code:expr),+ $(,)?]) => {
+        problems!(
+            #[doc = concat!("The error answers of `", stringify!($name), "`.")]
+            $errors: ANY, AUTH, PARAMS, COMMAND, &[$($code),+]
+        );
 
-/// The patient arrived.
-#[utoipa::path(post, path = "/v1/reservations/{reservation_id}/check-in", tag = "staff",
-    params(IdempotencyKeyHeader, ("reservation_id" = Uuid, Path)),
-    responses((status = 200, body = StatusChanged),
-        CheckInErrors))]
-async fn check_in(
-    State(state): State<AppState>,
-    StaffCall(call): StaffCall,
-    Path(reservation_id): Path<Uuid>,
-) -> Result<Response, ApiError> {
-    let ctx = call.ctx("check_in", &reservation_id);
-    answer(
-        StatusCode::OK,
-        state.commands.check_in(&ctx, reservation_id).await?,
-    )
+        $(#[$doc])*
+        #[utoipa::path(post, path = $path, tag = "staff",
+            params(IdempotencyKeyHeader, ("reservation_id" = Uuid, Path)),
+            responses((status = 200, body = StatusChanged),
+                $errors))]
+        async fn $name(
+            State(state): State<AppState>,
+            StaffCall(call): StaffCall,
+            Path(reservation_id): Path<Uuid>,
+        ) -> Result<Response, ApiError> {
+            let ctx = call.ctx(stringify!($command), &reservation_id);
+            answer(
+                StatusCode::OK,
+                state.commands.$command(&ctx, reservation_id).await?,
+            )
+        }
+    };
 }
 
-problems!(
-    /// The error answers of `complete`.
-    CompleteErrors: ANY, AUTH, PARAMS, COMMAND, &[Code::NotFound, Code::InvalidTransition]
+life_cycle_route!(
+    /// The patient arrived.
+    check_in = check_in at "/v1/reservations/{reservation_id}/check-in",
+    CheckInErrors: [Code::NotFound, Code::InvalidTransition]
 );
 
-/// The treatment was given (only after check-in).
-#[utoipa::path(post, path = "/v1/reservations/{reservation_id}/complete", tag = "staff",
-    params(IdempotencyKeyHeader, ("reservation_id" = Uuid, Path)),
-    responses((status = 200, body = StatusChanged),
-        CompleteErrors))]
-async fn complete(
-    State(state): State<AppState>,
-    StaffCall(call): StaffCall,
-    Path(reservation_id): Path<Uuid>,
-) -> Result<Response, ApiError> {
-    let ctx = call.ctx("complete", &reservation_id);
-    answer(
-        StatusCode::OK,
-        state.commands.complete(&ctx, reservation_id).await?,
-    )
-}
-
-problems!(
-    /// The error answers of `no_show`.
-    NoShowErrors: ANY, AUTH, PARAMS, COMMAND, &[Code::NotFound, Code::InvalidTransition, Code::InconsistentInput]
+life_cycle_route!(
+    /// The treatment was given (only after check-in).
+    complete = complete at "/v1/reservations/{reservation_id}/complete",
+    CompleteErrors: [Code::NotFound, Code::InvalidTransition]
 );
 
-/// The patient did not come; the payment is forfeited.
-#[utoipa::path(post, path = "/v1/reservations/{reservation_id}/no-show", tag = "staff",
-    params(IdempotencyKeyHeader, ("reservation_id" = Uuid, Path)),
-    responses((status = 200, body = StatusChanged),
-        NoShowErrors))]
-async fn no_show(
-    State(state): State<AppState>,
-    StaffCall(call): StaffCall,
-    Path(reservation_id): Path<Uuid>,
-) -> Result<Response, ApiError> {
-    let ctx = call.ctx("mark_no_show", &reservation_id);
-    answer(
-        StatusCode::OK,
-        state.commands.mark_no_show(&ctx, reservation_id).await?,
-    )
-}
+life_cycle_route!(
+    /// The patient did not come; the payment is forfeited.
+    no_show = mark_no_show at "/v1/reservations/{reservation_id}/no-show",
+    NoShowErrors: [Code::NotFound, Code::InvalidTransition, Code::InconsistentInput]
+);
 
 problems!(
     /// The error answers of `join_waitlist`.

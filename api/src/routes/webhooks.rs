@@ -34,7 +34,8 @@ problems!(
 /// `POST url` with `{id, type, occurred_at, data}` and the headers
 /// `Clinicbook-Event-Id` and `Clinicbook-Signature: t=<unix seconds>,v1=<hex
 /// HMAC-SHA256 of "<t>.<body>" with the secret>`; the secret is answered
-/// only here.
+/// only here. The same Idempotency-Key and body answer the first
+/// subscription again, or 422 `idempotency_key_reused` once it is deleted.
 #[utoipa::path(post, path = "/v1/webhooks", tag = "admin", request_body = CreateWebhook,
     params(IdempotencyKeyHeader),
     responses((status = 201, body = WebhookCreated),

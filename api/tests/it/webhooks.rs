@@ -403,7 +403,8 @@ async fn star_stands_alone_and_a_retried_subscription_answers_the_first() {
             (status, answer.json::<Value>().await.unwrap_or_default())
         }
     };
-    let body = json!({"url": "https://example.com/hook", "events": ["*"]});
+    let body_again = || json!({"url": "https://example.com/hook", "events": ["*"]});
+    let body = body_again();
     let first = send(body.clone()).await;
     assert_eq!(first.0, 201);
     assert_eq!(send(body).await, first);
@@ -412,4 +413,32 @@ async fn star_stands_alone_and_a_retried_subscription_answers_the_first() {
     assert_eq!(other.1["code"], "idempotency_key_reused");
     let list = app.get("/v1/webhooks", &app.admin).await;
     assert_eq!(list.body["webhooks"].as_array().map(Vec::len), Some(1));
+
+    // Deleted, the key's subscription is not answered again (a later DELETE
+    // of that answer would find nothing), and no new one is made under it.
+    let id = first.1["webhook_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let deleted = app
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/v1/webhooks/{id}"),
+            Some(&app.admin),
+            None,
+        )
+        .await;
+    assert_eq!(deleted.status, 200, "{:?}", deleted.body);
+    let again = send(body_again()).await;
+    assert_eq!(again.0, 422, "{:?}", again.1);
+    assert_eq!(again.1["code"], "idempotency_key_reused");
+    assert!(
+        again.1["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("deleted")),
+        "{:?}",
+        again.1
+    );
+    let list = app.get("/v1/webhooks", &app.admin).await;
+    assert_eq!(list.body["webhooks"].as_array().map(Vec::len), Some(0));
 }

@@ -1,7 +1,7 @@
 //! The catalog: programs (packages patients buy) and promo codes.
 
-use clinicbook_domain::program::{Program, ProgramCommand};
-use clinicbook_domain::promo::{PromoCode, PromoCommand};
+use clinicbook_domain::program::{Program, ProgramCommand, ProgramTerms};
+use clinicbook_domain::promo::{PromoCode, PromoCommand, PromoTerms};
 use clinicbook_domain::{ClinicId, DomainError, Money, ProgramId, PromoCodeKey, TreatmentId};
 use clinicbook_eventstore::{UnitOfWork, UowError, UseCase};
 use uuid::Uuid;
@@ -22,12 +22,12 @@ impl UseCase for NewProgram {
     type Output = ProgramCreated;
 
     async fn run(&self, uow: &mut UnitOfWork) -> Result<ProgramCreated, UowError> {
-        let ProgramCommand::Create {
+        let ProgramCommand::Create(ProgramTerms {
             program_id,
             treatment_id,
             clinic_ids,
             ..
-        } = &self.command;
+        }) = &self.command;
         for &clinic_id in clinic_ids {
             let clinic = registered_clinic(uow, clinic_id).await?;
             if clinic.treatment(*treatment_id).is_none() {
@@ -106,7 +106,7 @@ impl Commands {
         input: CreateProgram,
     ) -> Result<Done<ProgramCreated>, CommandError> {
         let use_case = NewProgram {
-            command: ProgramCommand::Create {
+            command: ProgramCommand::Create(ProgramTerms {
                 program_id: input.program_id.map_or_else(ProgramId::new, ProgramId),
                 name: input.name,
                 treatment_id: TreatmentId(input.treatment_id),
@@ -114,7 +114,7 @@ impl Commands {
                 price: Money(input.price_cents),
                 validity_days: input.validity_days,
                 clinic_ids: input.clinic_ids.into_iter().map(ClinicId).collect(),
-            },
+            }),
         };
         self.run(ctx, &use_case).await
     }
@@ -139,7 +139,7 @@ impl Commands {
             None => None,
         };
         let use_case = NewPromoCode {
-            command: PromoCommand::Create {
+            command: PromoCommand::Create(PromoTerms {
                 code: code.clone(),
                 discount,
                 valid_from: input.valid_from,
@@ -147,7 +147,7 @@ impl Commands {
                 max_redemptions: input.max_redemptions,
                 per_patient_limit: input.per_patient_limit,
                 treatment_ids,
-            },
+            }),
             code,
         };
         self.run(ctx, &use_case).await

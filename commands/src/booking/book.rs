@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use clinicbook_domain::calendar::{Calendar, CalendarCommand};
 use clinicbook_domain::reservation::{
-    PaymentMethod, Reservation, ReservationCommand, ReservationStatus,
+    PaymentMethod, Reservation, ReservationCommand, ReservationStatus, WaitlistEntry,
 };
 use clinicbook_domain::{
     ClinicId, DomainError, PatientId, PromoCodeKey, ReservationId, ResourceId, TreatmentId,
@@ -200,30 +200,25 @@ fn without_slot(status: ReservationStatus) -> DomainError {
 /// clinic, the treatment and a package's owner. Nothing is paid until a
 /// slot is booked for it.
 pub(super) struct Wait {
-    pub reservation_id: ReservationId,
-    pub patient_id: PatientId,
-    pub clinic_id: ClinicId,
-    pub treatment_id: TreatmentId,
-    pub earliest: DateTime<Utc>,
-    pub latest: DateTime<Utc>,
-    pub payment: PaymentMethod,
+    pub entry: WaitlistEntry,
     pub now: DateTime<Utc>,
 }
 
 impl Wait {
     /// True when `reservation` is this very entry, made before (a retry).
     fn was_made(&self, reservation: &Reservation) -> bool {
+        let entry = &self.entry;
         reservation.status == ReservationStatus::Waitlisted
-            && reservation.patient_id == Some(self.patient_id)
-            && reservation.clinic_id == Some(self.clinic_id)
-            && reservation.treatment_id == Some(self.treatment_id)
-            && reservation.wanted == Some((self.earliest, self.latest))
-            && reservation.payment == Some(self.payment)
+            && reservation.patient_id == Some(entry.patient_id)
+            && reservation.clinic_id == Some(entry.clinic_id)
+            && reservation.treatment_id == Some(entry.treatment_id)
+            && reservation.wanted == Some((entry.earliest, entry.latest))
+            && reservation.payment == Some(entry.payment)
     }
 
     fn answer(&self) -> Waitlisted {
         Waitlisted {
-            reservation_id: self.reservation_id.0,
+            reservation_id: self.entry.reservation_id.0,
             status: ReservationStatus::Waitlisted.as_str().to_owned(),
         }
     }
@@ -233,25 +228,20 @@ impl UseCase for Wait {
     type Output = Waitlisted;
 
     async fn run(&self, uow: &mut UnitOfWork) -> Result<Waitlisted, UowError> {
-        let id = self.reservation_id.to_string();
+        let entry = &self.entry;
+        let id = entry.reservation_id.to_string();
         if self.was_made(uow.load::<Reservation>(&id).await?) {
             return Ok(self.answer());
         }
-        let clinic = clinic(uow, self.clinic_id).await?;
-        if clinic.treatment(self.treatment_id).is_none() {
-            return Err(DomainError::not_found(format!("treatment {}", self.treatment_id)).into());
+        let clinic = clinic(uow, entry.clinic_id).await?;
+        if clinic.treatment(entry.treatment_id).is_none() {
+            return Err(DomainError::not_found(format!("treatment {}", entry.treatment_id)).into());
         }
-        check_package(uow, &self.payment, self.patient_id).await?;
+        check_package(uow, &entry.payment, entry.patient_id).await?;
         uow.handle::<Reservation>(
             &id,
             ReservationCommand::JoinWaitlist {
-                reservation_id: self.reservation_id,
-                patient_id: self.patient_id,
-                clinic_id: self.clinic_id,
-                treatment_id: self.treatment_id,
-                earliest: self.earliest,
-                latest: self.latest,
-                payment: self.payment,
+                entry: self.entry,
                 now: self.now,
             },
         )

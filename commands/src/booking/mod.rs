@@ -59,6 +59,7 @@ mod slot;
 mod waitlist;
 
 use clinicbook_domain::clinic::SettingsChange;
+use clinicbook_domain::reservation::WaitlistEntry;
 use clinicbook_domain::{
     BlockId, ClinicId, ClosureId, DomainError, HoldId, PromoCodeKey, ReservationId, ResourceId,
 };
@@ -245,15 +246,17 @@ impl Commands {
         input: JoinWaitlist,
     ) -> Result<Done<Waitlisted>, CommandError> {
         let use_case = Wait {
-            reservation_id: input
-                .reservation_id
-                .map_or_else(ReservationId::new, ReservationId),
-            patient_id: input.patient_id.into(),
-            clinic_id: input.clinic_id.into(),
-            treatment_id: input.treatment_id.into(),
-            earliest: input.earliest,
-            latest: input.latest,
-            payment: input.payment.into(),
+            entry: WaitlistEntry {
+                reservation_id: input
+                    .reservation_id
+                    .map_or_else(ReservationId::new, ReservationId),
+                patient_id: input.patient_id.into(),
+                clinic_id: input.clinic_id.into(),
+                treatment_id: input.treatment_id.into(),
+                earliest: input.earliest,
+                latest: input.latest,
+                payment: input.payment.into(),
+            },
             now: self.now(),
         };
         self.run(ctx, &use_case).await

@@ -14,7 +14,7 @@ use clinicbook_domain::calendar::Calendar;
 use clinicbook_domain::clinic::{Clinic, ClinicCommand};
 use clinicbook_domain::package::{Package, PackageCommand, PackagePayment};
 use clinicbook_domain::pricing::{Discount, LastMinute, PricingRules};
-use clinicbook_domain::promo::{PromoCode, PromoCommand};
+use clinicbook_domain::promo::{PromoCode, PromoCommand, PromoTerms};
 use clinicbook_domain::reservation::{PaymentMethod, Reservation, ReservationStatus};
 use clinicbook_domain::schedule::{OpeningHours, TimeRange};
 use clinicbook_domain::wallet::{TransactionKind, Wallet, WalletCommand};
@@ -200,7 +200,7 @@ async fn promo_valid(
     raw::<PromoCode>(
         commands,
         &key,
-        vec![PromoCommand::Create {
+        vec![PromoCommand::Create(PromoTerms {
             code: key.clone(),
             discount: Discount::PercentOff(10),
             valid_from,
@@ -208,7 +208,7 @@ async fn promo_valid(
             max_redemptions,
             per_patient_limit,
             treatment_ids: None,
-        }],
+        })],
     )
     .await;
 }

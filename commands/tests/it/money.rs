@@ -8,7 +8,7 @@ use clinicbook_commands::money::{
 use clinicbook_commands::{CommandError, Commands, Done};
 use clinicbook_domain::clinic::{Clinic, ClinicCommand, ResourceKind};
 use clinicbook_domain::package::{Package, PackageCommand};
-use clinicbook_domain::program::{Program, ProgramCommand};
+use clinicbook_domain::program::{Program, ProgramCommand, ProgramTerms};
 use clinicbook_domain::{ClinicId, DomainError, Money, ProgramId, ReservationId};
 use clinicbook_eventstore::{audit, IdempotencyKey};
 use serde_json::json;
@@ -27,7 +27,7 @@ async fn program(commands: &Commands, f: &Fixture) -> Uuid {
     raw::<Program>(
         commands,
         program_id,
-        vec![ProgramCommand::Create {
+        vec![ProgramCommand::Create(ProgramTerms {
             program_id,
             name: "Laser x6".to_string(),
             treatment_id: f.laser_treatment,
@@ -35,7 +35,7 @@ async fn program(commands: &Commands, f: &Fixture) -> Uuid {
             price: Money(PRICE),
             validity_days: VALIDITY_DAYS,
             clinic_ids: vec![f.clinic_id],
-        }],
+        })],
     )
     .await;
     program_id.0

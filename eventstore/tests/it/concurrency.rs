@@ -4,7 +4,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use clinicbook_domain::calendar::{Calendar, CalendarCommand};
 use clinicbook_domain::pricing::{Discount, PriceBreakdown};
-use clinicbook_domain::promo::{PromoCode, PromoCommand};
+use clinicbook_domain::promo::{PromoCode, PromoCommand, PromoTerms};
 use clinicbook_domain::reservation::{PaymentMethod, Reservation, ReservationCommand, Slot};
 use clinicbook_domain::schedule::Interval;
 use clinicbook_domain::wallet::{Wallet, WalletCommand};
@@ -205,7 +205,7 @@ async fn fifty_redemptions_of_a_promo_limited_to_twenty_let_exactly_twenty_throu
     run::<PromoCode>(
         &store,
         code.as_str(),
-        PromoCommand::Create {
+        PromoCommand::Create(PromoTerms {
             code: code.clone(),
             discount: Discount::PercentOff(20),
             valid_from: at(-24),
@@ -213,7 +213,7 @@ async fn fifty_redemptions_of_a_promo_limited_to_twenty_let_exactly_twenty_throu
             max_redemptions: 20,
             per_patient_limit: 1,
             treatment_ids: None,
-        },
+        }),
     )
     .await;
     let treatment = TreatmentId::new();

@@ -293,22 +293,14 @@ async fn apply_clinic(conn: &mut PgConnection, event: &FeedEvent) -> Result<(), 
 
 /// Applies one program event.
 async fn apply_program(conn: &mut PgConnection, event: &FeedEvent) -> Result<(), ProjectionError> {
-    let ProgramEvent::ProgramCreated {
-        program_id,
-        name,
-        treatment_id,
-        sessions,
-        price,
-        validity_days,
-        ..
-    } = decode::<ProgramEvent>(event)?;
+    let ProgramEvent::ProgramCreated(program) = decode::<ProgramEvent>(event)?;
     let row = ProgramRow {
-        program_id: program_id.0,
-        name,
-        treatment_id: treatment_id.0,
-        sessions: i32::try_from(sessions).unwrap_or(i32::MAX),
-        price_cents: price.cents(),
-        validity_days: i32::try_from(validity_days).unwrap_or(i32::MAX),
+        program_id: program.program_id.0,
+        name: program.name,
+        treatment_id: program.treatment_id.0,
+        sessions: i32::try_from(program.sessions).unwrap_or(i32::MAX),
+        price_cents: program.price.cents(),
+        validity_days: i32::try_from(program.validity_days).unwrap_or(i32::MAX),
     };
     PROGRAMS.upsert(conn, &[row]).await
 }
@@ -320,27 +312,19 @@ async fn apply_promo_code(
     change: PromoEvent,
 ) -> Result<(), ProjectionError> {
     match change {
-        PromoEvent::PromoCodeCreated {
-            code,
-            discount,
-            valid_from,
-            valid_until,
-            max_redemptions,
-            per_patient_limit,
-            ..
-        } => {
-            let (percent, amount) = match discount {
+        PromoEvent::PromoCodeCreated(promo) => {
+            let (percent, amount) = match promo.discount {
                 Discount::PercentOff(percent) => (Some(percent), None),
                 Discount::AmountOff(amount) => (None, Some(amount.cents())),
             };
             let row = PromoCodeRow {
-                code: code.as_str().to_owned(),
+                code: promo.code.as_str().to_owned(),
                 percent_off: percent,
                 amount_off_cents: amount,
-                valid_from,
-                valid_until,
-                max_redemptions: i32::try_from(max_redemptions).unwrap_or(i32::MAX),
-                per_patient_limit: i32::try_from(per_patient_limit).unwrap_or(i32::MAX),
+                valid_from: promo.valid_from,
+                valid_until: promo.valid_until,
+                max_redemptions: i32::try_from(promo.max_redemptions).unwrap_or(i32::MAX),
+                per_patient_limit: i32::try_from(promo.per_patient_limit).unwrap_or(i32::MAX),
                 active: true,
             };
             PROMO_CODES.upsert(conn, &[row]).await
@@ -514,21 +498,13 @@ impl ReservationRow {
                 self.total_cents = price.total.cents();
                 ReservationStatus::Booked
             }
-            ReservationEvent::WaitlistJoined {
-                patient_id,
-                clinic_id,
-                treatment_id,
-                earliest,
-                latest,
-                payment,
-                ..
-            } => {
-                self.clinic_id = Some(clinic_id.0);
-                self.patient_id = Some(patient_id.0);
-                self.treatment_id = Some(treatment_id.0);
-                self.earliest = Some(earliest);
-                self.latest = Some(latest);
-                let (method, package) = payment_columns(&payment);
+            ReservationEvent::WaitlistJoined(entry) => {
+                self.clinic_id = Some(entry.clinic_id.0);
+                self.patient_id = Some(entry.patient_id.0);
+                self.treatment_id = Some(entry.treatment_id.0);
+                self.earliest = Some(entry.earliest);
+                self.latest = Some(entry.latest);
+                let (method, package) = payment_columns(&entry.payment);
                 (self.payment_method, self.package_id) = (Some(method), package);
                 self.waitlisted_position = Some(position);
                 ReservationStatus::Waitlisted
@@ -591,7 +567,7 @@ async fn apply_reservations(
                 clinics.push(clinic_id.0);
                 packages.extend(payment_columns(payment).1);
             }
-            ReservationEvent::WaitlistJoined { clinic_id, .. } => clinics.push(clinic_id.0),
+            ReservationEvent::WaitlistJoined(entry) => clinics.push(entry.clinic_id.0),
             _ => {}
         }
         ids.push(id);

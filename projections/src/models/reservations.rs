@@ -158,23 +158,15 @@ impl Row {
                 self.promo_code = promo_code.as_ref().map(|code| code.as_str().to_owned());
                 Some(*booked_at)
             }
-            ReservationEvent::WaitlistJoined {
-                patient_id,
-                clinic_id,
-                treatment_id,
-                earliest,
-                latest,
-                payment,
-                ..
-            } => {
+            ReservationEvent::WaitlistJoined(entry) => {
                 self.status = ReservationStatus::Waitlisted;
-                self.patient_id = Some(patient_id.0);
-                self.clinic_id = Some(clinic_id.0);
-                self.treatment_id = Some(treatment_id.0);
-                self.earliest = Some(*earliest);
-                self.latest = Some(*latest);
+                self.patient_id = Some(entry.patient_id.0);
+                self.clinic_id = Some(entry.clinic_id.0);
+                self.treatment_id = Some(entry.treatment_id.0);
+                self.earliest = Some(entry.earliest);
+                self.latest = Some(entry.latest);
                 (self.payment_method, self.package_id) = {
-                    let (method, package) = payment_columns(payment);
+                    let (method, package) = payment_columns(&entry.payment);
                     (Some(method), package)
                 };
                 self.waitlisted_position = Some(position);

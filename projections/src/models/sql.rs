@@ -112,6 +112,24 @@ pub(crate) async fn json_rows<T: DeserializeOwned + Send + Unpin + 'static>(
     }
 }
 
+/// Whether the table `name` exists in `read` yet (a projector creates its
+/// tables when it first runs; the workers that read work tables may ask
+/// before).
+///
+/// # Errors
+/// The database failed.
+pub(crate) async fn read_table_exists<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    name: &str,
+) -> Result<bool, ProjectionError> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = 'read' AND tablename = $1)",
+    )
+    .bind(name)
+    .fetch_one(executor)
+    .await?)
+}
+
 /// The distinct values of `ids`, sorted.
 pub(crate) fn distinct<K: Ord>(mut ids: Vec<K>) -> Vec<K> {
     ids.sort_unstable();
@@ -234,6 +252,9 @@ pub struct Index {
     pub on: &'static str,
     /// Only the rows in this status (a partial index), if given.
     pub status: Option<ReservationStatus>,
+    /// Only the rows this SQL condition holds for (a partial index on
+    /// something other than a status, e.g. `NOT handled`), if given.
+    pub condition: Option<&'static str>,
 }
 
 impl Index {
@@ -244,6 +265,7 @@ impl Index {
             name,
             on,
             status: None,
+            condition: None,
         }
     }
 
@@ -252,6 +274,15 @@ impl Index {
     pub const fn only(self, status: ReservationStatus) -> Self {
         Self {
             status: Some(status),
+            ..self
+        }
+    }
+
+    /// The same index over the rows `condition` (SQL) holds for only.
+    #[must_use]
+    pub const fn when(self, condition: &'static str) -> Self {
+        Self {
+            condition: Some(condition),
             ..self
         }
     }
@@ -292,10 +323,11 @@ impl TableDef {
             lines.join(",\n")
         );
         for index in self.indexes {
-            let only = index
-                .status
-                .map(|status| format!(" WHERE status = '{}'", status.as_str()))
-                .unwrap_or_default();
+            let only = match (index.status, index.condition) {
+                (Some(status), _) => format!(" WHERE status = '{}'", status.as_str()),
+                (None, Some(condition)) => format!(" WHERE {condition}"),
+                (None, None) => String::new(),
+            };
             ddl.push_str(&format!(
                 "CREATE INDEX IF NOT EXISTS {} ON {} {}{only};\n",
                 index.name, self.name, index.on
@@ -599,5 +631,17 @@ CREATE INDEX IF NOT EXISTS x_things_name ON x_things (name);
 CREATE INDEX IF NOT EXISTS x_things_waiting ON x_things (thing_id) WHERE status = 'waitlisted';
 "
         );
+    }
+
+    #[test]
+    fn a_partial_index_may_name_any_condition() {
+        static FLAGGED: Table<ThingRow> = Table::new(
+            "x_flagged",
+            &["thing_id"],
+            &[Index::on("x_flagged_open", "(thing_id)").when("NOT held = '{}'")],
+        );
+        assert!(FLAGGED.def.ddl().ends_with(
+            "CREATE INDEX IF NOT EXISTS x_flagged_open ON x_flagged (thing_id) WHERE NOT held = '{}';\n"
+        ));
     }
 }

@@ -32,8 +32,8 @@ use clinicbook_commands::money::{Deposit, PackagePayment, PurchasePackage};
 use clinicbook_domain::clinic::{Clinic, ClinicCommand};
 use clinicbook_domain::pricing::Discount;
 use clinicbook_domain::pricing::{PricingRule, PricingRules};
-use clinicbook_domain::program::{Program, ProgramCommand};
-use clinicbook_domain::promo::{PromoCode, PromoCommand};
+use clinicbook_domain::program::{Program, ProgramCommand, ProgramTerms};
+use clinicbook_domain::promo::{PromoCode, PromoCommand, PromoTerms};
 use clinicbook_domain::schedule::Weekday;
 use clinicbook_domain::{Money, ProgramId, PromoCodeKey};
 use uuid::Uuid;
@@ -105,7 +105,7 @@ pub async fn build(w: &World) -> Scenario {
     raw::<PromoCode>(
         c,
         code.as_str(),
-        vec![PromoCommand::Create {
+        vec![PromoCommand::Create(PromoTerms {
             code: code.clone(),
             discount: Discount::PercentOff(10),
             valid_from: berlin(2030, 1, 1, 0, 0),
@@ -113,14 +113,14 @@ pub async fn build(w: &World) -> Scenario {
             max_redemptions: 10,
             per_patient_limit: 5,
             treatment_ids: None,
-        }],
+        })],
     )
     .await;
     let program = ProgramId::new();
     raw::<Program>(
         c,
         program,
-        vec![ProgramCommand::Create {
+        vec![ProgramCommand::Create(ProgramTerms {
             program_id: program,
             name: "Laser x3".to_string(),
             treatment_id: f.laser_treatment,
@@ -128,7 +128,7 @@ pub async fn build(w: &World) -> Scenario {
             price: Money(30_000),
             validity_days: 365,
             clinic_ids: vec![f.clinic_id],
-        }],
+        })],
     )
     .await;
     c.deposit(
