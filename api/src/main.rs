@@ -396,7 +396,9 @@ async fn run_server(
         .ensure_all()
         .await
         .context("cannot create the read models' tables")?;
-    let read = ReadModels::new(pool.clone());
+    // The API reads through its own pool; the cache it answers
+    // availability from is the one the projectors' batches invalidate.
+    let read = background_read.with_pool(pool.clone());
     let store = EventStore::new(
         pool,
         StoreConfig {

@@ -11,16 +11,18 @@ use futures::future::BoxFuture;
 use sha2::{Digest, Sha256};
 use sqlx::{Executor, PgConnection, PgPool, Row};
 
+use crate::cache::AvailabilityCache;
 use crate::{Projection, ProjectionError};
 
 /// The schema live read models are in.
 pub const READ_SCHEMA: &str = "read";
 
 /// The read side's handle on PostgreSQL: where projectors write and read
-/// routes read. Cheap to clone.
+/// routes read. Cheap to clone; clones share the availability cache.
 #[derive(Clone, Debug)]
 pub struct ReadModels {
     pool: PgPool,
+    availability: AvailabilityCache,
 }
 
 /// Where a projection is.
@@ -38,7 +40,27 @@ impl ReadModels {
     /// Reads and writes through `pool`.
     #[must_use]
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            availability: AvailabilityCache::default(),
+        }
+    }
+
+    /// The same read models through another pool, sharing the
+    /// availability cache: `serve` reads through the API's pool while its
+    /// projectors write through their own, and the projectors' batches
+    /// must reach the cache the reads answer from.
+    #[must_use]
+    pub fn with_pool(&self, pool: PgPool) -> Self {
+        Self {
+            pool,
+            availability: self.availability.clone(),
+        }
+    }
+
+    /// The availability cache (see [`crate::cache`]).
+    pub(crate) fn availability_cache(&self) -> &AvailabilityCache {
+        &self.availability
     }
 
     /// The pool.
@@ -164,6 +186,11 @@ impl ReadModels {
             return Ok(at);
         };
         apply_in(&mut tx, READ_SCHEMA, projection, &fresh).await?;
+        if projection.name == crate::models::schedule::PROJECTION.name {
+            // Before the commit: once the checkpoint shows, the answers
+            // it made old are known to be old.
+            self.availability.applying(at, last, &fresh);
+        }
         sqlx::query(
             "UPDATE read.checkpoints
                 SET transaction_id = $2, position = $3, applied = applied + $4, updated_at = now()

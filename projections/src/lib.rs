@@ -19,6 +19,7 @@
 //! Depends on the domain, the event store (its feed), sqlx and async-nats;
 //! it knows nothing of HTTP and never writes events.
 
+pub(crate) mod cache;
 pub mod checkpoint;
 pub mod due;
 pub mod error;

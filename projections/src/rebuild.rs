@@ -69,6 +69,7 @@ pub async fn rebuild(
         .await?;
     let built = build_into(&mut conn, projection, &schema, progress).await?;
     let swapped = swap(&mut conn, projection, &schema, built).await?;
+    read.availability_cache().clear();
     conn.close().await?;
     Ok(swapped)
 }

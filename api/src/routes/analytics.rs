@@ -217,16 +217,23 @@ async fn availability(
     caller: Caller,
     Path(clinic_id): Path<Uuid>,
     Query(query): Query<AvailabilityQuery>,
-) -> Result<axum::Json<Availability>, ApiError> {
+) -> Result<Response, ApiError> {
     caller.allow(&[Role::Analyst, Role::Staff])?;
     wait_for(&state, "schedule", MinPosition(query.min_position)).await?;
     let now = state.commands.now();
-    Ok(axum::Json(
-        state
-            .read
-            .availability(clinic_id, query.treatment_id, query.date, now)
-            .await?,
-    ))
+    // An `Availability`, rendered once per cached answer.
+    let json = state
+        .read
+        .availability_json(clinic_id, query.treatment_id, query.date, now)
+        .await?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        json,
+    )
+        .into_response())
 }
 
 problems!(

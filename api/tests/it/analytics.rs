@@ -304,3 +304,92 @@ async fn a_read_asking_for_a_position_no_event_has_answers_422_at_once() {
         .await;
     answer.assert_problem(422, "unknown_position");
 }
+
+/// Availability is answered from a cache the projector keeps fresh: each
+/// booking, hold, cancellation and release shows in the next read that
+/// asks for its position, right after the projector applied it, while
+/// the other laser's starts stay as they were.
+#[tokio::test]
+async fn availability_after_each_write_is_never_a_stale_cached_answer() {
+    let app = app().await;
+    let ids = app.clinic().await;
+    let path = format!(
+        "/v1/clinics/{}/availability?treatment_id={}&date={DAY}",
+        ids.clinic, ids.laser_treatment
+    );
+    let starts = |answer: &Value, resource: &str| -> Vec<String> {
+        answer["slots"]
+            .as_array()
+            .map(|slots| {
+                slots
+                    .iter()
+                    .filter(|s| s["resource_id"] == json!(resource))
+                    .filter_map(|s| s["start"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let first = ok(&app, &path, &app.staff).await;
+    let all_day = starts(&first, &ids.laser);
+    let nine = "2030-01-08T09:00:00Z".to_owned();
+    let one = "2030-01-08T13:00:00Z".to_owned();
+    assert!(
+        all_day.contains(&nine) && all_day.contains(&one),
+        "{all_day:?}"
+    );
+    // Asked again, the same answer (from the cache).
+    assert_eq!(ok(&app, &path, &app.staff).await, first);
+
+    let booked = book_laser(&app, &ids, &ids.laser, &nine).await;
+    let now = ok(&app, &path, &app.staff).await;
+    assert!(!starts(&now, &ids.laser).contains(&nine), "booked: {now}");
+    assert_eq!(starts(&now, &ids.laser_b), starts(&first, &ids.laser_b));
+
+    let held = app
+        .post(
+            "/v1/holds",
+            &app.staff,
+            json!({"patient_id": Uuid::new_v4(), "clinic_id": ids.clinic, "resource_id": ids.laser,
+                   "treatment_id": ids.laser_treatment, "start": one}),
+        )
+        .await;
+    assert_eq!(held.status, StatusCode::CREATED, "{:?}", held.body);
+    let now = ok(&app, &path, &app.staff).await;
+    let laser = starts(&now, &ids.laser);
+    assert!(
+        !laser.contains(&one) && !laser.contains(&nine),
+        "held: {now}"
+    );
+
+    let cancelled = app
+        .post(
+            &format!(
+                "/v1/reservations/{}/cancel",
+                booked["reservation_id"].as_str().unwrap_or_default()
+            ),
+            &app.staff,
+            json!({"reason": "patient called"}),
+        )
+        .await;
+    assert_eq!(cancelled.status, StatusCode::OK, "{:?}", cancelled.body);
+    let now = ok(&app, &path, &app.staff).await;
+    let laser = starts(&now, &ids.laser);
+    assert!(
+        laser.contains(&nine) && !laser.contains(&one),
+        "cancelled: {now}"
+    );
+
+    let released = app
+        .post(
+            &format!(
+                "/v1/holds/{}/release",
+                held.body["hold_id"].as_str().unwrap_or_default()
+            ),
+            &app.staff,
+            json!({}),
+        )
+        .await;
+    assert_eq!(released.status, StatusCode::OK, "{:?}", released.body);
+    let now = ok(&app, &path, &app.staff).await;
+    assert_eq!(starts(&now, &ids.laser), all_day, "released: {now}");
+}

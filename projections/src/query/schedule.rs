@@ -4,12 +4,16 @@
 //! own copy the same way.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
 
 use chrono::{DateTime, Duration, NaiveDate, TimeDelta, Utc};
 use chrono_tz::Tz;
 use clinicbook_domain::clinic::{Clinic, Closure, ResourceKind};
 use clinicbook_domain::schedule::{Interval, TimeRange};
 use clinicbook_domain::ClosureId;
+use clinicbook_eventstore::FeedPoint;
 use serde::Serialize;
 use sqlx::types::Json;
 use sqlx::PgConnection;
@@ -19,9 +23,10 @@ pub use clinicbook_wire::schedule::{
     Availability, FreeSlot, ResourceDay, ScheduleBlock, ScheduleBooking, ScheduleDay, ScheduleHold,
 };
 
+use crate::cache::{AvailabilityKey, Computed};
 use crate::models::schedule::{
     BlockRow, HoldRow, ReservationRow, ResourceRow, SetupTables, SlotRow, TreatmentRow, BLOCKS,
-    HOLDS, RESERVATIONS, RESOURCES, SETUP, SLOTS, TREATMENTS,
+    HOLDS, PROJECTION, RESERVATIONS, RESOURCES, SETUP, SLOTS, TREATMENTS,
 };
 use crate::models::sql::{json_rows, Table};
 use crate::{ProjectionError, ReadModels};
@@ -316,6 +321,9 @@ impl ReadModels {
     /// calendar. Starts are offered every [`SLOT_STEP_MINUTES`] and at
     /// the start of each opening interval.
     ///
+    /// Answered from the availability cache ([`crate::cache`]) while
+    /// nothing the answer depends on has changed.
+    ///
     /// # Errors
     /// [`ProjectionError::NotFound`] for a clinic, or a treatment of that
     /// clinic, the projection does not know; the database failed.
@@ -326,15 +334,74 @@ impl ReadModels {
         date: NaiveDate,
         now: DateTime<Utc>,
     ) -> Result<Availability, ProjectionError> {
+        let (key, computed) = self.available(clinic_id, treatment_id, date).await?;
+        Ok(computed.answer(key, now))
+    }
+
+    /// [`ReadModels::availability`] as its JSON, rendered once per cached
+    /// answer (and per `now` that leaves out other slots).
+    ///
+    /// # Errors
+    /// As [`ReadModels::availability`].
+    pub async fn availability_json(
+        &self,
+        clinic_id: Uuid,
+        treatment_id: Uuid,
+        date: NaiveDate,
+        now: DateTime<Utc>,
+    ) -> Result<Bytes, ProjectionError> {
+        let (key, computed) = self.available(clinic_id, treatment_id, date).await?;
+        computed
+            .json(key, now)
+            .map_err(|e| ProjectionError::InvalidRow {
+                table: SLOTS.def.name,
+                reason: format!("its availability answer does not render: {e}"),
+            })
+    }
+
+    /// The free slots of `treatment_id` on `date`, from the cache when it
+    /// holds them and they are still good, else computed (and kept).
+    async fn available(
+        &self,
+        clinic_id: Uuid,
+        treatment_id: Uuid,
+        date: NaiveDate,
+    ) -> Result<(AvailabilityKey, Arc<Computed>), ProjectionError> {
+        let key = AvailabilityKey {
+            clinic_id,
+            treatment_id,
+            date,
+        };
+        let live = self.checkpoint(PROJECTION.name).await?.point;
+        if let Some(computed) = self.availability_cache().get(&key, live).await {
+            return Ok((key, computed));
+        }
         let mut conn = self.read_connection().await?;
-        let setup = Self::schedule_setup(&mut conn, clinic_id, date).await?;
+        let computed = Arc::new(Self::compute_availability(&mut conn, key).await?);
+        self.availability_cache().put(key, computed.clone()).await;
+        Ok((key, computed))
+    }
+
+    /// Every free slot of `key`'s treatment on its day, whatever the time,
+    /// with the checkpoint of the snapshot they were read in.
+    async fn compute_availability(
+        conn: &mut PgConnection,
+        key: AvailabilityKey,
+    ) -> Result<Computed, ProjectionError> {
+        let AvailabilityKey {
+            clinic_id,
+            treatment_id,
+            date,
+        } = key;
+        let at = snapshot_point(conn).await?;
+        let setup = Self::schedule_setup(conn, clinic_id, date).await?;
         let query = sqlx::query_scalar(
             "SELECT row_to_json(t) FROM schedule_treatments t
               WHERE clinic_id = $1 AND treatment_id = $2",
         )
         .bind(clinic_id)
         .bind(treatment_id);
-        let treatment: Option<TreatmentRow> = json_rows(query, &mut conn, TREATMENTS.def.name)
+        let treatment: Option<TreatmentRow> = json_rows(query, conn, TREATMENTS.def.name)
             .await?
             .into_iter()
             .next();
@@ -343,10 +410,9 @@ impl ReadModels {
                 "treatment {treatment_id} at clinic {clinic_id}"
             )));
         };
-        let resources =
-            Self::resources(&mut conn, clinic_id, Some(treatment.resource_kind)).await?;
+        let resources = Self::resources(conn, clinic_id, Some(treatment.resource_kind)).await?;
         let ids: Vec<Uuid> = resources.iter().map(|r| r.resource_id).collect();
-        let (slots, holds, blocks) = Self::calendars(&mut conn, &ids, date).await?;
+        let (slots, holds, blocks) = Self::calendars(conn, &ids, date).await?;
         let duration = Duration::minutes(i64::from(treatment.duration_minutes));
         let busy_for = duration + Duration::minutes(i64::from(treatment.buffer_minutes));
         let opening = setup.clinic.bookable_intervals(date);
@@ -388,10 +454,8 @@ impl ReadModels {
                         start,
                         end: start + busy_for,
                     };
-                    if start > now
-                        && open.contains(&appointment)
-                        && !taken.iter().any(|t| t.overlaps(&busy))
-                    {
+                    // Starts at or before `now` are cut when answering.
+                    if open.contains(&appointment) && !taken.iter().any(|t| t.overlaps(&busy)) {
                         free.push(FreeSlot {
                             resource_id: resource.resource_id,
                             start,
@@ -401,13 +465,23 @@ impl ReadModels {
                 }
             }
         }
-        Ok(Availability {
-            clinic_id,
-            treatment_id,
-            date,
-            slots: free,
-        })
+        Ok(Computed::new(at, ids, free))
     }
+}
+
+/// The `schedule` checkpoint as the caller's snapshot sees it.
+async fn snapshot_point(conn: &mut PgConnection) -> Result<FeedPoint, ProjectionError> {
+    let row: Option<(i64, i64)> =
+        sqlx::query_as("SELECT transaction_id, position FROM checkpoints WHERE projection = $1")
+            .bind(PROJECTION.name)
+            .fetch_optional(conn)
+            .await?;
+    Ok(
+        row.map_or(FeedPoint::START, |(transaction_id, position)| FeedPoint {
+            transaction_id,
+            position,
+        }),
+    )
 }
 
 /// Candidate starts inside `open`: its start, then every grid point.

@@ -382,3 +382,147 @@ async fn offered_starts_are_bookable() {
         }
     }
 }
+
+/// The free starts of `resource` as `read` answers them (from its cache
+/// when it holds the answer), checked against the rendered JSON answer.
+async fn free_on(
+    read: &clinicbook_projections::ReadModels,
+    w: &World,
+    (clinic, treatment, day): (ClinicId, TreatmentId, &str),
+    resource: ResourceId,
+) -> Vec<DateTime<Utc>> {
+    let now = w.clock.now();
+    let answer = read
+        .availability(clinic.0, treatment.0, date(day), now)
+        .await
+        .unwrap();
+    let json = read
+        .availability_json(clinic.0, treatment.0, date(day), now)
+        .await
+        .unwrap();
+    let rendered: clinicbook_projections::query::schedule::Availability =
+        serde_json::from_slice(&json).unwrap();
+    assert_eq!(rendered, answer, "the JSON answer is the answer");
+    answer
+        .slots
+        .iter()
+        .filter(|slot| slot.resource_id == resource.0)
+        .map(|slot| slot.start)
+        .collect()
+}
+
+/// Availability is answered from a cache: a booking, a hold, a
+/// cancellation and a release each show in the very next answer once the
+/// projector has applied them, both through the read models that applied
+/// them and through another process's (its own cache, told of nothing).
+#[tokio::test]
+async fn cached_answers_show_each_batch_right_after_it_is_applied() {
+    let w = world().await;
+    let f = clinic(&w.commands).await;
+    let other = clinicbook_projections::ReadModels::new(w.db.pool.clone());
+    let day = "2030-01-08";
+    let key = (f.clinic_id, f.laser_treatment, day);
+    let all_day = every_quarter(berlin(2030, 1, 8, 9, 0), berlin(2030, 1, 8, 17, 15));
+    w.catch_up().await;
+    for _ in 0..2 {
+        assert_eq!(free_on(&w.read, &w, key, f.laser).await, all_day);
+        assert_eq!(free_on(&other, &w, key, f.laser).await, all_day);
+    }
+    let without = |taken: &[DateTime<Utc>]| -> Vec<DateTime<Utc>> {
+        all_day
+            .iter()
+            .copied()
+            .filter(|s| !taken.contains(s))
+            .collect()
+    };
+
+    // Booked 10:00 (busy until 11:00): 09:15-10:45 go.
+    let booked = book(
+        &w.commands,
+        Uuid::new_v4(),
+        f.clinic_id,
+        f.laser,
+        f.laser_treatment,
+        berlin(2030, 1, 8, 10, 0),
+        PaymentInput::AtClinic,
+        None,
+    )
+    .await;
+    w.catch_up().await;
+    let booking = every_quarter(berlin(2030, 1, 8, 9, 15), berlin(2030, 1, 8, 10, 45));
+    assert_eq!(free_on(&w.read, &w, key, f.laser).await, without(&booking));
+    assert_eq!(free_on(&other, &w, key, f.laser).await, without(&booking));
+
+    // Held 14:00 (busy until 15:00): 13:15-14:45 go as well.
+    let hold = w
+        .commands
+        .place_hold(
+            &staff(),
+            clinicbook_wire::holds::PlaceHold {
+                hold_id: None,
+                patient_id: Uuid::new_v4(),
+                clinic_id: f.clinic_id.0,
+                resource_id: f.laser.0,
+                treatment_id: f.laser_treatment.0,
+                start: berlin(2030, 1, 8, 14, 0),
+                ttl_seconds: Some(600),
+                promo_code: None,
+            },
+        )
+        .await
+        .unwrap()
+        .output;
+    w.catch_up().await;
+    let held = every_quarter(berlin(2030, 1, 8, 13, 15), berlin(2030, 1, 8, 14, 45));
+    let both: Vec<_> = booking.iter().chain(&held).copied().collect();
+    assert_eq!(free_on(&w.read, &w, key, f.laser).await, without(&both));
+    assert_eq!(free_on(&other, &w, key, f.laser).await, without(&both));
+    // The other laser's answer never changed.
+    assert_eq!(
+        free_on(&w.read, &w, key, f.laser_b).await,
+        all_day,
+        "one calendar's batch leaves the others' starts alone"
+    );
+
+    // Cancelled: its starts come back; the hold's stay taken.
+    w.commands
+        .cancel(
+            &staff(),
+            booked.reservation_id,
+            Cancel {
+                reason: "moved abroad".to_string(),
+            },
+        )
+        .await
+        .unwrap();
+    w.catch_up().await;
+    assert_eq!(free_on(&w.read, &w, key, f.laser).await, without(&held));
+    assert_eq!(free_on(&other, &w, key, f.laser).await, without(&held));
+
+    // Released: the whole day again.
+    w.commands
+        .release_hold(&staff(), hold.hold_id)
+        .await
+        .unwrap();
+    w.catch_up().await;
+    assert_eq!(free_on(&w.read, &w, key, f.laser).await, all_day);
+    assert_eq!(free_on(&other, &w, key, f.laser).await, all_day);
+
+    // A change of the clinic's setup (a closure) reaches every day's answer.
+    w.commands
+        .add_closure(
+            &staff(),
+            f.clinic_id.0,
+            AddClosure {
+                start: berlin(2030, 1, 8, 12, 0),
+                end: berlin(2030, 1, 8, 13, 0),
+                reason: "team lunch".to_string(),
+            },
+        )
+        .await
+        .unwrap();
+    w.catch_up().await;
+    let closed = every_quarter(berlin(2030, 1, 8, 11, 15), berlin(2030, 1, 8, 12, 45));
+    assert_eq!(free_on(&w.read, &w, key, f.laser).await, without(&closed));
+    assert_eq!(free_on(&other, &w, key, f.laser).await, without(&closed));
+}
