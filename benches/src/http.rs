@@ -219,7 +219,7 @@ impl Api {
     }
 
     /// A setup call that must answer `expected`; its body parsed as `T`.
-    async fn call<T: DeserializeOwned>(
+    pub(crate) async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,

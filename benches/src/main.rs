@@ -23,6 +23,9 @@
 //!   11 on fresh databases, each machine-dependent figure next to a
 //!   ceiling measured in the same run, and prints one table.
 //!
+//! - `clinicbook-benches notify` books at a steady rate with a webhook
+//!   receiver subscribed, and measures commit to delivery.
+//!
 //! All print throughput, latency percentiles and the answers by kind, and
 //! write the same as JSON with `--json`.
 
@@ -30,6 +33,7 @@ mod all;
 mod holds;
 mod http;
 mod lag;
+mod notify;
 mod report;
 mod seed;
 mod server;
@@ -66,6 +70,9 @@ enum Command {
     All(all::AllArgs),
     /// Hold expiry delay (`expired_at - expires_at`, p50/p99) over many holds.
     Holds(holds::HoldsArgs),
+    /// Webhook delivery delay (commit to the receiver having it, p50/p99)
+    /// over many bookings, every signature checked.
+    Notify(notify::NotifyArgs),
 }
 
 /// What the clients of a benchmark book.
@@ -97,5 +104,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Seed(args) => seed::run(args).await,
         Command::All(args) => all::run(args).await,
         Command::Holds(args) => holds::run(args).await,
+        Command::Notify(args) => notify::run(args).await,
     }
 }

@@ -47,10 +47,18 @@ impl Server {
     /// # Errors
     /// PostgreSQL cannot be started, or as [`Server::spawn`].
     pub async fn start(bin: &Path) -> anyhow::Result<Self> {
+        Self::start_with(bin, &[]).await
+    }
+
+    /// [`Server::start`] with `extra` environment variables for the server.
+    ///
+    /// # Errors
+    /// As [`Server::start`].
+    pub async fn start_with(bin: &Path, extra: &[(&str, String)]) -> anyhow::Result<Self> {
         check_bin(bin)?;
         let backend = Backend::start(None, None).await?;
         let db = backend.database().await?;
-        let mut server = Self::spawn(bin, &backend, &db, "all").await?;
+        let mut server = Self::spawn_with(bin, &backend, &db, "all", extra).await?;
         server._own = Some(backend);
         Ok(server)
     }
@@ -70,13 +78,27 @@ impl Server {
         db: &BenchDb,
         role: &str,
     ) -> anyhow::Result<Self> {
+        Self::spawn_with(bin, backend, db, role, &[]).await
+    }
+
+    /// [`Server::spawn`] with `extra` environment variables for the server.
+    ///
+    /// # Errors
+    /// As [`Server::spawn`].
+    pub async fn spawn_with(
+        bin: &Path,
+        backend: &Backend,
+        db: &BenchDb,
+        role: &str,
+        extra: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
         check_bin(bin)?;
         let dir =
             std::env::temp_dir().join(format!("clinicbook-bench-{}", Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let port = free_port()?;
         let secret = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
-        let env = [
+        let mut env = vec![
             ("DATABASE_URL", db.url.clone()),
             ("CLINICBOOK_BIND", format!("127.0.0.1:{port}")),
             ("CLINICBOOK_RATE_LIMIT", "0".to_string()),
@@ -87,6 +109,7 @@ impl Server {
             ("NATS_URL", backend.nats_url()),
             ("CLINICBOOK_NATS_NAMESPACE", db.name.clone()),
         ];
+        env.extend(extra.iter().map(|(k, v)| (*k, v.clone())));
         let log_path = dir.join("server.log");
         let child = match spawn_serve(bin, &env, &log_path) {
             Ok(child) => child,
