@@ -131,6 +131,7 @@ pub const PHONE: &str = concat!(r"^[", blank!(), r"]*\+[1-9][0-9]{7,14}[", blank
 mod types {
     use std::borrow::Cow;
 
+    use clinicbook_domain::{clinic, patient, schedule};
     use utoipa::openapi::schema::{
         ArrayBuilder, KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type,
     };
@@ -176,6 +177,18 @@ mod types {
                 |s| s.enum_values(Some($names.iter().copied())),
                 $description
             );
+        };
+    }
+
+    /// [`names_schema!`] for enums of the domain that derive
+    /// `strum::VariantNames`, one a line: `Name = Enum: "description";`.
+    macro_rules! variant_schemas {
+        ($($(#[$meta:meta])* $name:ident = $enum:ty: $description:expr;)*) => {
+            $(names_schema!(
+                $(#[$meta])* $name,
+                <$enum as strum::VariantNames>::VARIANTS,
+                $description
+            );)*
         };
     }
 
@@ -239,27 +252,15 @@ mod types {
         super::PHONE,
         "A phone number in E.164 form: + and 8 to 15 digits, the first not 0."
     );
-    /// [`names_schema!`] for enums of the domain that derive
-    /// `strum::VariantNames`, one a line: `Name = Enum: "description";`.
-    macro_rules! variant_schemas {
-        ($($(#[$meta:meta])* $name:ident = $enum:ty: $description:expr;)*) => {
-            $(names_schema!(
-                $(#[$meta])* $name,
-                <$enum as strum::VariantNames>::VARIANTS,
-                $description
-            );)*
-        };
-    }
-
     variant_schemas! {
         /// The languages of the message templates.
-        Language = clinicbook_domain::patient::Language: "A language the patient messages exist in.";
+        Language = patient::Language: "A language the patient messages exist in.";
         /// The kinds of resources.
-        ResourceKind = clinicbook_domain::clinic::ResourceKind: "The kind of a resource.";
+        ResourceKind = clinic::ResourceKind: "The kind of a resource.";
         /// What a freed slot does for the waitlist.
-        WaitlistMode = clinicbook_domain::clinic::WaitlistMode: "`auto_book` books the first fitting waitlisted patient; `offer` holds the slot for them to confirm.";
+        WaitlistMode = clinic::WaitlistMode: "`auto_book` books the first fitting waitlisted patient; `offer` holds the slot for them to confirm.";
         /// The weekdays.
-        Weekday = clinicbook_domain::schedule::Weekday: "A weekday.";
+        Weekday = schedule::Weekday: "A weekday.";
     }
     names_schema!(
         /// The statuses of a hold.
