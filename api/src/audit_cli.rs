@@ -200,6 +200,12 @@ fn pace(events: u64, elapsed: Duration) -> String {
     format!("{events} events in {seconds:.1} s ({rate:.0} events/s)")
 }
 
+/// `N streams, M events in S s (R events/s)`: what a run over the whole
+/// store read, and how fast.
+fn streams_pace(streams: u64, events: u64, elapsed: Duration) -> String {
+    format!("{streams} streams, {}", pace(events, elapsed))
+}
+
 async fn check_all(args: &ReplayArgs) -> anyhow::Result<()> {
     let connections = u32::try_from(args.concurrency.max(1))
         .unwrap_or(64)
@@ -229,9 +235,8 @@ async fn check_all(args: &ReplayArgs) -> anyhow::Result<()> {
     let elapsed = started.elapsed();
     print_problems("MISMATCH", &report.mismatches);
     println!(
-        "replayed {} streams, {}; {} snapshots compared, {} of an older shape ignored, {} streams changed during the check",
-        report.streams_checked,
-        pace(report.events_checked, elapsed),
+        "replayed {}; {} snapshots compared, {} of an older shape ignored, {} streams changed during the check",
+        streams_pace(report.streams_checked, report.events_checked, elapsed),
         report.snapshots_checked,
         report.snapshots_unreadable,
         report.changed_during_check,
@@ -343,9 +348,8 @@ pub async fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
     let elapsed = started.elapsed();
     print_problems("BROKEN", &report.broken);
     println!(
-        "verified {} streams, {}",
-        report.streams_checked,
-        pace(report.events_checked, elapsed),
+        "verified {}",
+        streams_pace(report.streams_checked, report.events_checked, elapsed)
     );
     if let Some((taken, _)) = &against {
         println!(

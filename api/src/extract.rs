@@ -164,45 +164,49 @@ fn body_rejection(rejection: BytesRejection) -> ApiError {
     }
 }
 
-/// Path parameters; a malformed one (not a UUID, say) is a 400 naming it.
-#[derive(Debug, Clone)]
-pub struct Path<T>(pub T);
+/// An extractor of one part of the URI over axum's extractor of the same
+/// name: a NUL written into the part (`$text` of the request's parts), or
+/// anything axum rejects, is a 400 problem naming the part (`$what`).
+macro_rules! uri_extractor {
+    ($(#[$meta:meta])* $name:ident, $what:literal, $text:expr, $($bound:tt)+) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone)]
+        pub struct $name<T>(pub T);
 
-impl<S, T> FromRequestParts<S> for Path<T>
-where
-    S: Send + Sync,
-    T: DeserializeOwned + Send,
-{
-    type Rejection = ApiError;
+        impl<S, T> FromRequestParts<S> for $name<T>
+        where
+            S: Send + Sync,
+            T: $($bound)+,
+        {
+            type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        refuse_nul("path parameter", Some(parts.uri.path()))?;
-        axum::extract::Path::<T>::from_request_parts(parts, state)
-            .await
-            .map(|p| Path(p.0))
-            .map_err(|e| ApiError::bad_request(format!("path parameter: {}", e.body_text())))
-    }
+            async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+                let text: fn(&Parts) -> Option<&str> = $text;
+                refuse_nul($what, text(parts))?;
+                axum::extract::$name::<T>::from_request_parts(parts, state)
+                    .await
+                    .map(|extracted| $name(extracted.0))
+                    .map_err(|e| ApiError::bad_request(format!(concat!($what, ": {}"), e.body_text())))
+            }
+        }
+    };
 }
 
-/// Query parameters; a malformed or missing one is a 400 naming it.
-#[derive(Debug, Clone)]
-pub struct Query<T>(pub T);
+uri_extractor!(
+    /// Path parameters; a malformed one (not a UUID, say) is a 400 naming it.
+    Path,
+    "path parameter",
+    |parts| Some(parts.uri.path()),
+    DeserializeOwned + Send
+);
 
-impl<S, T> FromRequestParts<S> for Query<T>
-where
-    S: Send + Sync,
-    T: DeserializeOwned,
-{
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        refuse_nul("query parameter", parts.uri.query())?;
-        axum::extract::Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|q| Query(q.0))
-            .map_err(|e| ApiError::bad_request(format!("query parameter: {}", e.body_text())))
-    }
-}
+uri_extractor!(
+    /// Query parameters; a malformed or missing one is a 400 naming it.
+    Query,
+    "query parameter",
+    |parts| parts.uri.query(),
+    DeserializeOwned
+);
 
 #[cfg(test)]
 mod tests {

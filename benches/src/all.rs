@@ -42,7 +42,7 @@ use sqlx::PgPool;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::http::{self, set_up, Api, Clinic, BUFFER_MINUTES, DURATION_MINUTES, SLOTS_PER_DAY};
+use crate::http::{self, set_up, Api, BookReport, Clinic, SLOTS_PER_DAY};
 use crate::report::{self, Latency};
 use crate::server::{Backend, BenchDb, Server};
 use crate::Mode;
@@ -137,7 +137,7 @@ impl Table {
         goal: Goal,
         note: impl Into<String>,
     ) {
-        let ratio = ceiling.map(|c| if c > 0.0 { value / c } else { 0.0 });
+        let ratio = ceiling.map(|c| ratio(value, c));
         let (target, met) = match goal {
             Goal::None => (String::new(), None),
             Goal::RatioAtLeast(r) => (format!("ratio >= {r:.2}"), ratio.map(|x| x >= r)),
@@ -168,6 +168,26 @@ impl Table {
         }
     }
 
+    /// Adds `name`, the ratio of the figures `numerator` and `denominator`
+    /// taken earlier in the run, held to at least 0.9 (how flat a figure
+    /// stayed as the store grew); nothing when either is missing.
+    fn add_flatness(&mut self, name: &str, numerator: &str, denominator: &str, note: String) {
+        let value = |name: &str| {
+            self.figures
+                .iter()
+                .find(|f| f.name == name)
+                .map(|f| f.value)
+        };
+        if let (Some(numerator), Some(denominator)) = (value(numerator), value(denominator)) {
+            self.add_ratio(
+                name,
+                ratio(numerator, denominator),
+                Goal::RatioAtLeast(0.9),
+                note,
+            );
+        }
+    }
+
     fn text(&self) -> String {
         let mut text = format!(
             "{:<34} {:>12} {:<8} {:>10} {:>7} {:<16} {:<5} {:>5}  note\n",
@@ -194,6 +214,15 @@ fn row(f: &Figure) -> String {
         f.load_average,
         f.note
     )
+}
+
+/// `numerator / denominator`, 0 when the denominator is not positive.
+fn ratio(numerator: f64, denominator: f64) -> f64 {
+    if denominator > 0.0 {
+        numerator / denominator
+    } else {
+        0.0
+    }
 }
 
 /// The 1-minute load average (0 if it cannot be read).
@@ -261,32 +290,18 @@ pub async fn run(args: AllArgs) -> anyhow::Result<()> {
         ctx.large_store(10_000, "1e4", false, &mut table).await?;
         let label = if events >= 1_000_000 { "1e6" } else { "large" };
         ctx.large_store(events, label, true, &mut table).await?;
-        let small = table.figures.iter().find(|f| f.name == "command_p50_1e4");
-        let large = table
-            .figures
-            .iter()
-            .find(|f| f.name == format!("command_p50_{label}"));
-        if let (Some(small), Some(large)) = (small.map(|f| f.value), large.map(|f| f.value)) {
-            table.add_ratio(
-                &format!("command_p50_flatness_{label}"),
-                if large > 0.0 { small / large } else { 0.0 },
-                Goal::RatioAtLeast(0.9),
-                format!("p50 with 1e4 events / p50 with {events} events stored"),
-            );
-        }
-        let small = table.figures.iter().find(|f| f.name == "book_rate_1e4");
-        let large = table
-            .figures
-            .iter()
-            .find(|f| f.name == format!("book_rate_{label}"));
-        if let (Some(small), Some(large)) = (small.map(|f| f.value), large.map(|f| f.value)) {
-            table.add_ratio(
-                &format!("book_rate_flatness_{label}"),
-                if small > 0.0 { large / small } else { 0.0 },
-                Goal::RatioAtLeast(0.9),
-                format!("bookings/s with {events} events / with 1e4 stored"),
-            );
-        }
+        table.add_flatness(
+            &format!("command_p50_flatness_{label}"),
+            "command_p50_1e4",
+            &format!("command_p50_{label}"),
+            format!("p50 with 1e4 events / p50 with {events} events stored"),
+        );
+        table.add_flatness(
+            &format!("book_rate_flatness_{label}"),
+            &format!("book_rate_{label}"),
+            "book_rate_1e4",
+            format!("bookings/s with {events} events / with 1e4 stored"),
+        );
     }
     let total = started.elapsed().as_secs_f64();
     table.add(
@@ -306,6 +321,66 @@ pub async fn run(args: AllArgs) -> anyhow::Result<()> {
         report::write_json(path, &table.figures)?;
     }
     Ok(())
+}
+
+/// The booking runs of one `--role` over the rounds of
+/// [`Ctx::bookings`], each against its round's ceiling.
+struct RoleRuns {
+    role: &'static str,
+    rates: Vec<f64>,
+    ratios: Vec<f64>,
+    p50: Vec<f64>,
+}
+
+impl RoleRuns {
+    fn new(role: &'static str) -> Self {
+        Self {
+            role,
+            rates: Vec::new(),
+            ratios: Vec::new(),
+            p50: Vec::new(),
+        }
+    }
+
+    /// Records round `round`'s run against that round's `ceiling`.
+    fn record(&mut self, round: usize, booked: &BookReport, ceiling: f64) {
+        eprintln!(
+            "round {round}: --role {} {:.0} bookings/s",
+            self.role, booked.bookings_per_second
+        );
+        self.rates.push(booked.bookings_per_second);
+        self.ratios.push(booked.bookings_per_second / ceiling);
+        self.p50.push(booked.latency_ms.p50);
+    }
+
+    /// Adds `book_<role>` next to `ceiling`, its ratio to the ceiling held
+    /// to at least `goal`, and its median latency; `note` says how they
+    /// were measured.
+    fn add_to(&self, table: &mut Table, ceiling: f64, goal: f64, note: impl Fn(&str) -> String) {
+        let role = self.role;
+        table.add(
+            &format!("book_{role}"),
+            median(&self.rates),
+            "book/s",
+            Some(ceiling),
+            Goal::None,
+            note(&format!("serve --role {role}, distinct slots")),
+        );
+        table.add_ratio(
+            &format!("book_{role}_ratio"),
+            median(&self.ratios),
+            Goal::RatioAtLeast(goal),
+            note(&format!("median of per-round book_{role} / ceiling")),
+        );
+        table.add(
+            &format!("book_{role}_p50_ms"),
+            median(&self.p50),
+            "ms",
+            None,
+            Goal::None,
+            note("latency"),
+        );
+    }
 }
 
 /// What every scenario needs.
@@ -359,12 +434,18 @@ impl<'a> Ctx<'a> {
         })
     }
 
+    /// `clients` clients book distinct slots for the run's seconds at a
+    /// new clinic of `self.clients` devices.
+    async fn book_distinct(&self, api: &Arc<Api>, clients: usize) -> anyhow::Result<BookReport> {
+        let clinic = Arc::new(set_up(api, self.clients).await?);
+        http::drive(api, &clinic, Mode::Distinct, clients, self.seconds).await
+    }
+
     /// `runs` rounds of ceiling, `--role api`, `--role all`; answers the
     /// median `--role all` booking rate.
     async fn bookings(&self, runs: usize, table: &mut Table) -> anyhow::Result<f64> {
-        let (mut ceilings, mut api_rates, mut all_rates) = (vec![], vec![], vec![]);
-        let (mut api_ratios, mut all_ratios) = (vec![], vec![]);
-        let (mut api_p50, mut all_p50, mut rss) = (vec![], vec![], vec![]);
+        let (mut ceilings, mut rss) = (vec![], vec![]);
+        let (mut api_runs, mut all_runs) = (RoleRuns::new("api"), RoleRuns::new("all"));
         let mut cpu_ceiling = None;
         let mut cpu_all = None;
         for round in 0..runs {
@@ -380,23 +461,9 @@ impl<'a> Ctx<'a> {
             ceilings.push(ceiling);
 
             let api = self.scenario("api").await?;
-            let clinic = Arc::new(set_up(&api.api, self.clients).await?);
-            let booked = http::drive(
-                &api.api,
-                &clinic,
-                Mode::Distinct,
-                self.clients,
-                self.seconds,
-            )
-            .await?;
+            let booked = self.book_distinct(&api.api, self.clients).await?;
             api.finish().await?;
-            eprintln!(
-                "round {round}: --role api {:.0} bookings/s",
-                booked.bookings_per_second
-            );
-            api_rates.push(booked.bookings_per_second);
-            api_ratios.push(booked.bookings_per_second / ceiling);
-            api_p50.push(booked.latency_ms.p50);
+            api_runs.record(round, &booked, ceiling);
 
             let all = self.scenario("all").await?;
             let clinic = Arc::new(set_up(&all.api, self.clients).await?);
@@ -417,13 +484,7 @@ impl<'a> Ctx<'a> {
                 rss.push(peak_rss_mb(pid));
             }
             all.finish().await?;
-            eprintln!(
-                "round {round}: --role all {:.0} bookings/s",
-                booked.bookings_per_second
-            );
-            all_rates.push(booked.bookings_per_second);
-            all_ratios.push(booked.bookings_per_second / ceiling);
-            all_p50.push(booked.latency_ms.p50);
+            all_runs.record(round, &booked, ceiling);
         }
         let note = |what: &str| {
             format!(
@@ -439,50 +500,8 @@ impl<'a> Ctx<'a> {
             Goal::None,
             note("booking-shaped transaction, events copy without triggers"),
         );
-        table.add(
-            "book_api",
-            median(&api_rates),
-            "book/s",
-            Some(median(&ceilings)),
-            Goal::None,
-            note("serve --role api, distinct slots"),
-        );
-        table.add_ratio(
-            "book_api_ratio",
-            median(&api_ratios),
-            Goal::RatioAtLeast(0.6),
-            note("median of per-round book_api / ceiling"),
-        );
-        table.add(
-            "book_api_p50_ms",
-            median(&api_p50),
-            "ms",
-            None,
-            Goal::None,
-            note("latency"),
-        );
-        table.add(
-            "book_all",
-            median(&all_rates),
-            "book/s",
-            Some(median(&ceilings)),
-            Goal::None,
-            note("serve --role all, distinct slots"),
-        );
-        table.add_ratio(
-            "book_all_ratio",
-            median(&all_ratios),
-            Goal::RatioAtLeast(0.4),
-            note("median of per-round book_all / ceiling"),
-        );
-        table.add(
-            "book_all_p50_ms",
-            median(&all_p50),
-            "ms",
-            None,
-            Goal::None,
-            note("latency"),
-        );
+        api_runs.add_to(table, median(&ceilings), 0.6, note);
+        all_runs.add_to(table, median(&ceilings), 0.4, note);
         table.add(
             "rss_mb",
             rss.iter().copied().fold(0.0, f64::max),
@@ -511,21 +530,13 @@ impl<'a> Ctx<'a> {
                 }
             }
         }
-        Ok(median(&all_rates))
+        Ok(median(&all_runs.rates))
     }
 
     /// The `--role all` booking rate alone (for `lag` without `book`).
     async fn all_rate(&self) -> anyhow::Result<f64> {
         let all = self.scenario("all").await?;
-        let clinic = Arc::new(set_up(&all.api, self.clients).await?);
-        let booked = http::drive(
-            &all.api,
-            &clinic,
-            Mode::Distinct,
-            self.clients,
-            self.seconds,
-        )
-        .await?;
+        let booked = self.book_distinct(&all.api, self.clients).await?;
         all.finish().await?;
         Ok(booked.bookings_per_second)
     }
@@ -550,11 +561,7 @@ impl<'a> Ctx<'a> {
         );
         table.add(
             "hot_slots_won_share",
-            if tried > 0 {
-                won as f64 / tried as f64
-            } else {
-                0.0
-            },
+            ratio(won as f64, tried as f64),
             "ratio",
             None,
             Goal::AtLeast(1.0),
@@ -668,7 +675,7 @@ impl<'a> Ctx<'a> {
         let (first, last) = (seeded.first_tenth_rate(), seeded.last_tenth_rate());
         table.add_ratio(
             &format!("seed_flatness_{label}"),
-            if first > 0.0 { last / first } else { 0.0 },
+            ratio(last, first),
             Goal::RatioAtLeast(0.9),
             format!("events/s in the last tenth {last:.0} / first tenth {first:.0}"),
         );
@@ -681,10 +688,8 @@ impl<'a> Ctx<'a> {
             server.admin_token.clone(),
             Duration::from_secs(30),
         )?);
-        let clinic = Arc::new(set_up(&api, self.clients).await?);
-        let one = http::drive(&api, &clinic, Mode::Distinct, 1, self.seconds).await?;
-        let clinic = Arc::new(set_up(&api, self.clients).await?);
-        let many = http::drive(&api, &clinic, Mode::Distinct, self.clients, self.seconds).await?;
+        let one = self.book_distinct(&api, 1).await?;
+        let many = self.book_distinct(&api, self.clients).await?;
         drop(server);
         table.add(
             &format!("command_p50_{label}"),
@@ -915,18 +920,9 @@ async fn book_day(api: &Arc<Api>, clinic: &Arc<Clinic>, per_device: u64) -> anyh
                     let Some((device, slot)) = job else {
                         return Ok::<_, anyhow::Error>(());
                     };
-                    let minute =
-                        i64::try_from(slot).unwrap_or(0) * (DURATION_MINUTES + BUFFER_MINUTES);
-                    let start = clinic.first_day + chrono::Duration::minutes(minute);
-                    let body = json!({"patient_id": Uuid::new_v4(), "clinic_id": clinic.clinic_id,
-                        "resource_id": device, "treatment_id": clinic.treatment_id,
-                        "start": start, "payment": {"method": "at_clinic"}});
+                    let start = clinic.slot_start(slot);
                     let answer = api
-                        .http
-                        .post(format!("{}/v1/reservations", api.base))
-                        .bearer_auth(&api.token)
-                        .json(&body)
-                        .send()
+                        .book(&clinic.booking(Uuid::new_v4(), device, start))
                         .await?;
                     if answer.status() == StatusCode::CREATED {
                         booked.fetch_add(1, Ordering::Relaxed);

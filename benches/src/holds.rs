@@ -10,14 +10,14 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::http::{set_up, Api, BUFFER_MINUTES, DURATION_MINUTES, SLOTS_PER_DAY};
+use crate::http::{set_up, SLOTS_PER_DAY};
 use crate::report::{self, Latency};
-use crate::server::Server;
+use crate::server::Target;
 
 /// Devices of the benchmark clinic (each takes `SLOTS_PER_DAY` holds).
 const DEVICES: usize = 8;
@@ -25,18 +25,9 @@ const DEVICES: usize = 8;
 /// Options of `clinicbook-benches holds`.
 #[derive(Debug, clap::Args)]
 pub struct HoldsArgs {
-    /// Base URL of a running server (run with CLINICBOOK_RATE_LIMIT=0).
-    #[arg(long, required_unless_present = "spawn", requires = "token")]
-    url: Option<String>,
-    /// An admin token for --url.
-    #[arg(long, conflicts_with = "spawn")]
-    token: Option<String>,
-    /// Start `clinicbook serve` (API, relay, projectors, scheduler) for the run.
-    #[arg(long, conflicts_with = "url")]
-    spawn: bool,
-    /// The `clinicbook` binary that --spawn starts.
-    #[arg(long, default_value = "target/release/clinicbook")]
-    bin: PathBuf,
+    /// The server holding the slots.
+    #[command(flatten)]
+    target: Target,
     /// Holds placed.
     #[arg(long, default_value_t = 200)]
     holds: usize,
@@ -74,33 +65,18 @@ pub async fn run(args: HoldsArgs) -> anyhow::Result<()> {
             DEVICES * usize::try_from(SLOTS_PER_DAY)?
         );
     }
-    let mut server = if args.spawn {
-        Some(Server::start(&args.bin).await?)
-    } else {
-        None
-    };
-    let (base, token) = match &server {
-        Some(server) => (server.url.clone(), server.admin_token.clone()),
-        None => (
-            args.url.clone().unwrap_or_default(),
-            args.token.clone().unwrap_or_default(),
-        ),
-    };
-    let api = Api::new(&base, token, Duration::from_secs(30))?;
+    let (mut server, api) = args.target.connect(Duration::from_secs(30)).await?;
     let clinic = set_up(&api, DEVICES).await?;
     let gap = Duration::from_secs(args.spread_seconds)
         .checked_div(u32::try_from(args.holds.max(1))?)
         .unwrap_or_default();
     let mut placed: Vec<(String, DateTime<Utc>)> = Vec::with_capacity(args.holds);
-    let slot_minutes = DURATION_MINUTES + BUFFER_MINUTES;
     for i in 0..args.holds {
         let device = clinic.devices[i % DEVICES];
-        let slot = i64::try_from(i / DEVICES)?;
-        let start = clinic.first_day + chrono::Duration::minutes(slot * slot_minutes);
+        let slot = u64::try_from(i / DEVICES)?;
+        let start = clinic.slot_start(slot);
         let answer = api
-            .http
-            .post(format!("{}/v1/holds", api.base))
-            .bearer_auth(&api.token)
+            .request(Method::POST, "/v1/holds")
             .json(
                 &json!({"patient_id": Uuid::new_v4(), "clinic_id": clinic.clinic_id,
                           "resource_id": device, "treatment_id": clinic.treatment_id,
@@ -138,9 +114,7 @@ pub async fn run(args: HoldsArgs) -> anyhow::Result<()> {
     let (mut once, mut never, mut twice) = (0, 0, 0);
     for (id, expires_at) in &placed {
         let stream: Value = api
-            .http
-            .get(format!("{}/v1/audit/streams/Hold/{id}", api.base))
-            .bearer_auth(&api.token)
+            .request(Method::GET, &format!("/v1/audit/streams/Hold/{id}"))
             .send()
             .await
             .context("GET /v1/audit/streams/Hold")?

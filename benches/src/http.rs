@@ -25,28 +25,15 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::report::{self, Latency};
-use crate::server::Server;
+use crate::server::Target;
 use crate::Mode;
 
 /// Options of `clinicbook-benches book`.
 #[derive(Debug, clap::Args)]
 pub struct BookArgs {
-    /// Base URL of a running server, e.g. http://127.0.0.1:8080. Run it with
-    /// CLINICBOOK_RATE_LIMIT=0, or the clients are answered 429.
-    #[arg(long, required_unless_present = "spawn", requires = "token")]
-    url: Option<String>,
-    /// An admin token for --url (`clinicbook token --role admin --sub bench`
-    /// with the server's secret).
-    #[arg(long, conflicts_with = "spawn")]
-    token: Option<String>,
-    /// Start `clinicbook serve` for the run instead: on a free loopback
-    /// port, over a throwaway PostgreSQL, without rate limit; killed at the
-    /// end.
-    #[arg(long, conflicts_with = "url")]
-    spawn: bool,
-    /// The `clinicbook` binary that --spawn starts.
-    #[arg(long, default_value = "target/release/clinicbook")]
-    bin: PathBuf,
+    /// The server booked at.
+    #[command(flatten)]
+    target: Target,
     /// Concurrent clients.
     #[arg(long, default_value_t = 32)]
     clients: usize,
@@ -86,21 +73,11 @@ const MAX_FAILURES_IN_A_ROW: u32 = 50;
 /// errors.
 pub async fn run(args: BookArgs) -> anyhow::Result<()> {
     let clients = args.clients.max(1);
-    let mut server = if args.spawn {
-        Some(Server::start(&args.bin).await?)
-    } else {
-        None
-    };
-    let (url, token) = match (&server, &args.url, &args.token) {
-        (Some(server), _, _) => (server.url.clone(), server.admin_token.clone()),
-        (None, Some(url), Some(token)) => (url.clone(), token.clone()),
-        _ => bail!("give --url and --token, or --spawn"),
-    };
-    let api = Arc::new(Api::new(
-        &url,
-        token,
-        Duration::from_secs(args.timeout.max(1)),
-    )?);
+    let (mut server, api) = args
+        .target
+        .connect(Duration::from_secs(args.timeout.max(1)))
+        .await?;
+    let api = Arc::new(api);
 
     let devices = match args.mode {
         Mode::Distinct => clients,
@@ -218,6 +195,27 @@ impl Api {
         })
     }
 
+    /// A request to `path` (`/v1/…`) carrying the admin token.
+    pub(crate) fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+    }
+
+    /// `POST /v1/reservations` with `body`.
+    ///
+    /// # Errors
+    /// No answer (timeout, connection refused or reset).
+    pub(crate) async fn book(
+        &self,
+        body: &BookTreatment,
+    ) -> Result<reqwest::Response, reqwest::Error> {
+        self.request(Method::POST, "/v1/reservations")
+            .json(body)
+            .send()
+            .await
+    }
+
     /// A setup call that must answer `expected`; its body parsed as `T`.
     pub(crate) async fn call<T: DeserializeOwned>(
         &self,
@@ -228,9 +226,7 @@ impl Api {
     ) -> anyhow::Result<T> {
         let what = format!("{method} {path}");
         let answer = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
+            .request(method, path)
             .json(&body)
             .send()
             .await
@@ -255,6 +251,37 @@ pub(crate) struct Clinic {
     pub(crate) devices: Vec<Uuid>,
     /// Midnight UTC of tomorrow: the first day booked.
     pub(crate) first_day: DateTime<Utc>,
+}
+
+impl Clinic {
+    /// The start of slot `slot` of the clinic's days: `SLOTS_PER_DAY` a day,
+    /// 30 minutes apart, from `first_day` on.
+    pub(crate) fn slot_start(&self, slot: u64) -> DateTime<Utc> {
+        let day = i64::try_from(slot / SLOTS_PER_DAY).unwrap_or(i64::MAX / 2);
+        let minute =
+            i64::try_from(slot % SLOTS_PER_DAY).unwrap_or(0) * (DURATION_MINUTES + BUFFER_MINUTES);
+        self.first_day + chrono::Duration::days(day) + chrono::Duration::minutes(minute)
+    }
+
+    /// A booking of the clinic's treatment for `patient` on `resource` at
+    /// `start`, paid at the clinic (so no wallet is needed).
+    pub(crate) fn booking(
+        &self,
+        patient: Uuid,
+        resource: Uuid,
+        start: DateTime<Utc>,
+    ) -> BookTreatment {
+        BookTreatment {
+            reservation_id: None,
+            patient_id: patient,
+            clinic_id: self.clinic_id,
+            resource_id: resource,
+            treatment_id: self.treatment_id,
+            start,
+            payment: PaymentInput::AtClinic,
+            promo_code: None,
+        }
+    }
 }
 
 /// `{"clinic_id": …}`
@@ -432,30 +459,10 @@ impl Client {
     /// Books slot `slot` of `resource`: `SLOTS_PER_DAY` a day, 30 minutes
     /// apart, from tomorrow on.
     async fn book(&self, resource: Uuid, slot: u64) -> Outcome {
-        let day = i64::try_from(slot / SLOTS_PER_DAY).unwrap_or(i64::MAX / 2);
-        let minute =
-            i64::try_from(slot % SLOTS_PER_DAY).unwrap_or(0) * (DURATION_MINUTES + BUFFER_MINUTES);
-        let start =
-            self.clinic.first_day + chrono::Duration::days(day) + chrono::Duration::minutes(minute);
-        // Paid at the clinic, so no wallet is needed.
-        let body = BookTreatment {
-            reservation_id: None,
-            patient_id: self.patient,
-            clinic_id: self.clinic.clinic_id,
-            resource_id: resource,
-            treatment_id: self.clinic.treatment_id,
-            start,
-            payment: PaymentInput::AtClinic,
-            promo_code: None,
-        };
-        let sent = self
-            .api
-            .http
-            .post(format!("{}/v1/reservations", self.api.base))
-            .bearer_auth(&self.api.token)
-            .json(&body)
-            .send()
-            .await;
+        let body = self
+            .clinic
+            .booking(self.patient, resource, self.clinic.slot_start(slot));
+        let sent = self.api.book(&body).await;
         let answer = match sent {
             Ok(answer) => answer,
             Err(e) => return failed(e),
@@ -614,7 +621,6 @@ impl BookReport {
 
     /// The figures for people.
     fn text(&self) -> String {
-        let l = &self.latency_ms;
         let answers: Vec<String> = self
             .answers
             .iter()
@@ -624,7 +630,7 @@ impl BookReport {
             "book {mode}: {clients} clients, {seconds:.1} s against {url}\n\
              commands/s   {cps:.1}  ({commands} answered)\n\
              bookings/s   {bps:.1}  ({bookings} booked)\n\
-             latency ms   p50 {p50:.1}  p95 {p95:.1}  p99 {p99:.1}  max {max:.1}\n\
+             latency ms   {latency}\n\
              answers      {answers}\n\
              outcomes     201: {bookings}, 409 slot_unavailable: {su}, 409 concurrency_conflict: {cc}, errors: {errors}\n",
             mode = self.mode,
@@ -635,10 +641,7 @@ impl BookReport {
             commands = self.commands,
             bps = self.bookings_per_second,
             bookings = self.bookings,
-            p50 = l.p50,
-            p95 = l.p95,
-            p99 = l.p99,
-            max = l.max,
+            latency = self.latency_ms,
             answers = if answers.is_empty() {
                 "none".to_string()
             } else {

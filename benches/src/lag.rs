@@ -14,15 +14,15 @@ use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 use anyhow::{bail, Context};
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use crate::http::{set_up, Api, Clinic, BUFFER_MINUTES, DURATION_MINUTES, SLOTS_PER_DAY};
+use crate::http::{set_up, Api, Clinic};
 use crate::report::{self, Latency};
-use crate::server::Server;
+use crate::server::Target;
 
 /// Devices of the benchmark clinic.
 const DEVICES: usize = 16;
@@ -30,18 +30,9 @@ const DEVICES: usize = 16;
 /// Options of `clinicbook-benches lag`.
 #[derive(Debug, clap::Args)]
 pub struct LagArgs {
-    /// Base URL of a running server (run with CLINICBOOK_RATE_LIMIT=0).
-    #[arg(long, required_unless_present = "spawn", requires = "token")]
-    url: Option<String>,
-    /// An admin token for --url.
-    #[arg(long, conflicts_with = "spawn")]
-    token: Option<String>,
-    /// Start `clinicbook serve` (API, relay and projectors) for the run.
-    #[arg(long, conflicts_with = "url")]
-    spawn: bool,
-    /// The `clinicbook` binary that --spawn starts.
-    #[arg(long, default_value = "target/release/clinicbook")]
-    bin: PathBuf,
+    /// The server booked at.
+    #[command(flatten)]
+    target: Target,
     /// Bookings per second.
     #[arg(long, default_value_t = 50)]
     rate: u32,
@@ -87,34 +78,16 @@ enum Sample {
 /// # Errors
 /// The server cannot be started or reached, or the clinic cannot be set up.
 pub async fn run(args: LagArgs) -> anyhow::Result<()> {
-    let server = if args.spawn {
-        Some(Server::start(&args.bin).await?)
-    } else {
-        None
-    };
-    let (url, token) = match (&server, &args.url, &args.token) {
-        (Some(server), _, _) => (server.url.clone(), server.admin_token.clone()),
-        (None, Some(url), Some(token)) => (url.clone(), token.clone()),
-        _ => bail!("give --url and --token, or --spawn"),
-    };
-    let api = Arc::new(Api::new(&url, token, Duration::from_secs(10))?);
+    let (server, api) = args.target.connect(Duration::from_secs(10)).await?;
+    let api = Arc::new(api);
     let report = measure_lag(&api, args.rate, args.seconds, args.poll_ms).await?;
     println!(
         "{} bookings ({} refused, {} never visible within 10 s)\n\
-         booking latency ms: p50 {:.1}  p95 {:.1}  p99 {:.1}  max {:.1}",
-        report.bookings,
-        report.refused,
-        report.never_visible,
-        report.booking_latency_ms.p50,
-        report.booking_latency_ms.p95,
-        report.booking_latency_ms.p99,
-        report.booking_latency_ms.max,
+         booking latency ms: {}",
+        report.bookings, report.refused, report.never_visible, report.booking_latency_ms,
     );
     if let Some(seen) = report.client_seen_lag_ms {
-        println!(
-            "lag a client sees (poll {} ms) ms: p50 {:.1}  p95 {:.1}  p99 {:.1}  max {:.1}",
-            report.poll_ms, seen.p50, seen.p95, seen.p99, seen.max
-        );
+        println!("lag a client sees (poll {} ms) ms: {seen}", report.poll_ms);
     }
     println!("projection lag, commit to visible, as the server recorded it (ms):");
     for (projection, quantiles) in &report.server_lag_ms {
@@ -202,22 +175,9 @@ async fn measure(
 ) -> Sample {
     let devices = clinic.devices.len().max(1) as u64;
     let device = clinic.devices[usize::try_from(booking % devices).unwrap_or(0)];
-    let slot = booking / devices;
-    let day = i64::try_from(slot / SLOTS_PER_DAY).unwrap_or(0);
-    let minute =
-        i64::try_from(slot % SLOTS_PER_DAY).unwrap_or(0) * (DURATION_MINUTES + BUFFER_MINUTES);
-    let start = clinic.first_day + chrono::Duration::days(day) + chrono::Duration::minutes(minute);
-    let body = json!({"patient_id": Uuid::new_v4(), "clinic_id": clinic.clinic_id,
-        "resource_id": device, "treatment_id": clinic.treatment_id,
-        "start": start, "payment": {"method": "at_clinic"}});
+    let body = clinic.booking(Uuid::new_v4(), device, clinic.slot_start(booking / devices));
     let sent = Instant::now();
-    let answer = api
-        .http
-        .post(format!("{}/v1/reservations", api.base))
-        .bearer_auth(&api.token)
-        .json(&body)
-        .send()
-        .await;
+    let answer = api.book(&body).await;
     let Ok(answer) = answer else {
         return Sample::Refused;
     };
@@ -238,9 +198,7 @@ async fn measure(
         .to_owned();
     while answered.elapsed() < Duration::from_secs(10) {
         let seen = api
-            .http
-            .get(format!("{}/v1/reservations/{id}", api.base))
-            .bearer_auth(&api.token)
+            .request(Method::GET, &format!("/v1/reservations/{id}"))
             .send()
             .await
             .is_ok_and(|r| r.status() == StatusCode::OK);

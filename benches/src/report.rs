@@ -34,6 +34,17 @@ impl Latency {
     }
 }
 
+/// `p50 1.2  p95 3.4  p99 5.6  max 7.8`: the figures for people.
+impl std::fmt::Display for Latency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "p50 {:.1}  p95 {:.1}  p99 {:.1}  max {:.1}",
+            self.p50, self.p95, self.p99, self.max
+        )
+    }
+}
+
 /// The sample at rank `p` (0 to 1, rounded to the nearest rank) of sorted
 /// `samples`, in milliseconds.
 fn percentile(sorted: &[Duration], p: f64) -> f64 {

@@ -23,10 +23,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use clinicbook_domain::calendar::{Calendar, CalendarCommand};
 use clinicbook_domain::clinic::{Clinic, ClinicCommand, ResourceKind};
 use clinicbook_domain::policy::CancellationPolicy;
-use clinicbook_domain::pricing::PriceBreakdown;
-use clinicbook_domain::reservation::{
-    PaymentMethod, Reservation, ReservationCommand, ReservationEvent, Slot,
-};
+use clinicbook_domain::reservation::{Reservation, ReservationCommand, ReservationEvent, Slot};
 use clinicbook_domain::schedule::Interval;
 use clinicbook_domain::wallet::{Wallet, WalletCommand};
 use clinicbook_domain::{
@@ -37,6 +34,7 @@ use clinicbook_eventstore::{
 };
 
 use crate::report;
+use crate::store::WalletBooking;
 
 /// Options of `clinicbook-benches seed`.
 #[derive(Debug, clap::Args)]
@@ -197,53 +195,23 @@ impl UseCase for BookDay {
     type Output = ();
 
     async fn run(&self, uow: &mut UnitOfWork) -> Result<(), UowError> {
-        let calendar = self.calendar.to_string();
         let opening = vec![Interval {
             start: self.day + chrono::Duration::hours(8),
             end: self.day + chrono::Duration::hours(18),
         }];
         for (i, (reservation, patient)) in self.bookings.iter().enumerate() {
-            let slot = self.slot(i);
-            uow.handle::<Calendar>(
-                &calendar,
-                CalendarCommand::Reserve {
-                    calendar_id: self.calendar,
-                    reservation_id: *reservation,
-                    start: slot.start,
-                    end: slot.end,
-                    buffer_minutes: 5,
-                    opening: opening.clone(),
-                    now: self.now(),
-                },
-            )
-            .await?;
-            uow.handle::<Reservation>(
-                &reservation.to_string(),
-                ReservationCommand::Book {
-                    reservation_id: *reservation,
-                    patient_id: *patient,
-                    clinic_id: self.clinic,
-                    treatment_id: self.treatment,
-                    slot,
-                    price: PriceBreakdown {
-                        base: PRICE,
-                        adjustments: Money::ZERO,
-                        discount: Money::ZERO,
-                        total: PRICE,
-                    },
-                    payment: PaymentMethod::Wallet,
-                    promo_code: None,
-                    now: self.now(),
-                },
-            )
-            .await?;
-            uow.handle::<Wallet>(
-                &patient.to_string(),
-                WalletCommand::Debit {
-                    amount: PRICE,
-                    reference: format!("reservation:{reservation}"),
-                },
-            )
+            WalletBooking {
+                calendar: self.calendar,
+                reservation: *reservation,
+                patient: *patient,
+                clinic: self.clinic,
+                treatment: self.treatment,
+                slot: self.slot(i),
+                price: PRICE,
+                opening: opening.clone(),
+                now: self.now(),
+            }
+            .write(uow)
             .await?;
         }
         Ok(())
@@ -337,6 +305,45 @@ async fn execute<U: UseCase>(store: &EventStore, name: &str, use_case: &U) -> an
     Ok(committed.events_written as u64)
 }
 
+/// A client's patients and what their wallets hold, so that bookings are
+/// only made from funded ones.
+struct Wallets {
+    patients: Vec<PatientId>,
+    /// The next deposit reference number of each patient.
+    references: Vec<u64>,
+    /// Each wallet's balance in cents.
+    balances: Vec<i64>,
+}
+
+impl Wallets {
+    /// `PATIENTS` new patients with empty wallets.
+    fn new() -> Self {
+        Self {
+            patients: (0..PATIENTS).map(|_| PatientId::new()).collect(),
+            references: vec![0; PATIENTS],
+            balances: vec![0; PATIENTS],
+        }
+    }
+
+    /// Tops up patient `p`'s wallet with the next `count` deposits, in one
+    /// command; answers the events written.
+    async fn top_up(&mut self, store: &EventStore, p: usize, count: u64) -> anyhow::Result<u64> {
+        let written = execute(
+            store,
+            "seed_deposit",
+            &TopUp {
+                patient: self.patients[p],
+                from: self.references[p],
+                count,
+            },
+        )
+        .await?;
+        self.balances[p] += deposits_total(self.references[p], count);
+        self.references[p] += count;
+        Ok(written)
+    }
+}
+
 /// One client: its own clinic, patients and lasers; writes until `share`
 /// events are written.
 async fn client(
@@ -361,24 +368,9 @@ async fn client(
         },
     )
     .await?;
-    let patients: Vec<PatientId> = (0..PATIENTS).map(|_| PatientId::new()).collect();
-    let mut references = vec![0u64; PATIENTS];
-    // What each wallet holds, so bookings are only made from funded ones.
-    let mut balances = vec![0i64; PATIENTS];
-    for (p, patient) in patients.iter().enumerate() {
-        let count = 8;
-        mine += execute(
-            &store,
-            "seed_deposit",
-            &TopUp {
-                patient: *patient,
-                from: 0,
-                count,
-            },
-        )
-        .await?;
-        references[p] = count;
-        balances[p] = deposits_total(0, count);
+    let mut wallets = Wallets::new();
+    for p in 0..PATIENTS {
+        mine += wallets.top_up(&store, p, 8).await?;
     }
     let mut day_index = 0i64;
     let mut round = 0u64;
@@ -392,18 +384,7 @@ async fn client(
             } else {
                 rng.u64(5..40)
             };
-            mine += execute(
-                &store,
-                "seed_deposit",
-                &TopUp {
-                    patient: patients[p],
-                    from: references[p],
-                    count,
-                },
-            )
-            .await?;
-            balances[p] += deposits_total(references[p], count);
-            references[p] += count;
+            mine += wallets.top_up(&store, p, count).await?;
         } else {
             let laser = lasers[usize::try_from(day_index).unwrap_or(0) % LASERS];
             let day = first_day() + chrono::Duration::days(day_index / LASERS as i64);
@@ -412,23 +393,11 @@ async fn client(
             let mut booked_by = Vec::with_capacity(SLOTS_PER_DAY);
             for _ in 0..SLOTS_PER_DAY {
                 let p = rng.usize(..PATIENTS);
-                if balances[p] < PRICE.cents() {
-                    let count = 20;
-                    mine += execute(
-                        &store,
-                        "seed_deposit",
-                        &TopUp {
-                            patient: patients[p],
-                            from: references[p],
-                            count,
-                        },
-                    )
-                    .await?;
-                    balances[p] += deposits_total(references[p], count);
-                    references[p] += count;
+                if wallets.balances[p] < PRICE.cents() {
+                    mine += wallets.top_up(&store, p, 20).await?;
                 }
-                balances[p] -= PRICE.cents();
-                bookings.push((ReservationId::new(), patients[p]));
+                wallets.balances[p] -= PRICE.cents();
+                bookings.push((ReservationId::new(), wallets.patients[p]));
                 booked_by.push(p);
             }
             let booked = BookDay {
@@ -452,7 +421,7 @@ async fn client(
             // Cancelled in good time: the whole payment goes back.
             for (p, outcome) in booked_by.iter().zip(&outcomes) {
                 if matches!(outcome, Outcome::Cancelled) {
-                    balances[*p] += PRICE.cents();
+                    wallets.balances[*p] += PRICE.cents();
                 }
             }
             mine += execute(
@@ -476,21 +445,7 @@ async fn client(
 /// # Errors
 /// The database cannot be started, reached or migrated, or a command fails.
 pub async fn run(args: SeedArgs) -> anyhow::Result<()> {
-    let (pool, throwaway) = match &args.database_url {
-        Some(url) => (clinicbook_eventstore::connect(url, args.pool).await?, None),
-        None => {
-            let db = clinicbook_testkit::services()
-                .await
-                .try_database(&clinicbook_eventstore::MIGRATOR)
-                .await
-                .context("starting a throwaway PostgreSQL")?;
-            eprintln!("using a throwaway PostgreSQL database {}", db.url);
-            (
-                clinicbook_eventstore::connect(&db.url, args.pool).await?,
-                Some(db),
-            )
-        }
-    };
+    let (pool, throwaway) = crate::store::connect(args.database_url.as_deref(), args.pool).await?;
     clinicbook_eventstore::migrate(&pool).await?;
     let seeded = seed(&pool, args.events, args.clients, args.seed).await?;
     let (events, last_position) = clinicbook_eventstore::audit::totals(&pool).await?;

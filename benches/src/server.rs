@@ -15,6 +15,8 @@ use clinicbook_testkit::Services;
 use sqlx::{Connection, Executor, PgConnection};
 use uuid::Uuid;
 
+use crate::http::Api;
+
 /// How long the server may take to answer `/healthz` after it is started.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -23,6 +25,53 @@ const HEALTH_POLL: Duration = Duration::from_millis(100);
 
 /// Lines of the server's log quoted when it fails.
 const LOG_TAIL_LINES: usize = 20;
+
+/// The server a benchmark talks to: a running one (`--url` and `--token`)
+/// or one started for the run (`--spawn`). Flattened into the options of
+/// each benchmark that goes through the HTTP API.
+#[derive(Debug, clap::Args)]
+pub struct Target {
+    /// Base URL of a running server, e.g. http://127.0.0.1:8080. Run it with
+    /// CLINICBOOK_RATE_LIMIT=0, or the clients are answered 429.
+    #[arg(long, required_unless_present = "spawn", requires = "token")]
+    url: Option<String>,
+    /// An admin token for --url (`clinicbook token --role admin --sub bench`
+    /// with the server's secret).
+    #[arg(long, conflicts_with = "spawn")]
+    token: Option<String>,
+    /// Start `clinicbook serve` (API, relay, projectors and scheduler) for
+    /// the run instead: on a free loopback port, over a throwaway
+    /// PostgreSQL, without rate limit; killed at the end.
+    #[arg(long, conflicts_with = "url")]
+    spawn: bool,
+    /// The `clinicbook` binary that --spawn starts.
+    #[arg(long, default_value = "target/release/clinicbook")]
+    bin: PathBuf,
+}
+
+impl Target {
+    /// Starts the server with `--spawn`, and a client of it (or of `--url`)
+    /// whose requests may take `timeout` each. Keep the server while the
+    /// run lasts: dropping it stops the server.
+    ///
+    /// # Errors
+    /// The server cannot be started, neither `--url` and `--token` nor
+    /// `--spawn` is given, or the URL is not `http://`.
+    pub async fn connect(&self, timeout: Duration) -> anyhow::Result<(Option<Server>, Api)> {
+        let server = if self.spawn {
+            Some(Server::start(&self.bin).await?)
+        } else {
+            None
+        };
+        let (url, token) = match (&server, &self.url, &self.token) {
+            (Some(server), _, _) => (server.url.clone(), server.admin_token.clone()),
+            (None, Some(url), Some(token)) => (url.clone(), token.clone()),
+            _ => bail!("give --url and --token, or --spawn"),
+        };
+        let api = Api::new(&url, token, timeout)?;
+        Ok((server, api))
+    }
+}
 
 /// A running `clinicbook serve`; dropping it kills the process, removes its
 /// temp dir and stops the PostgreSQL cluster it used.

@@ -21,6 +21,9 @@ use clinicbook_eventstore::{
     CommandMetadata, EventStore, ExecuteError, StoreConfig, UnitOfWork, UowError, UseCase,
 };
 
+use clinicbook_testkit::TestDatabase;
+use sqlx::PgPool;
+
 use crate::report::{self, Latency};
 use crate::Mode;
 
@@ -57,77 +60,110 @@ fn base_day() -> DateTime<Utc> {
         .unwrap_or_default()
 }
 
-/// One booking: slot `n` of the resource's days, paid from the patient's wallet.
-struct Book {
-    resource: ResourceId,
-    patient: PatientId,
-    n: u64,
+/// A booking paid from the patient's wallet: the calendar slot, the
+/// reservation and the wallet debit. As a use case it is one unit of work
+/// (the store benchmark's); the seed writes a day of them in one.
+pub(crate) struct WalletBooking {
+    pub(crate) calendar: CalendarId,
+    pub(crate) reservation: ReservationId,
+    pub(crate) patient: PatientId,
+    pub(crate) clinic: ClinicId,
+    pub(crate) treatment: TreatmentId,
+    /// On the calendar's resource, with a 5-minute buffer after it.
+    pub(crate) slot: Slot,
+    pub(crate) price: Money,
+    /// The day's opening hours, which the slot must lie in.
+    pub(crate) opening: Vec<Interval>,
+    /// When the staff book it.
+    pub(crate) now: DateTime<Utc>,
 }
 
-impl UseCase for Book {
-    type Output = ();
-
-    async fn run(&self, uow: &mut UnitOfWork) -> Result<(), UowError> {
-        let day_index = i64::try_from(self.n / SLOTS_PER_DAY).unwrap_or(0);
+impl WalletBooking {
+    /// Slot `n` of `resource`'s days (20 half-hour appointments from 08:00
+    /// UTC), paid from `patient`'s wallet.
+    fn nth(resource: ResourceId, patient: PatientId, n: u64) -> Self {
+        let day_index = i64::try_from(n / SLOTS_PER_DAY).unwrap_or(0);
         let day = base_day() + chrono::Duration::days(day_index);
-        let slot_index = i64::try_from(self.n % SLOTS_PER_DAY).unwrap_or(0);
+        let slot_index = i64::try_from(n % SLOTS_PER_DAY).unwrap_or(0);
         let start = day + chrono::Duration::hours(8) + chrono::Duration::minutes(30 * slot_index);
-        let end = start + chrono::Duration::minutes(25);
-        let calendar = CalendarId {
-            resource_id: self.resource,
-            date: day.date_naive(),
-        };
-        let reservation = ReservationId::new();
-        let price = Money(8_000);
-        uow.handle::<Calendar>(
-            &calendar.to_string(),
-            CalendarCommand::Reserve {
-                calendar_id: calendar,
-                reservation_id: reservation,
+        Self {
+            calendar: CalendarId {
+                resource_id: resource,
+                date: day.date_naive(),
+            },
+            reservation: ReservationId::new(),
+            patient,
+            clinic: ClinicId(uuid::Uuid::nil()),
+            treatment: TreatmentId(uuid::Uuid::nil()),
+            slot: Slot {
+                resource_id: resource,
                 start,
-                end,
+                end: start + chrono::Duration::minutes(25),
+            },
+            price: Money(8_000),
+            opening: vec![Interval {
+                start: day + chrono::Duration::hours(8),
+                end: day + chrono::Duration::hours(18),
+            }],
+            now: base_day(),
+        }
+    }
+
+    /// Issues the three commands in `uow`.
+    ///
+    /// # Errors
+    /// The slot is taken, the wallet cannot pay, or the store fails.
+    pub(crate) async fn write(&self, uow: &mut UnitOfWork) -> Result<(), UowError> {
+        uow.handle::<Calendar>(
+            &self.calendar.to_string(),
+            CalendarCommand::Reserve {
+                calendar_id: self.calendar,
+                reservation_id: self.reservation,
+                start: self.slot.start,
+                end: self.slot.end,
                 buffer_minutes: 5,
-                opening: vec![Interval {
-                    start: day + chrono::Duration::hours(8),
-                    end: day + chrono::Duration::hours(18),
-                }],
-                now: base_day(),
+                opening: self.opening.clone(),
+                now: self.now,
             },
         )
         .await?;
         uow.handle::<Reservation>(
-            &reservation.to_string(),
+            &self.reservation.to_string(),
             ReservationCommand::Book {
-                reservation_id: reservation,
+                reservation_id: self.reservation,
                 patient_id: self.patient,
-                clinic_id: ClinicId(uuid::Uuid::nil()),
-                treatment_id: TreatmentId(uuid::Uuid::nil()),
-                slot: Slot {
-                    resource_id: self.resource,
-                    start,
-                    end,
-                },
+                clinic_id: self.clinic,
+                treatment_id: self.treatment,
+                slot: self.slot,
                 price: PriceBreakdown {
-                    base: price,
+                    base: self.price,
                     adjustments: Money::ZERO,
                     discount: Money::ZERO,
-                    total: price,
+                    total: self.price,
                 },
                 payment: PaymentMethod::Wallet,
                 promo_code: None,
-                now: base_day(),
+                now: self.now,
             },
         )
         .await?;
         uow.handle::<Wallet>(
             &self.patient.to_string(),
             WalletCommand::Debit {
-                amount: price,
-                reference: format!("reservation:{reservation}"),
+                amount: self.price,
+                reference: format!("reservation:{}", self.reservation),
             },
         )
         .await?;
         Ok(())
+    }
+}
+
+impl UseCase for WalletBooking {
+    type Output = ();
+
+    async fn run(&self, uow: &mut UnitOfWork) -> Result<(), UowError> {
+        self.write(uow).await
     }
 }
 
@@ -158,15 +194,18 @@ struct Counters {
     retries: AtomicU64,
 }
 
-/// Runs the store benchmark and prints its figures as JSON.
+/// A pool of `size` connections to `database_url`, or to a throwaway
+/// database on a PostgreSQL the harness starts (kept while the answered
+/// guard lives, removed when the process exits), not yet migrated.
 ///
 /// # Errors
-/// The database cannot be started, reached or migrated, the clients cannot
-/// be funded, a booking fails with anything but a refused slot or a
-/// conflict, or the `--json` file cannot be written.
-pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
-    let pool = match &args.database_url {
-        Some(url) => clinicbook_eventstore::connect(url, args.pool).await?,
+/// PostgreSQL cannot be started or reached.
+pub(crate) async fn connect(
+    database_url: Option<&str>,
+    size: u32,
+) -> anyhow::Result<(PgPool, Option<TestDatabase>)> {
+    match database_url {
+        Some(url) => Ok((clinicbook_eventstore::connect(url, size).await?, None)),
         None => {
             let db = clinicbook_testkit::services()
                 .await
@@ -174,9 +213,20 @@ pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
                 .await
                 .context("starting a throwaway PostgreSQL")?;
             eprintln!("using a throwaway PostgreSQL database {}", db.name);
-            clinicbook_eventstore::connect(&db.url, args.pool).await?
+            let pool = clinicbook_eventstore::connect(&db.url, size).await?;
+            Ok((pool, Some(db)))
         }
-    };
+    }
+}
+
+/// Runs the store benchmark and prints its figures as JSON.
+///
+/// # Errors
+/// The database cannot be started, reached or migrated, the clients cannot
+/// be funded, a booking fails with anything but a refused slot or a
+/// conflict, or the `--json` file cannot be written.
+pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
+    let (pool, _throwaway) = connect(args.database_url.as_deref(), args.pool).await?;
     clinicbook_eventstore::migrate(&pool).await?;
     let store = EventStore::new(pool, StoreConfig::default());
     let clients = args.clients.max(1);
@@ -205,16 +255,12 @@ pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
                 let mut n = 0u64;
                 while Instant::now() < deadline {
                     let book = match mode {
-                        Mode::Distinct => Book {
-                            resource: own_resource,
+                        Mode::Distinct => WalletBooking::nth(own_resource, patient, n),
+                        Mode::Hot => WalletBooking::nth(
+                            hot_resource,
                             patient,
-                            n,
-                        },
-                        Mode::Hot => Book {
-                            resource: hot_resource,
-                            patient,
-                            n: next_hot.fetch_add(1, Ordering::Relaxed) / clients as u64,
-                        },
+                            next_hot.fetch_add(1, Ordering::Relaxed) / clients as u64,
+                        ),
                     };
                     n += 1;
                     let t = Instant::now();

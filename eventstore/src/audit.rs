@@ -291,12 +291,7 @@ pub async fn verify(
             continue;
         }
         let mut fail = |reason: String| {
-            report.broken.push(StreamProblem::at(
-                &row.aggregate_type,
-                &row.aggregate_id,
-                row.sequence,
-                reason,
-            ));
+            report.broken.push(row.problem(reason));
             stream_broken = true;
         };
         if row.sequence != expected_sequence {

@@ -324,12 +324,7 @@ fn step(stream: &mut Current, row: &EventRow, report: &mut CheckReport) {
         return;
     }
     let mut fail = |reason: String| {
-        report.mismatches.push(StreamProblem::at(
-            &stream.aggregate_type,
-            &stream.aggregate_id,
-            row.sequence,
-            reason,
-        ));
+        report.mismatches.push(row.problem(reason));
         true
     };
     let Some(replay) = stream.replay.as_mut() else {

@@ -10,6 +10,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use crate::audit::StreamProblem;
 use crate::error::StoreError;
 use crate::hash::{self, EventFields, Hash, GENESIS};
 use crate::store::StoredAggregate;
@@ -105,6 +106,17 @@ impl EventRow {
             event_version: self.event_version.clone(),
             reason,
         })
+    }
+
+    /// A problem `reason` of this row's stream, found at this row: what
+    /// verification and the replay check report.
+    pub fn problem(&self, reason: String) -> StreamProblem {
+        StreamProblem::at(
+            &self.aggregate_type,
+            &self.aggregate_id,
+            self.sequence,
+            reason,
+        )
     }
 
     /// A corrupt-stream error naming this row's stream.

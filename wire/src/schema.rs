@@ -131,6 +131,7 @@ pub const PHONE: &str = concat!(r"^[", blank!(), r"]*\+[1-9][0-9]{7,14}[", blank
 mod types {
     use std::borrow::Cow;
 
+    use clinicbook_domain::{clinic, patient, schedule};
     use utoipa::openapi::schema::{
         ArrayBuilder, KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type,
     };
@@ -176,6 +177,18 @@ mod types {
                 |s| s.enum_values(Some($names.iter().copied())),
                 $description
             );
+        };
+    }
+
+    /// [`names_schema!`] for enums of the domain that derive
+    /// `strum::VariantNames`, one a line: `Name = Enum: "description";`.
+    macro_rules! variant_schemas {
+        ($($(#[$meta:meta])* $name:ident = $enum:ty: $description:expr;)*) => {
+            $(names_schema!(
+                $(#[$meta])* $name,
+                <$enum as strum::VariantNames>::VARIANTS,
+                $description
+            );)*
         };
     }
 
@@ -239,35 +252,21 @@ mod types {
         super::PHONE,
         "A phone number in E.164 form: + and 8 to 15 digits, the first not 0."
     );
-    names_schema!(
+    variant_schemas! {
         /// The languages of the message templates.
-        Language,
-        <clinicbook_domain::patient::Language as strum::VariantNames>::VARIANTS,
-        "A language the patient messages exist in."
-    );
-    names_schema!(
+        Language = patient::Language: "A language the patient messages exist in.";
         /// The kinds of resources.
-        ResourceKind,
-        <clinicbook_domain::clinic::ResourceKind as strum::VariantNames>::VARIANTS,
-        "The kind of a resource."
-    );
+        ResourceKind = clinic::ResourceKind: "The kind of a resource.";
+        /// What a freed slot does for the waitlist.
+        WaitlistMode = clinic::WaitlistMode: "`auto_book` books the first fitting waitlisted patient; `offer` holds the slot for them to confirm.";
+        /// The weekdays.
+        Weekday = schedule::Weekday: "A weekday.";
+    }
     names_schema!(
         /// The statuses of a hold.
         HoldStatus,
         clinicbook_domain::hold::HoldStatus::ALL.map(|status| status.as_str()),
         "The status of a hold."
-    );
-    names_schema!(
-        /// What a freed slot does for the waitlist.
-        WaitlistMode,
-        <clinicbook_domain::clinic::WaitlistMode as strum::VariantNames>::VARIANTS,
-        "`auto_book` books the first fitting waitlisted patient; `offer` holds the slot for them to confirm."
-    );
-    names_schema!(
-        /// The weekdays.
-        Weekday,
-        <clinicbook_domain::schedule::Weekday as strum::VariantNames>::VARIANTS,
-        "A weekday."
     );
     names_schema!(
         /// Every IANA timezone name chrono-tz knows.

@@ -6,26 +6,19 @@ use clinicbook_domain::calendar::{Calendar, CalendarCommand};
 use clinicbook_domain::reservation::{
     PaymentMethod, Reservation, ReservationCommand, ReservationStatus, WaitlistEntry,
 };
-use clinicbook_domain::{
-    ClinicId, DomainError, PatientId, PromoCodeKey, ReservationId, ResourceId, TreatmentId,
-};
+use clinicbook_domain::{DomainError, ReservationId, ResourceId};
 use clinicbook_eventstore::{UnitOfWork, UowError, UseCase};
 
-use super::payment::{check_package, pay, promo_discount, Payer, Purchase};
-use super::slot::{calendar_of, clinic, guarded_clinic, Appointment};
+use super::payment::{check_package, pay, Payer, Purchase};
+use super::slot::{calendar_of, clinic, guarded_clinic, Appointment, SlotRequest};
 use clinicbook_wire::booking::{Booked, Waitlisted};
 
 /// Book a treatment: `Reservation` Book, `Calendar` Reserve, the payment
 /// (`Package` or `Wallet`) and the `PromoCode`, with the `Clinic` guarded.
 pub(super) struct Book {
     pub reservation_id: ReservationId,
-    pub patient_id: PatientId,
-    pub clinic_id: ClinicId,
-    pub resource_id: ResourceId,
-    pub treatment_id: TreatmentId,
-    pub start: DateTime<Utc>,
+    pub request: SlotRequest,
     pub payment: PaymentMethod,
-    pub promo_code: Option<PromoCodeKey>,
     pub now: DateTime<Utc>,
 }
 
@@ -33,9 +26,9 @@ impl Book {
     fn payer(&self) -> Payer {
         Payer {
             reservation_id: self.reservation_id,
-            patient_id: self.patient_id,
+            patient_id: self.request.patient_id,
             payment: self.payment,
-            promo_code: self.promo_code.clone(),
+            promo_code: self.request.promo_code.clone(),
         }
     }
 
@@ -43,14 +36,14 @@ impl Book {
     /// request is a retry and its answer is the booking as it was made.
     fn was_made(&self, reservation: &Reservation) -> bool {
         reservation.status == ReservationStatus::Booked
-            && reservation.patient_id == Some(self.patient_id)
-            && reservation.clinic_id == Some(self.clinic_id)
-            && reservation.treatment_id == Some(self.treatment_id)
+            && reservation.patient_id == Some(self.request.patient_id)
+            && reservation.clinic_id == Some(self.request.clinic_id)
+            && reservation.treatment_id == Some(self.request.treatment_id)
             && reservation.slot.is_some_and(|slot| {
-                slot.resource_id == self.resource_id && slot.start == self.start
+                slot.resource_id == self.request.resource_id && slot.start == self.request.start
             })
             && reservation.payment == Some(self.payment)
-            && reservation.promo_code == self.promo_code
+            && reservation.promo_code == self.request.promo_code
     }
 }
 
@@ -63,43 +56,32 @@ impl UseCase for Book {
         if self.was_made(existing) {
             return Ok(booked(existing)?);
         }
-        let discount = match &self.promo_code {
-            Some(code) => Some(promo_discount(uow, code).await?),
-            None => None,
-        };
-        let clinic = guarded_clinic(uow, self.clinic_id).await?;
-        let appointment = Appointment::resolve(
-            clinic,
-            self.treatment_id,
-            Some(self.resource_id),
-            self.start,
-            self.now,
-            discount.as_ref(),
-        )?;
+        let request = &self.request;
+        let (_, appointment) = request.resolve(uow, self.now).await?;
         uow.handle::<Reservation>(
             &id,
             ReservationCommand::Book {
                 reservation_id: self.reservation_id,
-                patient_id: self.patient_id,
-                clinic_id: self.clinic_id,
-                treatment_id: self.treatment_id,
-                slot: appointment.slot(self.resource_id),
+                patient_id: request.patient_id,
+                clinic_id: request.clinic_id,
+                treatment_id: request.treatment_id,
+                slot: appointment.slot(request.resource_id),
                 price: appointment.price,
                 payment: self.payment,
-                promo_code: self.promo_code.clone(),
+                promo_code: request.promo_code.clone(),
                 now: self.now,
             },
         )
         .await?;
         uow.handle::<Calendar>(
-            &appointment.calendar(self.resource_id).to_string(),
-            appointment.reserve(self.resource_id, self.reservation_id, self.now),
+            &appointment.calendar(request.resource_id).to_string(),
+            appointment.reserve(request.resource_id, self.reservation_id, self.now),
         )
         .await?;
         let purchase = Purchase {
-            clinic_id: self.clinic_id,
-            treatment_id: self.treatment_id,
-            start: self.start,
+            clinic_id: request.clinic_id,
+            treatment_id: request.treatment_id,
+            start: request.start,
             total: appointment.price.total,
         };
         pay(uow, &self.payer(), purchase, self.now).await?;

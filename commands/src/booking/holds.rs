@@ -26,14 +26,12 @@ use clinicbook_domain::clinic::{Clinic, ClinicCommand, SettingsChange, WaitlistM
 use clinicbook_domain::hold::{Hold, HoldCommand, HoldStatus, HoldTerms};
 use clinicbook_domain::offers::{Offer, PatientOffers, PatientOffersCommand};
 use clinicbook_domain::reservation::{PaymentMethod, Reservation, ReservationCommand};
-use clinicbook_domain::{
-    ClinicId, DomainError, HoldId, PatientId, PromoCodeKey, ReservationId, ResourceId, TreatmentId,
-};
+use clinicbook_domain::{ClinicId, DomainError, HoldId, ReservationId};
 use clinicbook_eventstore::{UnitOfWork, UowError, UseCase};
 
 use super::book::booked;
-use super::payment::{pay, promo_discount, Payer, Purchase};
-use super::slot::{guarded_clinic, registered, Appointment};
+use super::payment::{pay, Payer, Purchase};
+use super::slot::{registered, SlotRequest};
 use crate::due::Expiry;
 use clinicbook_wire::booking::Booked;
 use clinicbook_wire::holds::{HoldPlaced, HoldReleased, SettingsView};
@@ -42,14 +40,9 @@ use clinicbook_wire::holds::{HoldPlaced, HoldReleased, SettingsView};
 /// guarded.
 pub(crate) struct PlaceHoldCase {
     pub hold_id: HoldId,
-    pub patient_id: PatientId,
-    pub clinic_id: ClinicId,
-    pub resource_id: ResourceId,
-    pub treatment_id: TreatmentId,
-    pub start: DateTime<Utc>,
+    pub request: SlotRequest,
     /// `None`: the clinic's `hold_minutes`.
     pub ttl_seconds: Option<u32>,
-    pub promo_code: Option<PromoCodeKey>,
     /// The waitlisted reservation this hold is offered to (its default
     /// length is then the clinic's `offer_minutes`).
     pub offer_for: Option<ReservationId>,
@@ -77,12 +70,12 @@ impl PlaceHoldCase {
     /// True when `hold` is this very hold, placed before (a retry).
     fn was_placed(&self, hold: &Hold) -> bool {
         hold.terms.as_ref().is_some_and(|terms| {
-            terms.patient_id == self.patient_id
-                && terms.clinic_id == self.clinic_id
-                && terms.treatment_id == self.treatment_id
-                && terms.slot.resource_id == self.resource_id
-                && terms.slot.start == self.start
-                && terms.promo_code == self.promo_code
+            terms.patient_id == self.request.patient_id
+                && terms.clinic_id == self.request.clinic_id
+                && terms.treatment_id == self.request.treatment_id
+                && terms.slot.resource_id == self.request.resource_id
+                && terms.slot.start == self.request.start
+                && terms.promo_code == self.request.promo_code
                 && terms.offer_for == self.offer_for
         })
     }
@@ -97,39 +90,28 @@ impl UseCase for PlaceHoldCase {
         if existing.status != HoldStatus::New && self.was_placed(existing) {
             return Ok(placed(existing)?);
         }
-        let discount = match &self.promo_code {
-            Some(code) => Some(promo_discount(uow, code).await?),
-            None => None,
-        };
-        let clinic = guarded_clinic(uow, self.clinic_id).await?;
+        let request = &self.request;
+        let (clinic, appointment) = request.resolve(uow, self.now).await?;
         let ttl = match (self.ttl_seconds, self.offer_for) {
             (Some(seconds), _) => Duration::seconds(i64::from(seconds)),
             (None, Some(_)) => Duration::minutes(i64::from(clinic.settings.offer_minutes)),
             (None, None) => Duration::minutes(i64::from(clinic.settings.hold_minutes)),
         };
-        let appointment = Appointment::resolve(
-            clinic,
-            self.treatment_id,
-            Some(self.resource_id),
-            self.start,
-            self.now,
-            discount.as_ref(),
-        )?;
-        let calendar_id = appointment.calendar(self.resource_id);
-        let slot = appointment.slot(self.resource_id);
+        let calendar_id = appointment.calendar(request.resource_id);
+        let slot = appointment.slot(request.resource_id);
         let expires_at = self.now + ttl;
         uow.handle::<Hold>(
             &id,
             HoldCommand::Place {
                 hold_id: self.hold_id,
                 terms: HoldTerms {
-                    patient_id: self.patient_id,
-                    clinic_id: self.clinic_id,
-                    treatment_id: self.treatment_id,
+                    patient_id: request.patient_id,
+                    clinic_id: request.clinic_id,
+                    treatment_id: request.treatment_id,
                     slot,
                     calendar_id,
                     price: appointment.price,
-                    promo_code: self.promo_code.clone(),
+                    promo_code: request.promo_code.clone(),
                     expires_at,
                     offer_for: self.offer_for,
                 },
@@ -141,9 +123,9 @@ impl UseCase for PlaceHoldCase {
             // The patient's offers, in this unit of work: an overlapping
             // offer made meanwhile (another matcher) conflicts here.
             uow.handle::<PatientOffers>(
-                &self.patient_id.to_string(),
+                &request.patient_id.to_string(),
                 PatientOffersCommand::Open {
-                    patient_id: self.patient_id,
+                    patient_id: request.patient_id,
                     offer: Offer {
                         hold_id: self.hold_id,
                         reservation_id,

@@ -83,6 +83,7 @@ use clinicbook_wire::holds::{
 use holds::{end_hold, Ending};
 use holds::{ChangeSettingsCase, ConfirmHoldCase, ExpireHoldCase, PlaceHoldCase, ReleaseHoldCase};
 use lifecycle::{CancelReservation, ChangeStatus, StatusChange};
+use slot::SlotRequest;
 
 /// A promo code as the API sends it: absent or blank means none; anything
 /// else must be a well-formed code.
@@ -126,13 +127,8 @@ impl Commands {
             reservation_id: input
                 .reservation_id
                 .map_or_else(ReservationId::new, ReservationId),
-            patient_id: input.patient_id.into(),
-            clinic_id: input.clinic_id.into(),
-            resource_id: input.resource_id.into(),
-            treatment_id: input.treatment_id.into(),
-            start: input.start,
+            request: SlotRequest::try_from(&input)?,
             payment: input.payment.into(),
-            promo_code: promo_key(input.promo_code.as_deref())?,
             now: self.now(),
         };
         self.run(ctx, &use_case).await
@@ -361,13 +357,8 @@ impl Commands {
         }
         let use_case = PlaceHoldCase {
             hold_id: input.hold_id.map_or_else(HoldId::new, HoldId),
-            patient_id: input.patient_id.into(),
-            clinic_id: input.clinic_id.into(),
-            resource_id: input.resource_id.into(),
-            treatment_id: input.treatment_id.into(),
-            start: input.start,
+            request: SlotRequest::try_from(&input)?,
             ttl_seconds: input.ttl_seconds,
-            promo_code: promo_key(input.promo_code.as_deref())?,
             offer_for: None,
             now: self.now(),
         };

@@ -10,9 +10,15 @@ use clinicbook_domain::pricing::{Discount, PriceBreakdown};
 use clinicbook_domain::reservation::Slot;
 use clinicbook_domain::schedule::Interval;
 use clinicbook_domain::{
-    CalendarId, ClinicId, DomainError, ReservationId, ResourceId, TreatmentId,
+    CalendarId, ClinicId, DomainError, PatientId, PromoCodeKey, ReservationId, ResourceId,
+    TreatmentId,
 };
 use clinicbook_eventstore::{UnitOfWork, UowError};
+use clinicbook_wire::booking::BookTreatment;
+use clinicbook_wire::holds::PlaceHold;
+
+use super::payment::promo_discount;
+use super::promo_key;
 
 /// The longest range, in clinic-local days, a block or closure may cover:
 /// each day is one calendar written in the same transaction.
@@ -158,6 +164,70 @@ impl Appointment {
         }
     }
 }
+
+/// What a booking and a hold both ask for: a treatment of a clinic on
+/// one of its resources at a start, for a patient, with the promo code
+/// the price is to include.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct SlotRequest {
+    pub patient_id: PatientId,
+    pub clinic_id: ClinicId,
+    pub resource_id: ResourceId,
+    pub treatment_id: TreatmentId,
+    pub start: DateTime<Utc>,
+    pub promo_code: Option<PromoCodeKey>,
+}
+
+impl SlotRequest {
+    /// The clinic, loaded guarded, and the appointment resolved in it,
+    /// priced at `now` with the promo code's discount.
+    ///
+    /// # Errors
+    /// An unknown promo code or clinic, and as [`Appointment::resolve`].
+    pub async fn resolve<'u>(
+        &self,
+        uow: &'u mut UnitOfWork,
+        now: DateTime<Utc>,
+    ) -> Result<(&'u Clinic, Appointment), UowError> {
+        let discount = match &self.promo_code {
+            Some(code) => Some(promo_discount(uow, code).await?),
+            None => None,
+        };
+        let clinic = guarded_clinic(uow, self.clinic_id).await?;
+        let appointment = Appointment::resolve(
+            clinic,
+            self.treatment_id,
+            Some(self.resource_id),
+            self.start,
+            now,
+            discount.as_ref(),
+        )?;
+        Ok((clinic, appointment))
+    }
+}
+
+/// `TryFrom<&W> for SlotRequest` for the wire requests `W` that carry the
+/// request's fields under the same names.
+macro_rules! slot_request_from {
+    ($($wire:ty),+) => {$(
+        impl TryFrom<&$wire> for SlotRequest {
+            type Error = DomainError;
+
+            fn try_from(input: &$wire) -> Result<Self, DomainError> {
+                Ok(Self {
+                    patient_id: input.patient_id.into(),
+                    clinic_id: input.clinic_id.into(),
+                    resource_id: input.resource_id.into(),
+                    treatment_id: input.treatment_id.into(),
+                    start: input.start,
+                    promo_code: promo_key(input.promo_code.as_deref())?,
+                })
+            }
+        }
+    )+};
+}
+
+slot_request_from!(BookTreatment, PlaceHold);
 
 /// The calendar holding a booked slot: the slot's resource on the
 /// clinic-local date of its start.

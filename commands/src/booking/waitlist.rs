@@ -9,6 +9,7 @@ use clinicbook_eventstore::{Actor, CommandMetadata, IdempotencyKey, StoreError};
 use tracing::debug;
 
 use super::holds::PlaceHoldCase;
+use super::slot::SlotRequest;
 use super::BookTreatment;
 use crate::{CommandError, Commands, Ctx};
 
@@ -94,13 +95,15 @@ impl Commands {
             let hold_id = HoldId::new();
             let use_case = PlaceHoldCase {
                 hold_id,
-                patient_id: candidate.patient_id,
-                clinic_id: slot.clinic_id,
-                resource_id: slot.resource_id,
-                treatment_id: candidate.treatment_id,
-                start: slot.start,
+                request: SlotRequest {
+                    patient_id: candidate.patient_id,
+                    clinic_id: slot.clinic_id,
+                    resource_id: slot.resource_id,
+                    treatment_id: candidate.treatment_id,
+                    start: slot.start,
+                    promo_code: None,
+                },
                 ttl_seconds: None,
-                promo_code: None,
                 offer_for: Some(candidate.reservation_id),
                 now: self.now(),
             };

@@ -107,6 +107,87 @@ where
     json_rows(query, conn, table.def.name).await
 }
 
+/// The rows of the calendar table `table` (slots, holds or blocks) on the
+/// calendars of `resources` on `date`, in start order, ties by `id_column`.
+async fn calendar_rows<R>(
+    conn: &mut PgConnection,
+    table: &Table<R>,
+    id_column: &str,
+    resources: &[Uuid],
+    date: NaiveDate,
+) -> Result<Vec<R>, ProjectionError>
+where
+    R: serde::de::DeserializeOwned + Serialize + Send + Sync + Unpin + 'static,
+{
+    let sql = format!(
+        "SELECT row_to_json(t) FROM {} t
+          WHERE resource_id = ANY($1) AND local_date = $2 ORDER BY starts_at, {id_column}",
+        table.def.name
+    );
+    let query = sqlx::query_scalar(&sql).bind(resources).bind(date);
+    json_rows(query, conn, table.def.name).await
+}
+
+/// A row of a resource's calendar on a day: a slot, a hold or a block.
+trait OnCalendar {
+    /// The resource whose calendar it is on.
+    fn resource_id(&self) -> Uuid;
+    /// The time it keeps the resource busy (a booking's and a hold's
+    /// buffer included).
+    fn busy(&self) -> Interval;
+}
+
+/// [`OnCalendar`] for a row type: its resource and the column its busy
+/// time ends at.
+macro_rules! on_calendar {
+    ($row:ty, $busy_until:ident) => {
+        impl OnCalendar for $row {
+            fn resource_id(&self) -> Uuid {
+                self.resource_id
+            }
+
+            fn busy(&self) -> Interval {
+                Interval {
+                    start: self.starts_at,
+                    end: self.$busy_until,
+                }
+            }
+        }
+    };
+}
+
+on_calendar!(SlotRow, occupied_until);
+on_calendar!(HoldRow, occupied_until);
+on_calendar!(BlockRow, ends_at);
+
+/// The rows of `rows` on `resource`'s calendar.
+fn on<R: OnCalendar>(rows: &[R], resource: Uuid) -> impl Iterator<Item = &R> {
+    rows.iter().filter(move |row| row.resource_id() == resource)
+}
+
+impl From<&HoldRow> for ScheduleHold {
+    fn from(hold: &HoldRow) -> Self {
+        ScheduleHold {
+            hold_id: hold.hold_id,
+            start: hold.starts_at,
+            end: hold.ends_at,
+            occupied_until: hold.occupied_until,
+        }
+    }
+}
+
+impl From<&BlockRow> for ScheduleBlock {
+    fn from(block: &BlockRow) -> Self {
+        ScheduleBlock {
+            block_id: block.block_id,
+            start: block.starts_at,
+            end: block.ends_at,
+            reason: block.reason.clone(),
+            emergency: block.emergency,
+        }
+    }
+}
+
 /// The setup of `clinic_ids` (every clinic when `None`) from one
 /// projection's copy of it, with the closures that overlap `[from, to)`.
 pub(crate) async fn setups(
@@ -213,27 +294,9 @@ impl ReadModels {
         resources: &[Uuid],
         date: NaiveDate,
     ) -> Result<(Vec<SlotRow>, Vec<HoldRow>, Vec<BlockRow>), ProjectionError> {
-        let query = sqlx::query_scalar(
-            "SELECT row_to_json(t) FROM schedule_slots t
-              WHERE resource_id = ANY($1) AND local_date = $2 ORDER BY starts_at, reservation_id",
-        )
-        .bind(resources)
-        .bind(date);
-        let slots = json_rows(query, conn, SLOTS.def.name).await?;
-        let query = sqlx::query_scalar(
-            "SELECT row_to_json(t) FROM schedule_blocks t
-              WHERE resource_id = ANY($1) AND local_date = $2 ORDER BY starts_at, block_id",
-        )
-        .bind(resources)
-        .bind(date);
-        let blocks = json_rows(query, conn, BLOCKS.def.name).await?;
-        let query = sqlx::query_scalar(
-            "SELECT row_to_json(t) FROM schedule_holds t
-              WHERE resource_id = ANY($1) AND local_date = $2 ORDER BY starts_at, hold_id",
-        )
-        .bind(resources)
-        .bind(date);
-        let holds = json_rows(query, conn, HOLDS.def.name).await?;
+        let slots = calendar_rows(conn, &SLOTS, "reservation_id", resources, date).await?;
+        let blocks = calendar_rows(conn, &BLOCKS, "block_id", resources, date).await?;
+        let holds = calendar_rows(conn, &HOLDS, "hold_id", resources, date).await?;
         Ok((slots, holds, blocks))
     }
 
@@ -278,26 +341,11 @@ impl ReadModels {
                         })
                     })
                     .collect(),
-                holds: holds
-                    .iter()
-                    .filter(|hold| hold.resource_id == resource.resource_id)
-                    .map(|hold| ScheduleHold {
-                        hold_id: hold.hold_id,
-                        start: hold.starts_at,
-                        end: hold.ends_at,
-                        occupied_until: hold.occupied_until,
-                    })
+                holds: on(&holds, resource.resource_id)
+                    .map(ScheduleHold::from)
                     .collect(),
-                blocks: blocks
-                    .iter()
-                    .filter(|block| block.resource_id == resource.resource_id)
-                    .map(|block| ScheduleBlock {
-                        block_id: block.block_id,
-                        start: block.starts_at,
-                        end: block.ends_at,
-                        reason: block.reason.clone(),
-                        emergency: block.emergency,
-                    })
+                blocks: on(&blocks, resource.resource_id)
+                    .map(ScheduleBlock::from)
                     .collect(),
                 resource_id: resource.resource_id,
                 name: resource.name,
@@ -418,31 +466,11 @@ impl ReadModels {
         let opening = setup.clinic.bookable_intervals(date);
         let mut free = Vec::new();
         for resource in &resources {
-            let taken: Vec<Interval> = slots
-                .iter()
-                .filter(|slot| slot.resource_id == resource.resource_id)
-                .map(|slot| Interval {
-                    start: slot.starts_at,
-                    end: slot.occupied_until,
-                })
-                .chain(
-                    holds
-                        .iter()
-                        .filter(|hold| hold.resource_id == resource.resource_id)
-                        .map(|hold| Interval {
-                            start: hold.starts_at,
-                            end: hold.occupied_until,
-                        }),
-                )
-                .chain(
-                    blocks
-                        .iter()
-                        .filter(|block| block.resource_id == resource.resource_id)
-                        .map(|block| Interval {
-                            start: block.starts_at,
-                            end: block.ends_at,
-                        }),
-                )
+            let id = resource.resource_id;
+            let taken: Vec<Interval> = on(&slots, id)
+                .map(OnCalendar::busy)
+                .chain(on(&holds, id).map(OnCalendar::busy))
+                .chain(on(&blocks, id).map(OnCalendar::busy))
                 .collect();
             for open in &opening {
                 for start in starts(open) {
