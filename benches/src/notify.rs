@@ -20,12 +20,11 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use chrono::{DateTime, Utc};
-use clinicbook_wire::booking::{BookTreatment, PaymentInput};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::http::{set_up, Api, BUFFER_MINUTES, DURATION_MINUTES, SLOTS_PER_DAY};
+use crate::http::{set_up, Api, SLOTS_PER_DAY};
 use crate::report::{self, Latency};
 use crate::server::Server;
 
@@ -176,22 +175,13 @@ pub async fn run(args: NotifyArgs) -> anyhow::Result<()> {
 
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let slot_minutes = DURATION_MINUTES + BUFFER_MINUTES;
     let mut booked = Vec::with_capacity(args.bookings);
     for i in 0..args.bookings {
         ticker.tick().await;
-        let slot = i64::try_from(i / DEVICES)?;
         let reservation_id = Uuid::new_v4();
-        let body = BookTreatment {
-            reservation_id: Some(reservation_id),
-            patient_id: Uuid::new_v4(),
-            clinic_id: clinic.clinic_id,
-            resource_id: clinic.devices[i % DEVICES],
-            treatment_id: clinic.treatment_id,
-            start: clinic.first_day + chrono::Duration::minutes(slot * slot_minutes),
-            payment: PaymentInput::AtClinic,
-            promo_code: None,
-        };
+        let start = clinic.slot_start(u64::try_from(i / DEVICES)?);
+        let mut body = clinic.booking(Uuid::new_v4(), clinic.devices[i % DEVICES], start);
+        body.reservation_id = Some(reservation_id);
         let _: serde_json::Value = api
             .call(
                 reqwest::Method::POST,
