@@ -7,7 +7,7 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use clinicbook_commands::due::DueOutcome;
 use clinicbook_commands::{CommandError, Commands};
-use clinicbook_eventstore::relay::{Nudge, Topology};
+use clinicbook_eventstore::relay::{self, Nudge, Topology};
 use clinicbook_projections::service::{self, Background, Batches};
 use clinicbook_projections::{ProjectionError, ReadModels};
 use tokio_util::sync::CancellationToken;
@@ -49,7 +49,7 @@ pub async fn start(
     topology: &Topology,
     batches: Batches,
 ) -> Result<Background, ProjectionError> {
-    let background = Background::new();
+    let mut background = Background::new();
     let js = service::connect(nats_url).await?;
     // Whatever the role, this process's commits wake the relay (wherever it
     // runs) through NATS; the relay polls for writers that do not.
@@ -68,6 +68,8 @@ pub async fn start(
         );
     }
     if matches!(role, ServeRole::All | ServeRole::Projector) {
+        // The webhook workers wake on commits instead of at their next poll.
+        background.set_commit_nudges(relay::commit_nudges(&js.client(), topology).await?);
         background.projectors(read, &js, topology, batches.projector, true);
         background.spawn(
             info_span!("waitlist_matcher"),

@@ -455,6 +455,7 @@ async fn run_server(
             background_read.pool().clone(),
             clinicbook_notify::DeliveryConfig::default(),
             background.stop_token(),
+            background.commit_nudges(),
         );
     }
     tracing::info!(role = ?args.role, "serving");

@@ -202,6 +202,40 @@ impl Nudge {
     }
 }
 
+/// Wakes readers of the feed other than the relay (the webhook workers) on
+/// the commit nudges of every process (see [`Nudge`]): the counter the
+/// answer watches moves on each one. Such a reader still polls, so a lost
+/// nudge, or a writer that does not nudge, only delays it until its next
+/// poll. The subscription ends when every receiver is dropped.
+///
+/// # Errors
+/// NATS refuses the subscription.
+pub async fn commit_nudges(
+    client: &async_nats::Client,
+    topology: &Topology,
+) -> Result<tokio::sync::watch::Receiver<u64>, StoreError> {
+    let mut nudges = client
+        .subscribe(topology.nudge_subject())
+        .await
+        .map_err(|e| StoreError::nats("subscribe to commit nudges", e))?;
+    let (seen, commits) = tokio::sync::watch::channel(0u64);
+    tokio::spawn(
+        async move {
+            loop {
+                tokio::select! {
+                    () = seen.closed() => break,
+                    nudge = nudges.next() => match nudge {
+                        Some(_) => seen.send_modify(|n| *n = n.wrapping_add(1)),
+                        None => break,
+                    },
+                }
+            }
+        }
+        .instrument(tracing::debug_span!("commit_nudges")),
+    );
+    Ok(commits)
+}
+
 /// The shortest pause between two polls, right after events were seen.
 const POLL_MIN: Duration = Duration::from_millis(5);
 /// Advisory-lock key of the relay's leadership.

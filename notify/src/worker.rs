@@ -18,7 +18,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use clinicbook_eventstore::feed::{self, FeedPoint};
 use sqlx::{PgPool, Row};
-use tokio::sync::Mutex;
+use tokio::sync::{watch, Mutex};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 use uuid::Uuid;
@@ -71,11 +71,14 @@ impl DeliveryConfig {
 }
 
 /// Starts the supervisor: it starts a worker for every subscription (each
-/// runs where it gets the subscription's lock) until `cancel`.
+/// runs where it gets the subscription's lock) until `cancel`. An idle
+/// worker looks for new events at every change of `commits` (the commit
+/// nudges, if the process has them) and at least every `config.poll`.
 pub fn spawn(
     pool: PgPool,
     config: DeliveryConfig,
     cancel: CancellationToken,
+    commits: Option<watch::Receiver<u64>>,
 ) -> tokio::task::JoinHandle<()> {
     let client = reqwest::Client::builder()
         .timeout(config.timeout)
@@ -101,6 +104,7 @@ pub fn spawn(
                                     config.clone(),
                                     id,
                                     cancel.child_token(),
+                                    commits.clone(),
                                 )
                                 .instrument(tracing::info_span!("webhook", webhook_id = %id)),
                             );
@@ -160,6 +164,7 @@ async fn run_worker(
     config: DeliveryConfig,
     webhook_id: Uuid,
     cancel: CancellationToken,
+    mut commits: Option<watch::Receiver<u64>>,
 ) {
     // One worker per subscription across every process: the holder of the
     // cursor's lease, renewed at every step (a process that dies loses it
@@ -179,9 +184,13 @@ async fn run_worker(
                 return;
             }
         }
+        let mut idle = false;
         let pause = match step(&pool, &client, &config, webhook_id).await {
             Ok(Step::Again) => continue,
-            Ok(Step::Idle) => config.poll,
+            Ok(Step::Idle) => {
+                idle = true;
+                config.poll
+            }
             Ok(Step::Wait(pause)) => pause.min(config.poll.max(Duration::from_millis(10)) * 4),
             Ok(Step::Stop) => break,
             Err(e) => {
@@ -192,9 +201,23 @@ async fn run_worker(
         tokio::select! {
             () = cancel.cancelled() => break,
             () = tokio::time::sleep(pause) => {}
+            () = committed(&mut commits), if idle => {}
         }
     }
     release(&pool, webhook_id, holder).await;
+}
+
+/// Resolves at the next commit nudge; never without nudges, or once they
+/// have ended (the poll goes on).
+async fn committed(commits: &mut Option<watch::Receiver<u64>>) {
+    let ended = match commits {
+        Some(commits) => commits.changed().await.is_err(),
+        None => true,
+    };
+    if ended {
+        *commits = None;
+        std::future::pending::<()>().await;
+    }
 }
 
 enum Step {

@@ -68,6 +68,9 @@ impl Default for Batches {
 pub struct Background {
     stop: CancellationToken,
     tasks: TaskTracker,
+    /// Commit nudges, when the process listens to them (see
+    /// [`Background::commit_nudges`]).
+    commits: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 impl Background {
@@ -82,6 +85,20 @@ impl Background {
     #[must_use]
     pub fn stop_token(&self) -> CancellationToken {
         self.stop.clone()
+    }
+
+    /// Keeps `commits` (from `relay::commit_nudges`) for the feed readers
+    /// started later.
+    pub fn set_commit_nudges(&mut self, commits: tokio::sync::watch::Receiver<u64>) {
+        self.commits = Some(commits);
+    }
+
+    /// A receiver of the commit nudges, if the process listens to them: it
+    /// changes on every commit of any process, so a feed reader can wake at
+    /// once instead of at its next poll.
+    #[must_use]
+    pub fn commit_nudges(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.commits.clone()
     }
 
     /// Spawns `task` inside `span`; [`Background::shutdown`] waits for it.

@@ -150,7 +150,7 @@ fn distinct_ids(seen: &Seen) -> Vec<String> {
 async fn deliveries_are_signed_retried_in_order_and_deduplicable() {
     let app = app().await;
     let stop = CancellationToken::new();
-    clinicbook_notify::worker::spawn(app.db.pool.clone(), fast(), stop.clone());
+    clinicbook_notify::worker::spawn(app.db.pool.clone(), fast(), stop.clone(), None);
     let good = Receiver {
         seen: Arc::default(),
         fail_first: 3,
@@ -295,7 +295,7 @@ async fn a_delivery_failing_past_the_give_up_time_is_dead_lettered_and_the_line_
         give_up_after: Duration::from_millis(300),
         ..fast()
     };
-    clinicbook_notify::worker::spawn(app.db.pool.clone(), config, stop.clone());
+    clinicbook_notify::worker::spawn(app.db.pool.clone(), config, stop.clone(), None);
     let failing = Receiver {
         seen: Arc::default(),
         fail_first: usize::MAX,
