@@ -319,14 +319,24 @@ async fn confirmations_go_by_consent_in_the_patients_language_at_the_clinics_loc
 async fn no_message_after_erasure_and_the_log_shows_erased() {
     let smtp = SmtpServer::start().await.unwrap_or_else(|e| panic!("{e}"));
     let (app, server, _) = serve(&smtp.url(), &[]).await;
+    let hooks = Hooks::default();
+    let url = receiver(hooks.clone()).await;
+    let subscribed = app
+        .post(
+            "/v1/webhooks",
+            &app.admin,
+            json!({"url": url, "events": ["message.sms"]}),
+        )
+        .await;
+    assert_eq!(subscribed.status, 201, "{:?}", subscribed.body);
     let ids = app.clinic().await;
     let grace = patient(
         &app,
         "Grace Hopper",
         "grace@example.com",
-        None,
+        Some("+4915199999999"),
         "en",
-        (true, false),
+        (true, true),
     )
     .await;
     let first = book(
@@ -339,11 +349,14 @@ async fn no_message_after_erasure_and_the_log_shows_erased() {
     )
     .await;
     let sent = messages_until(&app, &first, |log| {
-        log.first().is_some_and(|m| m["status"] == "sent")
+        log.len() == 2 && log.iter().all(|m| m["status"] == "sent")
     })
     .await;
     assert_eq!(sent[0]["to"], "grace@example.com", "{sent:?}");
+    assert_eq!(sent[1]["to"], "+4915199999999", "{sent:?}");
     assert_eq!(smtp.wait_for(1, Duration::from_secs(30)).await.len(), 1);
+    let sms = hooks.wait_for("message.sms", 1).await;
+    assert_eq!(sms[0].2["data"]["to"], "+4915199999999", "{sms:?}");
 
     let erased = app
         .post(
@@ -376,12 +389,22 @@ async fn no_message_after_erasure_and_the_log_shows_erased() {
         log,
         vec![
             json!({"kind": "confirmation", "channel": "email", "to": "[erased]",
-                    "language": "en", "sent_at": sent[0]["sent_at"], "status": "sent",
-                    "attempts": 1})
+                   "language": "en", "sent_at": sent[0]["sent_at"], "status": "sent",
+                   "attempts": 1}),
+            json!({"kind": "confirmation", "channel": "sms", "to": "[erased]",
+                   "language": "en", "sent_at": sent[1]["sent_at"], "status": "sent",
+                   "attempts": 1})
         ]
     );
     assert_eq!(messages(&app, &second).await, Vec::<Value>::new());
     assert_eq!(smtp.received().len(), 1, "{:#?}", smtp.received());
+    assert_eq!(hooks.of_type("message.sms").len(), 1);
+    // Nothing of her is left in plaintext anywhere in the database: not in
+    // the message log, not in the SMS texts queued for the gateway.
+    let dump = app.db.pg_dump().await;
+    for secret in ["Grace Hopper", "grace@example.com", "+4915199999999"] {
+        assert!(!dump.contains(secret), "{secret} is stored in plaintext");
+    }
     drop(server);
 }
 

@@ -48,7 +48,7 @@ impl Messages {
         let rows = sqlx::query(
             "SELECT kind, channel, patient_id, to_sealed, language, sent_at, status, attempts
                FROM messages WHERE reservation_id = $1
-              ORDER BY created_at, message_id",
+              ORDER BY created_at, position, kind, channel",
         )
         .bind(reservation_id)
         .fetch_all(self.store.pool())

@@ -15,6 +15,8 @@
 //! Each goes by email when the patient has a profile with an email and
 //! consent to email, and as an SMS text when they have a phone and consent
 //! to SMS; a walk-in without a profile, or an erased patient, gets none.
+//! A `PatientErased` scrubs the patient's SMS texts from the webhook
+//! deliveries in the same transaction.
 
 use std::time::Duration;
 
@@ -171,6 +173,11 @@ async fn step(
         return Ok(false);
     };
     let mut planned = Vec::new();
+    let erased: Vec<Uuid> = batch
+        .iter()
+        .filter(|e| e.aggregate_type == "Patient" && e.event_type == "PatientErased")
+        .filter_map(|e| e.aggregate_id.parse().ok())
+        .collect();
     for event in &batch {
         let Some(notice) = notice_of(store, event).await? else {
             continue;
@@ -212,6 +219,9 @@ async fn step(
                    channel = m.channel.as_str(), "message queued");
         }
     }
+    for patient in &erased {
+        forget(&mut tx, *patient).await?;
+    }
     sqlx::query("UPDATE message_cursor SET transaction_id = $1, position = $2")
         .bind(last.transaction_id)
         .bind(last.position)
@@ -219,6 +229,33 @@ async fn step(
         .await?;
     tx.commit().await?;
     Ok(true)
+}
+
+/// Drops what an erased patient's messages left in plaintext outside the
+/// sealed address: the SMS texts queued for the gateway (their phone
+/// number and text become `"[erased]"`, and those not delivered yet are
+/// dead-lettered) and the last SMTP errors (a relay may quote the address).
+async fn forget(tx: &mut sqlx::PgConnection, patient: Uuid) -> Result<(), MessageError> {
+    sqlx::query(
+        "UPDATE webhook_deliveries d
+            SET body = jsonb_build_object('id', d.event_id, 'type', d.type,
+                         'data', jsonb_build_object('to', '[erased]', 'text', '[erased]'))::text,
+                dead_lettered_at = CASE WHEN d.delivered_at IS NULL
+                                        THEN coalesce(d.dead_lettered_at, now())
+                                        ELSE d.dead_lettered_at END
+          WHERE d.type = $2
+            AND d.event_id IN (SELECT 'Message/' || message_id FROM messages
+                                WHERE patient_id = $1 AND channel = 'sms')",
+    )
+    .bind(patient)
+    .bind(crate::names::MESSAGE_SMS)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE messages SET last_error = NULL WHERE patient_id = $1")
+        .bind(patient)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
 }
 
 fn decode<T: serde::de::DeserializeOwned>(event: &FeedEvent) -> Result<T, MessageError> {
