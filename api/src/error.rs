@@ -535,6 +535,16 @@ impl From<clinicbook_notify::WebhookError> for ApiError {
     }
 }
 
+impl From<clinicbook_notify::messages::MessageError> for ApiError {
+    fn from(e: clinicbook_notify::messages::MessageError) -> Self {
+        tracing::error!(error = %e, "message log error");
+        ApiError::new(
+            Code::Unavailable,
+            "the service cannot reach its storage right now; try again",
+        )
+    }
+}
+
 impl From<CommandError> for ApiError {
     fn from(e: CommandError) -> Self {
         match e {

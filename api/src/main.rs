@@ -17,7 +17,7 @@ use clinicbook_eventstore::relay::Topology;
 use clinicbook_eventstore::{EventStore, StoreConfig};
 use clinicbook_projections::service::{Background, Batches};
 use clinicbook_projections::ReadModels;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 mod tools;
 
@@ -175,6 +175,30 @@ struct ServeArgs {
     #[arg(long, env = "CLINICBOOK_WEBHOOK_ALLOW_LOOPBACK", default_value = "false",
           action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
     webhook_allow_loopback: bool,
+    /// SMTP relay of patient emails: `smtp://[user:pass@]host[:port]`
+    /// (STARTTLS when the server offers it; `?tls=required` to insist),
+    /// or `smtps://…` (TLS from the start). Without it, email messages
+    /// wait queued.
+    #[arg(long, env = "CLINICBOOK_SMTP_URL", hide_env_values = true)]
+    smtp_url: Option<SecretString>,
+    /// Sender address of patient emails (the clinic's name is shown as its
+    /// display name).
+    #[arg(
+        long,
+        env = "CLINICBOOK_SMTP_FROM",
+        default_value = "no-reply@clinicbook.example"
+    )]
+    smtp_from: String,
+    /// Attempts of one patient message before it is marked failed (retried
+    /// with exponential backoff from 2 s, doubling, at most 10 min).
+    #[arg(long, env = "CLINICBOOK_MESSAGE_MAX_ATTEMPTS", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    message_max_attempts: u32,
+    /// Pause after a first failed attempt of a patient message, in
+    /// milliseconds (doubled after each further failure).
+    #[arg(long, env = "CLINICBOOK_MESSAGE_RETRY_MS", default_value_t = 2000,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    message_retry_ms: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -450,12 +474,42 @@ async fn run_server(
     );
     // Webhook deliveries run beside the read side (one worker per
     // subscription across every process, by a lease on its cursor).
+    let message_config = clinicbook_notify::messages::MessageConfig {
+        smtp_url: args
+            .smtp_url
+            .as_ref()
+            .map(|url| url.expose_secret().to_owned()),
+        from: args.smtp_from.clone(),
+        max_attempts: args.message_max_attempts,
+        base_delay: Duration::from_millis(args.message_retry_ms),
+        ..clinicbook_notify::messages::MessageConfig::default()
+    };
+    let smtp = clinicbook_notify::messages::smtp::Relay::new(
+        message_config.smtp_url.as_deref(),
+        message_config.timeout,
+    )
+    .context("CLINICBOOK_SMTP_URL is not an SMTP URL")?;
     if matches!(args.role, ServeRole::All | ServeRole::Projector) {
         clinicbook_notify::worker::spawn(
             background_read.pool().clone(),
             clinicbook_notify::DeliveryConfig::default(),
             background.stop_token(),
             background.commit_nudges(),
+        );
+        // Patient messages: planned from the feed (one planner across
+        // processes), sent by every such process (claims never overlap).
+        let store = commands.store().clone();
+        clinicbook_notify::messages::plan::spawn(
+            store.clone(),
+            background_read.clone(),
+            message_config.clone(),
+            background.stop_token(),
+        );
+        clinicbook_notify::messages::send::spawn(
+            store,
+            smtp.clone(),
+            message_config,
+            background.stop_token(),
         );
     }
     tracing::info!(role = ?args.role, "serving");
@@ -464,6 +518,8 @@ async fn run_server(
         args.webhook_allow_loopback,
     );
     let state = AppState {
+        messages: clinicbook_notify::messages::log::Messages::new(commands.store().clone()),
+        smtp,
         audit: commands.store().audit(),
         commands,
         read,

@@ -42,6 +42,11 @@ pub struct Readiness {
     /// applied yet, counted up to 10,000; absent when it could not be
     /// read.
     pub projection_lag_events: Option<i64>,
+    /// The SMTP relay of patient emails: `ok`, `not_configured` (email
+    /// messages wait queued), or `degraded` when it does not answer.
+    /// Informational: it never makes the process unready (messages are
+    /// retried).
+    pub smtp: &'static str,
 }
 
 /// How long `/readyz` answers the figures it last took: probes as often as
@@ -125,12 +130,14 @@ async fn measure(state: &AppState) -> Readiness {
     } else {
         None
     };
+    let smtp = state.smtp.probe(Duration::from_secs(2)).await.as_str();
     let ready = database == "ok" && nats != "degraded";
     Readiness {
         status: if ready { "ok" } else { "degraded" },
         database,
         nats,
         projection_lag_events,
+        smtp,
     }
 }
 

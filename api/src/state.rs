@@ -30,6 +30,10 @@ pub struct AppState {
     pub audit_key: Arc<AuditKey>,
     /// Webhook subscriptions and their deliveries.
     pub webhooks: clinicbook_notify::Webhooks,
+    /// The patients' message log.
+    pub messages: clinicbook_notify::messages::log::Messages,
+    /// The SMTP relay email messages go to (its state for `/readyz`).
+    pub smtp: clinicbook_notify::messages::smtp::Relay,
     /// What `/readyz` last measured.
     pub readiness: Arc<crate::ops::ReadinessCache>,
 }

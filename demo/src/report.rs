@@ -246,6 +246,12 @@ pub fn curl_commands(summary: &DemoSummary, token: &str) -> String {
             "\n  # {what} with its status history\n  curl -s {auth} {url}/v1/reservations/{id}\n"
         );
     }
+    if let Some(id) = sample.reservation_id {
+        out += &format!(
+            "\n  # Where its patient messages went (email, SMS: kind, channel, to, status)\n  \
+             curl -s {auth} {url}/v1/reservations/{id}/messages\n"
+        );
+    }
     if let Some(patient) = sample.wallet_patient_id {
         out += &format!(
             "\n  # A patient's wallet: balance and transactions\n  curl -s {auth} {url}/v1/wallets/{patient}\n"

@@ -7,12 +7,16 @@
 use chrono::{DateTime, Utc};
 
 use crate::hold::HoldEvent;
+use crate::reservation::ReservationEvent;
 
 named! {
     /// What a piece of due work does when its time comes.
     pub enum DueKind {
         /// Record `HoldExpired` for a hold whose `expires_at` passed.
         HoldExpiry,
+        /// Record `ReminderDue` for a booked reservation
+        /// `reminder_minutes_before` its start.
+        Reminder,
     }
 }
 
@@ -87,6 +91,52 @@ pub fn of_hold(hold_id: &str, event: &HoldEvent) -> DueChange {
     }
 }
 
+/// When the reminder of an appointment starting at `start` falls due,
+/// `minutes_before` (the clinic's `reminder_minutes_before`) earlier.
+#[must_use]
+pub fn reminder_at(start: DateTime<Utc>, minutes_before: u32) -> DateTime<Utc> {
+    start - chrono::TimeDelta::minutes(i64::from(minutes_before))
+}
+
+/// The reminder work an event of the reservation `reservation_id` creates,
+/// moves or ends, with the clinic's `minutes_before`: a booking arms it
+/// (unless it would fall due at or before the booking itself: the
+/// confirmation says it all), a reschedule re-arms it for the new start,
+/// the reminder falling due ends it, and every end of the booking
+/// disarms it. A waitlist entry has none.
+pub fn of_reservation(
+    reservation_id: &str,
+    event: &ReservationEvent,
+    minutes_before: u32,
+) -> Option<DueChange> {
+    let key = reservation_id.to_owned();
+    let kind = DueKind::Reminder;
+    match event {
+        ReservationEvent::ReservationBooked {
+            slot, booked_at, ..
+        } => {
+            let due_at = reminder_at(slot.start, minutes_before);
+            Some(if due_at > *booked_at {
+                DueChange::Schedule { kind, key, due_at }
+            } else {
+                DueChange::Done { kind, key }
+            })
+        }
+        ReservationEvent::ReservationRescheduled { to, .. } => Some(DueChange::Schedule {
+            kind,
+            key,
+            due_at: reminder_at(to.start, minutes_before),
+        }),
+        ReservationEvent::ReservationCancelled { .. }
+        | ReservationEvent::CheckedIn { .. }
+        | ReservationEvent::ReservationCompleted { .. }
+        | ReservationEvent::MarkedNoShow { .. }
+        | ReservationEvent::ReservationDisplaced { .. }
+        | ReservationEvent::ReminderDue { .. } => Some(DueChange::Done { kind, key }),
+        ReservationEvent::WaitlistJoined(_) => None,
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -114,5 +164,65 @@ mod tests {
             );
         }
         assert_eq!(DueKind::HoldExpiry.as_str(), "hold_expiry");
+    }
+
+    #[test]
+    fn a_booking_arms_its_reminder_a_reschedule_rearms_and_an_end_disarms() {
+        use crate::policy::CancellationOutcome;
+        use crate::reservation::Slot;
+        use crate::ResourceId;
+        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        let slot = |start: &str| Slot {
+            resource_id: ResourceId::default(),
+            start: at(start),
+            end: at(start) + chrono::TimeDelta::hours(1),
+        };
+        let booked = |booked_at: &str| ReservationEvent::ReservationBooked {
+            reservation_id: crate::ReservationId::default(),
+            patient_id: crate::PatientId::default(),
+            clinic_id: crate::ClinicId::default(),
+            treatment_id: crate::TreatmentId::default(),
+            slot: slot("2026-06-10T09:00:00Z"),
+            price: crate::pricing::PriceBreakdown::default(),
+            payment: crate::reservation::PaymentMethod::AtClinic,
+            prepaid: crate::Money::ZERO,
+            promo_code: None,
+            booked_at: at(booked_at),
+        };
+        let schedule = |due: &str| {
+            Some(DueChange::Schedule {
+                kind: DueKind::Reminder,
+                key: "r".to_owned(),
+                due_at: at(due),
+            })
+        };
+        let done = Some(DueChange::Done {
+            kind: DueKind::Reminder,
+            key: "r".to_owned(),
+        });
+        assert_eq!(
+            of_reservation("r", &booked("2026-06-01T09:00:00Z"), 1440),
+            schedule("2026-06-09T09:00:00Z")
+        );
+        // Booked less than a day ahead: no reminder.
+        assert_eq!(
+            of_reservation("r", &booked("2026-06-09T10:00:00Z"), 1440),
+            done
+        );
+        let moved = ReservationEvent::ReservationRescheduled {
+            from: slot("2026-06-10T09:00:00Z"),
+            to: slot("2026-06-12T15:30:00Z"),
+        };
+        assert_eq!(
+            of_reservation("r", &moved, 30),
+            schedule("2026-06-12T15:00:00Z")
+        );
+        let cancelled = ReservationEvent::ReservationCancelled {
+            reason: "x".to_owned(),
+            outcome: CancellationOutcome::default(),
+            at: at("2026-06-02T09:00:00Z"),
+        };
+        assert_eq!(of_reservation("r", &cancelled, 30), done);
+        assert_eq!(DueKind::Reminder.as_str(), "reminder");
     }
 }

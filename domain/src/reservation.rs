@@ -159,6 +159,10 @@ pub struct Reservation {
     pub promo_code: Option<PromoCodeKey>,
     /// What the cancellation, no-show or displacement settled.
     pub settlement: Option<CancellationOutcome>,
+    /// The start whose reminder fell due (none yet; a later start is
+    /// reminded of again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reminded_for: Option<DateTime<Utc>>,
 }
 
 /// Commands of the `Reservation` aggregate.
@@ -230,6 +234,14 @@ pub enum ReservationCommand {
         block_id: BlockId,
         /// Current time.
         now: DateTime<Utc>,
+    },
+    /// The scheduler's reminder of the appointment at `start` fell due
+    /// (the scheduler's command; the patient messages follow from it).
+    RecordReminderDue {
+        /// The start it reminds of: must be the booked slot's.
+        start: DateTime<Utc>,
+        /// When the reminder fell due.
+        due_at: DateTime<Utc>,
     },
 }
 
@@ -306,6 +318,14 @@ pub enum ReservationEvent {
         /// When.
         at: DateTime<Utc>,
     },
+    /// The reminder of the appointment at `start` fell due (recorded by
+    /// the scheduler once per start; changes no status).
+    ReminderDue {
+        /// The appointment's start.
+        start: DateTime<Utc>,
+        /// When the reminder fell due.
+        due_at: DateTime<Utc>,
+    },
 }
 
 /// The actions as named in `InvalidTransition` errors.
@@ -318,6 +338,7 @@ mod action {
     pub const COMPLETE: &str = "complete";
     pub const MARK_NO_SHOW: &str = "mark as no-show";
     pub const DISPLACE: &str = "displace";
+    pub const REMIND: &str = "remind";
 }
 
 /// Checks a slot to book or move to: it starts after `now` and ends after it starts.
@@ -519,6 +540,22 @@ impl Reservation {
                     at: now,
                 })
             }
+            ReservationCommand::RecordReminderDue { start, due_at } => {
+                let (_, slot) = self.booking(action::REMIND)?;
+                if slot.start != start {
+                    return Err(DomainError::inconsistent(
+                        "start",
+                        "is not the booked slot's start",
+                    ));
+                }
+                if self.reminded_for == Some(start) {
+                    return Err(DomainError::InvalidTransition {
+                        from: "reminded".to_owned(),
+                        action: action::REMIND.to_owned(),
+                    });
+                }
+                Ok(ReservationEvent::ReminderDue { start, due_at })
+            }
         }
     }
 }
@@ -576,6 +613,7 @@ impl Reservation {
                 self.status = ReservationStatus::Displaced;
                 self.settlement = Some(outcome);
             }
+            ReservationEvent::ReminderDue { start, .. } => self.reminded_for = Some(start),
         }
     }
 }
@@ -1174,6 +1212,61 @@ mod tests {
         let reservation = replay(&[booked(), moved]);
         assert_eq!(reservation.slot, Some(slot_in(hours(96))));
         assert_eq!(reservation.status, ReservationStatus::Booked);
+    }
+
+    #[test]
+    fn a_reminder_falls_due_once_per_booked_start() {
+        let due_at = slot().start - hours(24);
+        let remind = |start| ReservationCommand::RecordReminderDue { start, due_at };
+        let reminded = ReservationEvent::ReminderDue {
+            start: slot().start,
+            due_at,
+        };
+        reservation_test()
+            .given(vec![booked()])
+            .when(remind(slot().start))
+            .then_expect_events(vec![reminded.clone()]);
+        // Once per start: a second is refused, a rescheduled start is
+        // reminded of again, a stale start is refused.
+        let refused = reservation_test()
+            .given(vec![booked(), reminded.clone()])
+            .when(remind(slot().start))
+            .inspect_result();
+        assert!(
+            matches!(refused, Err(DomainError::InvalidTransition { .. })),
+            "{refused:?}"
+        );
+        let moved = ReservationEvent::ReservationRescheduled {
+            from: slot(),
+            to: slot_in(hours(96)),
+        };
+        reservation_test()
+            .given(vec![booked(), reminded.clone(), moved.clone()])
+            .when(remind(slot_in(hours(96)).start))
+            .then_expect_events(vec![ReservationEvent::ReminderDue {
+                start: slot_in(hours(96)).start,
+                due_at,
+            }]);
+        let stale = reservation_test()
+            .given(vec![booked(), moved])
+            .when(remind(slot().start))
+            .inspect_result();
+        assert!(
+            matches!(stale, Err(DomainError::InconsistentInput { .. })),
+            "{stale:?}"
+        );
+        // Nothing to remind of once cancelled; the status never changes.
+        let gone = reservation_test()
+            .given(vec![booked(), cancelled(CancellationOutcome::default())])
+            .when(remind(slot().start))
+            .inspect_result();
+        assert!(
+            matches!(gone, Err(DomainError::InvalidTransition { .. })),
+            "{gone:?}"
+        );
+        let state = replay(&[booked(), reminded]);
+        assert_eq!(state.status, ReservationStatus::Booked);
+        assert_eq!(state.reminded_for, Some(slot().start));
     }
 
     #[test]

@@ -4,11 +4,17 @@
 //! signed with HMAC-SHA256), retried with exponential backoff and jitter
 //! for 24 hours, then dead-lettered.
 //!
-//! It reads the event store's feed and owns its own tables
-//! (`webhooks`, `webhook_cursors`, `webhook_deliveries`); it depends on
-//! the event store only and knows nothing of HTTP routing. Nothing on the
-//! write path waits for a receiver.
+//! Patient messages ([`messages`]) are a consumer of the same feed: one
+//! row per intended message, written before it is sent, sent by email over
+//! SMTP or handed to the clinic's SMS gateway as `message.sms` webhooks.
+//!
+//! It reads the event store's feed (and the availability read model, for
+//! the free starts a displacement offers) and owns its own tables
+//! (`webhooks`, `webhook_cursors`, `webhook_deliveries`, `messages`,
+//! `message_cursor`); it knows nothing of HTTP routing. Nothing on the
+//! write path waits for a receiver or an SMTP relay.
 
+pub mod messages;
 pub mod names;
 pub mod sign;
 pub mod subscriptions;

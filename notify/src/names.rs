@@ -21,6 +21,10 @@ pub const EVENT_TYPES: &[&str] = &[
 /// The subscription wildcard.
 pub const ALL: &str = "*";
 
+/// The name of an SMS text for the clinic's gateway: not a stored event
+/// but a message the engine decided to send (the patient messages).
+pub const MESSAGE_SMS: &str = "message.sms";
+
 /// The webhook name of a stored event, if it has one.
 #[must_use]
 pub fn webhook_type(aggregate_type: &str, event_type: &str) -> Option<&'static str> {
@@ -35,6 +39,9 @@ pub fn webhook_type(aggregate_type: &str, event_type: &str) -> Option<&'static s
         ("Wallet", "FundsDeposited" | "FundsCredited") => "wallet.credited",
         ("Wallet", "FundsDebited" | "FundsRefunded") => "wallet.debited",
         ("Package", "PackagePurchased") => "package.purchased",
+        ("Hold", "HoldExpired") => "hold.expired",
+        ("PatientOffers", "OfferOpened") => "waitlist.offered",
+        ("Reservation", "ReminderDue") => "reminder.due",
         _ => return None,
     })
 }
@@ -56,6 +63,9 @@ mod tests {
             ("Wallet", "FundsDeposited"),
             ("Wallet", "FundsDebited"),
             ("Package", "PackagePurchased"),
+            ("Hold", "HoldExpired"),
+            ("PatientOffers", "OfferOpened"),
+            ("Reservation", "ReminderDue"),
         ];
         for (ty, event) in stored {
             let name = webhook_type(ty, event).unwrap_or_default();

@@ -3,7 +3,12 @@
 //! event feed by the `due_work` projection, and the claim of what is due.
 //!
 //! The events say what is due ([`clinicbook_domain::due`]): a hold held
-//! falls due at its `expires_at`, and any end of the hold deletes the row.
+//! falls due at its `expires_at`, and any end of the hold deletes the row;
+//! a booking's reminder falls due the clinic's `reminder_minutes_before`
+//! its start, a reschedule moves it and any end of the booking deletes it.
+//! For that the projection keeps each clinic's reminder setting and each
+//! booking's clinic (`due_reminder_clinics`, `due_reminder_bookings`), so
+//! that it never reads another projection's tables, which may lag it.
 //! Like the waitlist matcher's tables, these rows are work to do, not a
 //! view, so the projection is never rebuilt (a rebuild would replay work
 //! long done; the commands would refuse it anyway).
@@ -16,8 +21,10 @@
 //! [`DueClaim::finish`] deletes the row once its command is done.
 
 use chrono::{DateTime, Utc};
+use clinicbook_domain::clinic::{ClinicEvent, ClinicSettings};
 use clinicbook_domain::due::{self, DueChange, DueWork};
 use clinicbook_domain::hold::HoldEvent;
+use clinicbook_domain::reservation::ReservationEvent;
 use clinicbook_domain::AggregateKind;
 use clinicbook_eventstore::FeedEvent;
 use serde::{Deserialize, Serialize};
@@ -29,7 +36,7 @@ use crate::{Projection, ProjectionError, ReadModels};
 /// The scheduler's projection (not among the rebuildable ones).
 pub static DUE_WORK: Projection = Projection {
     name: "due_work",
-    tables: &[&DUE.def],
+    tables: &[&DUE.def, &REMINDER_CLINICS.def, &REMINDER_BOOKINGS.def],
     ddl: "",
     apply: apply_fn!(apply_batch),
 };
@@ -52,14 +59,94 @@ static DUE: Table<DueRow> = Table::new(
     &[Index::on("due_work_due_idx", "(due_at)")],
 );
 
+row! {
+    /// A clinic's `reminder_minutes_before` (clinics without a row have
+    /// the default).
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    struct ReminderClinicRow {
+        clinic_id: String,
+        minutes_before: i64,
+    }
+}
+
+static REMINDER_CLINICS: Table<ReminderClinicRow> =
+    Table::new("due_reminder_clinics", &["clinic_id"], &[]);
+
+row! {
+    /// The clinic of a booked reservation (a reschedule names none).
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    struct ReminderBookingRow {
+        reservation_id: String,
+        clinic_id: String,
+    }
+}
+
+static REMINDER_BOOKINGS: Table<ReminderBookingRow> =
+    Table::new("due_reminder_bookings", &["reservation_id"], &[]);
+
 async fn apply_batch(conn: &mut PgConnection, events: &[FeedEvent]) -> Result<(), ProjectionError> {
     for event in events {
-        if event.kind() == Some(AggregateKind::Hold) {
-            let change = due::of_hold(&event.aggregate_id, &decode::<HoldEvent>(event)?);
-            record(conn, event.position, change).await?;
+        match event.kind() {
+            Some(AggregateKind::Hold) => {
+                let change = due::of_hold(&event.aggregate_id, &decode::<HoldEvent>(event)?);
+                record(conn, event.position, change).await?;
+            }
+            Some(AggregateKind::Clinic) => {
+                if let ClinicEvent::SettingsChanged { settings } = decode::<ClinicEvent>(event)? {
+                    let row = ReminderClinicRow {
+                        clinic_id: event.aggregate_id.clone(),
+                        minutes_before: i64::from(settings.reminder_minutes_before),
+                    };
+                    REMINDER_CLINICS.upsert(conn, &[row]).await?;
+                }
+            }
+            Some(AggregateKind::Reservation) => {
+                let change: ReservationEvent = decode(event)?;
+                let id = &event.aggregate_id;
+                let clinic =
+                    match &change {
+                        ReservationEvent::ReservationBooked { clinic_id, .. } => {
+                            let row = ReminderBookingRow {
+                                reservation_id: id.clone(),
+                                clinic_id: clinic_id.to_string(),
+                            };
+                            REMINDER_BOOKINGS
+                                .upsert(conn, std::slice::from_ref(&row))
+                                .await?;
+                            Some(row.clinic_id)
+                        }
+                        ReservationEvent::ReservationRescheduled { .. } => sqlx::query_scalar(
+                            "SELECT clinic_id FROM due_reminder_bookings WHERE reservation_id = $1",
+                        )
+                        .bind(id)
+                        .fetch_optional(&mut *conn)
+                        .await?,
+                        _ => None,
+                    };
+                let minutes = match clinic {
+                    Some(clinic) => reminder_minutes(conn, &clinic).await?,
+                    None => ClinicSettings::default().reminder_minutes_before,
+                };
+                if let Some(change) = due::of_reservation(id, &change, minutes) {
+                    record(conn, event.position, change).await?;
+                }
+            }
+            _ => {}
         }
     }
     Ok(())
+}
+
+/// The clinic's `reminder_minutes_before` as of the events applied so far.
+async fn reminder_minutes(conn: &mut PgConnection, clinic: &str) -> Result<u32, ProjectionError> {
+    let minutes: Option<i64> =
+        sqlx::query_scalar("SELECT minutes_before FROM due_reminder_clinics WHERE clinic_id = $1")
+            .bind(clinic)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(minutes
+        .and_then(|m| u32::try_from(m).ok())
+        .unwrap_or(ClinicSettings::default().reminder_minutes_before))
 }
 
 async fn record(
@@ -187,6 +274,29 @@ impl ReadModels {
                 due_at: row.try_get("due_at")?,
             },
         }))
+    }
+
+    /// When the work `kind`/`key` falls due, if it is waiting (tools,
+    /// tests: a reminder armed, moved or disarmed).
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn due_at(
+        &self,
+        kind: due::DueKind,
+        key: &str,
+    ) -> Result<Option<DateTime<Utc>>, ProjectionError> {
+        let mut conn = self.pool().acquire().await?;
+        if !read_table_exists(&mut *conn, DUE.def.name).await? {
+            return Ok(None);
+        }
+        Ok(
+            sqlx::query_scalar("SELECT due_at FROM read.due_work WHERE kind = $1 AND key = $2")
+                .bind(kind.as_str())
+                .bind(key)
+                .fetch_optional(&mut *conn)
+                .await?,
+        )
     }
 
     /// When the earliest due work falls due, if any is waiting.

@@ -211,7 +211,8 @@ async fn apply_one(
         }
         ReservationEvent::CheckedIn { .. }
         | ReservationEvent::ReservationCompleted { .. }
-        | ReservationEvent::MarkedNoShow { .. } => {}
+        | ReservationEvent::MarkedNoShow { .. }
+        | ReservationEvent::ReminderDue { .. } => {}
     }
     Ok(())
 }

@@ -20,4 +20,8 @@ pub enum HarnessError {
     /// Running the migrations into a template database failed.
     #[error("migrating the template database: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+
+    /// The test SMTP server (Python's aiosmtpd) could not be had or started.
+    #[error("test SMTP server: {0}")]
+    Smtp(String),
 }

@@ -24,15 +24,21 @@
 //! test enables logging (`TEST_LOG=1`). It needs PostgreSQL server binaries
 //! (`/usr/lib/postgresql/*/bin`, the newest version wins) and nats-server; as
 //! root it runs PostgreSQL through `runuser -u postgres`.
+//!
+//! [`SmtpServer`] is a real SMTP server (Python's `aiosmtpd`, installed into
+//! a virtualenv under the target dir on first use) for the patient
+//! messages' tests.
 
 mod error;
 mod services;
+pub mod smtp;
 
 use tokio::sync::OnceCell;
 
 pub use clinicbook_localsvc::{LocalError, Nats, Postgres};
 pub use error::HarnessError;
 pub use services::{Services, TestDatabase};
+pub use smtp::SmtpServer;
 
 /// The services of this test binary. Behind a runtime-independent cell: each
 /// `#[tokio::test]` has its own runtime, and all of them share this. A failed

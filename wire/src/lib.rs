@@ -13,6 +13,7 @@ pub mod admin;
 pub mod booking;
 pub mod holds;
 pub mod instant;
+pub mod messages;
 pub mod money;
 pub mod patients;
 pub mod schedule;

@@ -9,6 +9,7 @@ use clinicbook_wire::booking::{
     AddBlock, AddClosure, BlockAdded, BookTreatment, Booked, Cancel, Cancelled, ClosureAdded,
     JoinWaitlist, PriceAnswer, QuoteQuery, Reschedule, StatusChanged, Waitlisted,
 };
+use clinicbook_wire::messages::MessageList;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -26,6 +27,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(book))
         .routes(routes!(get_reservation))
+        .routes(routes!(reservation_messages))
         .routes(routes!(reschedule))
         .routes(routes!(cancel))
         .routes(routes!(check_in))
@@ -77,6 +79,41 @@ async fn get_reservation(
     // Its open waitlist offer comes from the holds read model.
     wait_for(&state, "holds", MinPosition(query.min_position)).await?;
     Ok(axum::Json(state.read.reservation(reservation_id).await?))
+}
+
+problems!(
+    /// The error answers of `reservation_messages`.
+    ReservationMessagesErrors: ANY, AUTH, PARAMS, READ, &[Code::NotFound]
+);
+
+/// The messages sent (or being sent) to the patient about a reservation:
+/// confirmation, reminder, cancellation, displacement and waitlist offer,
+/// by email and SMS, oldest first. `to` is `"[erased]"` once the patient's
+/// data is erased. With `min_position`, waits until the messages of that
+/// event are decided (and the reservation is in its read model).
+#[utoipa::path(get, path = "/v1/reservations/{reservation_id}/messages", tag = "staff",
+    params(("reservation_id" = Uuid, Path), PositionQuery),
+    responses((status = 200, body = MessageList),
+        ReservationMessagesErrors))]
+async fn reservation_messages(
+    State(state): State<AppState>,
+    _staff: StaffCall,
+    Path(reservation_id): Path<Uuid>,
+    Query(query): Query<PositionQuery>,
+) -> Result<axum::Json<MessageList>, ApiError> {
+    wait_for(&state, "reservations", MinPosition(query.min_position)).await?;
+    if let Some(position) = query.min_position.filter(|p| *p > 0) {
+        state
+            .messages
+            .wait_for(position, super::consistency::WAIT)
+            .await?;
+    }
+    let list = state.messages.of_reservation(reservation_id).await?;
+    if list.messages.is_empty() {
+        // 404 for a reservation that does not exist (rather than an empty log).
+        state.read.reservation(reservation_id).await?;
+    }
+    Ok(axum::Json(list))
 }
 
 problems!(

@@ -101,6 +101,8 @@ pub async fn app_with(limits: Limits, clock: Clock) -> App {
     .unwrap_or_else(|e| panic!("read side: {e}"));
     let webhooks = clinicbook_notify::Webhooks::new(db.pool.clone(), true);
     let state = AppState {
+        messages: clinicbook_notify::messages::log::Messages::new(commands.store().clone()),
+        smtp: clinicbook_notify::messages::smtp::Relay::none(),
         audit: commands.store().audit(),
         commands,
         read: read.clone(),

@@ -287,6 +287,8 @@ async fn wallet_history_comes_in_pages_with_the_whole_balance_on_each() {
 async fn readyz(commands: Commands, read: ReadModels, nats_addr: Option<&str>) -> (u16, Value) {
     let webhooks = clinicbook_notify::Webhooks::new(commands.store().pool().clone(), true);
     let state = AppState {
+        messages: clinicbook_notify::messages::log::Messages::new(commands.store().clone()),
+        smtp: clinicbook_notify::messages::smtp::Relay::none(),
         audit: commands.store().audit(),
         commands,
         read,
@@ -372,7 +374,7 @@ async fn readyz_says_only_ok_or_degraded_per_dependency() {
     assert_eq!(
         body,
         json!({"status": "degraded", "database": "degraded", "nats": "not_configured",
-               "projection_lag_events": null})
+               "projection_lag_events": null, "smtp": "not_configured"})
     );
 }
 

@@ -10,6 +10,7 @@ mod demo;
 mod faults;
 mod holds;
 mod limits;
+mod messages;
 mod money;
 mod patients;
 mod platform;

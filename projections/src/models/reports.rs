@@ -513,6 +513,7 @@ impl ReservationRow {
                 self.set_slot(&to, tz(self.clinic_id)?);
                 return Ok(());
             }
+            ReservationEvent::ReminderDue { .. } => return Ok(()),
             ReservationEvent::ReservationCancelled { outcome, .. } => {
                 self.fee_cents = outcome.fee.cents();
                 self.refund_cents = if self.payment_method == Some(PaymentKind::Package) {

@@ -176,6 +176,7 @@ impl Row {
                 self.set_slot(to);
                 None
             }
+            ReservationEvent::ReminderDue { .. } => None,
             ReservationEvent::ReservationCancelled { outcome, at, .. } => {
                 self.settle(ReservationStatus::Cancelled, outcome);
                 Some(*at)

@@ -500,7 +500,8 @@ async fn apply_reservations(
             }
             // Waitlist entries hold no slot; rescheduling keeps the status.
             ReservationEvent::WaitlistJoined { .. }
-            | ReservationEvent::ReservationRescheduled { .. } => continue,
+            | ReservationEvent::ReservationRescheduled { .. }
+            | ReservationEvent::ReminderDue { .. } => continue,
             ReservationEvent::ReservationCancelled { .. } => ReservationStatus::Cancelled,
             ReservationEvent::CheckedIn { .. } => ReservationStatus::CheckedIn,
             ReservationEvent::ReservationCompleted { .. } => ReservationStatus::Completed,

@@ -38,7 +38,8 @@ async fn folded_reservation(w: &World, id: Uuid) -> ReservationView {
             | ReservationEvent::MarkedNoShow { at, .. }
             | ReservationEvent::ReservationDisplaced { at, .. } => *at,
             ReservationEvent::WaitlistJoined { .. }
-            | ReservationEvent::ReservationRescheduled { .. } => record.recorded_at,
+            | ReservationEvent::ReservationRescheduled { .. }
+            | ReservationEvent::ReminderDue { .. } => record.recorded_at,
         };
         steps.push(StatusEntry {
             status: after.state.status.as_str().to_owned(),
