@@ -405,14 +405,7 @@ impl Webhooks {
         }
         // Events from now on: the cursor starts at the feed's head.
         let head = feed::head(&mut *tx).await?;
-        sqlx::query(
-            "INSERT INTO webhook_cursors (webhook_id, transaction_id, position) VALUES ($1, $2, $3)",
-        )
-        .bind(webhook_id)
-        .bind(head.transaction_id)
-        .bind(head.position)
-        .execute(&mut *tx)
-        .await?;
+        crate::worker::save_cursor(&mut tx, webhook_id, head).await?;
         tx.commit().await?;
         Ok(WebhookCreated { webhook_id, secret })
     }

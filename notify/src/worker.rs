@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use clinicbook_eventstore::feed::{self, FeedPoint};
-use sqlx::{PgPool, Row};
+use sqlx::{FromRow, PgConnection, PgPool, Row};
 use tokio::sync::{watch, Mutex};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
@@ -265,14 +265,7 @@ async fn step(
         if next > now {
             return Ok(Step::Wait((next - now).to_std().unwrap_or_default()));
         }
-        let delivery = Pending {
-            event_id: row.try_get("event_id")?,
-            body: row.try_get("body")?,
-            attempts: row.try_get("attempts")?,
-            first_attempt_at: row.try_get("first_attempt_at")?,
-            position: row.try_get("position")?,
-            event_type: row.try_get("type")?,
-        };
+        let delivery = Pending::from_row(&row)?;
         attempt(pool, client, config, webhook_id, &url, &secret, delivery).await?;
         return Ok(Step::Again);
     }
@@ -330,27 +323,116 @@ async fn step(
         .await?;
         metrics::counter!("clinicbook_webhook_deliveries_queued_total").increment(1);
     }
+    save_cursor(&mut tx, webhook_id, last).await?;
+    tx.commit().await?;
+    Ok(Step::Again)
+}
+
+/// Sets `webhook_id`'s cursor to `at`: the events up to it are queued.
+///
+/// # Errors
+/// The database failed.
+pub(crate) async fn save_cursor(
+    conn: &mut PgConnection,
+    webhook_id: Uuid,
+    at: FeedPoint,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO webhook_cursors (webhook_id, transaction_id, position) VALUES ($1, $2, $3)
          ON CONFLICT (webhook_id) DO UPDATE SET transaction_id = EXCLUDED.transaction_id,
                                                 position = EXCLUDED.position",
     )
     .bind(webhook_id)
-    .bind(last.transaction_id)
-    .bind(last.position)
-    .execute(&mut *tx)
+    .bind(at.transaction_id)
+    .bind(at.position)
+    .execute(conn)
     .await?;
-    tx.commit().await?;
-    Ok(Step::Again)
+    Ok(())
 }
 
+/// The oldest delivery of a subscription not yet accepted or dead-lettered.
+#[derive(sqlx::FromRow)]
 struct Pending {
     event_id: String,
     body: String,
     attempts: i32,
     first_attempt_at: Option<DateTime<Utc>>,
     position: i64,
+    #[sqlx(rename = "type")]
     event_type: String,
+}
+
+/// How an attempt ended.
+#[derive(Clone, Copy)]
+enum Outcome {
+    /// The receiver accepted it (2xx).
+    Delivered,
+    /// It failed for longer than `give_up_after`: it is given up.
+    DeadLettered,
+    /// It failed; another attempt follows.
+    Failed,
+}
+
+impl Outcome {
+    /// The delivery's column the outcome sets to its instant.
+    fn column(self) -> &'static str {
+        match self {
+            Outcome::Delivered => "delivered_at",
+            Outcome::DeadLettered => "dead_lettered_at",
+            Outcome::Failed => "next_attempt_at",
+        }
+    }
+
+    /// Its `outcome` label of `clinicbook_webhook_deliveries_total`.
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Delivered => "delivered",
+            Outcome::DeadLettered => "dead_lettered",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+/// One attempt at a delivery, as its row records it.
+struct Attempted<'a> {
+    webhook_id: Uuid,
+    delivery: &'a Pending,
+    /// Attempts so far, this one included.
+    attempts: i32,
+    /// The receiver's status, if it answered.
+    status: Option<i32>,
+    /// When the first attempt was made.
+    first: DateTime<Utc>,
+}
+
+impl Attempted<'_> {
+    /// Records the attempt on its delivery row and counts it: `outcome`
+    /// with its column set to `at`.
+    async fn record(
+        &self,
+        pool: &PgPool,
+        outcome: Outcome,
+        at: DateTime<Utc>,
+    ) -> Result<(), sqlx::Error> {
+        let sql = format!(
+            "UPDATE webhook_deliveries
+                SET attempts = $3, last_status = $4, first_attempt_at = $5, {} = $6
+              WHERE webhook_id = $1 AND event_id = $2",
+            outcome.column()
+        );
+        sqlx::query(&sql)
+            .bind(self.webhook_id)
+            .bind(&self.delivery.event_id)
+            .bind(self.attempts)
+            .bind(self.status)
+            .bind(self.first)
+            .bind(at)
+            .execute(pool)
+            .await?;
+        metrics::counter!("clinicbook_webhook_deliveries_total", "outcome" => outcome.label())
+            .increment(1);
+        Ok(())
+    }
 }
 
 async fn attempt(
@@ -377,22 +459,15 @@ async fn attempt(
     let attempts = delivery.attempts.saturating_add(1);
     let first = delivery.first_attempt_at.unwrap_or(now);
     let done_at = Utc::now();
+    let attempted = Attempted {
+        webhook_id,
+        delivery: &delivery,
+        attempts,
+        status,
+        first,
+    };
     if accepted {
-        sqlx::query(
-            "UPDATE webhook_deliveries
-                SET attempts = $3, last_status = $4, first_attempt_at = $5, delivered_at = $6
-              WHERE webhook_id = $1 AND event_id = $2",
-        )
-        .bind(webhook_id)
-        .bind(&delivery.event_id)
-        .bind(attempts)
-        .bind(status)
-        .bind(first)
-        .bind(done_at)
-        .execute(pool)
-        .await?;
-        metrics::counter!("clinicbook_webhook_deliveries_total", "outcome" => "delivered")
-            .increment(1);
+        attempted.record(pool, Outcome::Delivered, done_at).await?;
         let occurred = serde_json::from_str::<serde_json::Value>(&delivery.body)
             .ok()
             .and_then(|b| {
@@ -411,40 +486,15 @@ async fn attempt(
     let failures = u32::try_from(attempts).unwrap_or(u32::MAX);
     let give_up = (done_at - first).to_std().unwrap_or_default() >= config.give_up_after;
     if give_up {
-        sqlx::query(
-            "UPDATE webhook_deliveries
-                SET attempts = $3, last_status = $4, first_attempt_at = $5, dead_lettered_at = $6
-              WHERE webhook_id = $1 AND event_id = $2",
-        )
-        .bind(webhook_id)
-        .bind(&delivery.event_id)
-        .bind(attempts)
-        .bind(status)
-        .bind(first)
-        .bind(done_at)
-        .execute(pool)
-        .await?;
-        metrics::counter!("clinicbook_webhook_deliveries_total", "outcome" => "dead_lettered")
-            .increment(1);
+        attempted
+            .record(pool, Outcome::DeadLettered, done_at)
+            .await?;
         info!(event_id = %delivery.event_id, event_type = %delivery.event_type, attempts, "dead-lettered");
         return Ok(());
     }
     let next = done_at
         + chrono::Duration::from_std(config.backoff(failures)).unwrap_or(chrono::Duration::zero());
-    sqlx::query(
-        "UPDATE webhook_deliveries
-            SET attempts = $3, last_status = $4, first_attempt_at = $5, next_attempt_at = $6
-          WHERE webhook_id = $1 AND event_id = $2",
-    )
-    .bind(webhook_id)
-    .bind(&delivery.event_id)
-    .bind(attempts)
-    .bind(status)
-    .bind(first)
-    .bind(next)
-    .execute(pool)
-    .await?;
-    metrics::counter!("clinicbook_webhook_deliveries_total", "outcome" => "failed").increment(1);
+    attempted.record(pool, Outcome::Failed, next).await?;
     debug!(event_id = %delivery.event_id, ?status, attempts, "delivery failed; retrying");
     Ok(())
 }
