@@ -23,8 +23,10 @@
 //!   11 on fresh databases, each machine-dependent figure next to a
 //!   ceiling measured in the same run, and prints one table.
 //!
-//! - `clinicbook-benches notify` books at a steady rate with a webhook
-//!   receiver subscribed, and measures commit to delivery.
+//! - `clinicbook-benches notify` books patients at a steady rate with a
+//!   real SMTP server and a webhook receiver of its own, and measures
+//!   commit to webhook, commit to confirmation sent and due to reminder
+//!   sent.
 //!
 //! All print throughput, latency percentiles and the answers by kind, and
 //! write the same as JSON with `--json`.
@@ -70,8 +72,9 @@ enum Command {
     All(all::AllArgs),
     /// Hold expiry delay (`expired_at - expires_at`, p50/p99) over many holds.
     Holds(holds::HoldsArgs),
-    /// Webhook delivery delay (commit to the receiver having it, p50/p99)
-    /// over many bookings, every signature checked.
+    /// Webhook and patient message delays (commit to webhook, commit to
+    /// confirmation sent, due to reminder sent; p50/p99) over many
+    /// bookings, every signature checked.
     Notify(notify::NotifyArgs),
 }
 
