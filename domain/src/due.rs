@@ -98,35 +98,32 @@ pub fn reminder_at(start: DateTime<Utc>, minutes_before: u32) -> DateTime<Utc> {
     start - chrono::TimeDelta::minutes(i64::from(minutes_before))
 }
 
-/// The reminder work an event of the reservation `reservation_id` creates,
-/// moves or ends, with the clinic's `minutes_before`: a booking arms it
-/// (unless it would fall due at or before the booking itself: the
-/// confirmation says it all), a reschedule re-arms it for the new start,
-/// the reminder falling due ends it, and every end of the booking
-/// disarms it. A waitlist entry has none.
+/// The reminder work an event of the reservation `reservation_id`,
+/// recorded at `at`, creates, moves or ends, with the clinic's
+/// `minutes_before`: a booking arms it and a reschedule re-arms it for the
+/// new start, unless it would fall due at or before the event itself (the
+/// confirmation, or the staff member who moved it, said it all); the
+/// reminder falling due ends it, and every end of the booking disarms it.
+/// A waitlist entry has none.
 pub fn of_reservation(
     reservation_id: &str,
     event: &ReservationEvent,
     minutes_before: u32,
+    at: DateTime<Utc>,
 ) -> Option<DueChange> {
     let key = reservation_id.to_owned();
     let kind = DueKind::Reminder;
-    match event {
-        ReservationEvent::ReservationBooked {
-            slot, booked_at, ..
-        } => {
-            let due_at = reminder_at(slot.start, minutes_before);
-            Some(if due_at > *booked_at {
-                DueChange::Schedule { kind, key, due_at }
-            } else {
-                DueChange::Done { kind, key }
-            })
+    let arm = |start: DateTime<Utc>, key: String| {
+        let due_at = reminder_at(start, minutes_before);
+        if due_at > at {
+            DueChange::Schedule { kind, key, due_at }
+        } else {
+            DueChange::Done { kind, key }
         }
-        ReservationEvent::ReservationRescheduled { to, .. } => Some(DueChange::Schedule {
-            kind,
-            key,
-            due_at: reminder_at(to.start, minutes_before),
-        }),
+    };
+    match event {
+        ReservationEvent::ReservationBooked { slot, .. } => Some(arm(slot.start, key)),
+        ReservationEvent::ReservationRescheduled { to, .. } => Some(arm(to.start, key)),
         ReservationEvent::ReservationCancelled { .. }
         | ReservationEvent::CheckedIn { .. }
         | ReservationEvent::ReservationCompleted { .. }
@@ -200,13 +197,15 @@ mod tests {
             kind: DueKind::Reminder,
             key: "r".to_owned(),
         });
+        let booked_at = at("2026-06-01T09:00:00Z");
         assert_eq!(
-            of_reservation("r", &booked("2026-06-01T09:00:00Z"), 1440),
+            of_reservation("r", &booked("2026-06-01T09:00:00Z"), 1440, booked_at),
             schedule("2026-06-09T09:00:00Z")
         );
         // Booked less than a day ahead: no reminder.
+        let late = at("2026-06-09T10:00:00Z");
         assert_eq!(
-            of_reservation("r", &booked("2026-06-09T10:00:00Z"), 1440),
+            of_reservation("r", &booked("2026-06-09T10:00:00Z"), 1440, late),
             done
         );
         let moved = ReservationEvent::ReservationRescheduled {
@@ -214,15 +213,20 @@ mod tests {
             to: slot("2026-06-12T15:30:00Z"),
         };
         assert_eq!(
-            of_reservation("r", &moved, 30),
+            of_reservation("r", &moved, 30, booked_at),
             schedule("2026-06-12T15:00:00Z")
+        );
+        // Moved to less than the reminder's time ahead: none.
+        assert_eq!(
+            of_reservation("r", &moved, 30, at("2026-06-12T15:10:00Z")),
+            done
         );
         let cancelled = ReservationEvent::ReservationCancelled {
             reason: "x".to_owned(),
             outcome: CancellationOutcome::default(),
             at: at("2026-06-02T09:00:00Z"),
         };
-        assert_eq!(of_reservation("r", &cancelled, 30), done);
+        assert_eq!(of_reservation("r", &cancelled, 30, booked_at), done);
         assert_eq!(DueKind::Reminder.as_str(), "reminder");
     }
 }

@@ -127,7 +127,7 @@ async fn apply_batch(conn: &mut PgConnection, events: &[FeedEvent]) -> Result<()
                     Some(clinic) => reminder_minutes(conn, &clinic).await?,
                     None => ClinicSettings::default().reminder_minutes_before,
                 };
-                if let Some(change) = due::of_reservation(id, &change, minutes) {
+                if let Some(change) = due::of_reservation(id, &change, minutes, event.recorded_at) {
                     record(conn, event.position, change).await?;
                 }
             }

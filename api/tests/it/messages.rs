@@ -682,6 +682,17 @@ async fn reminders_are_sent_once_across_a_restart_rearmed_by_a_reschedule_and_di
         )
         .await;
     assert_eq!(cancelled.status, 200, "{:?}", cancelled.body);
+    // A hold of 30 s runs out while the process is down (hold.expired).
+    let hold = app
+        .post(
+            "/v1/holds",
+            &app.staff,
+            json!({"patient_id": Uuid::new_v4(), "clinic_id": ids.clinic, "resource_id": ids.laser,
+                   "treatment_id": short, "start": at(moved + chrono::Duration::minutes(30)),
+                   "ttl_seconds": 30}),
+        )
+        .await;
+    assert_eq!(hold.status, 201, "{:?}", hold.body);
 
     // The scheduler's rows: A armed at start - 1 min, B re-armed for its
     // new start, C disarmed.
@@ -771,7 +782,11 @@ async fn reminders_are_sent_once_across_a_restart_rearmed_by_a_reschedule_and_di
         "{received:#?}"
     );
 
-    // reminder.due and message.sms reached the webhook receiver, signed.
+    // reminder.due, hold.expired and message.sms reached the webhook
+    // receiver, signed.
+    let expired = hooks.wait_for("hold.expired", 1).await;
+    assert_eq!(expired.len(), 1, "{:?}", hooks.of_type("hold.expired"));
+    assert_eq!(expired[0].2["data"]["aggregate_id"], hold.body["hold_id"]);
     let due_hooks = hooks.wait_for("reminder.due", 2).await;
     assert_eq!(due_hooks.len(), 2, "{:?}", hooks.of_type("reminder.due"));
     let sms = hooks.wait_for("message.sms", 2).await;
@@ -799,4 +814,112 @@ async fn reminders_are_sent_once_across_a_restart_rearmed_by_a_reschedule_and_di
     let (id, signature, _, raw) = &sms[0];
     println!("---- webhook delivery ----\nClinicbook-Event-Id: {id}\nClinicbook-Signature: {signature}\n\n{raw}\n---- end ----");
     drop(restarted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_displacement_offers_the_next_three_free_starts_and_a_cancellation_is_told() {
+    let smtp = SmtpServer::start().await.unwrap_or_else(|e| panic!("{e}"));
+    let (app, server, _) = serve(&smtp.url(), &[]).await;
+    let ids = app.clinic().await;
+    let ada = patient(
+        &app,
+        "Ada Lovelace",
+        "ada@example.com",
+        None,
+        "en",
+        (true, false),
+    )
+    .await;
+    let grace = patient(
+        &app,
+        "Grace Hopper",
+        "grace@example.com",
+        None,
+        "de",
+        (true, false),
+    )
+    .await;
+    let moved = book(
+        &app,
+        &ids,
+        &ada,
+        &ids.laser,
+        &ids.laser_treatment,
+        "2030-01-08T09:00:00Z",
+    )
+    .await;
+    let gone = book(
+        &app,
+        &ids,
+        &grace,
+        &ids.laser_b,
+        &ids.laser_treatment,
+        "2030-01-08T13:00:00Z",
+    )
+    .await;
+    let block = app
+        .post(
+            &format!("/v1/resources/{}/blocks", ids.laser),
+            &app.staff,
+            json!({"start": "2030-01-08T08:30:00Z", "end": "2030-01-08T10:30:00Z",
+                   "reason": "laser service", "emergency": true}),
+        )
+        .await;
+    assert_eq!(block.status, 201, "{:?}", block.body);
+    let cancelled = app
+        .post(
+            &format!("/v1/reservations/{gone}/cancel"),
+            &app.staff,
+            json!({"reason": "patient called"}),
+        )
+        .await;
+    assert_eq!(cancelled.status, 200, "{:?}", cancelled.body);
+    let kinds = |log: &[Value]| {
+        log.iter()
+            .map(|m| m["kind"].as_str().unwrap_or_default().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let log = messages_until(&app, &moved, |log| {
+        log.len() == 2 && log.iter().all(|m| m["status"] == "sent")
+    })
+    .await;
+    assert_eq!(kinds(&log), ["confirmation", "displacement"], "{log:?}");
+    let log = messages_until(&app, &gone, |log| {
+        log.len() == 2 && log.iter().all(|m| m["status"] == "sent")
+    })
+    .await;
+    assert_eq!(kinds(&log), ["confirmation", "cancellation"], "{log:?}");
+
+    let received = smtp.wait_for(4, Duration::from_secs(30)).await;
+    let displaced = received
+        .iter()
+        .find(|r| r.subject == "Your appointment at Berlin Mitte has to move")
+        .unwrap_or_else(|| panic!("no displacement: {received:#?}"));
+    let body = text(displaced);
+    assert!(
+        body.contains("on Tuesday, 8 January 2030, 10:00 (Europe/Berlin) cannot take place"),
+        "{body}"
+    );
+    assert!(
+        body.contains("These are the next free times for Laser hair removal:"),
+        "{body}"
+    );
+    let offered: Vec<&str> = body.lines().filter(|l| l.starts_with("  - ")).collect();
+    assert_eq!(offered.len(), 3, "{body}");
+    // Laser B is free from opening at 09:00 local; the next starts follow.
+    assert!(
+        offered[0].contains("Tuesday, 8 January 2030, 09:00"),
+        "{body}"
+    );
+    let cancellation = received
+        .iter()
+        .find(|r| r.subject == "Ihr Termin bei Berlin Mitte ist storniert")
+        .unwrap_or_else(|| panic!("no cancellation: {received:#?}"));
+    assert!(
+        text(cancellation)
+            .contains("am Dienstag, 8. Januar 2030, 14:00 Uhr (Europe/Berlin) ist storniert"),
+        "{}",
+        text(cancellation)
+    );
+    drop(server);
 }

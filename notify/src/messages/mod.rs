@@ -46,6 +46,8 @@ pub struct MessageConfig {
     pub batch: i64,
     /// How long an SMTP conversation may take.
     pub timeout: Duration,
+    /// Messages one process sends at once (each sender claims its own).
+    pub senders: usize,
 }
 
 impl Default for MessageConfig {
@@ -59,6 +61,7 @@ impl Default for MessageConfig {
             poll: Duration::from_millis(200),
             batch: 200,
             timeout: Duration::from_secs(20),
+            senders: 4,
         }
     }
 }

@@ -391,7 +391,8 @@ async fn addressed(
 }
 
 /// The next [`ALTERNATIVES`] free starts of the notice's treatment at its
-/// clinic, from the availability read model, after now, over the
+/// clinic (on any resource, the displaced start too when another resource
+/// has it), from the availability read model, after now, over the
 /// [`SEARCH_DAYS`] from the displaced day.
 async fn free_starts(
     store: &EventStore,
@@ -416,7 +417,7 @@ async fn free_starts(
             .slots
             .iter()
             .map(|slot| slot.start)
-            .filter(|start| *start > now && *start != notice.start)
+            .filter(|start| *start > now)
             .collect();
         day_starts.sort();
         day_starts.dedup();

@@ -31,12 +31,33 @@ use crate::names::MESSAGE_SMS;
 /// How long a claimed message is left to its sender.
 const LEASE: Duration = Duration::from_secs(120);
 
-/// Starts the sender until `cancel`.
+/// Starts `config.senders` senders until `cancel` (their claims never
+/// overlap; the relay's connections are pooled).
 pub fn spawn(
     store: EventStore,
     relay: Relay,
     config: MessageConfig,
     cancel: CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..config.senders.max(1))
+        .map(|n| {
+            sender(
+                store.clone(),
+                relay.clone(),
+                config.clone(),
+                cancel.clone(),
+                n,
+            )
+        })
+        .collect()
+}
+
+fn sender(
+    store: EventStore,
+    relay: Relay,
+    config: MessageConfig,
+    cancel: CancellationToken,
+    n: usize,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(
         async move {
@@ -58,7 +79,7 @@ pub fn spawn(
                 }
             }
         }
-        .instrument(tracing::info_span!("message_sender")),
+        .instrument(tracing::info_span!("message_sender", n)),
     )
 }
 
