@@ -300,6 +300,9 @@ pub struct DemoSummary {
     pub elapsed: Duration,
     /// Values for the curl commands.
     pub sample: Sample,
+    /// Where the sample reservation's patient messages went, as the server
+    /// answered when the load ended (none if it could not be read).
+    pub messages: Vec<clinicbook_wire::messages::MessageView>,
 }
 
 impl DemoSummary {
@@ -378,9 +381,35 @@ pub async fn load(
             fresh(&api, &chain, options, now).await?
         }
     };
+    summary.messages = sample_messages(&api, &summary).await;
     (summary.requests, summary.rate_limited) = api.counts();
     summary.elapsed = started.elapsed();
     Ok(summary)
+}
+
+/// The message log of the sample reservation: where its patient's
+/// messages went. A server that cannot answer it yet is no failure of the
+/// load (the summary then shows none).
+async fn sample_messages(
+    api: &Api,
+    summary: &DemoSummary,
+) -> Vec<clinicbook_wire::messages::MessageView> {
+    let Some(id) = summary.sample.reservation_id else {
+        return Vec::new();
+    };
+    match api
+        .get(As::Staff, &format!("/v1/reservations/{id}/messages"))
+        .await
+    {
+        Ok(reply) => reply
+            .parse::<clinicbook_wire::messages::MessageList>(StatusCode::OK)
+            .map(|list| list.messages)
+            .unwrap_or_default(),
+        Err(error) => {
+            tracing::warn!(%error, "the sample reservation's messages could not be read");
+            Vec::new()
+        }
+    }
 }
 
 /// How much of the chain the server has.
@@ -706,5 +735,6 @@ fn base_summary(
         rate_limited: 0,
         elapsed: Duration::ZERO,
         sample: report::sample(chain, patients, first, options.days),
+        messages: Vec::new(),
     }
 }

@@ -86,7 +86,8 @@ impl fmt::Display for DemoSummary {
                 self.seed, self.url
             )?;
             self.fmt_chain(f)?;
-            return self.fmt_offer(f);
+            self.fmt_offer(f)?;
+            return self.fmt_messages(f);
         }
         writeln!(
             f,
@@ -101,11 +102,35 @@ impl fmt::Display for DemoSummary {
         self.fmt_patients(f)?;
         self.fmt_reservations(f)?;
         self.fmt_disruptions(f)?;
-        self.fmt_offer(f)
+        self.fmt_offer(f)?;
+        self.fmt_messages(f)
     }
 }
 
 impl DemoSummary {
+    /// Where the sample reservation's messages went.
+    fn fmt_messages(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some(id) = self.sample.reservation_id else {
+            return Ok(());
+        };
+        if self.messages.is_empty() {
+            return writeln!(f, "Messages of reservation {id}: none (yet)");
+        }
+        writeln!(f, "Messages of reservation {id}:")?;
+        for m in &self.messages {
+            writeln!(
+                f,
+                "  {} by {} to {} ({}): {}",
+                m.kind.as_str(),
+                m.channel.as_str(),
+                m.to,
+                m.language,
+                m.status.as_str()
+            )?;
+        }
+        Ok(())
+    }
+
     fn fmt_offer(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let Some(offer) = &self.offer else {
             return Ok(());

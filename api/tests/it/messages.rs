@@ -923,3 +923,78 @@ async fn a_displacement_offers_the_next_three_free_starts_and_a_cancellation_is_
     );
     drop(server);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_waitlist_offer_is_told_with_its_expiry() {
+    let smtp = SmtpServer::start().await.unwrap_or_else(|e| panic!("{e}"));
+    let (app, server, _) = serve(&smtp.url(), &[]).await;
+    let ids = app.clinic().await;
+    let settings = app
+        .put(
+            &format!("/v1/clinics/{}/settings", ids.clinic),
+            &app.admin,
+            json!({"waitlist_mode": "offer", "offer_minutes": 30}),
+        )
+        .await;
+    assert_eq!(settings.status, 200, "{:?}", settings.body);
+    let walk_in = Uuid::new_v4().to_string();
+    let booked = book(
+        &app,
+        &ids,
+        &walk_in,
+        &ids.laser,
+        &ids.laser_treatment,
+        "2030-01-08T09:00:00Z",
+    )
+    .await;
+    let jurgen = patient(
+        &app,
+        "Jürgen Müller",
+        "juergen@example.de",
+        None,
+        "de",
+        (true, false),
+    )
+    .await;
+    let joined = app
+        .post(
+            "/v1/waitlist",
+            &app.staff,
+            json!({"patient_id": jurgen, "clinic_id": ids.clinic, "treatment_id": ids.laser_treatment,
+                   "earliest": "2030-01-08T08:00:00Z", "latest": "2030-01-08T10:00:00Z",
+                   "payment": {"method": "at_clinic"}}),
+        )
+        .await;
+    assert_eq!(joined.status, 201, "{:?}", joined.body);
+    let waiting = joined.body["reservation_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let cancelled = app
+        .post(
+            &format!("/v1/reservations/{booked}/cancel"),
+            &app.staff,
+            json!({"reason": "patient moved"}),
+        )
+        .await;
+    assert_eq!(cancelled.status, 200, "{:?}", cancelled.body);
+    let log = messages_until(&app, &waiting, |log| {
+        log.first().is_some_and(|m| m["status"] == "sent")
+    })
+    .await;
+    assert_eq!(log[0]["kind"], "waitlist_offer", "{log:?}");
+    assert_eq!(log[0]["to"], "juergen@example.de", "{log:?}");
+    let received = smtp.wait_for(1, Duration::from_secs(30)).await;
+    let offer = received
+        .iter()
+        .find(|r| r.subject == "Ein Platz bei Berlin Mitte ist für Sie frei")
+        .unwrap_or_else(|| panic!("no offer: {received:#?}"));
+    let body = text(offer);
+    assert!(
+        body.contains(
+            "am Dienstag, 8. Januar 2030, 10:00 Uhr (Europe/Berlin) ist für Sie reserviert, bis "
+        ),
+        "{body}"
+    );
+    drop(server);
+}
