@@ -393,3 +393,45 @@ async fn availability_after_each_write_is_never_a_stale_cached_answer() {
     let now = ok(&app, &path, &app.staff).await;
     assert_eq!(starts(&now, &ids.laser), all_day, "released: {now}");
 }
+
+/// The largest counts the API takes (`u32::MAX` sessions, redemptions and
+/// per-patient limit) reach the reports: the read model's columns hold
+/// them, so such a program or code never stops the reports projection.
+#[tokio::test]
+async fn the_largest_counts_the_api_takes_reach_the_reports() {
+    let app = app().await;
+    let ids = app.clinic().await;
+    let program = app
+        .post(
+            "/v1/programs",
+            &app.admin,
+            json!({"name": "Endless", "treatment_id": ids.laser_treatment, "sessions": u32::MAX,
+                   "price_cents": 60_000, "validity_days": 365, "clinic_ids": [ids.clinic]}),
+        )
+        .await;
+    assert_eq!(program.status, StatusCode::CREATED, "{:?}", program.body);
+    let promo = app
+        .post(
+            "/v1/promo-codes",
+            &app.admin,
+            json!({"code": "huge", "percent_off": 10, "valid_from": "2026-01-01T00:00:00Z",
+                   "valid_until": "2040-01-01T00:00:00Z", "max_redemptions": u32::MAX - 1,
+                   "per_patient_limit": u32::MAX}),
+        )
+        .await;
+    assert_eq!(promo.status, StatusCode::CREATED, "{:?}", promo.body);
+    let position = promo.body["position"].as_i64().unwrap_or(0);
+    let report = ok(
+        &app,
+        &format!("/v1/reports/promo-codes?min_position={position}"),
+        &app.analyst,
+    )
+    .await;
+    let rows = report["rows"].as_array().cloned().unwrap_or_default();
+    let huge: Vec<&Value> = rows.iter().filter(|r| r["code"] == "HUGE").collect();
+    assert_eq!(huge.len(), 1, "{report}");
+    assert_eq!(
+        huge[0]["max_redemptions"].as_i64(),
+        Some(i64::from(u32::MAX - 1))
+    );
+}

@@ -128,7 +128,8 @@ row! {
         program_id: Uuid,
         name: String,
         treatment_id: Uuid,
-        sessions: i32,
+        /// BIGINT: any `u32` the API takes fits.
+        sessions: i64,
         price_cents: i64,
         validity_days: i32,
     }
@@ -148,8 +149,9 @@ row! {
         purchased_at: Option<DateTime<Utc>>,
         purchase_date: Option<NaiveDate>,
         price_cents: i64,
-        sessions_total: i32,
-        sessions_used: i32,
+        /// BIGINT: any `u32` the API takes fits.
+        sessions_total: i64,
+        sessions_used: i64,
         consumed_by: Vec<Uuid>,
     }
 }
@@ -213,8 +215,10 @@ row! {
         amount_off_cents: Option<i64>,
         valid_from: DateTime<Utc>,
         valid_until: DateTime<Utc>,
-        max_redemptions: i32,
-        per_patient_limit: i32,
+        /// BIGINT: any `u32` the API takes fits (an INTEGER column once
+        /// stopped the projection at a code allowing 4294967294).
+        max_redemptions: i64,
+        per_patient_limit: i64,
         active: bool,
     }
 }
@@ -298,7 +302,7 @@ async fn apply_program(conn: &mut PgConnection, event: &FeedEvent) -> Result<(),
         program_id: program.program_id.0,
         name: program.name,
         treatment_id: program.treatment_id.0,
-        sessions: int_column(event, "sessions", program.sessions)?,
+        sessions: i64::from(program.sessions),
         price_cents: program.price.cents(),
         validity_days: int_column(event, "validity_days", program.validity_days)?,
     };
@@ -323,8 +327,8 @@ async fn apply_promo_code(
                 amount_off_cents: amount,
                 valid_from: promo.valid_from,
                 valid_until: promo.valid_until,
-                max_redemptions: int_column(event, "max_redemptions", promo.max_redemptions)?,
-                per_patient_limit: int_column(event, "per_patient_limit", promo.per_patient_limit)?,
+                max_redemptions: i64::from(promo.max_redemptions),
+                per_patient_limit: i64::from(promo.per_patient_limit),
                 active: true,
             };
             PROMO_CODES.upsert(conn, &[row]).await
@@ -440,7 +444,7 @@ async fn apply_packages(
                 row.purchased_at = Some(purchased_at);
                 row.purchase_date = Some(purchased_at.with_timezone(&tz).date_naive());
                 row.price_cents = price.cents();
-                row.sessions_total = int_column(event, "sessions", sessions)?;
+                row.sessions_total = i64::from(sessions);
             }
             PackageEvent::SessionConsumed { reservation_id } => {
                 let left = row.sessions_total - row.sessions_used;
@@ -453,7 +457,7 @@ async fn apply_packages(
             }
             PackageEvent::PackageTransferred { .. } => {}
         }
-        row.sessions_used = int_column(event, "sessions used", row.consumed_by.len())?;
+        row.sessions_used = i64::from(int_column(event, "sessions used", row.consumed_by.len())?);
     }
     PACKAGES.upsert_all(conn, rows).await
 }
