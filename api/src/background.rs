@@ -70,7 +70,7 @@ pub async fn start(
     if matches!(role, ServeRole::All | ServeRole::Projector) {
         // The webhook workers wake on commits instead of at their next poll.
         background.set_commit_nudges(relay::commit_nudges(&js.client(), topology).await?);
-        background.projectors(read, &js, topology, batches.projector, true);
+        background.projectors(read, &js, topology, &batches, true);
         background.spawn(
             info_span!("waitlist_matcher"),
             match_waitlist(read.clone(), commands.clone(), background.stop_token()),

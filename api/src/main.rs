@@ -161,6 +161,10 @@ struct ServeArgs {
     /// Messages a projector applies per transaction.
     #[arg(long, env = "CLINICBOOK_PROJECTOR_BATCH", default_value_t = 500)]
     projector_batch: usize,
+    /// Milliseconds a projector waits after a batch's first message for
+    /// more (fewer, larger transactions under load; this much more lag).
+    #[arg(long, env = "CLINICBOOK_PROJECTOR_GATHER_MS", default_value_t = 5)]
+    projector_gather_ms: u64,
     /// Ed25519 key audit checkpoints are signed with (64 hex digits).
     /// Without it, a random key is kept in <var-dir>/audit-key.
     #[arg(long, env = "CLINICBOOK_AUDIT_KEY", hide_env_values = true)]
@@ -448,6 +452,7 @@ async fn run_server(
             let batches = Batches {
                 relay: args.relay_batch,
                 projector: args.projector_batch,
+                gather: Duration::from_millis(args.projector_gather_ms),
             };
             clinicbook_api::background::start(
                 args.role,

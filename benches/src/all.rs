@@ -25,7 +25,12 @@
 //! - `rss_mb`: the `--role all` server's peak resident memory;
 //! - `cpu_*`: how the machine's CPU was split between the load generator
 //!   (this process), the server and PostgreSQL during the ceiling and the
-//!   `--role all` run.
+//!   `--role all` run;
+//! - `cpu_ms_per_*`, `book_*_cpu_bound`: the CPU (of all processes that
+//!   do the work, not the load generator's HTTP client) one raw-SQL
+//!   transaction and one booking cost, per role, and their quotient: the
+//!   highest ratio to the ceiling the machine's CPU allows a role, the
+//!   bound to hold `book_*_ratio` against where CPU is what runs out.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -330,6 +335,9 @@ struct RoleRuns {
     rates: Vec<f64>,
     ratios: Vec<f64>,
     p50: Vec<f64>,
+    /// CPU per booking of the server and of PostgreSQL, per round.
+    server_ms: Vec<f64>,
+    postgres_ms: Vec<f64>,
 }
 
 impl RoleRuns {
@@ -339,11 +347,14 @@ impl RoleRuns {
             rates: Vec::new(),
             ratios: Vec::new(),
             p50: Vec::new(),
+            server_ms: Vec::new(),
+            postgres_ms: Vec::new(),
         }
     }
 
-    /// Records round `round`'s run against that round's `ceiling`.
-    fn record(&mut self, round: usize, booked: &BookReport, ceiling: f64) {
+    /// Records round `round`'s run against that round's `ceiling`, with
+    /// the CPU the machine spent during it.
+    fn record(&mut self, round: usize, booked: &BookReport, ceiling: f64, cpu: Option<CpuSplit>) {
         eprintln!(
             "round {round}: --role {} {:.0} bookings/s",
             self.role, booked.bookings_per_second
@@ -351,6 +362,49 @@ impl RoleRuns {
         self.rates.push(booked.bookings_per_second);
         self.ratios.push(booked.bookings_per_second / ceiling);
         self.p50.push(booked.latency_ms.p50);
+        if let Some(cpu) = cpu {
+            self.server_ms
+                .extend(cpu.ms_per_op(cpu.server, booked.bookings));
+            self.postgres_ms
+                .extend(cpu.ms_per_op(cpu.postgres, booked.bookings));
+        }
+    }
+
+    /// Adds the CPU a booking cost (server and PostgreSQL) and, against
+    /// the raw-SQL transaction's cost, the best ratio to the ceiling the
+    /// machine allows when CPU is what limits both.
+    fn add_cpu_to(
+        &self,
+        table: &mut Table,
+        ceiling_ms: Option<f64>,
+        note: &impl Fn(&str) -> String,
+    ) {
+        if self.server_ms.is_empty() {
+            return;
+        }
+        let role = self.role;
+        let (server, postgres) = (median(&self.server_ms), median(&self.postgres_ms));
+        let cost = server + postgres;
+        table.add(
+            &format!("cpu_ms_per_book_{role}"),
+            cost,
+            "ms cpu",
+            None,
+            Goal::None,
+            note(&format!(
+                "CPU per booking of serve --role {role} ({server:.2} ms) and PostgreSQL ({postgres:.2} ms)"
+            )),
+        );
+        if let Some(ceiling_ms) = ceiling_ms.filter(|_| cost > 0.0) {
+            table.add_ratio(
+                &format!("book_{role}_cpu_bound"),
+                ceiling_ms / cost,
+                Goal::None,
+                note(&format!(
+                    "cpu_ms_per_tx_ceiling / cpu_ms_per_book_{role}: the highest book_{role}_ratio CPU allows"
+                )),
+            );
+        }
     }
 
     /// Adds `book_<role>` next to `ceiling`, its ratio to the ceiling held
@@ -446,45 +500,36 @@ impl<'a> Ctx<'a> {
     async fn bookings(&self, runs: usize, table: &mut Table) -> anyhow::Result<f64> {
         let (mut ceilings, mut rss) = (vec![], vec![]);
         let (mut api_runs, mut all_runs) = (RoleRuns::new("api"), RoleRuns::new("all"));
+        let mut ceiling_costs = Vec::new();
         let mut cpu_ceiling = None;
         let mut cpu_all = None;
         for round in 0..runs {
             let db = self.backend.database().await?;
-            let cpu = CpuWatch::start(None, &db.url).await;
             let ceiling = ceiling(&db.url, self.clients, self.seconds).await;
-            if cpu_ceiling.is_none() {
-                cpu_ceiling = cpu.finish().await;
-            }
             self.backend.drop_database(&db).await;
             let ceiling = ceiling?;
-            eprintln!("round {round}: raw-SQL ceiling {ceiling:.0} tx/s");
-            ceilings.push(ceiling);
+            eprintln!("round {round}: raw-SQL ceiling {:.0} tx/s", ceiling.rate);
+            ceilings.push(ceiling.rate);
+            if let Some(cpu) = ceiling.cpu {
+                ceiling_costs.extend(cpu.ms_per_op(cpu.bench + cpu.postgres, ceiling.transactions));
+                cpu_ceiling.get_or_insert(cpu);
+            }
 
             let api = self.scenario("api").await?;
-            let booked = self.book_distinct(&api.api, self.clients).await?;
+            let (booked, cpu) = self.book_watched(&api, false).await;
             api.finish().await?;
-            api_runs.record(round, &booked, ceiling);
+            api_runs.record(round, &booked?, ceiling.rate, cpu);
 
             let all = self.scenario("all").await?;
-            let clinic = Arc::new(set_up(&all.api, self.clients).await?);
-            let pid = all.server.as_ref().map(Server::pid);
-            let cpu = CpuWatch::start(pid, &all.db.url).await;
-            let booked = http::drive(
-                &all.api,
-                &clinic,
-                Mode::Distinct,
-                self.clients,
-                self.seconds,
-            )
-            .await?;
-            if cpu_all.is_none() {
-                cpu_all = cpu.finish().await;
-            }
-            if let Some(pid) = pid {
+            let (booked, cpu) = self.book_watched(&all, true).await;
+            if let Some(pid) = all.server.as_ref().map(Server::pid) {
                 rss.push(peak_rss_mb(pid));
             }
             all.finish().await?;
-            all_runs.record(round, &booked, ceiling);
+            if let Some(cpu) = cpu {
+                cpu_all.get_or_insert(cpu);
+            }
+            all_runs.record(round, &booked?, ceiling.rate, cpu);
         }
         let note = |what: &str| {
             format!(
@@ -502,6 +547,19 @@ impl<'a> Ctx<'a> {
         );
         api_runs.add_to(table, median(&ceilings), 0.6, note);
         all_runs.add_to(table, median(&ceilings), 0.4, note);
+        let ceiling_cost = (!ceiling_costs.is_empty()).then(|| median(&ceiling_costs));
+        if let Some(cost) = ceiling_cost {
+            table.add(
+                "cpu_ms_per_tx_ceiling",
+                cost,
+                "ms cpu",
+                None,
+                Goal::None,
+                note("CPU of PostgreSQL and the SQL client (this process) per raw-SQL transaction"),
+            );
+        }
+        api_runs.add_cpu_to(table, ceiling_cost, &note);
+        all_runs.add_cpu_to(table, ceiling_cost, &note);
         table.add(
             "rss_mb",
             rss.iter().copied().fold(0.0, f64::max),
@@ -531,6 +589,36 @@ impl<'a> Ctx<'a> {
             }
         }
         Ok(median(&all_runs.rates))
+    }
+
+    /// Distinct-slot bookings against `scenario`'s server, with the CPU
+    /// the machine spent while they ran; with `projected`, until the
+    /// server's projectors have applied them too, so their work counts.
+    async fn book_watched(
+        &self,
+        scenario: &Scenario<'_>,
+        projected: bool,
+    ) -> (anyhow::Result<BookReport>, Option<CpuSplit>) {
+        let clinic = match set_up(&scenario.api, self.clients).await {
+            Ok(clinic) => Arc::new(clinic),
+            Err(e) => return (Err(e), None),
+        };
+        let pid = scenario.server.as_ref().map(Server::pid);
+        let cpu = CpuWatch::start(pid, &scenario.db.url).await;
+        let booked = http::drive(
+            &scenario.api,
+            &clinic,
+            Mode::Distinct,
+            self.clients,
+            self.seconds,
+        )
+        .await;
+        if projected && booked.is_ok() {
+            if let Err(e) = crate::lag::settle(&scenario.api).await {
+                return (Err(e), None);
+            }
+        }
+        (booked, cpu.finish().await)
     }
 
     /// The `--role all` booking rate alone (for `lag` without `book`).
@@ -754,7 +842,7 @@ impl<'a> Ctx<'a> {
 /// transactions for `seconds` on `ceiling_events`, a copy of the events
 /// table (columns, defaults, identity, indexes, checks) without its
 /// triggers. Answers transactions per second.
-async fn ceiling(url: &str, clients: usize, seconds: u64) -> anyhow::Result<f64> {
+async fn ceiling(url: &str, clients: usize, seconds: u64) -> anyhow::Result<CeilingRun> {
     let pool = PgPoolOptions::new()
         .max_connections(u32::try_from(clients).unwrap_or(64))
         .min_connections(u32::try_from(clients).unwrap_or(64))
@@ -765,6 +853,7 @@ async fn ceiling(url: &str, clients: usize, seconds: u64) -> anyhow::Result<f64>
         .execute(&pool)
         .await?;
     let done = Arc::new(AtomicU64::new(0));
+    let cpu = CpuWatch::start(None, url).await;
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(clients);
@@ -786,8 +875,24 @@ async fn ceiling(url: &str, clients: usize, seconds: u64) -> anyhow::Result<f64>
         task.await.context("a ceiling client panicked")??;
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu = cpu.finish().await;
     pool.close().await;
-    Ok(report::per_second(done.load(Ordering::Relaxed), elapsed))
+    let transactions = done.load(Ordering::Relaxed);
+    Ok(CeilingRun {
+        rate: report::per_second(transactions, elapsed),
+        transactions,
+        cpu,
+    })
+}
+
+/// What one ceiling run measured.
+struct CeilingRun {
+    /// Transactions per second.
+    rate: f64,
+    /// Transactions committed.
+    transactions: u64,
+    /// The machine's CPU while they ran.
+    cpu: Option<CpuSplit>,
 }
 
 /// One booking-shaped transaction: the calendar's last sequence, then its
@@ -1052,6 +1157,16 @@ struct CpuSplit {
     postgres: f64,
     other: f64,
     idle: f64,
+    /// All cores' time over the interval (wall seconds times cores).
+    core_seconds: f64,
+}
+
+impl CpuSplit {
+    /// Milliseconds of one core that `share` of this interval comes to
+    /// per operation, over `ops` operations.
+    fn ms_per_op(&self, share: f64, ops: u64) -> Option<f64> {
+        (ops > 0).then(|| share * self.core_seconds * 1000.0 / ops as f64)
+    }
 }
 
 /// CPU ticks (`/proc`, in clock ticks) of this process, the server and
@@ -1060,6 +1175,7 @@ struct CpuWatch {
     server: Option<u32>,
     postmaster: Option<u32>,
     start: Ticks,
+    started: Instant,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -1079,9 +1195,11 @@ impl CpuWatch {
             server,
             postmaster,
             start: Ticks::default(),
+            started: Instant::now(),
         };
         Self {
             start: watch.ticks(),
+            started: Instant::now(),
             ..watch
         }
     }
@@ -1114,6 +1232,7 @@ impl CpuWatch {
             postgres,
             other: (busy - bench - server - postgres).max(0.0),
             idle: (1.0 - busy).max(0.0),
+            core_seconds: self.started.elapsed().as_secs_f64() * cores() as f64,
         })
     }
 }
@@ -1175,6 +1294,15 @@ fn children_ticks(parent: u32) -> u64 {
         }
     }
     sum
+}
+
+/// The cores `/proc/stat` counts (its `cpuN` lines), at least 1.
+fn cores() -> usize {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    stat.lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .count()
+        .max(1)
 }
 
 /// Busy and total ticks of all cores (`/proc/stat`).

@@ -50,6 +50,9 @@ pub struct Batches {
     pub relay: i64,
     /// Messages a projector applies per transaction.
     pub projector: usize,
+    /// How long a projector waits after a batch's first message for more
+    /// ([`ProjectorConfig::gather`]).
+    pub gather: Duration,
 }
 
 impl Default for Batches {
@@ -57,6 +60,7 @@ impl Default for Batches {
         Self {
             relay: RelayConfig::default().batch,
             projector: ProjectorConfig::default().batch,
+            gather: ProjectorConfig::default().gather,
         }
     }
 }
@@ -133,12 +137,13 @@ impl Background {
         read: &ReadModels,
         js: &jetstream::Context,
         topology: &Topology,
-        batch: usize,
+        batches: &Batches,
         waitlist: bool,
     ) {
         let config = ProjectorConfig {
             topology: topology.clone(),
-            batch: batch.max(1),
+            batch: batches.projector.max(1),
+            gather: batches.gather,
             ..ProjectorConfig::default()
         };
         let mut all: Vec<&'static crate::Projection> = projections().iter().collect();

@@ -192,6 +192,7 @@ impl ReadSide {
                 idle,
                 batch,
                 retry: Duration::from_millis(100),
+                ..ProjectorConfig::default()
             },
         );
         self.tasks
