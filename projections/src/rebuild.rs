@@ -13,7 +13,7 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, RetryableWithContext};
 use clinicbook_eventstore::{feed, FeedEvent, FeedPoint};
 use futures::StreamExt;
-use sqlx::{Connection, PgConnection, Row};
+use sqlx::{ConnectOptions, Connection, PgConnection, Row};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -114,7 +114,7 @@ pub async fn rebuild_if_stale(
 
 /// Builds `projection` from the event store into `schema`, which is
 /// dropped first if it exists, on `conn`; the feed is read on a second
-/// connection of `read`'s pool. Answers what it applied.
+/// connection to `read`'s database. Answers what it applied.
 ///
 /// # Errors
 /// The database failed or an event could not be applied.
@@ -154,7 +154,16 @@ async fn build_until(
         events: 0,
         point: FeedPoint::START,
     };
-    let feed = read.pool().acquire().await?.detach();
+    // Its own session, outside the pool (no pool slot held for the whole
+    // replay), with the pool's settings but no slow-statement warning:
+    // the one statement lasts as long as the replay, by design.
+    let options = read
+        .pool()
+        .connect_options()
+        .as_ref()
+        .clone()
+        .disable_statement_logging();
+    let feed = PgConnection::connect_with(&options).await?;
     let (batches, mut next) = mpsc::channel(FEED_AHEAD);
     let mut reader = AbortOnDrop(tokio::spawn(read_feed(feed, built.point, until, batches)));
     while let Some(events) = next.recv().await {
