@@ -15,8 +15,8 @@ use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use clinicbook_domain::AggregateKind;
-use serde::{Deserialize, Serialize};
 use futures_util::stream::{BoxStream, StreamExt};
+use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgExecutor, Row};
 
 use crate::error::StoreError;
