@@ -132,7 +132,7 @@ pub async fn events_after(
             AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
             AND ($3::text IS NULL OR aggregate_type = $3)
             AND ($4::text IS NULL OR metadata->>'actor' = $4)
-          ORDER BY transaction_id, position
+          ORDER BY events.transaction_id, events.position
           LIMIT $5"
     );
     let rows: Vec<EventRow> = sqlx::query_as(&sql)
@@ -181,7 +181,7 @@ pub async fn resume_after_position(pool: &PgPool, position: i64) -> Result<FeedP
                 SELECT transaction_id::text::bigint AS transaction_id, position FROM events
                  WHERE position > $1
                    AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-                 ORDER BY transaction_id, position LIMIT 1) AS f ON true",
+                 ORDER BY events.transaction_id, events.position LIMIT 1) AS f ON true",
     )
     .bind(position)
     .fetch_one(pool)

@@ -11,11 +11,13 @@
 //! this feed; projectors fill gaps and rebuilds replay from it.
 
 use std::cmp::Ordering;
+use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use clinicbook_domain::AggregateKind;
+use futures_util::stream::{BoxStream, StreamExt};
 use serde::{Deserialize, Serialize};
-use sqlx::{PgExecutor, Row};
+use sqlx::{PgConnection, PgExecutor, Row};
 
 use crate::error::StoreError;
 use crate::row::{EventRow, COLUMNS};
@@ -175,7 +177,7 @@ async fn read_range<'e>(
           WHERE (transaction_id, position) > ($1::text::xid8, $2)
             {upper}
             AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-          ORDER BY transaction_id, position
+          ORDER BY events.transaction_id, events.position
           LIMIT {limit_param}"
     );
     let mut query = sqlx::query_as(&sql)
@@ -186,6 +188,51 @@ async fn read_range<'e>(
     }
     let rows = query.bind(limit).fetch_all(executor).await?;
     decode(rows)
+}
+
+/// The statement of [`stream_after`] without and with an upper bound.
+static STREAM: LazyLock<[String; 2]> = LazyLock::new(|| {
+    let sql = |upper: &str| {
+        format!(
+            "SELECT {COLUMNS} FROM events
+              WHERE (transaction_id, position) > ($1::text::xid8, $2)
+                {upper}
+                AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+              ORDER BY events.transaction_id, events.position"
+        )
+    };
+    [
+        sql(""),
+        sql("AND (transaction_id, position) <= ($3::text::xid8, $4)"),
+    ]
+});
+
+/// Every committed event after `after` (up to and including `until`, when
+/// given), in feed order, as one statement whose rows are decoded as they
+/// arrive: what a rebuild replays. One statement sees one snapshot, so the
+/// horizon is taken once and no page boundary is looked up again deeper
+/// in the table (keyset pages of [`read_after`] each start with an index
+/// descent and a new plan). The connection is busy until the stream ends
+/// or is dropped.
+///
+/// # Errors
+/// Each item: the database failed or a stored text is not JSON.
+pub fn stream_after<'c>(
+    conn: &'c mut PgConnection,
+    after: FeedPoint,
+    until: Option<FeedPoint>,
+) -> BoxStream<'c, Result<FeedEvent, StoreError>> {
+    let sql = &STREAM[usize::from(until.is_some())];
+    let mut query = sqlx::query_as::<_, EventRow>(sql)
+        .bind(after.transaction_id)
+        .bind(after.position);
+    if let Some(until) = until {
+        query = query.bind(until.transaction_id).bind(until.position);
+    }
+    query
+        .fetch(conn)
+        .map(|row| FeedEvent::try_from(row?))
+        .boxed()
 }
 
 /// The feed point of the event at `position`, if it is committed and below
@@ -222,7 +269,7 @@ pub async fn head<'e>(executor: impl PgExecutor<'e>) -> Result<FeedPoint, StoreE
     let row = sqlx::query(
         "SELECT transaction_id::text::bigint AS transaction_id, position FROM events
           WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-          ORDER BY transaction_id DESC, position DESC LIMIT 1",
+          ORDER BY events.transaction_id DESC, events.position DESC LIMIT 1",
     )
     .fetch_optional(executor)
     .await?;

@@ -16,7 +16,10 @@ use crate::hash::{self, EventFields, Hash, GENESIS};
 use crate::store::StoredAggregate;
 
 /// The columns of an [`EventRow`], in a form every `SELECT` on `events`
-/// uses (`SELECT {COLUMNS} FROM events ...`).
+/// uses (`SELECT {COLUMNS} FROM events ...`). Its `transaction_id` is an
+/// output column (a cast), so a bare `ORDER BY transaction_id` would sort
+/// by the cast and never use the `(transaction_id, position)` index:
+/// statements order by `events.transaction_id, events.position`.
 pub(crate) const COLUMNS: &str = "aggregate_type, aggregate_id, sequence, position,
     transaction_id::text::bigint AS transaction_id, event_type, event_version,
     payload::text AS payload, metadata::text AS metadata, recorded_at, hash, chain_version";

@@ -11,8 +11,11 @@
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, RetryableWithContext};
-use clinicbook_eventstore::{feed, FeedPoint};
-use sqlx::{Connection, PgConnection, Row};
+use clinicbook_eventstore::{feed, FeedEvent, FeedPoint};
+use futures::StreamExt;
+use sqlx::{ConnectOptions, Connection, PgConnection, Row};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use crate::checkpoint::{apply_in, create_tables, ddl_hash, READ_SCHEMA};
 use crate::{Projection, ProjectionError, ReadModels};
@@ -20,8 +23,9 @@ use crate::{Projection, ProjectionError, ReadModels};
 /// PostgreSQL's `lock_not_available` (a `NOWAIT` lock that was taken).
 const LOCK_NOT_AVAILABLE: &str = "55P03";
 
-/// Events per transaction while replaying.
-const REPLAY_BATCH: i64 = 5000;
+/// Events per page while the swap catches up with what was committed
+/// during the replay (on the swap's own transaction).
+const CATCH_UP_BATCH: i64 = 5000;
 
 /// What a rebuild did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,7 +71,7 @@ pub async fn rebuild(
         .bind(projection.name)
         .execute(&mut conn)
         .await?;
-    let built = build_into(&mut conn, projection, &schema, progress).await?;
+    let built = build_into(read, &mut conn, projection, &schema, progress).await?;
     let swapped = swap(&mut conn, projection, &schema, built).await?;
     read.availability_cache().clear();
     conn.close().await?;
@@ -109,21 +113,28 @@ pub async fn rebuild_if_stale(
 }
 
 /// Builds `projection` from the event store into `schema`, which is
-/// dropped first if it exists. Answers what it applied.
+/// dropped first if it exists, on `conn`; the feed is read on a second
+/// connection to `read`'s database. Answers what it applied.
 ///
 /// # Errors
 /// The database failed or an event could not be applied.
 pub async fn build_into(
+    read: &ReadModels,
     conn: &mut PgConnection,
     projection: &Projection,
     schema: &str,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Rebuilt, ProjectionError> {
-    build_until(conn, projection, schema, None, progress).await
+    build_until(read, conn, projection, schema, None, progress).await
 }
 
 /// [`build_into`], stopping after the event at `until` when given.
+///
+/// The feed is one streamed statement ([`feed::stream_after`]) on its own
+/// connection, decoded by its own task a batch ahead of the applies, so
+/// reading and decoding the next batch overlaps applying this one.
 async fn build_until(
+    read: &ReadModels,
     conn: &mut PgConnection,
     projection: &Projection,
     schema: &str,
@@ -143,34 +154,110 @@ async fn build_until(
         events: 0,
         point: FeedPoint::START,
     };
-    loop {
+    // Its own session, outside the pool (no pool slot held for the whole
+    // replay), with the pool's settings but no slow-statement warning:
+    // the one statement lasts as long as the replay, by design.
+    let options = read
+        .pool()
+        .connect_options()
+        .as_ref()
+        .clone()
+        .disable_statement_logging();
+    let feed = PgConnection::connect_with(&options).await?;
+    let (batches, mut next) = mpsc::channel(FEED_AHEAD);
+    let mut reader = AbortOnDrop(tokio::spawn(read_feed(feed, built.point, until, batches)));
+    while let Some(events) = next.recv().await {
+        let events = events?;
+        let Some(last) = events.last().map(FeedEvent::point) else {
+            continue;
+        };
         let mut tx = conn.begin().await?;
-        let applied = replay_batch(&mut tx, projection, schema, until, &mut built).await?;
+        // The scratch tables are thrown away if the rebuild dies, so a
+        // batch need not wait for its WAL to reach the disk; the swap
+        // commits as usual.
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *tx)
+            .await?;
+        apply_in(&mut tx, schema, projection, &events).await?;
         tx.commit().await?;
-        if applied == 0 {
-            return Ok(built);
-        }
+        built.point = last;
+        built.events += events.len() as u64;
         progress(built.events);
+    }
+    // The channel closed: the reader ended, with every batch sent.
+    match (&mut reader.0).await {
+        Ok(()) => Ok(built),
+        Err(e) => Err(ProjectionError::Invalid {
+            field: "rebuild",
+            reason: format!("the feed reader failed: {e}"),
+        }),
     }
 }
 
-/// Applies the next batch of the feed after `built.point` (up to `until`) to `schema`;
-/// answers how many events it applied.
-async fn replay_batch(
+/// Events per batch a rebuild applies in one transaction.
+const REPLAY_BATCH: usize = 5000;
+
+/// Batches the feed reader may decode ahead of the applies.
+const FEED_AHEAD: usize = 2;
+
+/// A task aborted when its handle is dropped (a failed apply stops the
+/// feed reader rather than let it stream the rest of the table).
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Streams the feed after `after` (up to `until`) on `conn` and sends it
+/// in batches of [`REPLAY_BATCH`] events; a failure is sent as the last
+/// item. Ends when the feed does or the receiver is gone.
+async fn read_feed(
+    mut conn: PgConnection,
+    after: FeedPoint,
+    until: Option<FeedPoint>,
+    batches: mpsc::Sender<Result<Vec<FeedEvent>, ProjectionError>>,
+) {
+    let mut events = feed::stream_after(&mut conn, after, until);
+    let mut batch = Vec::with_capacity(REPLAY_BATCH);
+    loop {
+        match events.next().await {
+            Some(Ok(event)) => {
+                batch.push(event);
+                if batch.len() < REPLAY_BATCH {
+                    continue;
+                }
+            }
+            Some(Err(e)) => {
+                let _ = batches.send(Err(e.into())).await;
+                return;
+            }
+            None => break,
+        }
+        let full = std::mem::replace(&mut batch, Vec::with_capacity(REPLAY_BATCH));
+        if batches.send(Ok(full)).await.is_err() {
+            return;
+        }
+    }
+    drop(events);
+    if !batch.is_empty() && batches.send(Ok(batch)).await.is_err() {
+        return;
+    }
+    // Closed politely; a failure to close leaves nothing behind.
+    let _ = conn.close().await;
+}
+
+/// Applies the next page of the feed after `built.point` to `schema`, on
+/// the swap's transaction; answers how many events it applied.
+async fn catch_up_page(
     conn: &mut PgConnection,
     projection: &Projection,
     schema: &str,
-    until: Option<FeedPoint>,
     built: &mut Rebuilt,
 ) -> Result<usize, ProjectionError> {
-    if until.is_some_and(|until| built.point >= until) {
-        return Ok(0);
-    }
-    let mut events = feed::read_after(&mut *conn, built.point, REPLAY_BATCH).await?;
-    if let Some(until) = until {
-        events.retain(|event| event.point() <= until);
-    }
-    let Some(last) = events.last().map(clinicbook_eventstore::FeedEvent::point) else {
+    let events = feed::read_after(&mut *conn, built.point, CATCH_UP_BATCH).await?;
+    let Some(last) = events.last().map(FeedEvent::point) else {
         return Ok(0);
     };
     apply_in(conn, schema, projection, &events).await?;
@@ -269,7 +356,7 @@ async fn try_swap(
         }
     }
     // The live projector is held: bring the new tables to the head.
-    while replay_batch(&mut tx, projection, schema, None, &mut built).await? > 0 {}
+    while catch_up_page(&mut tx, projection, schema, &mut built).await? > 0 {}
     for table in &new_tables {
         let table = quote(table);
         sqlx::raw_sql(&format!(
@@ -378,7 +465,7 @@ pub async fn check_against_live(
     .transpose()?
     .ok_or_else(|| ProjectionError::UnknownProjection(projection.name.to_owned()))?;
     let mut conn = read.pool().acquire().await?.detach();
-    let built = build_until(&mut conn, projection, schema, Some(live), progress).await?;
+    let built = build_until(read, &mut conn, projection, schema, Some(live), progress).await?;
     let diffs = diff(read, schema, READ_SCHEMA).await;
     sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {} CASCADE", quote(schema)))
         .execute(&mut conn)
