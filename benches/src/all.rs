@@ -1251,7 +1251,7 @@ async fn postmaster_of(url: &str) -> Option<u32> {
 }
 
 /// The fields of `/proc/<pid>/stat` after the command name (state is 0,
-/// ppid 1, utime 11, stime 12).
+/// ppid 1, utime 11, stime 12, cutime 13, cstime 14).
 fn stat_fields(stat: &str) -> Option<Vec<&str>> {
     let after = stat.rsplit_once(')')?.1;
     Some(after.split_whitespace().collect())
@@ -1270,13 +1270,28 @@ fn process_ticks(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// cutime + cstime of `pid`: the CPU of its children it has waited for.
+fn reaped_ticks(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let f = stat_fields(&s)?;
+            let cutime: u64 = f.get(13)?.parse().ok()?;
+            let cstime: u64 = f.get(14)?.parse().ok()?;
+            Some(cutime + cstime)
+        })
+        .unwrap_or(0)
+}
+
 /// utime + stime of every child of `parent` (PostgreSQL's backends and
-/// helpers), and of `parent` itself.
+/// helpers), of `parent` itself, and of the children it has reaped (a
+/// backend that exits during a run takes its ticks out of the live sum;
+/// its parent's cutime + cstime gets them).
 fn children_ticks(parent: u32) -> u64 {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return 0;
     };
-    let mut sum = process_ticks(parent);
+    let mut sum = process_ticks(parent) + reaped_ticks(parent);
     for entry in entries.flatten() {
         let Some(pid) = entry
             .file_name()
