@@ -15,9 +15,11 @@
 //! soon instead of waiting for the next nudge.
 //!
 //! Each message carries `Nats-Msg-Id: <type>/<id>/<sequence>` (JetStream
-//! drops a republished duplicate inside its window), the event's position
-//! and transaction id, and those of the event published just before it, so
-//! a projector can tell when something went missing on the way. The
+//! drops a republished duplicate inside its window), the event's aggregate
+//! type, position and transaction id, and the position and transaction id
+//! of the event published just before it, so a projector can tell when
+//! something went missing on the way, and pass over an event of a kind it
+//! does not read without decoding it. The
 //! checkpoint moves only after JetStream acknowledged the whole batch; a
 //! relay that dies in between publishes the batch again, which is harmless.
 
@@ -27,6 +29,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, stream};
 use async_nats::HeaderMap;
 use backon::{ConstantBuilder, Retryable};
+use clinicbook_domain::AggregateKind;
 use futures_util::{FutureExt, StreamExt};
 use sqlx::{Acquire, PgConnection, PgPool, Row};
 use tokio::time::sleep;
@@ -251,6 +254,8 @@ pub mod header {
     pub const PREV_POSITION: &str = "Clinicbook-Prev-Position";
     /// Transaction id of the event published just before (0 for the first).
     pub const PREV_TRANSACTION: &str = "Clinicbook-Prev-Transaction-Id";
+    /// The event's aggregate type (`Reservation`, ...).
+    pub const AGGREGATE_TYPE: &str = "Clinicbook-Aggregate-Type";
 }
 
 /// How the relay works.
@@ -502,6 +507,7 @@ fn headers(event: &FeedEvent, previous: FeedPoint) -> HeaderMap {
         )
         .as_str(),
     );
+    headers.insert(header::AGGREGATE_TYPE, event.aggregate_type.as_str());
     headers.insert(header::POSITION, event.position.to_string().as_str());
     headers.insert(
         header::TRANSACTION,
@@ -541,15 +547,30 @@ async fn record_oldest_transaction(conn: &mut PgConnection) -> Result<(), StoreE
     Ok(())
 }
 
+/// A point named by two of a relay message's headers.
+fn point_in(headers: &HeaderMap, transaction: &str, position: &str) -> Option<FeedPoint> {
+    Some(FeedPoint {
+        transaction_id: headers.get(transaction)?.as_str().parse().ok()?,
+        position: headers.get(position)?.as_str().parse().ok()?,
+    })
+}
+
 /// The previous point a relay message names, from its headers.
 #[must_use]
 pub fn previous_point(headers: &HeaderMap) -> Option<FeedPoint> {
-    Some(FeedPoint {
-        transaction_id: headers
-            .get(header::PREV_TRANSACTION)?
-            .as_str()
-            .parse()
-            .ok()?,
-        position: headers.get(header::PREV_POSITION)?.as_str().parse().ok()?,
-    })
+    point_in(headers, header::PREV_TRANSACTION, header::PREV_POSITION)
+}
+
+/// The point of the event a relay message carries, from its headers.
+#[must_use]
+pub fn message_point(headers: &HeaderMap) -> Option<FeedPoint> {
+    point_in(headers, header::TRANSACTION, header::POSITION)
+}
+
+/// The aggregate kind of the event a relay message carries, from its
+/// headers (`None` when they do not say, as in messages of releases before
+/// the header, or name a kind this release does not know).
+#[must_use]
+pub fn message_kind(headers: &HeaderMap) -> Option<AggregateKind> {
+    headers.get(header::AGGREGATE_TYPE)?.as_str().parse().ok()
 }

@@ -160,6 +160,73 @@ impl ReadModels {
         projection: &Projection,
         events: &[FeedEvent],
     ) -> Result<FeedPoint, ProjectionError> {
+        let taken: Vec<(FeedPoint, Option<&FeedEvent>)> = events
+            .iter()
+            .map(|event| (event.point(), Some(event)))
+            .collect();
+        self.apply_taken(projection, None, &taken).await
+    }
+
+    /// What a projector calls with a batch it took after `from`, the
+    /// checkpoint it last saw: every event after `from` up to the last
+    /// one, each with its point, and decoded when `projection` reads its
+    /// kind ([`Projection::reads`]). Moves the checkpoint to the last one.
+    ///
+    /// A batch without an event the projection reads applies nothing: one
+    /// statement moves the checkpoint, and only from `from` (a checkpoint
+    /// moved since, by another process or a rebuild, takes the
+    /// transaction instead). Answers the checkpoint after the batch.
+    ///
+    /// # Errors
+    /// The database failed or an event could not be applied (nothing
+    /// moved); [`ProjectionError::CheckpointMovedBack`] when the
+    /// checkpoint is behind `from`.
+    pub async fn advance(
+        &self,
+        projection: &Projection,
+        from: FeedPoint,
+        taken: &[(FeedPoint, Option<&FeedEvent>)],
+    ) -> Result<FeedPoint, ProjectionError> {
+        let Some(&(to, _)) = taken.last() else {
+            return Ok(from);
+        };
+        let reads_any = taken
+            .iter()
+            .any(|(_, event)| event.is_some_and(|event| projection.reads(event.kind())));
+        if !reads_any {
+            let moved = sqlx::query(
+                "UPDATE read.checkpoints
+                    SET transaction_id = $4, position = $5, applied = applied + $6, updated_at = now()
+                  WHERE projection = $1 AND transaction_id = $2 AND position = $3",
+            )
+            .bind(projection.name)
+            .bind(from.transaction_id)
+            .bind(from.position)
+            .bind(to.transaction_id)
+            .bind(to.position)
+            .bind(i64::try_from(taken.len()).unwrap_or(i64::MAX))
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            if moved > 0 {
+                if projection.name == crate::models::schedule::PROJECTION.name {
+                    // Nothing an answer depends on changed; the cache
+                    // learns that the move was this process's own.
+                    self.availability.applying(from, to, &[]);
+                }
+                return Ok(to);
+            }
+        }
+        self.apply_taken(projection, Some(from), taken).await
+    }
+
+    /// The transaction of [`ReadModels::apply`] and [`ReadModels::advance`].
+    async fn apply_taken(
+        &self,
+        projection: &Projection,
+        from: Option<FeedPoint>,
+        taken: &[(FeedPoint, Option<&FeedEvent>)],
+    ) -> Result<FeedPoint, ProjectionError> {
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
             "SELECT transaction_id, position FROM read.checkpoints
@@ -177,15 +244,28 @@ impl ReadModels {
             transaction_id: row.try_get("transaction_id")?,
             position: row.try_get("position")?,
         };
-        let fresh: Vec<FeedEvent> = events
-            .iter()
-            .filter(|event| event.point() > at)
-            .cloned()
-            .collect();
-        let Some(last) = fresh.last().map(FeedEvent::point) else {
+        if let Some(from) = from.filter(|&from| at < from) {
+            // What lies between is in no batch: applying on would skip it.
+            return Err(ProjectionError::CheckpointMovedBack {
+                projection: projection.name.to_owned(),
+                at: at.position,
+                expected: from.position,
+            });
+        }
+        let after: Vec<&(FeedPoint, Option<&FeedEvent>)> =
+            taken.iter().filter(|(point, _)| *point > at).collect();
+        let Some(&&(last, _)) = after.last() else {
             return Ok(at);
         };
-        apply_in(&mut tx, READ_SCHEMA, projection, &fresh).await?;
+        let fresh: Vec<FeedEvent> = after
+            .iter()
+            .filter_map(|(_, event)| *event)
+            .filter(|event| projection.reads(event.kind()))
+            .cloned()
+            .collect();
+        if !fresh.is_empty() {
+            apply_in(&mut tx, READ_SCHEMA, projection, &fresh).await?;
+        }
         if projection.name == crate::models::schedule::PROJECTION.name {
             // Before the commit: once the checkpoint shows, the answers
             // it made old are known to be old.
@@ -199,7 +279,7 @@ impl ReadModels {
         .bind(projection.name)
         .bind(last.transaction_id)
         .bind(last.position)
-        .bind(i64::try_from(fresh.len()).unwrap_or(i64::MAX))
+        .bind(i64::try_from(after.len()).unwrap_or(i64::MAX))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

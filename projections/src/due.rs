@@ -38,6 +38,11 @@ pub static DUE_WORK: Projection = Projection {
     name: "due_work",
     tables: &[&DUE.def, &REMINDER_CLINICS.def, &REMINDER_BOOKINGS.def],
     ddl: "",
+    kinds: &[
+        AggregateKind::Hold,
+        AggregateKind::Clinic,
+        AggregateKind::Reservation,
+    ],
     apply: apply_fn!(apply_batch),
 };
 

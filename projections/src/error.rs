@@ -50,6 +50,20 @@ pub enum ProjectionError {
         #[source]
         source: NatsError,
     },
+    /// A projector's checkpoint is behind where the projector last saw it
+    /// (a database restored from an older copy): the projector starts
+    /// again from the checkpoint instead of applying over a hole.
+    #[error(
+        "the checkpoint of {projection} is at position {at}, behind its projector's {expected}"
+    )]
+    CheckpointMovedBack {
+        /// The projection.
+        projection: String,
+        /// Where the checkpoint is.
+        at: i64,
+        /// Where the projector saw it last.
+        expected: i64,
+    },
     /// No projection has that name.
     #[error("no projection is called {0:?}")]
     UnknownProjection(String),

@@ -33,6 +33,7 @@ pub mod waitlist;
 pub use checkpoint::ReadModels;
 pub use error::ProjectionError;
 
+use clinicbook_domain::AggregateKind;
 use clinicbook_eventstore::FeedEvent;
 use futures::future::BoxFuture;
 use sqlx::PgConnection;
@@ -56,6 +57,11 @@ pub struct Projection {
     /// names, for tables not declared by a row type (empty for the
     /// projections in [`models`]).
     pub ddl: &'static str,
+    /// The aggregate kinds whose events `apply` reads: a batch with none
+    /// of them is not applied, only its checkpoint moves, and a projector
+    /// does not even decode such a message (the relay's headers name its
+    /// kind and place).
+    pub kinds: &'static [AggregateKind],
     /// Applies events.
     pub apply: ApplyFn,
 }
@@ -69,6 +75,13 @@ impl Projection {
         let mut ddl: String = self.tables.iter().map(|table| table.ddl()).collect();
         ddl.push_str(self.ddl);
         ddl
+    }
+
+    /// Whether `apply` reads events of `kind` (`None`: a kind this release
+    /// does not know, which no projection reads).
+    #[must_use]
+    pub fn reads(&self, kind: Option<AggregateKind>) -> bool {
+        kind.is_some_and(|kind| self.kinds.contains(&kind))
     }
 }
 

@@ -6,8 +6,13 @@
 //! then takes messages as they come, a batch at a time: events at or before
 //! its checkpoint are skipped; a message whose previous point is not the
 //! projector's checkpoint means something was lost on the way, and the
-//! missing range is read from the events table. The batch and the
-//! checkpoint commit together, and only then are the messages acked. When
+//! missing range is read from the events table. A message of an aggregate
+//! kind the projection does not read is not even decoded (its headers say
+//! where it is), and a batch without one it reads only moves the
+//! checkpoint. The batch and the checkpoint commit together, and only then
+//! is the batch acked: one ack, of its last message (the consumers ack
+//! all up to it; ones made by an older release are acked message by
+//! message). When
 //! no message comes for a while it looks at the event store again, so a
 //! message lost at the end of the stream, or NATS being away, only delays
 //! a read model.
@@ -19,8 +24,8 @@ use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use async_nats::jetstream::{self, Message};
 use backon::{ConstantBuilder, Retryable};
 use chrono::Utc;
-use clinicbook_eventstore::relay::{previous_point, Topology};
-use clinicbook_eventstore::{feed, FeedEvent};
+use clinicbook_eventstore::relay::{message_kind, message_point, previous_point, Topology};
+use clinicbook_eventstore::{feed, FeedEvent, FeedPoint};
 use futures::{FutureExt, StreamExt};
 use tokio::time::{sleep, timeout};
 use tracing::{debug, warn};
@@ -77,7 +82,8 @@ pub async fn consumer(
             &name,
             pull::Config {
                 durable_name: Some(name.clone()),
-                ack_policy: AckPolicy::Explicit,
+                // One ack per batch, its last message's, acks the batch.
+                ack_policy: AckPolicy::All,
                 deliver_policy: DeliverPolicy::New,
                 ack_wait: Duration::from_secs(30),
                 max_ack_pending: 20_000,
@@ -165,6 +171,11 @@ impl Projector {
         if created {
             self.catch_up().await?;
         }
+        // Where this projector's checkpoint is, as far as it knows: read
+        // again after every catch-up, moved by every batch it applies.
+        let mut checkpoint = self.read.checkpoint(self.projection.name).await?.point;
+        // Consumers made before acks were per batch ack every message.
+        let ack_all = consumer.cached_info().config.ack_policy == AckPolicy::All;
         let mut messages = consumer
             .stream()
             .max_messages_per_batch(self.config.batch)
@@ -177,6 +188,7 @@ impl Projector {
             let first = match timeout(self.config.idle, messages.next()).await {
                 Err(_) => {
                     self.catch_up().await?;
+                    checkpoint = self.read.checkpoint(self.projection.name).await?.point;
                     continue;
                 }
                 Ok(None) => {
@@ -205,7 +217,16 @@ impl Projector {
                     None => break,
                 }
             }
-            self.handle(&batch).await?;
+            checkpoint = self.handle(&batch, checkpoint).await?;
+            let acked = match batch.split_last() {
+                Some((last, _)) if ack_all => std::slice::from_ref(last),
+                _ => &batch[..],
+            };
+            for message in acked {
+                if let Err(error) = message.ack().await {
+                    debug!(projection = self.projection.name, %error, "ack failed; the message comes again and is skipped");
+                }
+            }
         }
     }
 
@@ -223,32 +244,47 @@ impl Projector {
         Ok(())
     }
 
-    /// Applies a batch of messages (filling gaps from the event store, at
-    /// most a batch of events at a time), then acks them.
-    async fn handle(&self, batch: &[Message]) -> Result<(), ProjectionError> {
+    /// Applies a batch of messages taken after `checkpoint` (filling gaps
+    /// from the event store, at most a batch of events at a time); answers
+    /// the checkpoint after it. A message of a kind the
+    /// projection does not read is not decoded: its headers say where it
+    /// is in the feed.
+    async fn handle(
+        &self,
+        batch: &[Message],
+        mut checkpoint: FeedPoint,
+    ) -> Result<FeedPoint, ProjectionError> {
         let name = self.projection.name;
         let limit = i64::try_from(self.config.batch.max(1)).unwrap_or(i64::MAX);
-        let mut cursor = self.read.checkpoint(name).await?.point;
-        let mut events: Vec<FeedEvent> = Vec::with_capacity(batch.len());
+        let mut cursor = checkpoint;
+        let mut taken: Vec<(FeedPoint, Option<FeedEvent>)> = Vec::with_capacity(batch.len());
         for message in batch {
-            let event: FeedEvent = match serde_json::from_slice(&message.payload) {
-                Ok(event) => event,
-                Err(error) => {
-                    warn!(projection = name, %error, subject = %message.subject, "not a feed event; dropped");
-                    continue;
-                }
+            let headers = message.headers.as_ref();
+            let passed = headers.and_then(|headers| {
+                let kind = message_kind(headers)?;
+                (!self.projection.reads(Some(kind))).then_some(message_point(headers)?)
+            });
+            let (point, event) = match passed {
+                Some(point) => (point, None),
+                None => match serde_json::from_slice::<FeedEvent>(&message.payload) {
+                    Ok(event) => (event.point(), Some(event)),
+                    Err(error) => {
+                        warn!(projection = name, %error, subject = %message.subject, "not a feed event; dropped");
+                        continue;
+                    }
+                },
             };
-            if event.point() <= cursor {
+            if point <= cursor {
                 continue;
             }
-            let previous = message.headers.as_ref().and_then(previous_point);
+            let previous = headers.and_then(previous_point);
             if previous != Some(cursor) {
                 // The missing range, a batch at a time: what is gathered is
                 // applied (its checkpoint moved) before the next is read, so
                 // memory stays bounded however large the gap.
                 loop {
                     let missing =
-                        feed::read_between(self.read.pool(), cursor, event.point(), limit).await?;
+                        feed::read_between(self.read.pool(), cursor, point, limit).await?;
                     let Some(last) = missing.last().map(FeedEvent::point) else {
                         break;
                     };
@@ -261,43 +297,55 @@ impl Projector {
                         "gap in the stream; filled from the event store"
                     );
                     cursor = last;
-                    events.extend(missing);
+                    taken.extend(
+                        missing
+                            .into_iter()
+                            .map(|event| (event.point(), Some(event))),
+                    );
                     if !full {
                         break;
                     }
-                    self.apply_events(&events).await?;
-                    events.clear();
+                    checkpoint = self.apply_taken(checkpoint, &taken).await?;
+                    taken.clear();
                 }
             }
-            cursor = event.point();
-            events.push(event);
+            cursor = point;
+            taken.push((point, event));
         }
-        self.apply_events(&events).await?;
-        for message in batch {
-            if let Err(error) = message.ack().await {
-                debug!(projection = name, %error, "ack failed; the message comes again and is skipped");
-            }
-        }
-        Ok(())
+        self.apply_taken(checkpoint, &taken).await
     }
 
-    /// Applies `events` (in feed order) and records their lag.
-    async fn apply_events(&self, events: &[FeedEvent]) -> Result<(), ProjectionError> {
-        if events.is_empty() {
-            return Ok(());
-        }
+    /// Applies what was taken after `checkpoint` (in feed order) and
+    /// records the lag of the events applied; answers the checkpoint after.
+    async fn apply_taken(
+        &self,
+        checkpoint: FeedPoint,
+        taken: &[(FeedPoint, Option<FeedEvent>)],
+    ) -> Result<FeedPoint, ProjectionError> {
+        let refs: Vec<(FeedPoint, Option<&FeedEvent>)> = taken
+            .iter()
+            .map(|(point, event)| (*point, event.as_ref()))
+            .collect();
+        let point = self
+            .read
+            .advance(self.projection, checkpoint, &refs)
+            .await?;
+        self.record_lag(taken.iter().filter_map(|(_, event)| event.as_ref()), point);
+        Ok(point)
+    }
+
+    /// Records, per event the projection read, the lag from the time its
+    /// transaction recorded it to now (just after the batch's commit), and
+    /// the projection's position.
+    fn record_lag<'a>(&self, events: impl Iterator<Item = &'a FeedEvent>, point: FeedPoint) {
         let name = self.projection.name;
-        let point = self.read.apply(self.projection, events).await?;
-        // Commit to visible, per event: from the time its transaction
-        // recorded to this batch's commit.
         let now = Utc::now();
-        for event in events {
+        for event in events.filter(|event| self.projection.reads(event.kind())) {
             let lag = (now - event.recorded_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
             metrics::histogram!("clinicbook_projection_lag_seconds", "projection" => name)
                 .record(lag);
         }
         metrics::gauge!("clinicbook_projection_position", "projection" => name)
             .set(point.position as f64);
-        Ok(())
     }
 }

@@ -47,6 +47,7 @@ pub static WAITLIST: Projection = Projection {
     name: "waitlist",
     tables: &[&ENTRIES.def, &HELD.def, &FREED.def, &OFFERS.def],
     ddl: "",
+    kinds: &[AggregateKind::Hold, AggregateKind::Reservation],
     apply: apply_fn!(apply_batch),
 };
 

@@ -31,6 +31,7 @@ pub const PROJECTION: Projection = Projection {
     name: "catalog",
     tables: &[&CLINICS.def, &PROGRAMS.def],
     ddl: "",
+    kinds: &[AggregateKind::Clinic, AggregateKind::Program],
     apply: apply_fn!(apply_batch),
 };
 

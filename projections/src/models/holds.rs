@@ -18,6 +18,7 @@ pub const PROJECTION: Projection = Projection {
     name: "holds",
     tables: &[&HOLDS.def],
     ddl: "",
+    kinds: &[AggregateKind::Hold],
     apply: apply_fn!(apply_batch),
 };
 

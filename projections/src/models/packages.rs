@@ -25,6 +25,7 @@ pub const PROJECTION: Projection = Projection {
     name: "packages",
     tables: &[&PACKAGES.def, &HISTORY.def],
     ddl: "",
+    kinds: &[AggregateKind::Package],
     apply: apply_fn!(apply_batch),
 };
 

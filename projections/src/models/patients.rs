@@ -23,6 +23,7 @@ pub const PROJECTION: Projection = Projection {
     name: "patients",
     tables: &[&PROFILES.def],
     ddl: "",
+    kinds: &[AggregateKind::Patient],
     apply: apply_fn!(apply_batch),
 };
 

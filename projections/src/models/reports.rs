@@ -64,6 +64,13 @@ pub const PROJECTION: Projection = Projection {
         &REDEMPTIONS.def,
     ],
     ddl: "",
+    kinds: &[
+        AggregateKind::Clinic,
+        AggregateKind::Program,
+        AggregateKind::PromoCode,
+        AggregateKind::Package,
+        AggregateKind::Reservation,
+    ],
     apply: apply_fn!(apply_batch),
 };
 

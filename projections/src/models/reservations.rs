@@ -28,6 +28,7 @@ pub const PROJECTION: Projection = Projection {
     name: "reservations",
     tables: &[&RESERVATIONS.def, &HISTORY.def],
     ddl: "",
+    kinds: &[AggregateKind::Reservation],
     apply: apply_fn!(apply_batch),
 };
 

@@ -46,6 +46,11 @@ pub const PROJECTION: Projection = Projection {
         &RESERVATIONS.def,
     ],
     ddl: "",
+    kinds: &[
+        AggregateKind::Clinic,
+        AggregateKind::Calendar,
+        AggregateKind::Reservation,
+    ],
     apply: apply_fn!(apply_batch),
 };
 

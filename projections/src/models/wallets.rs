@@ -23,6 +23,7 @@ pub const PROJECTION: Projection = Projection {
     name: "wallets",
     tables: &[&WALLETS.def, &TRANSACTIONS.def],
     ddl: "",
+    kinds: &[AggregateKind::Wallet],
     apply: apply_fn!(apply_batch),
 };
 

@@ -14,7 +14,7 @@ use clinicbook_projections::query::detail::WalletPage;
 use clinicbook_projections::{projections, Projection};
 use sqlx::PgPool;
 
-use crate::common::world;
+use crate::common::{staff, world};
 use crate::scenario;
 
 /// Every table of `schema` whose name starts with the projection's name,
@@ -192,4 +192,110 @@ async fn rebuilt_and_swapped_projections_answer_the_same() {
         rebuild(&w.read, projection, &|_| {}).await.unwrap();
     }
     assert_eq!(answers().await, before);
+}
+
+/// Every row of each of `projection`'s declared tables in `schema`, as
+/// sorted JSON rows.
+async fn dump_declared(
+    pool: &PgPool,
+    schema: &str,
+    projection: &Projection,
+) -> BTreeMap<&'static str, Vec<String>> {
+    let mut out = BTreeMap::new();
+    for table in projection.tables {
+        let rows: Vec<String> = sqlx::query_scalar(&format!(
+            "SELECT row_to_json(t)::text FROM \"{schema}\".\"{}\" t ORDER BY 1",
+            table.name
+        ))
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        out.insert(table.name, rows);
+    }
+    out
+}
+
+/// A projector applies only the events of the kinds its projection
+/// declares (`Projection::kinds`) and does not even decode the others: so
+/// every projection, the scheduler's and the matcher's too, must build the
+/// same tables from those events alone as from the whole feed. A kind an
+/// `apply` reads but its projection does not declare fails here.
+#[tokio::test]
+async fn projections_build_the_same_tables_from_the_kinds_they_declare() {
+    use clinicbook_domain::AggregateKind;
+    use clinicbook_projections::{due::DUE_WORK, waitlist::WAITLIST};
+
+    let w = world().await;
+    let s = scenario::build(&w).await;
+    // The scenario has no patient profile and no hold: one of each.
+    let profile: clinicbook_wire::patients::PatientInput = serde_json::from_value(
+        serde_json::json!({"patient_id": s.p1, "name": "Ada Muster", "email": "ada@example.org",
+                           "language": "de", "consent": {"email": true, "sms": false}}),
+    )
+    .unwrap();
+    w.commands
+        .register_patient(&staff(), &profile)
+        .await
+        .unwrap();
+    w.commands
+        .place_hold(
+            &staff(),
+            clinicbook_wire::holds::PlaceHold {
+                hold_id: None,
+                patient_id: s.p2,
+                clinic_id: s.f.clinic_id.0,
+                resource_id: s.f.laser.0,
+                treatment_id: s.f.laser_treatment.0,
+                start: crate::common::berlin(2030, 1, 11, 14, 0),
+                ttl_seconds: Some(600),
+                promo_code: None,
+            },
+        )
+        .await
+        .unwrap();
+    w.catch_up().await;
+    let pool = &w.db.pool;
+    let events = feed::read_after(pool, FeedPoint::START, 1_000_000)
+        .await
+        .unwrap();
+    let kinds: std::collections::BTreeSet<&str> = events
+        .iter()
+        .filter_map(|event| event.kind().map(AggregateKind::name))
+        .collect();
+    let all: Vec<&Projection> = projections().iter().chain([&DUE_WORK, &WAITLIST]).collect();
+    for kind in all.iter().flat_map(|projection| projection.kinds) {
+        assert!(
+            kinds.contains(kind.name()),
+            "the scenario has no {kind:?} event: {kinds:?}"
+        );
+    }
+    for (i, projection) in all.into_iter().enumerate() {
+        let (read, passed): (Vec<_>, Vec<_>) = events
+            .iter()
+            .cloned()
+            .partition(|event| projection.reads(event.kind()));
+        assert!(
+            !read.is_empty(),
+            "{} reads none of the scenario's events",
+            projection.name
+        );
+        assert!(!passed.is_empty(), "{} reads every event", projection.name);
+        let whole = format!("whole_{i}");
+        build(pool, &whole, projection, &[&events]).await;
+        let declared = format!("declared_{i}");
+        build(pool, &declared, projection, &[&read]).await;
+        let from_whole = dump_declared(pool, &whole, projection).await;
+        assert!(
+            from_whole.values().any(|rows| !rows.is_empty()),
+            "{} built nothing",
+            projection.name
+        );
+        assert_eq!(
+            dump_declared(pool, &declared, projection).await,
+            from_whole,
+            "{} from the kinds it declares ({:?})",
+            projection.name,
+            projection.kinds
+        );
+    }
 }

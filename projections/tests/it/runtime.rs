@@ -10,6 +10,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use clinicbook_commands::money::Deposit;
 use clinicbook_commands::{Clock, Commands, Ctx};
+use clinicbook_domain::AggregateKind;
 use clinicbook_eventstore::hash::{self, EventFields, GENESIS};
 use clinicbook_eventstore::relay::{self, Relay, RelayConfig, Topology};
 use clinicbook_eventstore::{Actor, CommandMetadata, EventStore, FeedEvent, StoreConfig, MIGRATOR};
@@ -34,6 +35,7 @@ static TRACE: Projection = Projection {
           CREATE TABLE IF NOT EXISTS trace_disorder (
               aggregate_type text NOT NULL, aggregate_id text NOT NULL, sequence bigint NOT NULL,
               previous bigint);",
+    kinds: AggregateKind::ALL,
     apply: trace,
 };
 
@@ -83,6 +85,7 @@ static SIZES: Projection = Projection {
     ddl: "CREATE TABLE IF NOT EXISTS sizes_events (
               position bigint PRIMARY KEY, seen integer NOT NULL DEFAULT 1);
           CREATE TABLE IF NOT EXISTS sizes_batches (size integer NOT NULL);",
+    kinds: AggregateKind::ALL,
     apply: sizes,
 };
 
@@ -107,6 +110,13 @@ fn sizes<'a>(
         Ok(())
     })
 }
+
+/// `sizes` for clinic events only: every other message is passed over.
+static CLINIC_SIZES: Projection = Projection {
+    name: "clinic_sizes",
+    kinds: &[AggregateKind::Clinic],
+    ..SIZES
+};
 
 /// A database with the relay and the trace projector running over NATS.
 struct ReadSide {
@@ -647,4 +657,83 @@ async fn a_transaction_held_open_for_30_s_holds_the_relay_back_and_nothing_is_sk
     assert_eq!(later, i64::try_from(written).unwrap_or(i64::MAX));
     side.caught_up(Duration::from_secs(60)).await;
     side.assert_exactly_once_in_order().await;
+}
+
+/// A projector passes over the messages of kinds its projection does not
+/// read: wallet deposits, a gap among them included, reach no apply (no
+/// batch is recorded) while its checkpoint keeps up and counts them; the
+/// clinic's events that follow are applied, each once.
+#[tokio::test]
+async fn a_projector_passes_over_kinds_it_does_not_read_and_keeps_its_checkpoint_up() {
+    let mut side = read_side(services().await).await;
+    side.start_projector_with(&CLINIC_SIZES, Duration::from_secs(60), 100);
+    let pool = side.db.pool.clone();
+    let caught_up = |what: &'static str| {
+        let side = &side;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let stored = side.events().await;
+                let at = side
+                    .read
+                    .checkpoint(CLINIC_SIZES.name)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                if stored > 0 && at.applied == stored {
+                    return stored;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{what}: stuck at {at:?}, {stored} stored"
+                );
+                sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    for n in 0..3 {
+        side.deposit(Uuid::new_v4(), n).await;
+    }
+    caught_up("first deposits").await;
+    // A gap: messages lost in JetStream are read from the event store,
+    // and passed over as well.
+    for n in 3..8 {
+        side.deposit(Uuid::new_v4(), n).await;
+    }
+    let mut stream = side
+        .topology
+        .ensure_stream(&side.js)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let info = stream.info().await.unwrap_or_else(|e| panic!("{e}"));
+    let last = info.state.last_sequence;
+    let _ = stream.delete_message(last).await;
+    let _ = stream.delete_message(last - 1).await;
+    side.deposit(Uuid::new_v4(), 8).await;
+    caught_up("deposits").await;
+    let batches: i64 = sqlx::query_scalar("SELECT count(*) FROM read.sizes_batches")
+        .fetch_one(&pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        batches, 0,
+        "a batch of wallet events reached the clinic projection's apply"
+    );
+
+    crate::common::clinic(&side.commands).await;
+    let stored = caught_up("clinic").await;
+    let (clinic_events, applied_once, applied): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM events WHERE aggregate_type = 'Clinic'),
+                (SELECT count(*) FROM read.sizes_events s JOIN events e USING (position)
+                  WHERE e.aggregate_type = 'Clinic' AND s.seen = 1),
+                (SELECT count(*) FROM read.sizes_events)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(clinic_events > 0 && stored > clinic_events);
+    assert_eq!(
+        (applied_once, applied),
+        (clinic_events, clinic_events),
+        "every clinic event applied once, nothing else"
+    );
 }
