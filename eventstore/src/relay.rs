@@ -485,9 +485,14 @@ impl Relay {
 /// Whether events exist after `at` at all: when the feed below the horizon
 /// shows none, they wait above it for an older transaction to end.
 async fn pending_above(leader: &mut PgConnection, at: FeedPoint) -> Result<bool, StoreError> {
+    // Not `EXISTS`: PostgreSQL drops the ORDER BY inside it, estimates a
+    // third of the table after any point and scans it all from the start
+    // when nothing is there (18 ms at 30k events); the first row in index
+    // order is one index descent at any size.
     let pending: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM events
-                         WHERE (transaction_id, position) > ($1::text::xid8, $2))",
+        "SELECT (SELECT 1 FROM events
+                  WHERE (transaction_id, position) > ($1::text::xid8, $2)
+                  ORDER BY events.transaction_id, events.position LIMIT 1) IS NOT NULL",
     )
     .bind(at.transaction_id)
     .bind(at.position)
