@@ -20,6 +20,8 @@
 //! claim dropped (a crash, an error) lets the row go for another try.
 //! [`DueClaim::finish`] deletes the row once its command is done.
 
+use std::collections::{BTreeMap, HashMap};
+
 use chrono::{DateTime, Utc};
 use clinicbook_domain::clinic::{ClinicEvent, ClinicSettings};
 use clinicbook_domain::due::{self, DueChange, DueWork};
@@ -30,7 +32,7 @@ use clinicbook_eventstore::FeedEvent;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, Row};
 
-use crate::models::sql::{apply_fn, decode, read_table_exists, row, Index, Table};
+use crate::models::sql::{apply_fn, decode, distinct, read_table_exists, row, Index, Table};
 use crate::{Projection, ProjectionError, ReadModels};
 
 /// The scheduler's projection (not among the rebuildable ones).
@@ -89,77 +91,84 @@ row! {
 static REMINDER_BOOKINGS: Table<ReminderBookingRow> =
     Table::new("due_reminder_bookings", &["reservation_id"], &[]);
 
+/// The key of a `due_work` row.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+struct DueKey {
+    kind: String,
+    key: String,
+}
+
+/// An event of the batch that the projection uses, decoded once.
+enum Used<'a> {
+    Hold(&'a FeedEvent, HoldEvent),
+    Settings(&'a FeedEvent, ClinicSettings),
+    Reservation(&'a FeedEvent, ReservationEvent),
+}
+
+/// Folds the batch in feed order over what it starts from (the reminder
+/// settings of the clinics it names and the clinics of the bookings it
+/// reschedules, read in two statements), then writes each table once: the
+/// last change of a row wins, as if the events were applied one by one.
 async fn apply_batch(conn: &mut PgConnection, events: &[FeedEvent]) -> Result<(), ProjectionError> {
+    let mut used = Vec::with_capacity(events.len());
     for event in events {
         match event.kind() {
-            Some(AggregateKind::Hold) => {
-                let change = due::of_hold(&event.aggregate_id, &decode::<HoldEvent>(event)?);
-                record(conn, event.position, change).await?;
-            }
+            Some(AggregateKind::Hold) => used.push(Used::Hold(event, decode(event)?)),
             Some(AggregateKind::Clinic) => {
                 if let ClinicEvent::SettingsChanged { settings } = decode::<ClinicEvent>(event)? {
-                    let row = ReminderClinicRow {
-                        clinic_id: event.aggregate_id.clone(),
-                        minutes_before: i64::from(settings.reminder_minutes_before),
-                    };
-                    REMINDER_CLINICS.upsert(conn, &[row]).await?;
+                    used.push(Used::Settings(event, settings));
                 }
             }
             Some(AggregateKind::Reservation) => {
-                let change: ReservationEvent = decode(event)?;
-                let id = &event.aggregate_id;
-                let clinic =
-                    match &change {
-                        ReservationEvent::ReservationBooked { clinic_id, .. } => {
-                            let row = ReminderBookingRow {
-                                reservation_id: id.clone(),
-                                clinic_id: clinic_id.to_string(),
-                            };
-                            REMINDER_BOOKINGS
-                                .upsert(conn, std::slice::from_ref(&row))
-                                .await?;
-                            Some(row.clinic_id)
-                        }
-                        ReservationEvent::ReservationRescheduled { .. } => sqlx::query_scalar(
-                            "SELECT clinic_id FROM due_reminder_bookings WHERE reservation_id = $1",
-                        )
-                        .bind(id)
-                        .fetch_optional(&mut *conn)
-                        .await?,
-                        _ => None,
-                    };
-                let minutes = match clinic {
-                    Some(clinic) => reminder_minutes(conn, &clinic).await?,
-                    None => ClinicSettings::default().reminder_minutes_before,
-                };
-                if let Some(change) = due::of_reservation(id, &change, minutes, event.recorded_at) {
-                    record(conn, event.position, change).await?;
-                }
+                used.push(Used::Reservation(event, decode(event)?));
             }
             _ => {}
         }
     }
-    Ok(())
-}
+    if used.is_empty() {
+        return Ok(());
+    }
 
-/// The clinic's `reminder_minutes_before` as of the events applied so far.
-async fn reminder_minutes(conn: &mut PgConnection, clinic: &str) -> Result<u32, ProjectionError> {
-    let minutes: Option<i64> =
-        sqlx::query_scalar("SELECT minutes_before FROM due_reminder_clinics WHERE clinic_id = $1")
-            .bind(clinic)
-            .fetch_optional(&mut *conn)
-            .await?;
-    Ok(minutes
-        .and_then(|m| u32::try_from(m).ok())
-        .unwrap_or(ClinicSettings::default().reminder_minutes_before))
-}
+    // Where the batch starts from.
+    let rescheduled: Vec<String> = used
+        .iter()
+        .filter_map(|used| match used {
+            Used::Reservation(event, ReservationEvent::ReservationRescheduled { .. }) => {
+                Some(event.aggregate_id.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    let mut bookings: HashMap<String, String> = REMINDER_BOOKINGS
+        .load_by(conn, &distinct(rescheduled), |row| {
+            row.reservation_id.clone()
+        })
+        .await?
+        .into_iter()
+        .map(|(id, row)| (id, row.clinic_id))
+        .collect();
+    let clinics: Vec<String> = used
+        .iter()
+        .filter_map(|used| match used {
+            Used::Reservation(_, ReservationEvent::ReservationBooked { clinic_id, .. }) => {
+                Some(clinic_id.to_string())
+            }
+            _ => None,
+        })
+        .chain(bookings.values().cloned())
+        .collect();
+    let mut minutes: HashMap<String, i64> = REMINDER_CLINICS
+        .load_by(conn, &distinct(clinics), |row| row.clinic_id.clone())
+        .await?
+        .into_iter()
+        .map(|(id, row)| (id, row.minutes_before))
+        .collect();
 
-async fn record(
-    conn: &mut PgConnection,
-    position: i64,
-    change: DueChange,
-) -> Result<(), ProjectionError> {
-    match change {
+    // The fold.
+    let mut clinic_rows: BTreeMap<String, ReminderClinicRow> = BTreeMap::new();
+    let mut booking_rows: BTreeMap<String, ReminderBookingRow> = BTreeMap::new();
+    let mut due: BTreeMap<DueKey, Option<DueRow>> = BTreeMap::new();
+    let mut record = |position: i64, change: DueChange| match change {
         DueChange::Schedule { kind, key, due_at } => {
             let row = DueRow {
                 kind: kind.as_str().to_owned(),
@@ -167,16 +176,73 @@ async fn record(
                 due_at,
                 position,
             };
-            DUE.upsert(conn, &[row]).await?;
+            due.insert(
+                DueKey {
+                    kind: row.kind.clone(),
+                    key: row.key.clone(),
+                },
+                Some(row),
+            );
         }
         DueChange::Done { kind, key } => {
-            sqlx::query("DELETE FROM due_work WHERE kind = $1 AND key = $2")
-                .bind(kind.as_str())
-                .bind(key)
-                .execute(conn)
-                .await?;
+            due.insert(
+                DueKey {
+                    kind: kind.as_str().to_owned(),
+                    key,
+                },
+                None,
+            );
+        }
+    };
+    for used in &used {
+        match used {
+            Used::Hold(event, change) => {
+                record(event.position, due::of_hold(&event.aggregate_id, change));
+            }
+            Used::Settings(event, settings) => {
+                let row = ReminderClinicRow {
+                    clinic_id: event.aggregate_id.clone(),
+                    minutes_before: i64::from(settings.reminder_minutes_before),
+                };
+                minutes.insert(row.clinic_id.clone(), row.minutes_before);
+                clinic_rows.insert(row.clinic_id.clone(), row);
+            }
+            Used::Reservation(event, change) => {
+                let id = &event.aggregate_id;
+                let clinic = match change {
+                    ReservationEvent::ReservationBooked { clinic_id, .. } => {
+                        let row = ReminderBookingRow {
+                            reservation_id: id.clone(),
+                            clinic_id: clinic_id.to_string(),
+                        };
+                        bookings.insert(id.clone(), row.clinic_id.clone());
+                        booking_rows.insert(id.clone(), row);
+                        bookings.get(id)
+                    }
+                    ReservationEvent::ReservationRescheduled { .. } => bookings.get(id),
+                    _ => None,
+                };
+                let minutes = clinic
+                    .and_then(|clinic| minutes.get(clinic))
+                    .and_then(|&m| u32::try_from(m).ok())
+                    .unwrap_or(ClinicSettings::default().reminder_minutes_before);
+                if let Some(change) = due::of_reservation(id, change, minutes, event.recorded_at) {
+                    record(event.position, change);
+                }
+            }
         }
     }
+
+    // Each table once.
+    let clinic_rows: Vec<ReminderClinicRow> = clinic_rows.into_values().collect();
+    REMINDER_CLINICS.upsert(conn, &clinic_rows).await?;
+    let booking_rows: Vec<ReminderBookingRow> = booking_rows.into_values().collect();
+    REMINDER_BOOKINGS.upsert(conn, &booking_rows).await?;
+    let (done, scheduled): (Vec<_>, Vec<_>) = due.into_iter().partition(|(_, row)| row.is_none());
+    let done: Vec<DueKey> = done.into_iter().map(|(key, _)| key).collect();
+    DUE.delete(conn, &done).await?;
+    let scheduled: Vec<DueRow> = scheduled.into_iter().filter_map(|(_, row)| row).collect();
+    DUE.upsert(conn, &scheduled).await?;
     Ok(())
 }
 

@@ -219,7 +219,8 @@ async fn dump_declared(
 /// declares (`Projection::kinds`) and does not even decode the others: so
 /// every projection, the scheduler's and the matcher's too, must build the
 /// same tables from those events alone as from the whole feed. A kind an
-/// `apply` reads but its projection does not declare fails here.
+/// `apply` reads but its projection does not declare fails here. And each
+/// builds the same tables one event at a time as in one batch.
 #[tokio::test]
 async fn projections_build_the_same_tables_from_the_kinds_they_declare() {
     use clinicbook_domain::AggregateKind;
@@ -253,6 +254,29 @@ async fn projections_build_the_same_tables_from_the_kinds_they_declare() {
         )
         .await
         .unwrap();
+    // A reminder setting changed, then a booking under it.
+    crate::common::raw::<clinicbook_domain::clinic::Clinic>(
+        &w.commands,
+        s.f.clinic_id,
+        vec![clinicbook_domain::clinic::ClinicCommand::ChangeSettings {
+            change: clinicbook_domain::clinic::SettingsChange {
+                reminder_minutes_before: Some(90),
+                ..Default::default()
+            },
+        }],
+    )
+    .await;
+    crate::common::book(
+        &w.commands,
+        s.p4,
+        s.f.clinic_id,
+        s.f.laser,
+        s.f.laser_treatment,
+        crate::common::berlin(2030, 1, 12, 10, 0),
+        clinicbook_commands::booking::PaymentInput::AtClinic,
+        None,
+    )
+    .await;
     w.catch_up().await;
     let pool = &w.db.pool;
     let events = feed::read_after(pool, FeedPoint::START, 1_000_000)
@@ -296,6 +320,16 @@ async fn projections_build_the_same_tables_from_the_kinds_they_declare() {
             "{} from the kinds it declares ({:?})",
             projection.name,
             projection.kinds
+        );
+        // A batch folds as its events one by one do.
+        let single = format!("single_event_{i}");
+        let batches: Vec<&[clinicbook_eventstore::FeedEvent]> = events.chunks(1).collect();
+        build(pool, &single, projection, &batches).await;
+        assert_eq!(
+            dump_declared(pool, &single, projection).await,
+            from_whole,
+            "{} one event at a time",
+            projection.name
         );
     }
 }
