@@ -22,6 +22,8 @@
 //! an idempotency key made of the freed slot and the candidate, so an
 //! attempt repeated after a crash books nothing twice.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use clinicbook_domain::hold::HoldEvent;
 use clinicbook_domain::reservation::{PaymentMethod, ReservationEvent, Slot};
@@ -138,19 +140,61 @@ static OFFERS: Table<OfferRow> = Table::new(
     )],
 );
 
+/// The key of a `waitlist_entries` row.
+#[derive(Serialize)]
+struct EntryKey {
+    reservation_id: Uuid,
+}
+
+/// Applies events in feed order. A run of bookings in a row, what a busy
+/// clinic's batch mostly is, is written at once: each booking only ends
+/// its own entry and holds its own slot, so the run's entries go in one
+/// statement and its slots in another.
 async fn apply_batch(conn: &mut PgConnection, events: &[FeedEvent]) -> Result<(), ProjectionError> {
+    let mut booked: BTreeMap<Uuid, HeldRow> = BTreeMap::new();
     for event in events {
-        match event.kind() {
-            Some(AggregateKind::Hold) => {
-                apply_offer(conn, event.position, uuid_id(event)?, decode(event)?).await?;
-            }
-            Some(AggregateKind::Reservation) => {
-                apply_one(conn, event.position, uuid_id(event)?, decode(event)?).await?;
-            }
-            _ => {}
+        let kind = event.kind();
+        if !matches!(kind, Some(AggregateKind::Hold | AggregateKind::Reservation)) {
+            continue;
+        }
+        let change = match kind {
+            Some(AggregateKind::Reservation) => Some(decode::<ReservationEvent>(event)?),
+            _ => None,
+        };
+        if let Some(ReservationEvent::ReservationBooked {
+            clinic_id, slot, ..
+        }) = &change
+        {
+            let id = uuid_id(event)?;
+            booked.insert(id, held_row(id, clinic_id.0, *slot));
+            continue;
+        }
+        apply_booked(conn, &mut booked).await?;
+        match change {
+            Some(change) => apply_one(conn, event.position, uuid_id(event)?, change).await?,
+            None => apply_offer(conn, event.position, uuid_id(event)?, decode(event)?).await?,
         }
     }
-    Ok(())
+    apply_booked(conn, &mut booked).await
+}
+
+/// Writes a run of bookings (and empties it): their entries end, their
+/// slots are held.
+async fn apply_booked(
+    conn: &mut PgConnection,
+    booked: &mut BTreeMap<Uuid, HeldRow>,
+) -> Result<(), ProjectionError> {
+    if booked.is_empty() {
+        return Ok(());
+    }
+    let run = std::mem::take(booked);
+    let keys: Vec<EntryKey> = run
+        .keys()
+        .map(|&reservation_id| EntryKey { reservation_id })
+        .collect();
+    ENTRIES.delete(conn, &keys).await?;
+    let rows: Vec<HeldRow> = run.into_values().collect();
+    HELD.upsert(conn, &rows).await
 }
 
 async fn apply_one(
@@ -181,8 +225,8 @@ async fn apply_one(
         ReservationEvent::ReservationBooked {
             clinic_id, slot, ..
         } => {
-            ENTRIES.delete_where(conn, id).await?;
-            hold(conn, id, clinic_id.0, slot).await?;
+            let mut booked = BTreeMap::from([(id, held_row(id, clinic_id.0, slot))]);
+            apply_booked(conn, &mut booked).await?;
         }
         ReservationEvent::ReservationRescheduled { from, to } => {
             let clinic: Option<Uuid> =
@@ -261,20 +305,24 @@ async fn apply_offer(
 }
 
 /// Records the slot `id` holds now (a booking, a reschedule's new slot).
+/// The row of a reservation `id` of `clinic` holding `slot`.
+fn held_row(id: Uuid, clinic: Uuid, slot: Slot) -> HeldRow {
+    HeldRow {
+        reservation_id: id,
+        clinic_id: clinic,
+        resource_id: slot.resource_id.0,
+        start_at: slot.start,
+        end_at: slot.end,
+    }
+}
+
 async fn hold(
     conn: &mut PgConnection,
     id: Uuid,
     clinic: Uuid,
     slot: Slot,
 ) -> Result<(), ProjectionError> {
-    let held = HeldRow {
-        reservation_id: id,
-        clinic_id: clinic,
-        resource_id: slot.resource_id.0,
-        start_at: slot.start,
-        end_at: slot.end,
-    };
-    HELD.upsert(conn, &[held]).await
+    HELD.upsert(conn, &[held_row(id, clinic, slot)]).await
 }
 
 /// The slot a row that held one (`clinic_id, resource_id, start_at,
