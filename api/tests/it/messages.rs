@@ -727,6 +727,19 @@ async fn reminders_are_sent_once_across_a_restart_rearmed_by_a_reschedule_and_di
         due_of(b.clone()).await,
         Some(moved - chrono::Duration::minutes(1))
     );
+    // C's cancellation commits after B's reschedule, possibly in a later
+    // batch of the scheduler's projection: read it once that has applied
+    // the cancellation.
+    let cancelled_at = cancelled.body["position"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no position: {:?}", cancelled.body));
+    read.wait_for(
+        clinicbook_projections::due::DUE_WORK.name,
+        cancelled_at,
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     let c_due = read
         .due_at(DueKind::Reminder, &c)
         .await
