@@ -1257,30 +1257,28 @@ fn stat_fields(stat: &str) -> Option<Vec<&str>> {
     Some(after.split_whitespace().collect())
 }
 
-/// utime + stime of `pid` in clock ticks (its threads included).
-fn process_ticks(pid: u32) -> u64 {
+/// The sum of two counters of `/proc/<pid>/stat`, by index after the
+/// command name (0 when the process is gone).
+fn stat_ticks(pid: u32, first: usize, second: usize) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|s| {
             let f = stat_fields(&s)?;
-            let utime: u64 = f.get(11)?.parse().ok()?;
-            let stime: u64 = f.get(12)?.parse().ok()?;
-            Some(utime + stime)
+            let a: u64 = f.get(first)?.parse().ok()?;
+            let b: u64 = f.get(second)?.parse().ok()?;
+            Some(a + b)
         })
         .unwrap_or(0)
 }
 
+/// utime + stime of `pid` in clock ticks (its threads included).
+fn process_ticks(pid: u32) -> u64 {
+    stat_ticks(pid, 11, 12)
+}
+
 /// cutime + cstime of `pid`: the CPU of its children it has waited for.
 fn reaped_ticks(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            let f = stat_fields(&s)?;
-            let cutime: u64 = f.get(13)?.parse().ok()?;
-            let cstime: u64 = f.get(14)?.parse().ok()?;
-            Some(cutime + cstime)
-        })
-        .unwrap_or(0)
+    stat_ticks(pid, 13, 14)
 }
 
 /// utime + stime of every child of `parent` (PostgreSQL's backends and

@@ -232,20 +232,27 @@ impl ReadSide {
     /// cluster-wide, so other tests' open transactions can hide the newest
     /// events from the feed for a moment.)
     async fn caught_up(&self, within: Duration) {
+        self.caught_up_of(&TRACE, within).await;
+    }
+
+    /// [`ReadSide::caught_up`] for `projection`; answers how many events
+    /// are stored.
+    async fn caught_up_of(&self, projection: &Projection, within: Duration) -> i64 {
         let deadline = Instant::now() + within;
         loop {
             let stored = self.events().await;
             let at = self
                 .read
-                .checkpoint(TRACE.name)
+                .checkpoint(projection.name)
                 .await
                 .unwrap_or_else(|e| panic!("{e}"));
             if stored > 0 && at.applied == stored {
-                return;
+                return stored;
             }
             assert!(
                 Instant::now() < deadline,
-                "trace projection stuck at {at:?}, {stored} stored"
+                "{} projection stuck at {at:?}, {stored} stored",
+                projection.name
             );
             sleep(Duration::from_millis(20)).await;
         }
@@ -668,32 +675,11 @@ async fn a_projector_passes_over_kinds_it_does_not_read_and_keeps_its_checkpoint
     let mut side = read_side(services().await).await;
     side.start_projector_with(&CLINIC_SIZES, Duration::from_secs(60), 100);
     let pool = side.db.pool.clone();
-    let caught_up = |what: &'static str| {
-        let side = &side;
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                let stored = side.events().await;
-                let at = side
-                    .read
-                    .checkpoint(CLINIC_SIZES.name)
-                    .await
-                    .unwrap_or_else(|e| panic!("{e}"));
-                if stored > 0 && at.applied == stored {
-                    return stored;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "{what}: stuck at {at:?}, {stored} stored"
-                );
-                sleep(Duration::from_millis(20)).await;
-            }
-        }
-    };
+    let within = Duration::from_secs(20);
     for n in 0..3 {
         side.deposit(Uuid::new_v4(), n).await;
     }
-    caught_up("first deposits").await;
+    side.caught_up_of(&CLINIC_SIZES, within).await;
     // A gap: messages lost in JetStream are read from the event store,
     // and passed over as well.
     for n in 3..8 {
@@ -709,7 +695,7 @@ async fn a_projector_passes_over_kinds_it_does_not_read_and_keeps_its_checkpoint
     let _ = stream.delete_message(last).await;
     let _ = stream.delete_message(last - 1).await;
     side.deposit(Uuid::new_v4(), 8).await;
-    caught_up("deposits").await;
+    side.caught_up_of(&CLINIC_SIZES, within).await;
     let batches: i64 = sqlx::query_scalar("SELECT count(*) FROM read.sizes_batches")
         .fetch_one(&pool)
         .await
@@ -720,7 +706,7 @@ async fn a_projector_passes_over_kinds_it_does_not_read_and_keeps_its_checkpoint
     );
 
     crate::common::clinic(&side.commands).await;
-    let stored = caught_up("clinic").await;
+    let stored = side.caught_up_of(&CLINIC_SIZES, within).await;
     let (clinic_events, applied_once, applied): (i64, i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM events WHERE aggregate_type = 'Clinic'),
                 (SELECT count(*) FROM read.sizes_events s JOIN events e USING (position)
